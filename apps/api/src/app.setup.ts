@@ -1,0 +1,23 @@
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { json } from 'express';
+import helmet from 'helmet';
+import { Logger } from 'nestjs-pino';
+import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonOnly } from '@app/common';
+
+/**
+ * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
+ * same body limit, error envelope and validation as production.
+ */
+export function configureApp(app: NestExpressApplication): void {
+  const config = app.get(AppConfig);
+  app.useLogger(app.get(Logger));
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(helmet({ contentSecurityPolicy: false }));
+  app.use(jsonOnly);
+  app.use(json({ limit: config.bodyLimit, strict: true }));
+  app.use(bodyParserErrors);
+  app.useGlobalFilters(new AllExceptionsFilter());
+  app.useGlobalPipes(createValidationPipe());
+  app.enableShutdownHooks();
+}

@@ -1,0 +1,50 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNumber, IsOptional, IsString, Length, Max, MaxLength, Min, MinLength } from 'class-validator';
+
+/** The seed's request contract (chapter 23.1.2), bounds included. */
+export class GenerateRequestDto {
+  @ApiProperty({ minLength: 1, maxLength: 4096 })
+  @IsString()
+  @Length(1, 4096)
+  prompt!: string;
+
+  @ApiPropertyOptional({ minimum: 1, maximum: 2048, default: 256 })
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(2048)
+  max_tokens: number = 256;
+
+  @ApiPropertyOptional({ minimum: 0, maximum: 2, default: 0.7 })
+  @IsOptional()
+  @IsNumber({ allowNaN: false, allowInfinity: false })
+  @Min(0)
+  @Max(2)
+  temperature: number = 0.7;
+
+  @ApiPropertyOptional({ minimum: 0, maximum: 1, default: 0.9 })
+  @IsOptional()
+  @IsNumber({ allowNaN: false, allowInfinity: false })
+  @Min(0)
+  @Max(1)
+  top_p: number = 0.9;
+
+  @ApiPropertyOptional({ type: [String], maxItems: 16 })
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(16)
+  @IsString({ each: true })
+  @MinLength(1, { each: true })
+  @MaxLength(256, { each: true })
+  stop_sequences?: string[];
+
+  @ApiPropertyOptional({ default: false })
+  @IsOptional()
+  @IsBoolean()
+  stream: boolean = false;
+
+  @ApiPropertyOptional({ default: false, description: 'Extension: generate until max_tokens even past end-of-text' })
+  @IsOptional()
+  @IsBoolean()
+  ignore_eos: boolean = false;
+}

@@ -1,0 +1,41 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Res } from '@nestjs/common';
+import { ApiSecurity, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { ClientSignal, sendReply } from '@app/common';
+import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto } from './openai.dto';
+import { OpenAIService } from './openai.service';
+
+@ApiTags('openai')
+@ApiSecurity('api-key')
+@Controller('v1')
+export class OpenAIController {
+  constructor(private readonly service: OpenAIService) {}
+
+  @Get('models')
+  models(): object {
+    return this.service.listModels();
+  }
+
+  @Get('models/:id')
+  model(@Param('id') id: string): object {
+    return this.service.getModel(id);
+  }
+
+  @Post('completions')
+  @HttpCode(200)
+  async completions(@Body() dto: CompletionRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
+    return sendReply(res, await this.service.completions(dto, signal));
+  }
+
+  @Post('chat/completions')
+  @HttpCode(200)
+  async chat(@Body() dto: ChatCompletionRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
+    return sendReply(res, await this.service.chat(dto, signal));
+  }
+
+  @Post('embeddings')
+  @HttpCode(200)
+  embeddings(@Body() dto: EmbeddingRequestDto): Promise<object> {
+    return this.service.embeddings(dto);
+  }
+}

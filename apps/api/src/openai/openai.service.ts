@@ -1,0 +1,168 @@
+import { Injectable } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { asArray, Reply } from '@app/common';
+import { SamplingParams } from '@app/batching';
+import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
+import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, SamplingDto } from './openai.dto';
+
+type Finish = 'stop' | 'length';
+
+/** OpenAI's wire format over the inference service, so the official SDKs work unchanged. */
+@Injectable()
+export class OpenAIService {
+  constructor(private readonly inference: InferenceService) {}
+
+  listModels(): object {
+    const m = this.inference.model;
+    return { object: 'list', data: [this.#model(m.id)] };
+  }
+
+  getModel(id: string): object {
+    this.inference.assertModel(id);
+    return this.#model(this.inference.model.id);
+  }
+
+  async completions(dto: CompletionRequestDto, signal: AbortSignal): Promise<Reply> {
+    this.inference.assertModel(dto.model);
+    const prompt = this.inference.prepareText(asArray(dto.prompt)[0], dto.max_tokens, 16);
+    const request = this.#request(dto, prompt);
+    const meta = { id: `cmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
+    if (dto.stream) {
+      const events = this.inference.generate(request, { signal });
+      const includeUsage = dto.stream_options?.include_usage === true;
+      const chunk = (text: string, finish: Finish | null): object => ({
+        ...meta,
+        object: 'text_completion',
+        choices: [{ index: 0, text, logprobs: null, finish_reason: finish }],
+        ...(includeUsage ? { usage: null } : {}),
+      });
+      return {
+        kind: 'sse',
+        terminator: '[DONE]',
+        events: (async function* () {
+          for await (const e of events) {
+            if (e.kind === 'text') yield chunk(e.text, null);
+            else {
+              yield chunk('', finish(e.finishReason));
+              if (includeUsage) yield { ...meta, object: 'text_completion', choices: [], usage: toUsage(e) };
+            }
+          }
+        })(),
+      };
+    }
+    const r = await this.inference.complete(request, { signal });
+    return {
+      kind: 'json',
+      body: {
+        ...meta,
+        object: 'text_completion',
+        choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: finish(r.finishReason) }],
+        usage: this.#usage(r.usage, r.cachedPromptTokens),
+      },
+    };
+  }
+
+  async chat(dto: ChatCompletionRequestDto, signal: AbortSignal): Promise<Reply> {
+    this.inference.assertModel(dto.model);
+    const messages: ChatMessage[] = dto.messages.map((m) => ({
+      role: m.role,
+      content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+    }));
+    const prompt = this.inference.prepareChat(messages, dto.max_completion_tokens ?? dto.max_tokens);
+    const request = this.#request(dto, prompt);
+    const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
+    if (dto.stream) {
+      const events = this.inference.generate(request, { signal });
+      const includeUsage = dto.stream_options?.include_usage === true;
+      const chunk = (delta: object, finish: Finish | null): object => ({
+        ...meta,
+        object: 'chat.completion.chunk',
+        system_fingerprint: null,
+        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+        ...(includeUsage ? { usage: null } : {}),
+      });
+      return {
+        kind: 'sse',
+        terminator: '[DONE]',
+        events: (async function* () {
+          let first = true;
+          for await (const e of events) {
+            if (e.kind === 'text') {
+              yield chunk(first ? { role: 'assistant', content: e.text } : { content: e.text }, null);
+              first = false;
+            } else {
+              yield chunk(first ? { role: 'assistant', content: '' } : {}, finish(e.finishReason));
+              if (includeUsage) {
+                yield { ...meta, object: 'chat.completion.chunk', system_fingerprint: null, choices: [], usage: toUsage(e) };
+              }
+            }
+          }
+        })(),
+      };
+    }
+    const r = await this.inference.complete(request, { signal });
+    return {
+      kind: 'json',
+      body: {
+        ...meta,
+        object: 'chat.completion',
+        system_fingerprint: null,
+        choices: [
+          { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finish(r.finishReason) },
+        ],
+        usage: this.#usage(r.usage, r.cachedPromptTokens),
+      },
+    };
+  }
+
+  async embeddings(dto: EmbeddingRequestDto): Promise<object> {
+    this.inference.assertModel(dto.model);
+    const { vectors, promptTokens } = await this.inference.embed(asArray(dto.input));
+    const base64 = dto.encoding_format === 'base64';
+    return {
+      object: 'list',
+      model: this.inference.model.id,
+      data: vectors.map((v, index) => ({
+        object: 'embedding',
+        index,
+        // base64 is little-endian float32, which is what the official SDKs decode by default.
+        embedding: base64 ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v),
+      })),
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+    };
+  }
+
+  #request(dto: SamplingDto, prompt: PreparedPrompt): GenerationRequest {
+    const sampling: SamplingParams = {
+      temperature: dto.temperature ?? 1,
+      topP: dto.top_p,
+      topK: dto.top_k,
+      minP: dto.min_p,
+      seed: dto.seed,
+      repeatPenalty: dto.repeat_penalty,
+      presencePenalty: dto.presence_penalty,
+      frequencyPenalty: dto.frequency_penalty,
+      ignoreEos: dto.ignore_eos,
+    };
+    return { prompt, sampling, stop: asArray(dto.stop) };
+  }
+
+  #usage(usage: Usage, cached: number): object {
+    return { ...usage, prompt_tokens_details: { cached_tokens: cached } };
+  }
+
+  #model(id: string): object {
+    const m = this.inference.model;
+    return {
+      id,
+      object: 'model',
+      created: Math.floor(Date.now() / 1000),
+      owned_by: 'local',
+      meta: { context_size: m.contextSize, train_context_size: m.trainContextSize, vocab_size: m.vocabularySize, size_bytes: m.sizeBytes },
+    };
+  }
+}
+
+function finish(reason: string): Finish {
+  return reason === 'length' ? 'length' : 'stop';
+}

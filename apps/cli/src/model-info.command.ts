@@ -1,0 +1,50 @@
+import { Command, CommandRunner, Option, SubCommand } from 'nest-commander';
+import { InferenceService, ModelDescriptor } from '@app/inference';
+
+@SubCommand({ name: 'info', description: 'Load the configured model (MODEL_PATH) and print its descriptor' })
+export class ModelInfoCommand extends CommandRunner {
+  constructor(private readonly inference: InferenceService) {
+    super();
+  }
+
+  async run(_args: string[], options: { json?: boolean }): Promise<void> {
+    const d = await this.inference.whenReady();
+    process.stdout.write(options.json ? `${JSON.stringify(d, null, 2)}\n` : formatDescriptor(d));
+  }
+
+  @Option({ flags: '--json', description: 'Machine-readable output' })
+  parseJson(): boolean {
+    return true;
+  }
+}
+
+@Command({ name: 'model', description: 'Model commands', subCommands: [ModelInfoCommand] })
+export class ModelCommand extends CommandRunner {
+  async run(): Promise<void> {
+    this.command.help();
+  }
+}
+
+export function formatDescriptor(d: ModelDescriptor): string {
+  const rows: [string, string][] = [
+    ['id', d.id],
+    ['path', d.path],
+    ['size', `${(d.sizeBytes / 1e6).toFixed(2)} MB`],
+    ['architecture', d.architecture],
+    ['parameters', d.parameters === null ? 'unknown' : d.parameters.toLocaleString('en-US')],
+    ['layers', String(d.layers)],
+    ['embedding length', String(d.embeddingLength)],
+    ['vocabulary', d.vocabularySize.toLocaleString('en-US')],
+    ['train context', String(d.trainContextSize)],
+    ['context per slot', String(d.contextSize)],
+    ['slots', String(d.slots)],
+    ['threads', String(d.threads)],
+    ['batch size', String(d.batchSize)],
+    ['backend', d.gpu ? `${d.gpu} (${d.gpuLayers}/${d.layers} layers offloaded)` : 'CPU'],
+    ['chat template', d.chatTemplate],
+    ['load time', `${d.loadMs} ms`],
+  ];
+  if (d.gpuFallbackReason) rows.push(['GPU fallback', d.gpuFallbackReason]);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n') + '\n';
+}

@@ -1,0 +1,90 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { ApiError, ErrorEnvelope, ErrorType } from './api-error';
+import { CommonErrorCode, CommonException } from './common.exception';
+
+/** body-parser marks its errors with a `type`; these are the ones a client can cause. */
+const BODY_PARSER_ERRORS: Record<string, () => CommonException> = {
+  'entity.parse.failed': () =>
+    new CommonException(CommonErrorCode.MalformedJson, 'Request body is not valid JSON'),
+  'entity.too.large': () =>
+    new CommonException(CommonErrorCode.PayloadTooLarge, 'Request body exceeds the size limit'),
+  'entity.verify.failed': () =>
+    new CommonException(CommonErrorCode.MalformedJson, 'Request body failed verification'),
+  'charset.unsupported': () =>
+    new CommonException(CommonErrorCode.UnsupportedMediaType, 'Unsupported charset; send UTF-8 JSON'),
+  'encoding.unsupported': () =>
+    new CommonException(CommonErrorCode.UnsupportedMediaType, 'Unsupported content encoding'),
+  'request.aborted': () => new CommonException(CommonErrorCode.MalformedJson, 'Request body was aborted'),
+  'request.size.invalid': () =>
+    new CommonException(CommonErrorCode.MalformedJson, 'Request body size does not match Content-Length'),
+  'stream.encoding.set': () => new CommonException(CommonErrorCode.Internal, 'Internal server error'),
+};
+
+const TYPE_BY_STATUS: Record<number, ErrorType> = {
+  401: ErrorType.Authentication,
+  403: ErrorType.Permission,
+  404: ErrorType.NotFound,
+  429: ErrorType.RateLimit,
+  503: ErrorType.Unavailable,
+};
+
+export interface RenderedError {
+  status: number;
+  headers: Record<string, string>;
+  body: ErrorEnvelope;
+}
+
+/**
+ * Turns anything thrown into the one error envelope. Exported so that places outside Nest's
+ * filter chain (express error middleware, SSE streams already under way) render identically.
+ */
+export function renderError(exception: unknown): RenderedError {
+  if (exception instanceof ApiError) {
+    return { status: exception.status, headers: exception.headers, body: exception.toEnvelope() };
+  }
+  const parserType = (exception as { type?: unknown } | null)?.type;
+  if (typeof parserType === 'string' && BODY_PARSER_ERRORS[parserType]) {
+    return renderError(BODY_PARSER_ERRORS[parserType]());
+  }
+  if (exception instanceof HttpException) {
+    const status = exception.getStatus();
+    if (status === 404) {
+      return renderError(new CommonException(CommonErrorCode.RouteNotFound, exception.message));
+    }
+    if (status === 413) {
+      return renderError(new CommonException(CommonErrorCode.PayloadTooLarge, 'Request body exceeds the size limit'));
+    }
+    const type = TYPE_BY_STATUS[status] ?? (status >= 500 ? ErrorType.Server : ErrorType.InvalidRequest);
+    const message = status >= 500 ? 'Internal server error' : exception.message;
+    return { status, headers: {}, body: { error: { message, type, code: `http_${status}` } } };
+  }
+  return renderError(new CommonException(CommonErrorCode.Internal, 'Internal server error'));
+}
+
+/** The single global filter: every error leaves the server as `{"error": {...}}`. */
+@Catch()
+export class AllExceptionsFilter implements ExceptionFilter {
+  readonly #logger = new Logger('Errors');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const ctx = host.switchToHttp();
+    const res = ctx.getResponse<Response>();
+    const req = ctx.getRequest<Request & { id?: unknown }>();
+    const rendered = renderError(exception);
+    const requestId = req?.id === undefined ? undefined : String(req.id);
+    if (rendered.status >= 500) {
+      this.#logger.error(
+        { err: exception, requestId, route: req?.originalUrl },
+        `Unhandled error on ${req?.method} ${req?.originalUrl}`,
+      );
+      if (requestId) rendered.body.error.message = `Internal server error (request id ${requestId})`;
+    }
+    if (res.headersSent) {
+      // A stream already started: the SSE writer reports in-band; never write a second head.
+      if (!res.writableEnded) res.end();
+      return;
+    }
+    res.status(rendered.status).set(rendered.headers).json(rendered.body);
+  }
+}

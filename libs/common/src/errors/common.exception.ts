@@ -1,0 +1,30 @@
+import { ApiError, ErrorMapping, ErrorType } from './api-error';
+
+export enum CommonErrorCode {
+  ValidationFailed = 'validation_error',
+  MalformedJson = 'malformed_json',
+  UnsupportedMediaType = 'unsupported_media_type',
+  PayloadTooLarge = 'payload_too_large',
+  RouteNotFound = 'route_not_found',
+  MethodNotAllowed = 'method_not_allowed',
+  ShuttingDown = 'shutting_down',
+  Internal = 'internal_error',
+}
+
+const MAPPING: Record<CommonErrorCode, ErrorMapping> = {
+  [CommonErrorCode.ValidationFailed]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.MalformedJson]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.UnsupportedMediaType]: { status: 415, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.PayloadTooLarge]: { status: 413, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.RouteNotFound]: { status: 404, type: ErrorType.NotFound },
+  [CommonErrorCode.MethodNotAllowed]: { status: 405, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.ShuttingDown]: { status: 503, type: ErrorType.Unavailable },
+  [CommonErrorCode.Internal]: { status: 500, type: ErrorType.Server },
+};
+
+/** Errors raised by the HTTP plumbing itself (parsing, validation, routing). */
+export class CommonException extends ApiError<CommonErrorCode> {
+  constructor(code: CommonErrorCode, message: string, options?: ApiError['options']) {
+    super(code, MAPPING[code], message, options);
+  }
+}

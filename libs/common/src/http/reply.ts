@@ -1,0 +1,31 @@
+import { createParamDecorator, ExecutionContext } from '@nestjs/common';
+import type { Response } from 'express';
+import { clientAbortSignal, writeSse } from './sse.writer';
+
+/** What a service returns to a route that can answer with JSON or with an SSE stream. */
+export type Reply =
+  | { readonly kind: 'json'; readonly body: unknown; readonly headers?: Record<string, string> }
+  | {
+      readonly kind: 'sse';
+      readonly events: AsyncIterable<unknown>;
+      /** Sent after the last event; OpenAI streams end with `[DONE]`. */
+      readonly terminator?: string;
+      readonly headers?: Record<string, string>;
+    };
+
+export async function sendReply(res: Response, reply: Reply): Promise<void> {
+  if (reply.kind === 'json') {
+    res.status(200).set(reply.headers ?? {}).json(reply.body);
+    return;
+  }
+  await writeSse(res, reply.events, {
+    encode: (event) => JSON.stringify(event),
+    terminator: reply.terminator,
+    headers: reply.headers,
+  });
+}
+
+/** Injects an AbortSignal that fires when the client disconnects before the response is done. */
+export const ClientSignal = createParamDecorator(
+  (_: unknown, ctx: ExecutionContext): AbortSignal => clientAbortSignal(ctx.switchToHttp().getResponse<Response>()),
+);

@@ -1,0 +1,57 @@
+import type { Response } from 'express';
+import { renderError } from '../errors/all-exceptions.filter';
+
+/** Options for {@link writeSse}. */
+export interface SseOptions<T> {
+  /** Serialises one item to the `data:` payload. */
+  encode(item: T): string;
+  /** Sent after the last item (e.g. `[DONE]` for OpenAI clients). Default: nothing. */
+  terminator?: string;
+  /** Extra response headers, e.g. X-Cache. */
+  headers?: Record<string, string>;
+}
+
+/**
+ * Streams an async iterable as Server-Sent Events. The first item is awaited before any header
+ * is written, so an error raised before generation starts (validation, full queue, context too
+ * long) still leaves as a normal JSON error with its HTTP status. Later errors are reported
+ * in-band as an `{"error": ...}` event, since the 200 head has gone.
+ */
+export async function writeSse<T>(res: Response, items: AsyncIterable<T>, options: SseOptions<T>): Promise<void> {
+  const iterator = items[Symbol.asyncIterator]();
+  let next = await iterator.next(); // throws before the head: the global filter renders it
+  res.status(200).set({
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-cache, no-transform',
+    Connection: 'keep-alive',
+    'X-Accel-Buffering': 'no',
+    ...options.headers,
+  });
+  res.flushHeaders();
+  res.socket?.setNoDelay(true);
+  try {
+    while (!next.done) {
+      if (res.writableEnded || res.destroyed) break;
+      res.write(`data: ${options.encode(next.value)}\n\n`);
+      next = await iterator.next();
+    }
+    if (!res.destroyed && options.terminator !== undefined) res.write(`data: ${options.terminator}\n\n`);
+  } catch (err) {
+    if (!res.destroyed) res.write(`data: ${JSON.stringify(renderError(err).body)}\n\n`);
+  } finally {
+    if (!next.done) await iterator.return?.();
+    if (!res.writableEnded) res.end();
+  }
+}
+
+/**
+ * An AbortSignal that fires when the client goes away before the response finished, so that
+ * generation stops and its slot is freed at once.
+ */
+export function clientAbortSignal(res: Response): AbortSignal {
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort(new Error('client disconnected'));
+  });
+  return controller.signal;
+}

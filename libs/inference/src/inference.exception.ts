@@ -1,0 +1,25 @@
+import { ApiError, ErrorMapping, ErrorType } from '@app/common';
+
+export enum InferenceErrorCode {
+  ContextLengthExceeded = 'context_length_exceeded',
+  ModelNotFound = 'model_not_found',
+  ModelLoading = 'model_loading',
+  ModelLoadFailed = 'model_load_failed',
+  EmbeddingInputTooLong = 'embedding_input_too_long',
+  GenerationFailed = 'generation_failed',
+}
+
+const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
+  [InferenceErrorCode.ContextLengthExceeded]: { status: 400, type: ErrorType.InvalidRequest },
+  [InferenceErrorCode.ModelNotFound]: { status: 404, type: ErrorType.NotFound },
+  [InferenceErrorCode.ModelLoading]: { status: 503, type: ErrorType.Unavailable },
+  [InferenceErrorCode.ModelLoadFailed]: { status: 503, type: ErrorType.Unavailable },
+  [InferenceErrorCode.EmbeddingInputTooLong]: { status: 400, type: ErrorType.InvalidRequest },
+  [InferenceErrorCode.GenerationFailed]: { status: 500, type: ErrorType.Server },
+};
+
+export class InferenceException extends ApiError<InferenceErrorCode> {
+  constructor(code: InferenceErrorCode, message: string, options?: ApiError['options']) {
+    super(code, MAPPING[code], message, options);
+  }
+}

@@ -1,0 +1,214 @@
+import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { AppConfig } from '@app/common';
+import {
+  FinishReason,
+  GenerationEvent,
+  SamplingParams,
+  Scheduler,
+  SchedulerSnapshot,
+  SubmitOptions,
+} from '@app/batching';
+import { InferenceErrorCode, InferenceException } from './inference.exception';
+import { ChatMessage, EmbeddingResult, ModelDescriptor } from './inference.types';
+import { LlamaAdapter } from './llama.adapter';
+
+/** A prompt checked against the context: tokens ready for the scheduler. */
+export interface PreparedPrompt {
+  readonly tokens: number[];
+  /** Prompt tokens as billed, BOS included. */
+  readonly promptTokens: number;
+  readonly maxTokens: number;
+  /** Stop strings required by the chat template (added to the request's own). */
+  readonly templateStop: readonly string[];
+}
+
+export interface GenerationRequest {
+  readonly prompt: PreparedPrompt;
+  readonly sampling: SamplingParams;
+  readonly stop?: readonly string[];
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface CompletedGeneration {
+  readonly text: string;
+  readonly finishReason: FinishReason;
+  readonly usage: Usage;
+  readonly cachedPromptTokens: number;
+}
+
+export type ModelState = 'loading' | 'ready' | 'failed';
+
+/**
+ * What the API layer calls: prompt preparation (tokenise, template, context check), scheduled
+ * generation as a stream, and embeddings. Model loading starts with the application and runs
+ * in the background so that the HTTP server (and its probes) answer while it loads.
+ */
+@Injectable()
+export class InferenceService implements OnApplicationBootstrap, OnApplicationShutdown {
+  readonly #logger = new Logger('Inference');
+  readonly #scheduler: Scheduler;
+  #state: ModelState = 'loading';
+  #ready: Promise<ModelDescriptor> | null = null;
+  #failure: Error | null = null;
+
+  constructor(
+    private readonly adapter: LlamaAdapter,
+    config: AppConfig,
+  ) {
+    this.#scheduler = new Scheduler(adapter, { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs });
+  }
+
+  onApplicationBootstrap(): void {
+    // Start loading with the app; whoever needs the model awaits whenReady().
+    this.whenReady().catch((err: Error) => this.#logger.error(`Model load failed: ${err.message}`));
+  }
+
+  get state(): ModelState {
+    return this.#state;
+  }
+
+  get scheduler(): SchedulerSnapshot {
+    return this.#scheduler.snapshot();
+  }
+
+  /** Starts loading (once) and resolves when the model is ready; rejects with the load error. */
+  whenReady(): Promise<ModelDescriptor> {
+    this.#ready ??= this.adapter.load().then(
+      (descriptor) => {
+        this.#state = 'ready';
+        return descriptor;
+      },
+      (err: Error) => {
+        this.#state = 'failed';
+        this.#failure = err;
+        throw err;
+      },
+    );
+    return this.#ready;
+  }
+
+  get model(): ModelDescriptor {
+    this.#assertReady();
+    return this.adapter.descriptor;
+  }
+
+  /** Accepts the served id (and its file name); anything else is a 404 like OpenAI's. */
+  assertModel(requested: string | undefined): void {
+    const { id, path } = this.model;
+    if (requested === undefined || requested === id || requested === path.split('/').pop()) return;
+    throw new InferenceException(
+      InferenceErrorCode.ModelNotFound,
+      `The model '${requested}' does not exist; this server serves '${id}'`,
+      { param: 'model' },
+    );
+  }
+
+  prepareText(prompt: string, maxTokens: number | undefined, defaultMaxTokens: number | 'fill'): PreparedPrompt {
+    this.#assertReady();
+    return this.#fit(this.adapter.tokenize(prompt), [], maxTokens, defaultMaxTokens);
+  }
+
+  prepareChat(messages: readonly ChatMessage[], maxTokens: number | undefined): PreparedPrompt {
+    this.#assertReady();
+    const rendered = this.adapter.renderChat(messages);
+    return this.#fit(rendered.tokens, rendered.stop, maxTokens, 'fill');
+  }
+
+  /** Schedules a generation; iterate to run it. Errors surface on the first `next()`. */
+  generate(request: GenerationRequest, options: SubmitOptions = {}): AsyncIterable<GenerationEvent> {
+    this.#assertReady();
+    return this.#scheduler.submit(
+      {
+        prompt: request.prompt.tokens,
+        maxTokens: request.prompt.maxTokens,
+        sampling: request.sampling,
+        stop: [...request.prompt.templateStop, ...(request.stop ?? [])],
+      },
+      options,
+    );
+  }
+
+  /** Runs a generation to the end and returns the whole text. */
+  async complete(request: GenerationRequest, options: SubmitOptions = {}): Promise<CompletedGeneration> {
+    let text = '';
+    for await (const event of this.generate(request, options)) {
+      if (event.kind === 'text') text += event.text;
+      else return { text, finishReason: event.finishReason, usage: toUsage(event), cachedPromptTokens: event.cachedPromptTokens };
+    }
+    throw new InferenceException(InferenceErrorCode.GenerationFailed, 'Generation ended without a result');
+  }
+
+  embed(texts: readonly string[]): Promise<EmbeddingResult> {
+    this.#assertReady();
+    return this.adapter.embed(texts);
+  }
+
+  /** Tokens generated since start, aborted generations included. */
+  get generatedTokens(): number {
+    return this.adapter.generatedTokens;
+  }
+
+  tokenize(text: string): number[] {
+    this.#assertReady();
+    return this.adapter.tokenize(text);
+  }
+
+  /** Stops admitting work; resolves when running generations have finished. */
+  async drain(): Promise<void> {
+    this.#scheduler.stopAccepting();
+    await this.#scheduler.whenIdle();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.#scheduler.stopAccepting();
+    await this.#ready?.catch(() => undefined);
+    await this.adapter.dispose().catch((err: unknown) => this.#logger.warn(`dispose failed: ${String(err)}`));
+  }
+
+  #fit(tokens: number[], templateStop: readonly string[], maxTokens: number | undefined, fallback: number | 'fill'): PreparedPrompt {
+    const { contextSize } = this.adapter.descriptor;
+    const promptTokens = tokens.length + this.adapter.promptOverhead;
+    if (promptTokens >= contextSize) {
+      throw new InferenceException(
+        InferenceErrorCode.ContextLengthExceeded,
+        `The prompt has ${promptTokens} tokens but the context holds ${contextSize} tokens per request ` +
+          `(prompt + completion); shorten the prompt`,
+        { param: 'prompt' },
+      );
+    }
+    const room = contextSize - promptTokens;
+    const resolved = maxTokens ?? (fallback === 'fill' ? room : Math.min(fallback, room));
+    if (resolved > room) {
+      throw new InferenceException(
+        InferenceErrorCode.ContextLengthExceeded,
+        `This model's context holds ${contextSize} tokens per request, but ${promptTokens + resolved} were requested ` +
+          `(${promptTokens} in the prompt, ${resolved} for the completion); lower max_tokens to at most ${room}`,
+        { param: 'max_tokens' },
+      );
+    }
+    return { tokens, promptTokens, maxTokens: resolved, templateStop };
+  }
+
+  #assertReady(): void {
+    if (this.#state === 'ready') return;
+    if (this.#state === 'failed') {
+      throw new InferenceException(InferenceErrorCode.ModelLoadFailed, `Model failed to load: ${this.#failure?.message}`);
+    }
+    throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading; retry shortly', {
+      headers: { 'Retry-After': '2' },
+    });
+  }
+}
+
+export function toUsage(done: { promptTokens: number; completionTokens: number }): Usage {
+  return {
+    prompt_tokens: done.promptTokens,
+    completion_tokens: done.completionTokens,
+    total_tokens: done.promptTokens + done.completionTokens,
+  };
+}

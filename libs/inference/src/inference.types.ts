@@ -1,0 +1,41 @@
+/** What `GET /v1/models`, `model info` and the health routes say about the served model. */
+export interface ModelDescriptor {
+  /** Model id used in API requests and responses. */
+  readonly id: string;
+  readonly path: string;
+  readonly sizeBytes: number;
+  readonly architecture: string;
+  readonly parameters: number | null;
+  readonly trainContextSize: number;
+  /** KV-cache tokens per slot (prompt + completion). */
+  readonly contextSize: number;
+  readonly vocabularySize: number;
+  readonly embeddingLength: number;
+  readonly layers: number;
+  /** `false` on CPU, else the backend name (cuda, vulkan, metal). */
+  readonly gpu: string | false;
+  readonly gpuLayers: number;
+  readonly gpuFallbackReason: string | null;
+  readonly slots: number;
+  readonly threads: number;
+  readonly batchSize: number;
+  /** `gguf` when the file carries its own chat template, else `fallback` (see README). */
+  readonly chatTemplate: 'gguf' | 'fallback';
+  readonly loadMs: number;
+}
+
+export interface ChatMessage {
+  readonly role: 'system' | 'developer' | 'user' | 'assistant';
+  readonly content: string;
+}
+
+/** A chat rendered by the model's template: tokens to evaluate and template stop strings. */
+export interface RenderedChat {
+  readonly tokens: number[];
+  readonly stop: string[];
+}
+
+export interface EmbeddingResult {
+  readonly vectors: Float32Array[];
+  readonly promptTokens: number;
+}
