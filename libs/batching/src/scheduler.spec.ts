@@ -232,3 +232,31 @@ describe('Scheduler', () => {
     expect(rt.running.size).toBe(0);
   });
 });
+
+describe('Scheduler observer', () => {
+  it('reports queue wait, first token, inter-token gaps and the outcome', async () => {
+    const rt = new FakeRuntime(1);
+    const seen = { wait: [] as number[], first: [] as number[], gaps: 0, outcomes: [] as unknown[] };
+    const s = new Scheduler(rt, { queueMax: 4 }, {
+      onQueueWait: (ms) => seen.wait.push(ms),
+      onFirstToken: (ms) => seen.first.push(ms),
+      onInterToken: () => seen.gaps++,
+      onFinish: (o) => seen.outcomes.push(o),
+    });
+    await drive(rt, collect(s.submit(job(4))));
+    expect(seen.wait).toEqual([0]);
+    expect(seen.first).toHaveLength(1);
+    expect(seen.gaps).toBe(3);
+    expect(seen.outcomes).toEqual([expect.objectContaining({ finishReason: 'length', completionTokens: 4, promptTokens: 3 })]);
+  });
+
+  it('a throwing observer does not break requests', async () => {
+    const rt = new FakeRuntime(1);
+    const boom = () => {
+      throw new Error('metrics down');
+    };
+    const s = new Scheduler(rt, { queueMax: 4 }, { onQueueWait: boom, onFirstToken: boom, onInterToken: boom, onFinish: boom });
+    const events = await drive(rt, collect(s.submit(job(2))));
+    expect(events.at(-1)).toMatchObject({ kind: 'done', completionTokens: 2 });
+  });
+});

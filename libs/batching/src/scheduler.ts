@@ -1,5 +1,6 @@
 import { BatchingErrorCode, BatchingException } from './batching.exception';
 import {
+  FinishReason,
   GenerationEvent,
   GenerationJob,
   SchedulerSnapshot,
@@ -17,11 +18,31 @@ export interface SchedulerOptions {
   queueTimeoutMs?: number;
 }
 
-/** Observer hooks for metrics; all optional and called synchronously. */
+/** What the scheduler reports when a request ends (any way it ends). */
+export interface RequestOutcome {
+  /** `error` when the runtime failed or the deadline passed; `abort` when cancelled. */
+  readonly finishReason: FinishReason | 'error';
+  readonly promptTokens: number;
+  readonly cachedPromptTokens: number;
+  readonly completionTokens: number;
+  /** From submission to the end, queue wait included. */
+  readonly durationMs: number;
+}
+
+/**
+ * Observer hooks for metrics and tracing; all optional, called synchronously, and never allowed
+ * to break a request (exceptions are swallowed).
+ */
 export interface SchedulerObserver {
+  /** Time from submission to getting a slot (0 when one was free). */
   onQueueWait?(ms: number): void;
   onRejected?(code: BatchingErrorCode): void;
   onStateChange?(snapshot: SchedulerSnapshot): void;
+  /** Time from submission to the first text event. */
+  onFirstToken?(ms: number): void;
+  /** Gap between two consecutive text events of one request, per token in the later event. */
+  onInterToken?(ms: number): void;
+  onFinish?(outcome: RequestOutcome): void;
 }
 
 interface Waiter {
@@ -92,6 +113,7 @@ export class Scheduler {
     if (options.signal?.aborted) forward();
     options.signal?.addEventListener('abort', forward, { once: true });
     cleanups.push(() => options.signal?.removeEventListener('abort', forward));
+    const submittedAt = performance.now();
     let deadlineHit = false;
     if (options.deadline !== undefined) {
       const timer = setTimeout(() => {
@@ -103,10 +125,26 @@ export class Scheduler {
     try {
       const slot = await this.#acquire(job, options.priority ?? 0, controller.signal);
       const startedAt = Date.now();
+      let lastTextAt = 0;
+      let outcome: RequestOutcome | null = null;
       try {
         this.#setState(slot, SlotState.Prefill);
         const events = this.#runtime.run(slot, job, controller.signal, (state) => this.#setState(slot, state));
         for await (const event of events) {
+          if (event.kind === 'text') {
+            const now = performance.now();
+            if (lastTextAt === 0) this.#emit('onFirstToken', now - submittedAt);
+            else if (event.tokens > 0) for (let i = 0; i < event.tokens; i++) this.#emit('onInterToken', (now - lastTextAt) / event.tokens);
+            lastTextAt = now;
+          } else {
+            outcome = {
+              finishReason: deadlineHit ? 'error' : event.finishReason,
+              promptTokens: event.promptTokens,
+              cachedPromptTokens: event.cachedPromptTokens,
+              completionTokens: event.completionTokens,
+              durationMs: performance.now() - submittedAt,
+            };
+          }
           if (event.kind === 'done' && deadlineHit) {
             throw new BatchingException(BatchingErrorCode.DeadlineExceeded, 'Request deadline exceeded during generation');
           }
@@ -117,6 +155,16 @@ export class Scheduler {
         // iterator has finished with the sequence by now, so the slot is free.
         this.#avgJobMs = 0.8 * this.#avgJobMs + 0.2 * (Date.now() - startedAt);
         this.#release(slot);
+        this.#emit(
+          'onFinish',
+          outcome ?? {
+            finishReason: controller.signal.aborted && !deadlineHit ? 'abort' : 'error',
+            promptTokens: job.prompt.length,
+            cachedPromptTokens: 0,
+            completionTokens: 0,
+            durationMs: performance.now() - submittedAt,
+          },
+        );
       }
     } finally {
       for (const c of cleanups) c();
@@ -130,7 +178,7 @@ export class Scheduler {
       const slot = this.#bestIdleSlot(job.prompt);
       if (slot >= 0) {
         this.#slots[slot] = SlotState.Prefill;
-        this.#observer.onQueueWait?.(0);
+        this.#emit('onQueueWait', 0);
         return Promise.resolve(slot);
       }
     }
@@ -151,7 +199,7 @@ export class Scheduler {
         enqueuedAt,
         resolve: (slot) =>
           finish(() => {
-            this.#observer.onQueueWait?.(Date.now() - enqueuedAt);
+            this.#emit('onQueueWait', Date.now() - enqueuedAt);
             resolve(slot);
           }),
         reject: (err) => finish(() => reject(err)),
@@ -220,6 +268,17 @@ export class Scheduler {
     if (this.#observer.onStateChange) this.#observer.onStateChange(this.snapshot());
     if (this.#idleWaiters.length && this.#isIdle()) {
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    }
+  }
+
+  #emit<K extends 'onFirstToken' | 'onInterToken' | 'onFinish' | 'onQueueWait'>(
+    hook: K,
+    value: Parameters<NonNullable<SchedulerObserver[K]>>[0],
+  ): void {
+    try {
+      (this.#observer[hook] as ((v: typeof value) => void) | undefined)?.(value);
+    } catch {
+      // Metrics must never break a request.
     }
   }
 

@@ -1,4 +1,4 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, Optional } from '@nestjs/common';
 import { AppConfig } from '@app/common';
 import {
   FinishReason,
@@ -8,6 +8,7 @@ import {
   SchedulerSnapshot,
   SubmitOptions,
 } from '@app/batching';
+import type { SchedulerObserver } from '@app/batching';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, ModelDescriptor } from './inference.types';
 import { LlamaAdapter } from './llama.adapter';
@@ -44,6 +45,12 @@ export interface CompletedGeneration {
 export type ModelState = 'loading' | 'ready' | 'failed';
 
 /**
+ * Optional provider: metrics (and anything else) that want the scheduler's events register a
+ * SchedulerObserver under this token.
+ */
+export const SCHEDULER_OBSERVER = Symbol('SCHEDULER_OBSERVER');
+
+/**
  * What the API layer calls: prompt preparation (tokenise, template, context check), scheduled
  * generation as a stream, and embeddings. Model loading starts with the application and runs
  * in the background so that the HTTP server (and its probes) answer while it loads.
@@ -59,8 +66,13 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   constructor(
     private readonly adapter: LlamaAdapter,
     config: AppConfig,
+    @Optional() @Inject(SCHEDULER_OBSERVER) observer?: SchedulerObserver,
   ) {
-    this.#scheduler = new Scheduler(adapter, { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs });
+    this.#scheduler = new Scheduler(
+      adapter,
+      { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs },
+      observer ?? {},
+    );
   }
 
   onApplicationBootstrap(): void {
