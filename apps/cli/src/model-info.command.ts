@@ -1,5 +1,6 @@
 import { Command, CommandRunner, Option, SubCommand } from 'nest-commander';
 import { InferenceService, ModelDescriptor } from '@app/inference';
+import { ModelSynthCommand } from './bench/model-synth.command';
 
 @SubCommand({ name: 'info', description: 'Load the configured model (MODEL_PATH) and print its descriptor' })
 export class ModelInfoCommand extends CommandRunner {
@@ -18,7 +19,7 @@ export class ModelInfoCommand extends CommandRunner {
   }
 }
 
-@Command({ name: 'model', description: 'Model commands', subCommands: [ModelInfoCommand] })
+@Command({ name: 'model', description: 'Model commands', subCommands: [ModelInfoCommand, ModelSynthCommand] })
 export class ModelCommand extends CommandRunner {
   async run(): Promise<void> {
     this.command.help();

@@ -6,6 +6,7 @@ export enum BatchingErrorCode {
   ShuttingDown = 'shutting_down',
   DeadlineExceeded = 'deadline_exceeded',
   Cancelled = 'request_cancelled',
+  InvalidJob = 'invalid_job',
 }
 
 const MAPPING: Record<BatchingErrorCode, ErrorMapping> = {
@@ -15,6 +16,8 @@ const MAPPING: Record<BatchingErrorCode, ErrorMapping> = {
   [BatchingErrorCode.DeadlineExceeded]: { status: 504, type: ErrorType.Server },
   // Only the client that went away could see it; 499 is nginx's "client closed request".
   [BatchingErrorCode.Cancelled]: { status: 499, type: ErrorType.InvalidRequest },
+  // The inference layer checks sizes first; this guards the scheduler against a bad caller.
+  [BatchingErrorCode.InvalidJob]: { status: 400, type: ErrorType.InvalidRequest },
 };
 
 export class BatchingException extends ApiError<BatchingErrorCode> {

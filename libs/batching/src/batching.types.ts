@@ -1,23 +1,27 @@
 /** Lifecycle of one KV-cache slot (a sequence of the shared context). */
 export enum SlotState {
   Idle = 'idle',
-  /** Evaluating the prompt. */
+  /** Evaluating the prompt, in chunks, between decode steps of the others. */
   Prefill = 'prefill',
-  /** Generating tokens. */
+  /** Generating: one token per step. */
   Decode = 'decode',
-  /** Finished or cancelled, waiting for the runtime to let go of the sequence. */
+  /** Finished or cancelled while a batch was in flight; freed at the end of the step. */
   Draining = 'draining',
 }
 
-/** Per-request sampling settings; every field is optional and falls back to the runtime's default. */
+/** Per-request sampling settings; every field is optional. */
 export interface SamplingParams {
-  /** 0 = greedy. */
+  /** 0 = greedy. Default 0. */
   temperature?: number;
+  /** Default 1 (off). */
   topP?: number;
+  /** Default 40, like llama.cpp's server; 0 = off. */
   topK?: number;
+  /** Default 0 (off). */
   minP?: number;
+  /** Fixed seed: the same request gives the same output. Default: random per request. */
   seed?: number;
-  /** Penalty on repeated tokens (1 = off). */
+  /** Penalty on repeated tokens (1 = off). Default 1. */
   repeatPenalty?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -25,18 +29,31 @@ export interface SamplingParams {
   ignoreEos?: boolean;
 }
 
-/** One generation as the scheduler sees it: tokens in, text out. No HTTP, no templates. */
+/** One generation as the scheduler sees it: tokens in, tokens out. No HTTP, no text, no templates. */
 export interface GenerationJob {
-  /** Prompt tokens, already tokenised (and templated) by the caller. */
+  /** Prompt tokens, already tokenised and templated by the caller (BOS included if the model wants it). */
   readonly prompt: readonly number[];
   readonly maxTokens: number;
   readonly sampling: SamplingParams;
-  /** Text sequences that end generation; they are not part of the output. */
-  readonly stop: readonly string[];
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
+/** What the scheduler streams for one request. */
+export type TokenEvent =
+  /** `cachedPromptTokens` rides on the first token: prompt tokens served from a KV cache. */
+  | { readonly kind: 'token'; readonly token: number; readonly cachedPromptTokens?: number }
+  | {
+      readonly kind: 'done';
+      /** `stop` = end-of-generation token. */
+      readonly finishReason: FinishReason;
+      readonly promptTokens: number;
+      readonly completionTokens: number;
+      /** Prompt tokens that were already in a KV cache (this slot's, or copied from another) and were not evaluated again. */
+      readonly cachedPromptTokens: number;
+    };
+
+/** What the inference layer streams to the API: text instead of tokens. */
 export type GenerationEvent =
   | { readonly kind: 'text'; readonly text: string; readonly tokens: number }
   | {
@@ -44,23 +61,44 @@ export type GenerationEvent =
       readonly finishReason: FinishReason;
       readonly promptTokens: number;
       readonly completionTokens: number;
-      /** Prompt tokens that were already in the slot's KV cache and were not evaluated again. */
       readonly cachedPromptTokens: number;
     };
 
+/** Consecutive tokens of one slot, evaluated in one decode call with the other slots' items. */
+export interface BatchItem {
+  readonly slot: number;
+  readonly tokens: readonly number[];
+  /** KV position of tokens[0]. */
+  readonly position: number;
+  /** Whether the logits of the last token are needed (to sample from). */
+  readonly logits: boolean;
+}
+
 /**
- * What the scheduler drives: N slots that can each run one generation at a time. The inference
- * library implements it over node-llama-cpp; unit tests implement it with a fake.
+ * The engine primitives the scheduler drives, one batch per step like llama.cpp's server. The
+ * inference library implements it over llama.cpp; unit tests implement it with a fake.
+ * The scheduler never calls two of these at once.
  */
-export interface SlotRuntime {
+export interface DecodeRuntime {
   readonly slotCount: number;
+  /** Most tokens one decode call takes. */
+  readonly batchSize: number;
+  /** KV cells per slot. */
+  readonly contextSize: number;
+  /** Prepares the slot's sampler for a new job (sampling settings, penalty history). */
+  configure(slot: number, sampling: SamplingParams, prompt: readonly number[]): void;
+  /** Evaluates all items in one call; items arrive sorted by slot. */
+  decode(items: readonly BatchItem[]): Promise<void>;
+  /** Samples the next token of each slot from its last item's logits (same order as `slots`). */
+  sample(slots: readonly number[]): Promise<number[]>;
+  isEndOfGeneration(token: number): boolean;
+  /** Drops the slot's KV cells from position `from` on; returns how many cells it keeps (`from`, or 0 if it had to clear the slot). */
+  truncate(slot: number, from: number): number;
   /**
-   * Runs one job on a slot. Must stop promptly when `signal` aborts and end with one `done`
-   * event. `onState` reports prefill → decode transitions.
+   * Makes `to` hold the first `length` KV cells of `from` (its own cells are dropped first).
+   * Optional: without it, shared prefixes are prefilled by each slot.
    */
-  run(slot: number, job: GenerationJob, signal: AbortSignal, onState: (state: SlotState) => void): AsyncIterable<GenerationEvent>;
-  /** How many leading tokens of `prompt` the slot already holds in its KV cache (0 if unknown). */
-  cachedPrefixLength?(slot: number, prompt: readonly number[]): number;
+  copyPrefix?(from: number, to: number, length: number): Promise<void>;
 }
 
 /** Per-submission options. */
@@ -69,7 +107,7 @@ export interface SubmitOptions {
   signal?: AbortSignal;
   /** Higher runs first; equal priorities are served in arrival order. Default 0. */
   priority?: number;
-  /** Absolute time (ms since epoch) after which the request is cancelled. */
+  /** Absolute time (ms since epoch) after which the request is cancelled with 504. */
   deadline?: number;
 }
 
@@ -79,4 +117,6 @@ export interface SchedulerSnapshot {
   readonly queueDepth: number;
   readonly queueCapacity: number;
   readonly accepting: boolean;
+  /** KV cells holding tokens, over all slots (idle slots keep theirs for prefix reuse). */
+  readonly kvTokens: number;
 }

@@ -1,26 +1,39 @@
+import { AsyncChannel } from './async.channel';
 import { BatchingErrorCode, BatchingException } from './batching.exception';
 import {
+  BatchItem,
+  DecodeRuntime,
   FinishReason,
-  GenerationEvent,
   GenerationJob,
   SchedulerSnapshot,
-  SlotRuntime,
   SlotState,
   SubmitOptions,
+  TokenEvent,
 } from './batching.types';
 import { BoundedPriorityQueue } from './bounded-priority.queue';
 
-/** Scheduler limits. */
+/** Scheduler limits and tuning. */
 export interface SchedulerOptions {
   /** Requests that may wait for a slot; one more gets 429. Default 64. */
   queueMax?: number;
   /** Longest wait for a slot in ms before 503. Default 30,000. */
   queueTimeoutMs?: number;
+  /**
+   * Prompt tokens evaluated per step while other slots are generating. Bounds the pause a long
+   * prompt causes to running streams (their inter-token latency); with no stream running a
+   * prompt takes the whole batch. Default 128.
+   */
+  prefillChunk?: number;
+  /**
+   * Shortest prompt prefix worth copying from another slot's KV cache (or waiting for while
+   * another slot is still evaluating it) instead of evaluating it again. Default 32 tokens.
+   */
+  minSharedPrefix?: number;
 }
 
 /** What the scheduler reports when a request ends (any way it ends). */
 export interface RequestOutcome {
-  /** `error` when the runtime failed or the deadline passed; `abort` when cancelled. */
+  /** `error` when the runtime failed or the deadline passed. */
   readonly finishReason: FinishReason | 'error';
   readonly promptTokens: number;
   readonly cachedPromptTokens: number;
@@ -34,63 +47,112 @@ export interface RequestOutcome {
  * to break a request (exceptions are swallowed).
  */
 export interface SchedulerObserver {
-  /** Time from submission to getting a slot (0 when one was free). */
+  /** Time from submission to getting a slot. */
   onQueueWait?(ms: number): void;
   onRejected?(code: BatchingErrorCode): void;
   onStateChange?(snapshot: SchedulerSnapshot): void;
-  /** Time from submission to the first text event. */
+  /** Time from submission to the first generated token. */
   onFirstToken?(ms: number): void;
-  /** Gap between two consecutive text events of one request, per token in the later event. */
+  /** Gap between two consecutive tokens of one request. */
   onInterToken?(ms: number): void;
   onFinish?(outcome: RequestOutcome): void;
+  /** One decode call: tokens evaluated and how long it took. */
+  onStep?(tokens: number, ms: number): void;
 }
 
-interface Waiter {
-  readonly job: GenerationJob;
-  readonly enqueuedAt: number;
-  resolve(slot: number): void;
-  reject(err: unknown): void;
+/** One submitted request, from the queue to its end. */
+class Request {
+  readonly channel = new AsyncChannel<TokenEvent>();
+  readonly submittedAt = performance.now();
+  slot = -1;
+  cancelled = false;
+  /** Set when the request must end with an error instead of `done` (deadline). */
+  failure: unknown = null;
+  completionTokens = 0;
+  cachedPromptTokens = 0;
+  lastTokenAt = 0;
+  /** Prompt tokens not evaluated yet. */
+  pending: readonly number[] = [];
+  /** The last sampled token, evaluated at the next step. */
+  next = -1;
+  /** Waiting for another slot to finish evaluating a shared prefix. */
+  waitFor: { slot: number; length: number } | null = null;
+  readonly cleanups: (() => void)[] = [];
+
+  constructor(
+    readonly job: GenerationJob,
+    readonly priority: number,
+  ) {}
+}
+
+interface Slot {
+  state: SlotState;
+  /** Tokens whose KV cells this slot holds, position by position. */
+  cached: number[];
+  request: Request | null;
 }
 
 /**
- * Hands the shared context's slots to requests. Requests wait in a bounded priority queue;
- * a freed slot goes straight to the next waiter; an idle slot is chosen by the longest prompt
- * prefix it already holds in its KV cache. Output is a typed AsyncIterable per request.
+ * Continuous batching over the shared context's slots, in the manner of llama.cpp's server:
+ * one loop, one decode call per step holding every generating slot's next token (decode
+ * first) plus chunks of waiting prompts, then one sampling round. Requests wait in a bounded
+ * priority queue; a new request goes to the idle slot whose KV cache holds the longest prefix
+ * of its prompt, and a prefix that another slot holds (or is evaluating right now) is copied
+ * instead of evaluated again. Output is a typed AsyncIterable of tokens per request.
  */
 export class Scheduler {
-  readonly #runtime: SlotRuntime;
-  readonly #slots: SlotState[];
-  readonly #queue: BoundedPriorityQueue<Waiter>;
+  readonly #runtime: DecodeRuntime;
+  readonly #slots: Slot[];
+  readonly #queue = new BoundedPriorityQueue<Request>(Number.MAX_SAFE_INTEGER);
+  readonly #queueMax: number;
   readonly #queueTimeoutMs: number;
+  readonly #prefillChunk: number;
+  readonly #minShared: number;
   readonly #observer: SchedulerObserver;
   #accepting = true;
+  #looping = false;
   #avgJobMs = 1000;
   #idleWaiters: (() => void)[] = [];
 
-  constructor(runtime: SlotRuntime, options: SchedulerOptions = {}, observer: SchedulerObserver = {}) {
+  constructor(runtime: DecodeRuntime, options: SchedulerOptions = {}, observer: SchedulerObserver = {}) {
     if (runtime.slotCount < 1) throw new RangeError(`runtime must have at least one slot, has ${runtime.slotCount}`);
     this.#runtime = runtime;
-    this.#slots = Array.from({ length: runtime.slotCount }, () => SlotState.Idle);
-    this.#queue = new BoundedPriorityQueue(options.queueMax ?? 64);
+    this.#slots = Array.from({ length: runtime.slotCount }, () => ({ state: SlotState.Idle, cached: [], request: null }));
+    this.#queueMax = options.queueMax ?? 64;
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 30_000;
+    this.#prefillChunk = Math.max(1, Math.min(options.prefillChunk ?? 128, runtime.batchSize));
+    this.#minShared = Math.max(1, options.minSharedPrefix ?? 32);
     this.#observer = observer;
   }
 
   snapshot(): SchedulerSnapshot {
+    let busy = 0;
+    let kv = 0;
+    for (const s of this.#slots) {
+      if (s.state !== SlotState.Idle) busy++;
+      kv += s.cached.length;
+    }
     return {
-      slots: [...this.#slots],
-      busySlots: this.#slots.filter((s) => s !== SlotState.Idle).length,
+      slots: this.#slots.map((s) => s.state),
+      busySlots: busy,
       queueDepth: this.#queue.size,
-      queueCapacity: this.#queue.capacity,
+      queueCapacity: this.#queueMax,
       accepting: this.#accepting,
+      kvTokens: kv,
     };
+  }
+
+  /** Tokens held in a slot's KV cache (for tests and diagnostics). */
+  cachedTokens(slot: number): readonly number[] {
+    return this.#slots[slot]?.cached ?? [];
   }
 
   /**
    * Queues a job. Nothing happens until the stream is iterated; the first `next()` rejects with
-   * a BatchingException when the queue is full, the wait times out or the scheduler is draining.
+   * a BatchingException when the queue is full or the scheduler is draining, and later with
+   * queue_timeout or deadline_exceeded. Leaving the iteration early (return) cancels the job.
    */
-  submit(job: GenerationJob, options: SubmitOptions = {}): AsyncIterable<GenerationEvent> {
+  submit(job: GenerationJob, options: SubmitOptions = {}): AsyncIterable<TokenEvent> {
     return { [Symbol.asyncIterator]: () => this.#stream(job, options) };
   }
 
@@ -106,137 +168,339 @@ export class Scheduler {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  async *#stream(job: GenerationJob, options: SubmitOptions): AsyncGenerator<GenerationEvent> {
-    const controller = new AbortController();
-    const cleanups: (() => void)[] = [];
-    const forward = (): void => controller.abort(options.signal?.reason);
-    if (options.signal?.aborted) forward();
-    options.signal?.addEventListener('abort', forward, { once: true });
-    cleanups.push(() => options.signal?.removeEventListener('abort', forward));
-    const submittedAt = performance.now();
-    let deadlineHit = false;
-    if (options.deadline !== undefined) {
-      const timer = setTimeout(() => {
-        deadlineHit = true;
-        controller.abort(new BatchingException(BatchingErrorCode.DeadlineExceeded, 'Request deadline exceeded'));
-      }, Math.max(0, options.deadline - Date.now()));
-      cleanups.push(() => clearTimeout(timer));
-    }
+  async *#stream(job: GenerationJob, options: SubmitOptions): AsyncGenerator<TokenEvent> {
+    const request = this.#admit(job, options);
     try {
-      const slot = await this.#acquire(job, options.priority ?? 0, controller.signal);
-      const startedAt = Date.now();
-      let lastTextAt = 0;
-      let outcome: RequestOutcome | null = null;
-      try {
-        this.#setState(slot, SlotState.Prefill);
-        const events = this.#runtime.run(slot, job, controller.signal, (state) => this.#setState(slot, state));
-        for await (const event of events) {
-          if (event.kind === 'text') {
-            const now = performance.now();
-            if (lastTextAt === 0) this.#emit('onFirstToken', now - submittedAt);
-            else if (event.tokens > 0) for (let i = 0; i < event.tokens; i++) this.#emit('onInterToken', (now - lastTextAt) / event.tokens);
-            lastTextAt = now;
-          } else {
-            outcome = {
-              finishReason: deadlineHit ? 'error' : event.finishReason,
-              promptTokens: event.promptTokens,
-              cachedPromptTokens: event.cachedPromptTokens,
-              completionTokens: event.completionTokens,
-              durationMs: performance.now() - submittedAt,
-            };
-          }
-          if (event.kind === 'done' && deadlineHit) {
-            throw new BatchingException(BatchingErrorCode.DeadlineExceeded, 'Request deadline exceeded during generation');
-          }
-          yield event;
-        }
-      } finally {
-        // Reached on completion, error, abort and on the consumer's return(): the runtime
-        // iterator has finished with the sequence by now, so the slot is free.
-        this.#avgJobMs = 0.8 * this.#avgJobMs + 0.2 * (Date.now() - startedAt);
-        this.#release(slot);
-        this.#emit(
-          'onFinish',
-          outcome ?? {
-            finishReason: controller.signal.aborted && !deadlineHit ? 'abort' : 'error',
-            promptTokens: job.prompt.length,
-            cachedPromptTokens: 0,
-            completionTokens: 0,
-            durationMs: performance.now() - submittedAt,
-          },
-        );
-      }
+      yield* request.channel;
     } finally {
-      for (const c of cleanups) c();
+      // The consumer left (return, error) or the stream ended: make sure the slot is let go.
+      if (request.slot >= 0 || this.#queue.indexOf(request) >= 0) this.#cancel(request, null);
+      for (const c of request.cleanups) c();
     }
   }
 
-  #acquire(job: GenerationJob, priority: number, signal: AbortSignal): Promise<number> {
-    if (signal.aborted) return Promise.reject(this.#abortError(signal));
-    if (!this.#accepting) return Promise.reject(this.#reject(BatchingErrorCode.ShuttingDown, 'Server is shutting down', 5));
-    if (this.#queue.size === 0) {
-      const slot = this.#bestIdleSlot(job.prompt);
-      if (slot >= 0) {
-        this.#slots[slot] = SlotState.Prefill;
-        this.#emit('onQueueWait', 0);
-        return Promise.resolve(slot);
-      }
+  #admit(job: GenerationJob, options: SubmitOptions): Request {
+    if (job.prompt.length === 0) throw new BatchingException(BatchingErrorCode.InvalidJob, 'The prompt has no tokens');
+    if (!Number.isInteger(job.maxTokens) || job.maxTokens < 1) {
+      throw new BatchingException(BatchingErrorCode.InvalidJob, `maxTokens must be a positive integer, got ${job.maxTokens}`);
     }
-    return new Promise<number>((resolve, reject) => {
-      const enqueuedAt = Date.now();
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => {
-        if (this.#queue.remove(waiter)) finish(() => reject(this.#abortError(signal)));
-      };
-      const finish = (fn: () => void): void => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        this.#notify();
-        fn();
-      };
-      const waiter: Waiter = {
-        job,
-        enqueuedAt,
-        resolve: (slot) =>
-          finish(() => {
-            this.#emit('onQueueWait', Date.now() - enqueuedAt);
-            resolve(slot);
-          }),
-        reject: (err) => finish(() => reject(err)),
-      };
-      if (!this.#queue.offer(waiter, priority)) {
-        reject(
+    if (job.prompt.length + job.maxTokens > this.#runtime.contextSize) {
+      throw new BatchingException(
+        BatchingErrorCode.InvalidJob,
+        `prompt (${job.prompt.length}) + maxTokens (${job.maxTokens}) exceed the slot context of ${this.#runtime.contextSize} tokens`,
+      );
+    }
+    if (options.signal?.aborted) throw new BatchingException(BatchingErrorCode.Cancelled, 'Request cancelled before it was queued');
+    if (!this.#accepting) throw this.#reject(BatchingErrorCode.ShuttingDown, 'Server is shutting down', 5);
+    const idle = this.#slots.filter((s) => s.state === SlotState.Idle).length;
+    if (this.#queue.size >= this.#queueMax + idle) {
+      throw this.#reject(
+        BatchingErrorCode.QueueFull,
+        `Server busy: all ${this.#slots.length} slots are generating and the queue holds ${this.#queue.size}/${this.#queueMax} requests`,
+        this.#retryAfterSeconds(),
+      );
+    }
+    const request = new Request(job, options.priority ?? 0);
+    this.#queue.offer(request, request.priority);
+    const timer = setTimeout(() => {
+      if (this.#queue.remove(request)) {
+        request.channel.close(
           this.#reject(
-            BatchingErrorCode.QueueFull,
-            `Server busy: all ${this.#slots.length} slots are generating and the queue holds ${this.#queue.size}/${this.#queue.capacity} requests`,
+            BatchingErrorCode.QueueTimeout,
+            `No slot became free within ${this.#queueTimeoutMs} ms (queue ${this.#queue.size}/${this.#queueMax})`,
             this.#retryAfterSeconds(),
           ),
         );
-        return;
+        this.#notify();
       }
-      timer = setTimeout(() => {
-        if (this.#queue.remove(waiter)) {
-          waiter.reject(
-            this.#reject(
-              BatchingErrorCode.QueueTimeout,
-              `No slot became free within ${this.#queueTimeoutMs} ms (queue ${this.#queue.size}/${this.#queue.capacity})`,
-              this.#retryAfterSeconds(),
-            ),
-          );
-        }
-      }, this.#queueTimeoutMs);
+    }, this.#queueTimeoutMs);
+    request.cleanups.push(() => clearTimeout(timer));
+    if (options.signal) {
+      const signal = options.signal;
+      const onAbort = (): void => this.#cancel(request, null);
       signal.addEventListener('abort', onAbort, { once: true });
+      request.cleanups.push(() => signal.removeEventListener('abort', onAbort));
+    }
+    if (options.deadline !== undefined) {
+      const deadline = setTimeout(
+        () => this.#cancel(request, new BatchingException(BatchingErrorCode.DeadlineExceeded, 'Request deadline exceeded')),
+        Math.max(0, options.deadline - Date.now()),
+      );
+      request.cleanups.push(() => clearTimeout(deadline));
+    }
+    this.#notify();
+    this.#kick();
+    return request;
+  }
+
+  /** Cancels wherever the request is; a running one is finished at the next step boundary. */
+  #cancel(request: Request, failure: unknown): void {
+    if (request.cancelled) return;
+    request.cancelled = true;
+    request.failure = failure;
+    if (this.#queue.remove(request)) {
+      request.channel.close(failure ?? new BatchingException(BatchingErrorCode.Cancelled, 'Request cancelled while waiting for a slot'));
+      this.#emit('onFinish', this.#outcome(request, failure ? 'error' : 'abort'));
       this.#notify();
+      return;
+    }
+    if (request.slot >= 0) {
+      const slot = this.#slots[request.slot];
+      if (slot.state !== SlotState.Idle) slot.state = SlotState.Draining;
+      if (!this.#looping) this.#reap();
+    }
+  }
+
+  #kick(): void {
+    if (this.#looping) return;
+    this.#looping = true;
+    void this.#loop().finally(() => {
+      this.#looping = false;
+      // Work may have arrived between the last check and the flag reset.
+      if (this.#hasWork()) this.#kick();
+      else this.#notify();
     });
   }
 
-  #release(slot: number): void {
-    this.#slots[slot] = SlotState.Idle;
-    const next = this.#queue.poll();
-    if (next) {
-      this.#slots[slot] = SlotState.Prefill;
-      next.resolve(slot);
+  #hasWork(): boolean {
+    return this.#queue.size > 0 || this.#slots.some((s) => s.request !== null);
+  }
+
+  async #loop(): Promise<void> {
+    while (this.#hasWork()) {
+      this.#reap();
+      await this.#assignSlots();
+      const items = this.#buildBatch();
+      if (items.length === 0) {
+        if (!this.#slots.some((s) => s.request !== null)) {
+          if (this.#queue.size === 0 || !this.#slots.some((s) => s.state === SlotState.Idle)) return;
+        }
+        // Only slots waiting on a prefix that is not there yet: yield and look again.
+        await new Promise((r) => setImmediate(r));
+        continue;
+      }
+      const started = performance.now();
+      try {
+        await this.#runtime.decode(items);
+      } catch (err) {
+        this.#failItems(items, err);
+        continue;
+      }
+      this.#emit('onStep', items.reduce((n, i) => n + i.tokens.length, 0), performance.now() - started);
+      const sampleSlots: number[] = [];
+      for (const item of items) {
+        const slot = this.#slots[item.slot];
+        slot.cached.push(...item.tokens);
+        const request = slot.request;
+        if (!request) continue;
+        if (slot.state === SlotState.Prefill) request.pending = request.pending.slice(item.tokens.length);
+        if (item.logits && !request.cancelled) sampleSlots.push(item.slot);
+      }
+      if (sampleSlots.length > 0) {
+        let tokens: number[];
+        try {
+          tokens = await this.#runtime.sample(sampleSlots);
+        } catch (err) {
+          this.#failItems(items.filter((i) => sampleSlots.includes(i.slot)), err);
+          continue;
+        }
+        sampleSlots.forEach((slot, i) => this.#accept(slot, tokens[i]));
+      }
+      this.#reap();
+      this.#notify();
+    }
+  }
+
+  /** Gives idle slots to queued requests, reusing or copying cached prefixes. */
+  async #assignSlots(): Promise<void> {
+    for (const [index, slot] of this.#slots.entries()) {
+      const request = slot.request;
+      if (request?.waitFor) await this.#resolveWait(index, request);
+    }
+    while (this.#queue.size > 0) {
+      const request = this.#queue.peek() as Request;
+      const index = this.#bestIdleSlot(request.job.prompt);
+      if (index < 0) return;
+      this.#queue.poll();
+      const slot = this.#slots[index];
+      slot.request = request;
+      slot.state = SlotState.Prefill;
+      request.slot = index;
+      this.#emit('onQueueWait', performance.now() - request.submittedAt);
+      this.#runtime.configure(index, request.job.sampling, request.job.prompt);
+      const prompt = request.job.prompt;
+      const own = this.#reusable(prompt, slot.cached);
+      let reuse = own;
+      const donor = this.#bestDonor(index, prompt, own);
+      if (donor && this.#runtime.copyPrefix) {
+        if (donor.ready) {
+          reuse = await this.#copy(donor.slot, index, donor.length);
+        } else {
+          request.waitFor = { slot: donor.slot, length: donor.length };
+        }
+      }
+      this.#startPrefill(index, request, reuse);
+    }
+  }
+
+  /** Longest usable prefix: the last prompt token is always evaluated (its logits start generation). */
+  #reusable(prompt: readonly number[], cached: readonly number[]): number {
+    const limit = Math.min(prompt.length - 1, cached.length);
+    let n = 0;
+    while (n < limit && cached[n] === prompt[n]) n++;
+    return n;
+  }
+
+  /** Another slot that holds (ready) or is evaluating (not ready) a longer prefix of `prompt`. */
+  #bestDonor(target: number, prompt: readonly number[], own: number): { slot: number; length: number; ready: boolean } | null {
+    let best: { slot: number; length: number; ready: boolean } | null = null;
+    for (const [i, s] of this.#slots.entries()) {
+      if (i === target || s.state === SlotState.Draining) continue;
+      const ready = this.#reusable(prompt, s.cached);
+      if (ready >= own + this.#minShared && ready > (best?.length ?? 0)) best = { slot: i, length: ready, ready: true };
+      const r = s.request;
+      if (s.state === SlotState.Prefill && r && !r.waitFor) {
+        // Evaluating right now: waiting for it beats evaluating the same tokens in parallel.
+        const inFlight = this.#reusable(prompt, r.job.prompt);
+        if (inFlight >= own + this.#minShared && inFlight > (best?.length ?? 0) + this.#minShared) {
+          best = { slot: i, length: inFlight, ready: false };
+        }
+      }
+    }
+    return best;
+  }
+
+  async #resolveWait(index: number, request: Request): Promise<void> {
+    const wait = request.waitFor as { slot: number; length: number };
+    const donor = this.#slots[wait.slot];
+    const prompt = request.job.prompt;
+    const have = this.#reusable(prompt, donor.cached);
+    const stillComing = donor.state === SlotState.Prefill && donor.request !== null && this.#reusable(prompt, donor.request.job.prompt) >= wait.length;
+    if (have < wait.length && stillComing) return;
+    request.waitFor = null;
+    const own = request.cachedPromptTokens;
+    if (have >= own + this.#minShared) {
+      const reuse = await this.#copy(wait.slot, index, have);
+      this.#startPrefill(index, request, reuse);
+    }
+  }
+
+  async #copy(from: number, to: number, length: number): Promise<number> {
+    try {
+      await (this.#runtime.copyPrefix as NonNullable<DecodeRuntime['copyPrefix']>)(from, to, length);
+      this.#slots[to].cached = this.#slots[from].cached.slice(0, length);
+      return length;
+    } catch {
+      // A failed copy costs only speed: evaluate the prompt instead, from a clean slot.
+      this.#runtime.truncate(to, 0);
+      this.#slots[to].cached = [];
+      return 0;
+    }
+  }
+
+  #startPrefill(index: number, request: Request, reuse: number): void {
+    const slot = this.#slots[index];
+    if (slot.cached.length > reuse) {
+      reuse = this.#runtime.truncate(index, reuse);
+      slot.cached.length = reuse;
+    }
+    request.cachedPromptTokens = reuse;
+    request.pending = request.job.prompt.slice(reuse);
+  }
+
+  #buildBatch(): BatchItem[] {
+    const items: BatchItem[] = [];
+    for (const [index, slot] of this.#slots.entries()) {
+      const r = slot.request;
+      if (slot.state === SlotState.Decode && r && !r.cancelled) {
+        items.push({ slot: index, tokens: [r.next], position: slot.cached.length, logits: true });
+      }
+    }
+    let budget = Math.min(this.#runtime.batchSize - items.length, items.length > 0 ? this.#prefillChunk : this.#runtime.batchSize);
+    for (const [index, slot] of this.#slots.entries()) {
+      const r = slot.request;
+      if (budget <= 0) break;
+      if (slot.state !== SlotState.Prefill || !r || r.cancelled || r.waitFor || r.pending.length === 0) continue;
+      const n = Math.min(r.pending.length, budget);
+      items.push({ slot: index, tokens: r.pending.slice(0, n), position: slot.cached.length, logits: n === r.pending.length });
+      budget -= n;
+    }
+    // Slot order keeps llama.cpp from splitting the step into several micro-batches.
+    return items.sort((a, b) => a.slot - b.slot);
+  }
+
+  #accept(index: number, token: number): void {
+    const slot = this.#slots[index];
+    const r = slot.request;
+    if (!r || r.cancelled) return;
+    const now = performance.now();
+    if (!r.job.sampling.ignoreEos && this.#runtime.isEndOfGeneration(token)) {
+      this.#finish(index, 'stop');
       return;
+    }
+    r.completionTokens++;
+    if (r.lastTokenAt === 0) this.#emit('onFirstToken', now - r.submittedAt);
+    else this.#emit('onInterToken', now - r.lastTokenAt);
+    r.lastTokenAt = now;
+    r.channel.push(r.completionTokens === 1 ? { kind: 'token', token, cachedPromptTokens: r.cachedPromptTokens } : { kind: 'token', token });
+    if (r.completionTokens >= r.job.maxTokens) {
+      this.#finish(index, 'length');
+      return;
+    }
+    r.next = token;
+    slot.state = SlotState.Decode;
+  }
+
+  #finish(index: number, reason: FinishReason): void {
+    const slot = this.#slots[index];
+    const r = slot.request as Request;
+    slot.request = null;
+    slot.state = SlotState.Idle;
+    r.slot = -1;
+    this.#avgJobMs = 0.8 * this.#avgJobMs + 0.2 * (performance.now() - r.submittedAt);
+    if (r.failure) {
+      r.channel.close(r.failure);
+      this.#emit('onFinish', this.#outcome(r, 'error'));
+    } else {
+      r.channel.push({
+        kind: 'done',
+        finishReason: reason,
+        promptTokens: r.job.prompt.length,
+        completionTokens: r.completionTokens,
+        cachedPromptTokens: r.cachedPromptTokens,
+      });
+      r.channel.close();
+      this.#emit('onFinish', this.#outcome(r, reason));
+    }
+  }
+
+  /** Frees the slots of cancelled requests; their KV cells stay for prefix reuse. */
+  #reap(): void {
+    let changed = false;
+    for (const [index, slot] of this.#slots.entries()) {
+      if (slot.request?.cancelled) {
+        this.#finish(index, 'abort');
+        changed = true;
+      }
+    }
+    if (changed) this.#notify();
+  }
+
+  #failItems(items: readonly BatchItem[], err: unknown): void {
+    for (const item of items) {
+      const slot = this.#slots[item.slot];
+      // The KV state of a failed step is unknown: start this slot from scratch next time.
+      try {
+        this.#runtime.truncate(item.slot, 0);
+      } catch {
+        /* the runtime is already failing; the cache bookkeeping below is what matters */
+      }
+      slot.cached = [];
+      const r = slot.request;
+      if (!r) continue;
+      r.failure ??= err;
+      r.cancelled = true;
+      this.#finish(item.slot, 'abort');
     }
     this.#notify();
   }
@@ -244,39 +508,45 @@ export class Scheduler {
   #bestIdleSlot(prompt: readonly number[]): number {
     let best = -1;
     let bestLength = -1;
+    let bestSize = Infinity;
     for (let i = 0; i < this.#slots.length; i++) {
-      if (this.#slots[i] !== SlotState.Idle) continue;
-      const length = this.#runtime.cachedPrefixLength?.(i, prompt) ?? 0;
-      if (length > bestLength) {
+      const s = this.#slots[i];
+      if (s.state !== SlotState.Idle) continue;
+      const length = this.#reusable(prompt, s.cached);
+      // Longest shared prefix; on a tie, the slot whose cache is worth least (shortest).
+      if (length > bestLength || (length === bestLength && s.cached.length < bestSize)) {
         best = i;
         bestLength = length;
+        bestSize = s.cached.length;
       }
     }
     return best;
   }
 
-  #setState(slot: number, state: SlotState): void {
-    this.#slots[slot] = state;
-    this.#notify();
-  }
-
   #isIdle(): boolean {
-    return this.#queue.size === 0 && this.#slots.every((s) => s === SlotState.Idle);
+    return this.#queue.size === 0 && this.#slots.every((s) => s.state === SlotState.Idle);
   }
 
   #notify(): void {
-    if (this.#observer.onStateChange) this.#observer.onStateChange(this.snapshot());
+    if (this.#observer.onStateChange) this.#emit('onStateChange', this.snapshot());
     if (this.#idleWaiters.length && this.#isIdle()) {
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
     }
   }
 
-  #emit<K extends 'onFirstToken' | 'onInterToken' | 'onFinish' | 'onQueueWait'>(
-    hook: K,
-    value: Parameters<NonNullable<SchedulerObserver[K]>>[0],
-  ): void {
+  #outcome(r: Request, reason: RequestOutcome['finishReason']): RequestOutcome {
+    return {
+      finishReason: reason,
+      promptTokens: r.job.prompt.length,
+      cachedPromptTokens: r.cachedPromptTokens,
+      completionTokens: r.completionTokens,
+      durationMs: performance.now() - r.submittedAt,
+    };
+  }
+
+  #emit<K extends keyof SchedulerObserver>(hook: K, value: Parameters<NonNullable<SchedulerObserver[K]>>[0], extra?: number): void {
     try {
-      (this.#observer[hook] as ((v: typeof value) => void) | undefined)?.(value);
+      (this.#observer[hook] as ((v: typeof value, e?: number) => void) | undefined)?.(value, extra);
     } catch {
       // Metrics must never break a request.
     }
@@ -288,12 +558,7 @@ export class Scheduler {
   }
 
   #reject(code: BatchingErrorCode, message: string, retryAfter: number): BatchingException {
-    this.#observer.onRejected?.(code);
+    this.#emit('onRejected', code);
     return new BatchingException(code, message, { headers: { 'Retry-After': String(retryAfter) } });
-  }
-
-  #abortError(signal: AbortSignal): unknown {
-    if (signal.reason instanceof BatchingException) return signal.reason;
-    return new BatchingException(BatchingErrorCode.Cancelled, 'Request cancelled while waiting for a slot');
   }
 }

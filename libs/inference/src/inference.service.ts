@@ -6,17 +6,20 @@ import {
   SamplingParams,
   Scheduler,
   SchedulerSnapshot,
+  SlotState,
   SubmitOptions,
 } from '@app/batching';
-import type { SchedulerObserver } from '@app/batching';
+import type { RequestOutcome, SchedulerObserver } from '@app/batching';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, ModelDescriptor } from './inference.types';
 import { LlamaAdapter } from './llama.adapter';
+import { TokenTextDecoder } from './token-text.decoder';
 
 /** A prompt checked against the context: tokens ready for the scheduler. */
 export interface PreparedPrompt {
+  /** Tokens to evaluate, BOS included. */
   readonly tokens: number[];
-  /** Prompt tokens as billed, BOS included. */
+  /** Prompt tokens as billed (= tokens.length). */
   readonly promptTokens: number;
   readonly maxTokens: number;
   /** Stop strings required by the chat template (added to the request's own). */
@@ -58,21 +61,26 @@ export const SCHEDULER_OBSERVER = Symbol('SCHEDULER_OBSERVER');
 @Injectable()
 export class InferenceService implements OnApplicationBootstrap, OnApplicationShutdown {
   readonly #logger = new Logger('Inference');
-  readonly #scheduler: Scheduler;
+  #scheduler: Scheduler | null = null;
+  readonly #observer: SchedulerObserver;
+  #generatedTokens = 0;
   #state: ModelState = 'loading';
   #ready: Promise<ModelDescriptor> | null = null;
   #failure: Error | null = null;
 
   constructor(
     private readonly adapter: LlamaAdapter,
-    config: AppConfig,
+    private readonly config: AppConfig,
     @Optional() @Inject(SCHEDULER_OBSERVER) observer?: SchedulerObserver,
   ) {
-    this.#scheduler = new Scheduler(
-      adapter,
-      { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs },
-      observer ?? {},
-    );
+    const external = observer ?? {};
+    this.#observer = {
+      ...external,
+      onFinish: (outcome: RequestOutcome) => {
+        this.#generatedTokens += outcome.completionTokens;
+        external.onFinish?.(outcome);
+      },
+    };
   }
 
   onApplicationBootstrap(): void {
@@ -85,13 +93,31 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   get scheduler(): SchedulerSnapshot {
-    return this.#scheduler.snapshot();
+    return (
+      this.#scheduler?.snapshot() ?? {
+        slots: Array.from({ length: this.config.parallelSlots }, () => SlotState.Idle),
+        busySlots: 0,
+        queueDepth: 0,
+        queueCapacity: this.config.queueMax,
+        accepting: false,
+        kvTokens: 0,
+      }
+    );
   }
 
   /** Starts loading (once) and resolves when the model is ready; rejects with the load error. */
   whenReady(): Promise<ModelDescriptor> {
     this.#ready ??= this.adapter.load().then(
       (descriptor) => {
+        this.#scheduler = new Scheduler(
+          this.adapter.runtime,
+          {
+            queueMax: this.config.queueMax,
+            queueTimeoutMs: this.config.queueTimeoutMs,
+            prefillChunk: this.config.prefillChunk,
+          },
+          this.#observer,
+        );
         this.#state = 'ready';
         return descriptor;
       },
@@ -131,18 +157,46 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.#fit(rendered.tokens, rendered.stop, maxTokens, 'fill');
   }
 
-  /** Schedules a generation; iterate to run it. Errors surface on the first `next()`. */
+  /**
+   * Schedules a generation; iterate to run it. Errors (full queue, draining) surface on the
+   * first `next()`. Tokens become text here, off the scheduler: UTF-8 reassembly and stop
+   * strings; a stop string ends the request and frees its slot at once.
+   */
   generate(request: GenerationRequest, options: SubmitOptions = {}): AsyncIterable<GenerationEvent> {
     this.#assertReady();
-    return this.#scheduler.submit(
-      {
-        prompt: request.prompt.tokens,
-        maxTokens: request.prompt.maxTokens,
-        sampling: request.sampling,
-        stop: [...request.prompt.templateStop, ...(request.stop ?? [])],
+    const scheduler = this.#scheduler as Scheduler;
+    const adapter = this.adapter;
+    const stops = [...request.prompt.templateStop, ...(request.stop ?? [])];
+    const job = { prompt: request.prompt.tokens, maxTokens: request.prompt.maxTokens, sampling: request.sampling };
+    return {
+      [Symbol.asyncIterator]: async function* (): AsyncGenerator<GenerationEvent> {
+        const decoder = new TokenTextDecoder((tokens, context) => adapter.detokenize(tokens, context), stops);
+        let received = 0;
+        let cached = 0;
+        let unreported = 0;
+        for await (const event of scheduler.submit(job, options)) {
+          if (event.kind === 'token') {
+            received++;
+            cached = event.cachedPromptTokens ?? cached;
+            unreported++;
+            const text = decoder.push(event.token);
+            if (text) {
+              yield { kind: 'text', text, tokens: unreported };
+              unreported = 0;
+            }
+            if (decoder.stopped) {
+              // Leaving the loop cancels the scheduler's stream: the slot is freed at the next step.
+              yield { kind: 'done', finishReason: 'stop', promptTokens: job.prompt.length, completionTokens: received, cachedPromptTokens: cached };
+              return;
+            }
+          } else {
+            const rest = decoder.flush();
+            if (rest) yield { kind: 'text', text: rest, tokens: unreported };
+            yield event;
+          }
+        }
       },
-      options,
-    );
+    };
   }
 
   /** Runs a generation to the end and returns the whole text. */
@@ -162,7 +216,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
 
   /** Tokens generated since start, aborted generations included. */
   get generatedTokens(): number {
-    return this.adapter.generatedTokens;
+    return this.#generatedTokens;
   }
 
   tokenize(text: string): number[] {
@@ -172,19 +226,20 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
 
   /** Stops admitting work; resolves when running generations have finished. */
   async drain(): Promise<void> {
-    this.#scheduler.stopAccepting();
-    await this.#scheduler.whenIdle();
+    this.#scheduler?.stopAccepting();
+    await this.#scheduler?.whenIdle();
   }
 
   async onApplicationShutdown(): Promise<void> {
-    this.#scheduler.stopAccepting();
+    this.#scheduler?.stopAccepting();
     await this.#ready?.catch(() => undefined);
     await this.adapter.dispose().catch((err: unknown) => this.#logger.warn(`dispose failed: ${String(err)}`));
   }
 
-  #fit(tokens: number[], templateStop: readonly string[], maxTokens: number | undefined, fallback: number | 'fill'): PreparedPrompt {
+  #fit(text: number[], templateStop: readonly string[], maxTokens: number | undefined, fallback: number | 'fill'): PreparedPrompt {
     const { contextSize } = this.adapter.descriptor;
-    const promptTokens = tokens.length + this.adapter.promptOverhead;
+    const tokens = this.adapter.withBos(text);
+    const promptTokens = tokens.length;
     if (promptTokens >= contextSize) {
       throw new InferenceException(
         InferenceErrorCode.ContextLengthExceeded,

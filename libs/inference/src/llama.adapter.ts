@@ -1,9 +1,10 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig } from '@app/common';
-import { GenerationEvent, GenerationJob, SlotRuntime, SlotState } from '@app/batching';
-import { AsyncChannel } from './async.channel';
+import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, ModelDescriptor, RenderedChat } from './inference.types';
@@ -19,40 +20,147 @@ export const FALLBACK_CHAT_TEMPLATE = {
   stop: ['\nUser:'],
 } as const;
 
-const FINISH_REASONS: Record<string, 'stop' | 'length' | 'abort'> = {
-  eogToken: 'stop',
-  stopGenerationTrigger: 'stop',
-  customStopTrigger: 'stop',
-  maxTokens: 'length',
-  abort: 'abort',
-};
+/** Default top-k when a request does not set one: llama.cpp's server default, and cheap to sample. */
+const DEFAULT_TOP_K = 40;
+/** Tokens of history the repetition penalties look at (llama.cpp's default penalty_last_n). */
+const PENALTY_WINDOW = 64;
+const NO_TOKENS = new Uint32Array(0);
+
+/**
+ * The parts of node-llama-cpp's native context and sampler this adapter drives directly.
+ * They are internal to node-llama-cpp 3.21.1, which is pinned exactly for that reason; the
+ * public API decodes each sequence in its own async loop, which splits steps into several small
+ * decode calls and costs a thread-pool round trip per token (see docs/PERFORMANCE.md).
+ */
+interface NativeContext {
+  initBatch(size: number): void;
+  addToBatch(sequenceId: number, firstTokenPosition: number, tokens: Uint32Array, logitIndexes: Uint32Array): Uint32Array;
+  decodeBatch(): Promise<void>;
+  sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
+  removeTokenCellsFromSequence(sequenceId: number, start: number, end: number): boolean;
+  disposeSequence(sequenceId: number): void;
+  saveSequenceStateToFile(path: string, sequenceId: number, tokens: Uint32Array): Promise<number>;
+  loadSequenceStateFromFile(path: string, sequenceId: number, maxTokens: number): Promise<Uint32Array>;
+}
+interface NativeSampler {
+  applyConfig(config: Record<string, unknown>): void;
+  dispose(): void;
+}
+
+/**
+ * One batch per step over the shared context's sequences: the scheduler's DecodeRuntime.
+ * Sequence i of the context is slot i.
+ */
+class LlamaDecodeRuntime implements DecodeRuntime {
+  readonly #logitIndex: number[];
+  readonly #stateDir: string;
+  #copies = 0;
+
+  constructor(
+    private readonly ctx: NativeContext,
+    private readonly samplers: NativeSampler[],
+    readonly batchSize: number,
+    readonly contextSize: number,
+    private readonly isEog: (token: number) => boolean,
+    private readonly eogTokens: readonly number[],
+  ) {
+    this.#logitIndex = samplers.map(() => -1);
+    this.#stateDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  }
+
+  get slotCount(): number {
+    return this.samplers.length;
+  }
+
+  configure(slot: number, s: SamplingParams, prompt: readonly number[]): void {
+    const penalties = (s.repeatPenalty ?? 1) !== 1 || (s.presencePenalty ?? 0) !== 0 || (s.frequencyPenalty ?? 0) !== 0;
+    const config: Record<string, unknown> = {
+      temperature: s.temperature ?? 0,
+      topK: s.topK ?? DEFAULT_TOP_K,
+      topP: s.topP ?? 1,
+      minP: s.minP ?? 0,
+      seed: s.seed ?? Math.floor(Math.random() * 0xffffffff),
+      repeatPenalty: s.repeatPenalty ?? 1,
+      repeatPenaltyMaxTokens: PENALTY_WINDOW,
+      repeatPenaltyTokens: penalties ? Uint32Array.from(prompt.slice(-PENALTY_WINDOW)) : NO_TOKENS,
+      repeatPenaltyPresencePenalty: s.presencePenalty ?? 0,
+      repeatPenaltyFrequencyPenalty: s.frequencyPenalty ?? 0,
+    };
+    if (s.ignoreEos && this.eogTokens.length) {
+      config.tokenBiasKeys = Uint32Array.from(this.eogTokens);
+      config.tokenBiasValues = new Float32Array(this.eogTokens.length).fill(-Infinity);
+    }
+    this.samplers[slot].applyConfig(config);
+  }
+
+  async decode(items: readonly BatchItem[]): Promise<void> {
+    let total = 0;
+    for (const item of items) total += item.tokens.length;
+    this.ctx.initBatch(total);
+    for (const item of items) {
+      const logits = item.logits ? Uint32Array.of(item.tokens.length - 1) : NO_TOKENS;
+      const indexes = this.ctx.addToBatch(item.slot, item.position, Uint32Array.from(item.tokens), logits);
+      if (item.logits) this.#logitIndex[item.slot] = indexes[0];
+    }
+    await this.ctx.decodeBatch();
+  }
+
+  sample(slots: readonly number[]): Promise<number[]> {
+    return Promise.all(slots.map((slot) => this.ctx.sampleToken(this.#logitIndex[slot], this.samplers[slot])));
+  }
+
+  isEndOfGeneration(token: number): boolean {
+    return token < 0 || this.isEog(token);
+  }
+
+  truncate(slot: number, from: number): number {
+    if (from <= 0) {
+      this.ctx.disposeSequence(slot);
+      return 0;
+    }
+    if (this.ctx.removeTokenCellsFromSequence(slot, from, -1)) return from;
+    this.ctx.disposeSequence(slot);
+    return 0;
+  }
+
+  /** Copies through a state file on tmpfs: save `from`'s cells, load them into `to`, cut to length. */
+  async copyPrefix(from: number, to: number, length: number): Promise<void> {
+    const file = join(this.#stateDir, `llm-kv-${process.pid}-${this.#copies++}.bin`);
+    try {
+      await this.ctx.saveSequenceStateToFile(file, from, NO_TOKENS);
+      this.ctx.disposeSequence(to);
+      await this.ctx.loadSequenceStateFromFile(file, to, 0);
+      if (!this.ctx.removeTokenCellsFromSequence(to, length, -1)) throw new Error(`cannot cut slot ${to} to ${length} tokens`);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
+  dispose(): void {
+    for (const sampler of this.samplers) sampler.dispose();
+  }
+}
 
 /**
  * The only place that touches node-llama-cpp. Owns the model, one shared context whose
- * sequences are the scheduler's slots, and a lazily created embedding context.
+ * sequences are the scheduler's slots (driven through LlamaDecodeRuntime), and a lazily created
+ * embedding context.
  */
 @Injectable()
-export class LlamaAdapter implements SlotRuntime {
+export class LlamaAdapter {
   readonly #logger = new Logger('Inference');
   #lib!: Lib;
   #llama: NodeLlamaCpp.Llama | null = null;
   #model: NodeLlamaCpp.LlamaModel | null = null;
   #context: NodeLlamaCpp.LlamaContext | null = null;
-  #sequences: NodeLlamaCpp.LlamaContextSequence[] = [];
-  #completions: NodeLlamaCpp.LlamaCompletion[] = [];
+  #runtime: LlamaDecodeRuntime | null = null;
   #chatWrapper: NodeLlamaCpp.ChatWrapper | null = null;
   #embedding: Promise<NodeLlamaCpp.LlamaEmbeddingContext> | null = null;
   #embedLock: Promise<unknown> = Promise.resolve();
   #descriptor: ModelDescriptor | null = null;
   #bosPrepended = false;
-  #generatedTokens = 0;
-  #noEosBias: NodeLlamaCpp.TokenBias | null = null;
 
   constructor(private readonly config: AppConfig) {}
-
-  get slotCount(): number {
-    return this.config.parallelSlots;
-  }
 
   get isLoaded(): boolean {
     return this.#descriptor !== null;
@@ -104,11 +212,25 @@ export class LlamaAdapter implements SlotRuntime {
       threads: this.config.threads,
       batchSize: this.config.batchSize,
     });
-    for (let i = 0; i < this.config.parallelSlots; i++) {
-      const sequence = this.#context.getSequence();
-      this.#sequences.push(sequence);
-      this.#completions.push(new this.#lib.LlamaCompletion({ contextSequence: sequence }));
-    }
+    // Reserve every sequence id so that nothing else in node-llama-cpp hands one out.
+    for (let i = 0; i < this.config.parallelSlots; i++) this.#context.getSequence();
+    type Internals = { _ctx: NativeContext; _llama: { _bindings: { AddonSampler: new (m: unknown) => NativeSampler } } };
+    type ModelInternals = { _model: unknown };
+    const nativeContext = (this.#context as unknown as Internals)._ctx;
+    const bindings = (this.#context as unknown as Internals)._llama._bindings;
+    const samplers = Array.from(
+      { length: this.config.parallelSlots },
+      () => new bindings.AddonSampler((model as unknown as ModelInternals)._model),
+    );
+    const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
+    this.#runtime = new LlamaDecodeRuntime(
+      nativeContext,
+      samplers,
+      this.config.batchSize,
+      this.#context.contextSize,
+      (token) => model.isEogToken(token as NodeLlamaCpp.Token),
+      eog,
+    );
     const template = (model.fileInfo.metadata as { tokenizer?: { chat_template?: unknown } }).tokenizer?.chat_template;
     this.#chatWrapper = typeof template === 'string' && template.length > 0 ? this.#lib.resolveChatWrapper(model) : null;
     this.#bosPrepended = model.tokens.shouldPrependBosToken && model.tokens.bos !== null;
@@ -152,11 +274,24 @@ export class LlamaAdapter implements SlotRuntime {
     return this.#requireModel().tokenize(text) as number[];
   }
 
-  detokenize(tokens: readonly number[]): string {
-    return this.#requireModel().detokenize(tokens as NodeLlamaCpp.Token[]);
+  /** Text of `tokens`; `context` (the tokens just before) lets SentencePiece place spaces right. */
+  detokenize(tokens: readonly number[], context?: readonly number[]): string {
+    return this.#requireModel().detokenize(tokens as NodeLlamaCpp.Token[], false, context as NodeLlamaCpp.Token[] | undefined);
   }
 
-  /** Tokens the generation will add in front of the prompt (BOS), counted in usage. */
+  /** The engine the scheduler drives; available once loaded. */
+  get runtime(): DecodeRuntime {
+    if (!this.#runtime) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
+    return this.#runtime;
+  }
+
+  /** Prompt tokens as evaluated: BOS first when the model wants it. */
+  withBos(tokens: readonly number[]): number[] {
+    const bos = this.#requireModel().tokens.bos;
+    return this.#bosPrepended && bos !== null && tokens[0] !== bos ? [bos, ...tokens] : [...tokens];
+  }
+
+  /** Tokens withBos() adds in front of a prompt (BOS), counted in usage. */
   get promptOverhead(): number {
     return this.#bosPrepended ? 1 : 0;
   }
@@ -182,100 +317,13 @@ export class LlamaAdapter implements SlotRuntime {
     history.push({ type: 'model', response: [] });
     const state = this.#chatWrapper.generateContextState({ chatHistory: history });
     let tokens = state.contextText.tokenize(model.tokenizer) as number[];
-    // LlamaCompletion prepends BOS itself; a template that also writes it would double it.
+    // BOS is added by withBos() for every prompt; a template that writes it too would double it.
     if (this.#bosPrepended && tokens[0] === model.tokens.bos) tokens = tokens.slice(1);
     const stop = state.stopGenerationTriggers
       .filter((trigger) => trigger.values.every((v) => typeof v === 'string'))
       .map((trigger) => trigger.values.join(''))
       .filter((s) => s.length > 0);
     return { tokens, stop };
-  }
-
-  cachedPrefixLength(slot: number, prompt: readonly number[]): number {
-    const cached = this.#sequences[slot]?.contextTokens;
-    if (!cached?.length) return 0;
-    const bos = this.#bosPrepended ? this.#model?.tokens.bos : null;
-    let n = 0;
-    if (bos !== null && bos !== undefined) {
-      if (cached[0] !== bos) return 0;
-      n = 1;
-    }
-    const offset = n;
-    while (n - offset < prompt.length && n < cached.length && cached[n] === prompt[n - offset]) n++;
-    // The last prompt token is always evaluated again: its logits start the generation.
-    return Math.min(n, prompt.length + offset - 1);
-  }
-
-  async *run(
-    slot: number,
-    job: GenerationJob,
-    signal: AbortSignal,
-    onState: (state: SlotState) => void,
-  ): AsyncGenerator<GenerationEvent> {
-    const completion = this.#completions[slot];
-    if (!completion) throw new RangeError(`slot ${slot} does not exist (slots: ${this.#completions.length})`);
-    const cachedPromptTokens = this.cachedPrefixLength(slot, job.prompt);
-    const channel = new AsyncChannel<GenerationEvent>();
-    const stop = new AbortController();
-    const forward = (): void => stop.abort(signal.reason);
-    if (signal.aborted) forward();
-    signal.addEventListener('abort', forward, { once: true });
-    let completionTokens = 0;
-    let pendingTokens = 0;
-    const s = job.sampling;
-    const penalties = (s.repeatPenalty ?? 1) !== 1 || (s.presencePenalty ?? 0) !== 0 || (s.frequencyPenalty ?? 0) !== 0;
-    const done = completion
-      .generateCompletionWithMeta(job.prompt as NodeLlamaCpp.Token[], {
-        maxTokens: job.maxTokens,
-        temperature: s.temperature ?? 0,
-        topP: s.topP,
-        topK: s.topK,
-        minP: s.minP,
-        seed: s.seed,
-        repeatPenalty: penalties
-          ? { penalty: s.repeatPenalty ?? 1, presencePenalty: s.presencePenalty ?? 0, frequencyPenalty: s.frequencyPenalty ?? 0 }
-          : false,
-        customStopTriggers: job.stop.length ? [...job.stop] : undefined,
-        tokenBias: s.ignoreEos ? this.#eosBan() : undefined,
-        disableContextShift: true,
-        signal: stop.signal,
-        stopOnAbortSignal: true,
-        onToken: (tokens) => {
-          if (completionTokens === 0) onState(SlotState.Decode);
-          completionTokens += tokens.length;
-          this.#generatedTokens += tokens.length;
-          pendingTokens += tokens.length;
-        },
-        onTextChunk: (text) => {
-          if (text.length === 0) return;
-          channel.push({ kind: 'text', text, tokens: pendingTokens });
-          pendingTokens = 0;
-        },
-      })
-      .then(
-        (result) => {
-          channel.push({
-            kind: 'done',
-            finishReason: FINISH_REASONS[result.metadata.stopReason] ?? 'stop',
-            promptTokens: job.prompt.length + (this.#bosPrepended ? 1 : 0),
-            completionTokens,
-            cachedPromptTokens,
-          });
-          channel.close();
-        },
-        (err: unknown) =>
-          channel.close(
-            new InferenceException(InferenceErrorCode.GenerationFailed, 'Generation failed', { cause: err }),
-          ),
-      );
-    try {
-      yield* channel;
-    } finally {
-      signal.removeEventListener('abort', forward);
-      stop.abort();
-      onState(SlotState.Draining);
-      await done; // the sequence is ours until node-llama-cpp has let go of it
-    }
   }
 
   /** Embeds texts one by one on a dedicated embedding context (created on first use). */
@@ -314,27 +362,12 @@ export class LlamaAdapter implements SlotRuntime {
     const embedding = this.#embedding;
     this.#embedding = null;
     await (await embedding?.catch(() => null))?.dispose();
+    this.#runtime?.dispose();
+    this.#runtime = null;
     await this.#context?.dispose();
     await this.#model?.dispose();
     await this.#llama?.dispose();
     this.#context = this.#model = this.#llama = null;
-    this.#sequences = [];
-    this.#completions = [];
-  }
-
-  /** Tokens generated since start, aborted generations included. */
-  get generatedTokens(): number {
-    return this.#generatedTokens;
-  }
-
-  #eosBan(): NodeLlamaCpp.TokenBias {
-    if (!this.#noEosBias) {
-      const model = this.#requireModel();
-      const bias = new this.#lib.TokenBias(model.tokenizer);
-      for (const token of [model.tokens.eos, model.tokens.eot]) if (token !== null) bias.set(token, 'never');
-      this.#noEosBias = bias;
-    }
-    return this.#noEosBias;
   }
 
   #requireModel(): NodeLlamaCpp.LlamaModel {

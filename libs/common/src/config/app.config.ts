@@ -113,6 +113,8 @@ export const CONFIG_SPEC = {
     'KV-cache tokens per slot (prompt + completion); auto = the model\'s training context, at most 4096'),
   PARALLEL_SLOTS: int('PARALLEL_SLOTS', 1, 256, 4, 'Concurrent generations (sequences of the shared context)'),
   BATCH_SIZE: int('BATCH_SIZE', 16, 65536, 512, 'Tokens per llama.cpp decode batch (prefill chunk)'),
+  PREFILL_CHUNK: int('PREFILL_CHUNK', 1, 65536, 128,
+    'Prompt tokens evaluated per step while other requests stream (bounds their pause; a lone prompt uses the whole batch)'),
   QUEUE_MAX: int('QUEUE_MAX', 0, 100000, 64, 'Requests that may wait for a slot; beyond it: 429'),
   QUEUE_TIMEOUT_MS: int('QUEUE_TIMEOUT_MS', 1, 3600000, 30000, 'Longest wait for a slot before 503'),
   API_KEYS: list('Comma-separated static API keys; when empty a dev key is generated in DATA_DIR/dev-api-key'),
@@ -138,6 +140,7 @@ export class AppConfig {
   readonly contextSize: number | undefined;
   readonly parallelSlots: number;
   readonly batchSize: number;
+  readonly prefillChunk: number;
   readonly queueMax: number;
   readonly queueTimeoutMs: number;
   readonly apiKeys: readonly string[];
@@ -157,6 +160,7 @@ export class AppConfig {
     this.contextSize = p.CONTEXT_SIZE;
     this.parallelSlots = p.PARALLEL_SLOTS as number;
     this.batchSize = p.BATCH_SIZE as number;
+    this.prefillChunk = p.PREFILL_CHUNK as number;
     this.queueMax = p.QUEUE_MAX as number;
     this.queueTimeoutMs = p.QUEUE_TIMEOUT_MS as number;
     this.apiKeys = p.API_KEYS;

@@ -1,0 +1,127 @@
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { projectRoot } from '@app/common';
+
+export interface RunningServer {
+  readonly url: string;
+  readonly label: string;
+  stop(): Promise<void>;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+async function waitHealthy(url: string, child: ChildProcess, log: () => string, isReady: (body: unknown) => boolean, ms = 300_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}: ${log().slice(-2000)}`);
+    try {
+      const res = await fetch(`${url}/health`);
+      if (res.ok && isReady(await res.json().catch(() => ({})))) return;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`server not ready after ${ms} ms: ${log().slice(-2000)}`);
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  return () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+    });
+}
+
+export interface EngineSettings {
+  readonly model: string;
+  readonly slots: number;
+  readonly threads: number;
+  readonly contextPerSlot: number;
+  readonly batchSize: number;
+}
+
+/** Our server, the compiled entry point, in its own process. */
+export async function startOurs(s: EngineSettings, env: Record<string, string> = {}): Promise<RunningServer & { apiKey: string }> {
+  const port = await freePort();
+  const apiKey = 'sk-bench-local';
+  const main = join(projectRoot(), 'dist', 'apps', 'api', 'src', 'main.js');
+  const child = spawn(process.execPath, [main], {
+    cwd: projectRoot(),
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      MODEL_PATH: s.model,
+      PARALLEL_SLOTS: String(s.slots),
+      THREADS: String(s.threads),
+      CONTEXT_SIZE: String(s.contextPerSlot),
+      BATCH_SIZE: String(s.batchSize),
+      QUEUE_MAX: '10000',
+      QUEUE_TIMEOUT_MS: '3600000',
+      API_KEYS: apiKey,
+      LOG_LEVEL: 'warn',
+      GPU: process.env.GPU ?? 'auto',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+  child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+  const url = `http://127.0.0.1:${port}`;
+  await waitHealthy(url, child, () => out, (b) => (b as { model_loaded?: boolean }).model_loaded === true);
+  return { url, label: 'this server', apiKey, stop: stopper(child) };
+}
+
+/** Path of llama.cpp's server built from node-llama-cpp's bundled source (built and cached on first use). */
+export function llamaServerBinary(explicit?: string): string {
+  if (explicit) {
+    if (!existsSync(explicit)) throw new Error(`llama-server not found at ${explicit}`);
+    return explicit;
+  }
+  const script = join(projectRoot(), 'scripts', 'build-llama-server.sh');
+  process.stderr.write('Locating llama-server (builds it from node-llama-cpp\'s llama.cpp source on first use, ~10 min on 2 cores)...\n');
+  return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
+}
+
+/** llama.cpp's own HTTP server with the same model, slots, threads, context and batch. */
+export async function startLlamaServer(binary: string, s: EngineSettings): Promise<RunningServer> {
+  const port = await freePort();
+  const child = spawn(
+    binary,
+    [
+      '-m', s.model,
+      '--host', '127.0.0.1',
+      '--port', String(port),
+      '-np', String(s.slots),
+      '-c', String(s.contextPerSlot * s.slots),
+      '-t', String(s.threads),
+      '-tb', String(s.threads),
+      '-b', String(s.batchSize),
+      '-ub', String(s.batchSize),
+      '-ngl', '0',
+      '--no-webui',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+  child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
+  const url = `http://127.0.0.1:${port}`;
+  await waitHealthy(url, child, () => out, () => true);
+  return { url, label: 'llama.cpp server', stop: stopper(child) };
+}

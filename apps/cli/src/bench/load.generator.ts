@@ -1,0 +1,139 @@
+/** One streaming load run against an OpenAI-compatible `/v1/completions` endpoint. */
+export interface LoadOptions {
+  /** Base URL, e.g. http://127.0.0.1:8000. */
+  readonly url: string;
+  readonly apiKey?: string;
+  /** Concurrent clients. */
+  readonly concurrency: number;
+  /** Total requests (spread over the clients). */
+  readonly requests: number;
+  /** New tokens per request (generation ignores end-of-text so every request makes exactly this many). */
+  readonly maxTokens: number;
+  /** Prompt of request i. */
+  prompt(i: number): string;
+  /** Extra body fields (model name…). */
+  readonly body?: Record<string, unknown>;
+}
+
+export interface LoadResult {
+  readonly requests: number;
+  readonly errors: number;
+  readonly errorSamples: string[];
+  readonly wallSeconds: number;
+  readonly tokens: number;
+  readonly tokensPerSecond: number;
+  readonly requestsPerSecond: number;
+  readonly ttftMs: Percentiles;
+  readonly itlMs: Percentiles;
+}
+
+export interface Percentiles {
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly mean: number;
+}
+
+export function percentiles(values: readonly number[]): Percentiles {
+  if (!values.length) return { p50: NaN, p90: NaN, p99: NaN, mean: NaN };
+  const s = Float64Array.from(values).sort();
+  const at = (q: number): number => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
+}
+
+/** Streams one request; returns TTFT, the gaps between tokens, and the token count. */
+async function streamOne(o: LoadOptions, i: number): Promise<{ ttft: number; gaps: number[]; tokens: number }> {
+  const started = performance.now();
+  const res = await fetch(`${o.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) },
+    body: JSON.stringify({
+      prompt: o.prompt(i),
+      max_tokens: o.maxTokens,
+      temperature: 0.8,
+      top_p: 0.95,
+      seed: i,
+      ignore_eos: true,
+      stream: true,
+      ...o.body,
+    }),
+  });
+  if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let last = 0;
+  let ttft = NaN;
+  let tokens = 0;
+  const gaps: number[] = [];
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let cut: number;
+    while ((cut = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
+      const data = JSON.parse(event.slice(6)) as { choices?: { text?: string }[]; error?: unknown };
+      if (data.error) throw new Error(`stream error: ${JSON.stringify(data.error)}`);
+      const text = data.choices?.[0]?.text;
+      if (text === undefined || text === '') continue;
+      const now = performance.now();
+      if (tokens === 0) ttft = now - started;
+      else gaps.push(now - last);
+      last = now;
+      tokens++;
+    }
+  }
+  return { ttft, gaps, tokens };
+}
+
+/** Runs `requests` streaming requests with `concurrency` clients; each client runs its share in turn. */
+export async function runLoad(o: LoadOptions): Promise<LoadResult> {
+  const ttfts: number[] = [];
+  const gaps: number[] = [];
+  const errorSamples: string[] = [];
+  let errors = 0;
+  let tokens = 0;
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: o.concurrency }, async () => {
+      for (let i = next++; i < o.requests; i = next++) {
+        try {
+          const r = await streamOne(o, i);
+          ttfts.push(r.ttft);
+          for (const g of r.gaps) gaps.push(g);
+          tokens += r.tokens;
+        } catch (err) {
+          errors++;
+          if (errorSamples.length < 3) errorSamples.push(String(err));
+        }
+      }
+    }),
+  );
+  const wallSeconds = (performance.now() - started) / 1000;
+  return {
+    requests: o.requests,
+    errors,
+    errorSamples,
+    wallSeconds,
+    tokens,
+    tokensPerSecond: tokens / wallSeconds,
+    requestsPerSecond: (o.requests - errors) / wallSeconds,
+    ttftMs: percentiles(ttfts),
+    itlMs: percentiles(gaps),
+  };
+}
+
+/** Distinct ~32-token prompts. */
+export function distinctPrompt(i: number): string {
+  return `Request ${i}. Once upon a time there was a little girl named Lily who loved to play in the park with her dog Max every day.`;
+}
+
+/** The same ~540-token prefix (a long system-style preamble), then a short distinct question. */
+export const SHARED_PREFIX = Array.from(
+  { length: 18 },
+  (_, i) => `Rule ${i + 1}: the assistant answers kindly, tells short stories about animals and children, avoids scary endings and uses simple words.`,
+).join(' ');
+export function sharedPrefixPrompt(i: number): string {
+  return `${SHARED_PREFIX}\nQuestion ${i}: tell me about a cat and a dog.`;
+}

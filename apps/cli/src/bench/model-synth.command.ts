@@ -1,0 +1,91 @@
+import { join } from 'node:path';
+import { CommandRunner, Option, SubCommand } from 'nest-commander';
+import { BUNDLED_MODEL, projectRoot } from '@app/common';
+import { GgmlType, SYNTH_PRESETS, SynthShape, synthesizeModel, synthParameters } from '@app/inference';
+
+interface SynthOptions {
+  preset?: keyof typeof SYNTH_PRESETS;
+  out?: string;
+  seed?: number;
+  dim?: number;
+  layers?: number;
+  heads?: number;
+  kvHeads?: number;
+  ffn?: number;
+  vocab?: number;
+  context?: number;
+  type?: 'q8_0' | 'f16' | 'f32';
+  json?: boolean;
+}
+
+const TYPES = { q8_0: GgmlType.Q8_0, f16: GgmlType.F16, f32: GgmlType.F32 } as const;
+const int = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive integer, got "${v}"`);
+  return n;
+};
+
+/** Random-weight Llama GGUF for benchmarks: the work per token does not depend on the values. */
+@SubCommand({ name: 'synth', description: 'Write a random-weight Llama GGUF (deterministic for a seed) for benchmarks' })
+export class ModelSynthCommand extends CommandRunner {
+  async run(_args: string[], o: SynthOptions): Promise<void> {
+    const preset = SYNTH_PRESETS[o.preset ?? '110m'];
+    if (!preset) throw new Error(`unknown preset ${o.preset}; use 110m or 1.1b`);
+    const shape: SynthShape = {
+      dim: o.dim ?? preset.dim,
+      layers: o.layers ?? preset.layers,
+      heads: o.heads ?? preset.heads,
+      kvHeads: o.kvHeads ?? preset.kvHeads,
+      ffn: o.ffn ?? preset.ffn,
+      vocab: o.vocab ?? preset.vocab,
+      context: o.context ?? preset.context,
+      type: o.type ? TYPES[o.type] : preset.type,
+    };
+    const out = o.out ?? join(projectRoot(), 'models', `synth-${o.preset ?? '110m'}.gguf`);
+    const started = Date.now();
+    const bytes = synthesizeModel(out, shape, BUNDLED_MODEL, o.seed ?? 1, (done, total) => {
+      if (!o.json && process.stderr.isTTY) {
+        const width = 30;
+        const filled = Math.round((done / total) * width);
+        process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} tensors`);
+      }
+    });
+    if (!o.json && process.stderr.isTTY) process.stderr.write('\n');
+    const summary = { path: out, bytes, parameters: synthParameters(shape), shape: { ...shape, type: GgmlType[shape.type] }, seed: o.seed ?? 1, ms: Date.now() - started };
+    process.stdout.write(
+      o.json
+        ? `${JSON.stringify(summary, null, 2)}\n`
+        : `Wrote ${out}: ${(bytes / 1e6).toFixed(1)} MB, ${(summary.parameters / 1e6).toFixed(1)}M parameters, ${GgmlType[shape.type]}, seed ${summary.seed}, in ${summary.ms} ms\n`,
+    );
+  }
+
+  @Option({ flags: '--preset <name>', description: '110m (dim 768, 12 layers, Q8_0) or 1.1b (TinyLlama shape, F16); default 110m' })
+  parsePreset(v: string): string {
+    if (!(v in SYNTH_PRESETS)) throw new Error(`--preset must be one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
+    return v;
+  }
+  @Option({ flags: '--out <path>', description: 'Output file (default models/synth-<preset>.gguf)' })
+  parseOut(v: string): string {
+    return v;
+  }
+  @Option({ flags: '--seed <n>', description: 'Seed; same seed, same bytes (default 1)' })
+  parseSeed(v: string): number {
+    return int(v);
+  }
+  @Option({ flags: '--dim <n>' }) parseDim(v: string): number { return int(v); }
+  @Option({ flags: '--layers <n>' }) parseLayers(v: string): number { return int(v); }
+  @Option({ flags: '--heads <n>' }) parseHeads(v: string): number { return int(v); }
+  @Option({ flags: '--kv-heads <n>' }) parseKvHeads(v: string): number { return int(v); }
+  @Option({ flags: '--ffn <n>' }) parseFfn(v: string): number { return int(v); }
+  @Option({ flags: '--vocab <n>' }) parseVocab(v: string): number { return int(v); }
+  @Option({ flags: '--context <n>' }) parseContext(v: string): number { return int(v); }
+  @Option({ flags: '--type <t>', description: 'q8_0 | f16 | f32' })
+  parseType(v: string): string {
+    if (!(v in TYPES)) throw new Error('--type must be q8_0, f16 or f32');
+    return v;
+  }
+  @Option({ flags: '--json', description: 'Machine-readable output' })
+  parseJson(): boolean {
+    return true;
+  }
+}

@@ -1,0 +1,211 @@
+import { createHash } from 'node:crypto';
+import { GgmlType, GgufArray, GgufType, Q8_0_BLOCK } from './gguf.format';
+import { readGgufMetadata } from './gguf.reader';
+import { TensorSpec, TypedValue, writeGguf } from './gguf.writer';
+
+/** Shape of a synthetic Llama model. */
+export interface SynthShape {
+  /** Embedding width. Default 768. */
+  readonly dim: number;
+  /** Transformer blocks. Default 12. */
+  readonly layers: number;
+  /** Attention heads. Default 12. */
+  readonly heads: number;
+  /** Key/value heads (grouped-query attention). Default 4. */
+  readonly kvHeads: number;
+  /** Feed-forward width. Default 2048. */
+  readonly ffn: number;
+  /** Vocabulary size; the bundled model's 512 tokens padded with filler tokens. Default 32,000. */
+  readonly vocab: number;
+  /** Training context written to the metadata. Default 2048. */
+  readonly context: number;
+  /** Weight type of the matrices. Default Q8_0. */
+  readonly type: GgmlType.Q8_0 | GgmlType.F16 | GgmlType.F32;
+}
+
+/** The shapes ENGINE-NOTES measured: a 110M-parameter Q8_0 model and TinyLlama's 1.1B F16 shape. */
+export const SYNTH_PRESETS: Record<'110m' | '1.1b', SynthShape> = {
+  '110m': { dim: 768, layers: 12, heads: 12, kvHeads: 4, ffn: 2048, vocab: 32_000, context: 2048, type: GgmlType.Q8_0 },
+  '1.1b': { dim: 2048, layers: 22, heads: 32, kvHeads: 4, ffn: 5632, vocab: 32_000, context: 2048, type: GgmlType.F16 },
+};
+
+/** Standard deviation of the random weights: small enough that activations stay finite. */
+const WEIGHT_STD = 0.02;
+const CHUNK_ELEMENTS = 1 << 20;
+
+/** xorshift32 seeded from (seed, tensor name): each tensor's bytes depend only on those two. */
+function rng(seed: number, name: string): () => number {
+  let s = createHash('sha256').update(`${seed}:${name}`).digest().readUInt32LE(0) || 0x9e3779b9;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+}
+
+function toHalf(value: number): number {
+  const f32 = new Float32Array([value]);
+  const x = new Uint32Array(f32.buffer)[0];
+  const sign = (x >>> 16) & 0x8000;
+  let exp = ((x >>> 23) & 0xff) - 127 + 15;
+  let mant = x & 0x7fffff;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    mant = (mant | 0x800000) >> (1 - exp);
+    return sign | ((mant + 0x1000) >> 13);
+  }
+  if (exp >= 31) return sign | 0x7c00;
+  const h = sign | (exp << 10) | ((mant + 0x1000) >> 13);
+  return h;
+}
+
+/** 4,096 f16 values evenly spread over ±WEIGHT_STD·√3 (a uniform with the wanted std). */
+const HALF_LEVELS = (() => {
+  const limit = WEIGHT_STD * Math.sqrt(3);
+  const out = new Uint16Array(4096);
+  for (let i = 0; i < 4096; i++) out[i] = toHalf(((i - 2047.5) / 2047.5) * limit);
+  return out;
+})();
+
+function matrix(name: string, dims: [number, number], type: SynthShape['type'], seed: number): TensorSpec {
+  const elements = dims[0] * dims[1];
+  return {
+    name,
+    dims,
+    type,
+    fill(write) {
+      const next = rng(seed, name);
+      if (type === GgmlType.Q8_0) {
+        const scale = toHalf((WEIGHT_STD * Math.sqrt(3)) / 127);
+        const blocksPerChunk = CHUNK_ELEMENTS / Q8_0_BLOCK;
+        for (let done = 0; done < elements; ) {
+          const blocks = Math.min(blocksPerChunk, (elements - done) / Q8_0_BLOCK);
+          const buf = Buffer.allocUnsafe(blocks * 34);
+          for (let b = 0; b < blocks; b++) {
+            const at = b * 34;
+            buf.writeUInt16LE(scale, at);
+            for (let i = 0; i < 32; i += 4) {
+              const r = next();
+              buf[at + 2 + i] = (r % 255) - 127 + 256;
+              buf[at + 3 + i] = ((r >>> 8) % 255) - 127 + 256;
+              buf[at + 4 + i] = ((r >>> 16) % 255) - 127 + 256;
+              buf[at + 5 + i] = ((r >>> 24) % 255) - 127 + 256;
+            }
+          }
+          write(buf);
+          done += blocks * Q8_0_BLOCK;
+        }
+        return;
+      }
+      for (let done = 0; done < elements; ) {
+        const n = Math.min(CHUNK_ELEMENTS, elements - done);
+        if (type === GgmlType.F16) {
+          const arr = new Uint16Array(n);
+          for (let i = 0; i < n; i++) arr[i] = HALF_LEVELS[next() & 4095];
+          write(Buffer.from(arr.buffer));
+        } else {
+          const arr = new Float32Array(n);
+          const limit = WEIGHT_STD * Math.sqrt(3);
+          for (let i = 0; i < n; i++) arr[i] = ((next() / 0xffffffff) * 2 - 1) * limit;
+          write(Buffer.from(arr.buffer));
+        }
+        done += n;
+      }
+    },
+  };
+}
+
+function ones(name: string, n: number): TensorSpec {
+  return { name, dims: [n], type: GgmlType.F32, fill: (write) => write(Buffer.from(new Float32Array(n).fill(1).buffer)) };
+}
+
+/** Parameters of a shape (weights only). */
+export function synthParameters(s: SynthShape): number {
+  const headDim = s.dim / s.heads;
+  const kv = s.kvHeads * headDim;
+  const perLayer = 2 * s.dim + s.dim * s.dim * 2 + s.dim * kv * 2 + 3 * s.dim * s.ffn;
+  return 2 * s.vocab * s.dim + s.dim + s.layers * perLayer;
+}
+
+export function validateShape(s: SynthShape): void {
+  const fail = (m: string): never => {
+    throw new RangeError(`invalid model shape: ${m}`);
+  };
+  for (const [k, v] of Object.entries(s)) if (k !== 'type' && (!Number.isInteger(v) || v < 1)) fail(`${k} must be a positive integer`);
+  if (s.dim % s.heads) fail(`dim ${s.dim} must be divisible by heads ${s.heads}`);
+  if (s.heads % s.kvHeads) fail(`heads ${s.heads} must be divisible by kvHeads ${s.kvHeads}`);
+  if ((s.dim / s.heads) % 2) fail('head dimension must be even (RoPE)');
+  if (s.type === GgmlType.Q8_0 && (s.dim % 32 || s.ffn % 32)) fail('Q8_0 needs dim and ffn divisible by 32');
+  if (s.vocab < 512) fail('vocab must be at least 512 (the bundled tokenizer)');
+}
+
+/**
+ * Writes a random-weight Llama GGUF of the given shape with the bundled model's tokenizer,
+ * padded to `vocab` tokens. Same seed, same bytes. The work per token does not depend on the
+ * weights' values, so these files measure speed honestly; their text is noise.
+ */
+export function synthesizeModel(out: string, shape: SynthShape, tokenizerFrom: string, seed = 1, onProgress?: (done: number, total: number) => void): number {
+  validateShape(shape);
+  const source = readGgufMetadata(tokenizerFrom);
+  const tokens = source.get('tokenizer.ggml.tokens') as GgufArray;
+  const scores = source.get('tokenizer.ggml.scores') as GgufArray;
+  const types = source.get('tokenizer.ggml.token_type') as GgufArray;
+  const base = tokens.items.length;
+  const padded = <T extends string | number>(items: readonly unknown[], filler: (i: number) => T): T[] => [
+    ...(items.slice(0, Math.min(base, shape.vocab)) as T[]),
+    ...Array.from({ length: Math.max(0, shape.vocab - base) }, (_, i) => filler(base + i)),
+  ];
+  const u32 = (value: number): TypedValue => ({ type: GgufType.UINT32, value });
+  const headDim = shape.dim / shape.heads;
+  const fileType = shape.type === GgmlType.Q8_0 ? 7 : shape.type === GgmlType.F16 ? 1 : 0;
+  const metadata = new Map<string, TypedValue>([
+    ['general.architecture', { type: GgufType.STRING, value: 'llama' }],
+    ['general.name', { type: GgufType.STRING, value: `synthetic-llama-${(synthParameters(shape) / 1e6).toFixed(0)}M-seed${seed}` }],
+    ['general.file_type', u32(fileType)],
+    ['llama.context_length', u32(shape.context)],
+    ['llama.embedding_length', u32(shape.dim)],
+    ['llama.block_count', u32(shape.layers)],
+    ['llama.feed_forward_length', u32(shape.ffn)],
+    ['llama.attention.head_count', u32(shape.heads)],
+    ['llama.attention.head_count_kv', u32(shape.kvHeads)],
+    ['llama.rope.dimension_count', u32(headDim)],
+    ['llama.rope.freq_base', { type: GgufType.FLOAT32, value: 10000 }],
+    ['llama.attention.layer_norm_rms_epsilon', { type: GgufType.FLOAT32, value: 1e-5 }],
+    ['llama.vocab_size', u32(shape.vocab)],
+    ['tokenizer.ggml.model', { type: GgufType.STRING, value: 'llama' }],
+    ['tokenizer.ggml.tokens', { type: GgufType.ARRAY, value: { itemType: GgufType.STRING, items: padded<string>(tokens.items, (i) => `\u2581w${i}`) } }],
+    ['tokenizer.ggml.scores', { type: GgufType.ARRAY, value: { itemType: GgufType.FLOAT32, items: padded<number>(scores.items, (i) => -1000 - i) } }],
+    ['tokenizer.ggml.token_type', { type: GgufType.ARRAY, value: { itemType: GgufType.INT32, items: padded<number>(types.items, () => 1) } }],
+    ['tokenizer.ggml.unknown_token_id', u32(0)],
+    ['tokenizer.ggml.bos_token_id', u32(1)],
+    ['tokenizer.ggml.eos_token_id', u32(2)],
+  ]);
+  const kv = shape.kvHeads * headDim;
+  const m = (name: string, dims: [number, number]): TensorSpec => matrix(name, dims, shape.type, seed);
+  const tensors: TensorSpec[] = [m('token_embd.weight', [shape.dim, shape.vocab]), ones('output_norm.weight', shape.dim), m('output.weight', [shape.dim, shape.vocab])];
+  for (let l = 0; l < shape.layers; l++) {
+    tensors.push(
+      ones(`blk.${l}.attn_norm.weight`, shape.dim),
+      m(`blk.${l}.attn_q.weight`, [shape.dim, shape.dim]),
+      m(`blk.${l}.attn_k.weight`, [shape.dim, kv]),
+      m(`blk.${l}.attn_v.weight`, [shape.dim, kv]),
+      m(`blk.${l}.attn_output.weight`, [shape.dim, shape.dim]),
+      ones(`blk.${l}.ffn_norm.weight`, shape.dim),
+      m(`blk.${l}.ffn_gate.weight`, [shape.dim, shape.ffn]),
+      m(`blk.${l}.ffn_up.weight`, [shape.dim, shape.ffn]),
+      m(`blk.${l}.ffn_down.weight`, [shape.ffn, shape.dim]),
+    );
+  }
+  let done = 0;
+  const tracked = tensors.map((t) => ({
+    ...t,
+    fill: (write: (chunk: Buffer) => void) => {
+      t.fill(write);
+      onProgress?.(++done, tensors.length);
+    },
+  }));
+  return writeGguf(out, metadata, tracked);
+}
