@@ -56,20 +56,20 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   readonly #stateDir: string;
   #copies = 0;
 
+  readonly #samplers: NativeSampler[];
+
   constructor(
     private readonly ctx: NativeContext,
-    private readonly samplers: NativeSampler[],
+    private readonly newSampler: () => NativeSampler,
+    readonly slotCount: number,
     readonly batchSize: number,
     readonly contextSize: number,
     private readonly isEog: (token: number) => boolean,
     private readonly eogTokens: readonly number[],
   ) {
-    this.#logitIndex = samplers.map(() => -1);
+    this.#samplers = Array.from({ length: slotCount }, () => newSampler());
+    this.#logitIndex = this.#samplers.map(() => -1);
     this.#stateDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
-  }
-
-  get slotCount(): number {
-    return this.samplers.length;
   }
 
   configure(slot: number, s: SamplingParams, prompt: readonly number[]): void {
@@ -90,7 +90,11 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       config.tokenBiasKeys = Uint32Array.from(this.eogTokens);
       config.tokenBiasValues = new Float32Array(this.eogTokens.length).fill(-Infinity);
     }
-    this.samplers[slot].applyConfig(config);
+    // A fresh sampler per request: no RNG state, penalty history or bias left by the previous
+    // one (the native sampler keeps its RNG running when the seed is unchanged).
+    this.#samplers[slot].dispose();
+    this.#samplers[slot] = this.newSampler();
+    this.#samplers[slot].applyConfig(config);
   }
 
   async decode(items: readonly BatchItem[]): Promise<void> {
@@ -106,7 +110,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   }
 
   sample(slots: readonly number[]): Promise<number[]> {
-    return Promise.all(slots.map((slot) => this.ctx.sampleToken(this.#logitIndex[slot], this.samplers[slot])));
+    return Promise.all(slots.map((slot) => this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot])));
   }
 
   isEndOfGeneration(token: number): boolean {
@@ -137,7 +141,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   }
 
   dispose(): void {
-    for (const sampler of this.samplers) sampler.dispose();
+    for (const sampler of this.#samplers) sampler.dispose();
   }
 }
 
@@ -218,14 +222,12 @@ export class LlamaAdapter {
     type ModelInternals = { _model: unknown };
     const nativeContext = (this.#context as unknown as Internals)._ctx;
     const bindings = (this.#context as unknown as Internals)._llama._bindings;
-    const samplers = Array.from(
-      { length: this.config.parallelSlots },
-      () => new bindings.AddonSampler((model as unknown as ModelInternals)._model),
-    );
+    const nativeModel = (model as unknown as ModelInternals)._model;
     const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
     this.#runtime = new LlamaDecodeRuntime(
       nativeContext,
-      samplers,
+      () => new bindings.AddonSampler(nativeModel),
+      this.config.parallelSlots,
       this.config.batchSize,
       this.#context.contextSize,
       (token) => model.isEogToken(token as NodeLlamaCpp.Token),

@@ -1,0 +1,87 @@
+import request from 'supertest';
+import { InferenceService } from '@app/inference';
+import { startTestApp, TestApp } from './support/test-app';
+
+/** The scheduler on the real model: per-request sampling, determinism in a batch, prefix reuse. */
+describe('continuous batching on the bundled model', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ PARALLEL_SLOTS: '4', CONTEXT_SIZE: '1024' });
+  });
+  afterAll(() => t.close());
+
+  const complete = (body: object) =>
+    request(t.url).post('/v1/completions').set('Authorization', `Bearer ${t.key}`).send(body).expect(200).then((r) => r.body);
+
+  const PROMPTS = ['Once upon a time', 'The little dog', 'Lily and Ben went', 'One day, a big bird'];
+
+  it('at temperature 0 each prompt gives the same text alone as among other requests', async () => {
+    const alone: string[] = [];
+    for (const prompt of PROMPTS) alone.push((await complete({ prompt, max_tokens: 40, temperature: 0 })).choices[0].text);
+    const together = await Promise.all(PROMPTS.map((prompt) => complete({ prompt, max_tokens: 40, temperature: 0 })));
+    expect(together.map((r) => r.choices[0].text)).toEqual(alone);
+  });
+
+  it('concurrent requests each get their own sampling settings', async () => {
+    const greedy = { prompt: 'Once upon a time', max_tokens: 30, temperature: 0 };
+    const seeded = { prompt: 'Once upon a time', max_tokens: 30, temperature: 1.5, top_k: 0, top_p: 1, seed: 1234 };
+    const short = { prompt: 'The little dog', max_tokens: 3, temperature: 0 };
+    const penalised = { prompt: 'Once upon a time', max_tokens: 30, temperature: 0, repeat_penalty: 1.8 };
+    const aloneGreedy = await complete(greedy);
+    const aloneSeeded = await complete(seeded);
+    const alonePenalised = await complete(penalised);
+    const [g, s, sh, p] = await Promise.all([complete(greedy), complete(seeded), complete(short), complete(penalised)]);
+    expect(g.choices[0].text).toBe(aloneGreedy.choices[0].text);
+    // Same seed, same tokens, whatever else shares the batch.
+    expect(s.choices[0].text).toBe(aloneSeeded.choices[0].text);
+    expect(p.choices[0].text).toBe(alonePenalised.choices[0].text);
+    // The settings really differ in effect: a hot, unconstrained sample and a penalty change the text.
+    expect(s.choices[0].text).not.toBe(g.choices[0].text);
+    expect(p.choices[0].text).not.toBe(g.choices[0].text);
+    expect(sh.usage.completion_tokens).toBe(3);
+    expect(g.usage.completion_tokens).toBe(30);
+  });
+
+  it('a different seed gives a different sample; the same seed the same one', async () => {
+    const body = { prompt: 'Lily and Ben went', max_tokens: 30, temperature: 1.2, top_k: 0 };
+    const a = await complete({ ...body, seed: 1 });
+    const b = await complete({ ...body, seed: 1 });
+    const c = await complete({ ...body, seed: 2 });
+    expect(a.choices[0].text).toBe(b.choices[0].text);
+    expect(a.choices[0].text).not.toBe(c.choices[0].text);
+  });
+
+  it('routes a follow-up to the slot that holds its prefix and evaluates only the new tokens', async () => {
+    const base = 'Once upon a time there was a girl named Lily. She had a red ball and a small dog named Max. '.repeat(3);
+    const first = await complete({ prompt: base, max_tokens: 4, temperature: 0 });
+    // Other prompts in between must not evict it: each goes to another idle slot.
+    await Promise.all(['A cat', 'A bird', 'A fish'].map((prompt) => complete({ prompt, max_tokens: 4, temperature: 0 })));
+    const followUp = await complete({ prompt: `${base}One day, they went to the park.`, max_tokens: 4, temperature: 0 });
+    expect(followUp.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(first.usage.prompt_tokens - 1);
+    expect(followUp.usage.prompt_tokens_details.cached_tokens).toBeLessThan(followUp.usage.prompt_tokens);
+  });
+
+  it('a hot shared prefix is evaluated once and copied to the other slots, with the same output', async () => {
+    const system = 'You are a kind storyteller who tells short, happy stories about animals and children in simple words. '.repeat(4);
+    const alone = await complete({ prompt: `${system}Question: tell me about a frog.`, max_tokens: 20, temperature: 0 });
+    // Evict that prefix from every slot first, so that all four requests below arrive cold.
+    await Promise.all(['W', 'X', 'Y', 'Z'].map((p) => complete({ prompt: `${p} ${'and the sun was warm. '.repeat(30)}`, max_tokens: 2 })));
+    const questions = ['a frog', 'a cat', 'a bird', 'a fish'];
+    const results = await Promise.all(questions.map((q) => complete({ prompt: `${system}Question: tell me about ${q}.`, max_tokens: 20, temperature: 0 })));
+    const cached = results.map((r) => r.usage.prompt_tokens_details.cached_tokens).sort((a, b) => a - b);
+    const prefixTokens = results[0].usage.prompt_tokens - 12;
+    // One request evaluated the prefix; the three others got it from its KV cache.
+    expect(cached[0]).toBeLessThan(10);
+    for (const c of cached.slice(1)) expect(c).toBeGreaterThanOrEqual(prefixTokens);
+    expect(results[0].choices[0].text).toBe(alone.choices[0].text);
+  });
+
+  it('stop strings cut the text exactly where they start and free the slot', async () => {
+    const inference = t.app.get(InferenceService);
+    const r = await complete({ prompt: 'Once upon a time', max_tokens: 60, temperature: 0, stop: ['Lily'] });
+    expect(r.choices[0].text).toBe(', there was a little girl named ');
+    expect(r.choices[0].finish_reason).toBe('stop');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(inference.scheduler.busySlots).toBe(0);
+  });
+});
