@@ -85,3 +85,51 @@ describe('continuous batching on the bundled model', () => {
     expect(inference.scheduler.busySlots).toBe(0);
   });
 });
+
+describe('structured output (response_format)', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ PARALLEL_SLOTS: '2' });
+  });
+  afterAll(() => t.close());
+
+  const chat = (body: object) => request(t.url).post('/v1/chat/completions').set('Authorization', `Bearer ${t.key}`).send(body);
+
+  it('json_schema: a story model that never saw JSON answers with JSON matching the schema', async () => {
+    const schema = {
+      type: 'object',
+      properties: { animal: { enum: ['cat', 'dog', 'bird'] }, happy: { type: 'boolean' }, legs: { enum: [2, 4] } },
+      required: ['animal', 'happy', 'legs'],
+    };
+    for (const seed of [1, 2, 3]) {
+      const res = await chat({
+        messages: [{ role: 'user', content: 'Describe an animal.' }],
+        response_format: { type: 'json_schema', json_schema: { name: 'animal', schema } },
+        temperature: 1,
+        seed,
+        max_tokens: 200,
+      }).expect(200);
+      const value = JSON.parse(res.body.choices[0].message.content);
+      expect(['cat', 'dog', 'bird']).toContain(value.animal);
+      expect(typeof value.happy).toBe('boolean');
+      expect([2, 4]).toContain(value.legs);
+    }
+  });
+
+  it('constrained and unconstrained requests share the batch without mixing constraints', async () => {
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] };
+    const [constrained, free] = await Promise.all([
+      chat({ messages: [{ role: 'user', content: 'Hi' }], response_format: { type: 'json_schema', json_schema: { schema } }, max_tokens: 50, temperature: 0 }),
+      chat({ messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 20, temperature: 0 }),
+    ]);
+    expect(JSON.parse(constrained.body.choices[0].message.content)).toEqual({ ok: expect.any(Boolean) });
+    expect(() => JSON.parse(free.body.choices[0].message.content)).toThrow();
+  });
+
+  it('an unusable schema or format is a 400 naming response_format', async () => {
+    const bad = await chat({ messages: [{ role: 'user', content: 'Hi' }], response_format: { type: 'xml' } }).expect(400);
+    expect(bad.body.error.param).toBe('response_format.type');
+    const missing = await chat({ messages: [{ role: 'user', content: 'Hi' }], response_format: { type: 'json_schema' } }).expect(400);
+    expect(missing.body.error.param).toBe('response_format.json_schema');
+  });
+});

@@ -27,6 +27,11 @@ export interface SamplingParams {
   frequencyPenalty?: number;
   /** Keep generating past end-of-generation tokens until max tokens (benchmarks, tests). */
   ignoreEos?: boolean;
+  /**
+   * Output constraint (a compiled grammar) created by the runtime's owner; the scheduler only
+   * passes it to DecodeRuntime.configure.
+   */
+  constraint?: unknown;
 }
 
 /** One generation as the scheduler sees it: tokens in, tokens out. No HTTP, no text, no templates. */

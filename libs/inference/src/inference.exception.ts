@@ -7,6 +7,7 @@ export enum InferenceErrorCode {
   ModelLoadFailed = 'model_load_failed',
   EmbeddingInputTooLong = 'embedding_input_too_long',
   GenerationFailed = 'generation_failed',
+  UnsupportedSchema = 'unsupported_schema',
 }
 
 const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
@@ -16,6 +17,7 @@ const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
   [InferenceErrorCode.ModelLoadFailed]: { status: 503, type: ErrorType.Unavailable },
   [InferenceErrorCode.EmbeddingInputTooLong]: { status: 400, type: ErrorType.InvalidRequest },
   [InferenceErrorCode.GenerationFailed]: { status: 500, type: ErrorType.Server },
+  [InferenceErrorCode.UnsupportedSchema]: { status: 400, type: ErrorType.InvalidRequest },
 };
 
 export class InferenceException extends ApiError<InferenceErrorCode> {

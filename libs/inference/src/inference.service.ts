@@ -209,6 +209,12 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     throw new InferenceException(InferenceErrorCode.GenerationFailed, 'Generation ended without a result');
   }
 
+  /** A compiled constraint for SamplingParams.constraint: any JSON, or JSON matching `schema`. */
+  constraintFor(format: 'json' | object): Promise<unknown> {
+    this.#assertReady();
+    return this.adapter.grammarFor(format);
+  }
+
   embed(texts: readonly string[]): Promise<EmbeddingResult> {
     this.#assertReady();
     return this.adapter.embed(texts);

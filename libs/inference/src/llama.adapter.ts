@@ -58,9 +58,13 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   readonly #samplers: NativeSampler[];
 
+  /** Grammar states of constrained requests, kept alive while their slot samples with them. */
+  readonly #grammarStates: unknown[] = [];
+
   constructor(
     private readonly ctx: NativeContext,
     private readonly newSampler: () => NativeSampler,
+    private readonly newGrammarState: (grammar: unknown) => { _state: unknown },
     readonly slotCount: number,
     readonly batchSize: number,
     readonly contextSize: number,
@@ -86,6 +90,12 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       repeatPenaltyPresencePenalty: s.presencePenalty ?? 0,
       repeatPenaltyFrequencyPenalty: s.frequencyPenalty ?? 0,
     };
+    this.#grammarStates[slot] = undefined;
+    if (s.constraint) {
+      const state = this.newGrammarState(s.constraint);
+      this.#grammarStates[slot] = state;
+      config.grammarEvaluationState = state._state;
+    }
     if (s.ignoreEos && this.eogTokens.length) {
       config.tokenBiasKeys = Uint32Array.from(this.eogTokens);
       config.tokenBiasValues = new Float32Array(this.eogTokens.length).fill(-Infinity);
@@ -158,6 +168,7 @@ export class LlamaAdapter {
   #model: NodeLlamaCpp.LlamaModel | null = null;
   #context: NodeLlamaCpp.LlamaContext | null = null;
   #runtime: LlamaDecodeRuntime | null = null;
+  readonly #grammars = new Map<string, Promise<unknown>>();
   #chatWrapper: NodeLlamaCpp.ChatWrapper | null = null;
   #embedding: Promise<NodeLlamaCpp.LlamaEmbeddingContext> | null = null;
   #embedLock: Promise<unknown> = Promise.resolve();
@@ -216,6 +227,7 @@ export class LlamaAdapter {
       threads: this.config.threads,
       batchSize: this.config.batchSize,
     });
+    const lib = this.#lib;
     // Reserve every sequence id so that nothing else in node-llama-cpp hands one out.
     for (let i = 0; i < this.config.parallelSlots; i++) this.#context.getSequence();
     type Internals = { _ctx: NativeContext; _llama: { _bindings: { AddonSampler: new (m: unknown) => NativeSampler } } };
@@ -227,6 +239,8 @@ export class LlamaAdapter {
     this.#runtime = new LlamaDecodeRuntime(
       nativeContext,
       () => new bindings.AddonSampler(nativeModel),
+      (grammar) =>
+        new lib.LlamaGrammarEvaluationState({ model, grammar: grammar as NodeLlamaCpp.LlamaGrammar }) as unknown as { _state: unknown },
       this.config.parallelSlots,
       this.config.batchSize,
       this.#context.contextSize,
@@ -326,6 +340,32 @@ export class LlamaAdapter {
       .map((trigger) => trigger.values.join(''))
       .filter((s) => s.length > 0);
     return { tokens, stop };
+  }
+
+  /**
+   * Compiles an output constraint for SamplingParams.constraint: any JSON (`json`) or JSON that
+   * matches a schema. Compiled grammars are cached by schema text.
+   */
+  async grammarFor(format: 'json' | object): Promise<unknown> {
+    const key = format === 'json' ? 'json' : JSON.stringify(format);
+    let grammar = this.#grammars.get(key);
+    if (!grammar) {
+      const llama = this.#llama;
+      if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
+      grammar = (
+        format === 'json' ? llama.getGrammarFor('json') : (llama.createGrammarForJsonSchema as (s: unknown) => Promise<unknown>)(format)
+      ).catch((err: unknown) => {
+        this.#grammars.delete(key);
+        throw new InferenceException(
+          InferenceErrorCode.UnsupportedSchema,
+          `response_format schema is not supported: ${(err as Error).message}`,
+          { param: 'response_format' },
+        );
+      });
+      this.#grammars.set(key, grammar);
+      if (this.#grammars.size > 64) this.#grammars.delete(this.#grammars.keys().next().value as string);
+    }
+    return grammar;
   }
 
   /** Embeds texts one by one on a dedicated embedding context (created on first use). */

@@ -15,6 +15,7 @@ import {
   Max,
   MaxLength,
   Min,
+  ValidateIf,
   ValidateNested,
   registerDecorator,
   ValidationArguments,
@@ -182,9 +183,30 @@ export class ChatMessageDto {
   name?: string;
 }
 
+export class JsonSchemaFormatDto {
+  @IsOptional()
+  @IsString()
+  @MaxLength(256)
+  name?: string;
+
+  @IsObject()
+  schema!: Record<string, unknown>;
+
+  @IsOptional()
+  @IsBoolean()
+  strict?: boolean;
+}
+
+/** OpenAI's structured output: any JSON object, or JSON that matches a schema (enforced by a grammar). */
 export class ResponseFormatDto {
-  @IsIn(['text'], { message: 'response_format.type must be "text" (structured output is not supported yet)' })
-  type!: string;
+  @IsIn(['text', 'json_object', 'json_schema'])
+  type!: 'text' | 'json_object' | 'json_schema';
+
+  @ValidateIf((o: ResponseFormatDto) => o.type === 'json_schema')
+  @IsObject()
+  @ValidateNested()
+  @Type(() => JsonSchemaFormatDto)
+  json_schema?: JsonSchemaFormatDto;
 }
 
 export class ChatCompletionRequestDto extends SamplingDto {

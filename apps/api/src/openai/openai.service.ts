@@ -70,6 +70,12 @@ export class OpenAIService {
     }));
     const prompt = this.inference.prepareChat(messages, dto.max_completion_tokens ?? dto.max_tokens);
     const request = this.#request(dto, prompt);
+    const format = dto.response_format;
+    if (format && format.type !== 'text') {
+      request.sampling.constraint = await this.inference.constraintFor(
+        format.type === 'json_object' ? 'json' : (format.json_schema as { schema: object }).schema,
+      );
+    }
     const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
       const events = this.inference.generate(request, { signal });
