@@ -137,3 +137,81 @@ export const SHARED_PREFIX = Array.from(
 export function sharedPrefixPrompt(i: number): string {
   return `${SHARED_PREFIX}\nQuestion ${i}: tell me about a cat and a dog.`;
 }
+
+/** A prompt of about `tokens` tokens for the bundled tokenizer (measured: ~2.9 characters per token on this text). */
+export function longPrompt(tokens = 2000): string {
+  const sentence = 'Once upon a time there was a little girl named Lily who lived near a big green park. ';
+  const chars = Math.round(tokens * 2.9);
+  return sentence.repeat(Math.ceil(chars / sentence.length)).slice(0, chars);
+}
+
+export interface InterferenceResult {
+  readonly streams: number;
+  /** Gaps between tokens of the running streams before the long prompt arrived. */
+  readonly before: Percentiles & { max: number };
+  /** Gaps while the long prompt was being evaluated (from its arrival to its first token). */
+  readonly during: Percentiles & { max: number };
+  readonly longPromptTokens: number;
+  readonly longPromptTtftMs: number;
+}
+
+/**
+ * Runs `streams` long generations, and once they are all streaming sends one long prompt;
+ * reports the running streams' inter-token gaps before and during its evaluation.
+ */
+export async function runInterference(o: { url: string; apiKey?: string; streams: number; promptTokens: number; body?: Record<string, unknown> }): Promise<InterferenceResult> {
+  const headers = { 'Content-Type': 'application/json', ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) };
+  const stamps: number[][] = Array.from({ length: o.streams }, () => []);
+  let started = 0;
+  let allStreaming: () => void = () => undefined;
+  const streaming = new Promise<void>((r) => (allStreaming = r));
+  const controller = new AbortController();
+  const runs = stamps.map(async (list, i) => {
+    const res = await fetch(`${o.url}/v1/completions`, {
+      method: 'POST',
+      headers,
+      signal: controller.signal,
+      body: JSON.stringify({ prompt: distinctPrompt(i), max_tokens: 1500, temperature: 0.8, seed: i, ignore_eos: true, stream: true, ...o.body }),
+    });
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let cut: number;
+        while ((cut = buffer.indexOf('\n\n')) >= 0) {
+          const event = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          if (!event.startsWith('data: {')) continue;
+          list.push(performance.now());
+          if (list.length === 20 && ++started === o.streams) allStreaming();
+        }
+      }
+    } catch {
+      /* aborted at the end of the measurement */
+    }
+  });
+  await streaming;
+  await new Promise((r) => setTimeout(r, 1000));
+  const injectedAt = performance.now();
+  const res = await fetch(`${o.url}/v1/completions`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ prompt: longPrompt(o.promptTokens), max_tokens: 1, temperature: 0, ...o.body }),
+  });
+  const body = (await res.json()) as { usage?: { prompt_tokens: number } };
+  const answeredAt = performance.now();
+  await new Promise((r) => setTimeout(r, 300));
+  controller.abort();
+  await Promise.allSettled(runs);
+  const gaps = (from: number, to: number): number[] =>
+    stamps.flatMap((list) => list.flatMap((t, i) => (i > 0 && t >= from && t <= to ? [t - list[i - 1]] : [])));
+  const withMax = (g: number[]) => ({ ...percentiles(g), max: g.length ? Math.max(...g) : NaN });
+  return {
+    streams: o.streams,
+    before: withMax(gaps(injectedAt - 1000, injectedAt)),
+    during: withMax(gaps(injectedAt, answeredAt)),
+    longPromptTokens: body.usage?.prompt_tokens ?? NaN,
+    longPromptTtftMs: answeredAt - injectedAt,
+  };
+}

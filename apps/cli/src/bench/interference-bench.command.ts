@@ -1,0 +1,99 @@
+import { availableParallelism } from 'node:os';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { CommandRunner, Option, SubCommand } from 'nest-commander';
+import { projectRoot } from '@app/common';
+import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
+import { InterferenceResult, runInterference } from './load.generator';
+
+interface InterferenceOptions {
+  model?: string;
+  streams?: number;
+  promptTokens?: number;
+  threads?: number;
+  reference?: boolean;
+  llamaServer?: string;
+  json?: boolean;
+}
+
+const int = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive integer, got "${v}"`);
+  return n;
+};
+
+/** Inter-token latency of running streams while a long prompt arrives: ours vs llama.cpp's server. */
+@SubCommand({ name: 'interference', description: 'Inter-token latency of running streams while a ~2,000-token prompt is evaluated' })
+export class InterferenceBenchCommand extends CommandRunner {
+  async run(_args: string[], o: InterferenceOptions): Promise<void> {
+    const model = o.model ?? join(projectRoot(), 'models', 'synth-110m.gguf');
+    if (!existsSync(model)) throw new Error(`model ${model} not found; create it with: npm run cli -- model synth --preset 110m`);
+    const streams = o.streams ?? 4;
+    const settings: EngineSettings = {
+      model,
+      slots: streams + 1,
+      threads: o.threads ?? Math.max(1, availableParallelism() - 1),
+      contextPerSlot: 4096,
+      batchSize: 512,
+    };
+    const results: { target: string; result: InterferenceResult }[] = [];
+    const measure = async (server: RunningServer, apiKey?: string): Promise<void> => {
+      process.stderr.write(`  ${server.label}: ${streams} streams, then a ${o.promptTokens ?? 2000}-token prompt...\n`);
+      results.push({ target: server.label, result: await runInterference({ url: server.url, apiKey, streams, promptTokens: o.promptTokens ?? 2000 }) });
+    };
+    const ours = await startOurs(settings);
+    try {
+      await measure(ours, ours.apiKey);
+    } finally {
+      await ours.stop();
+    }
+    if (o.reference !== false) {
+      const ref = await startLlamaServer(llamaServerBinary(o.llamaServer), settings);
+      try {
+        await measure(ref);
+      } finally {
+        await ref.stop();
+      }
+    }
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify({ settings, results }, null, 2)}\n`);
+      return;
+    }
+    const rows = results.map(({ target, result: r }) =>
+      `| ${target} | ${r.longPromptTokens} | ${r.longPromptTtftMs.toFixed(0)} ms | ${r.before.p50.toFixed(1)} / ${r.before.p99.toFixed(1)} ms | ` +
+      `${r.during.p50.toFixed(1)} / ${r.during.p99.toFixed(1)} / ${r.during.max.toFixed(0)} ms |`,
+    );
+    process.stdout.write(
+      `| target | long prompt tokens | its TTFT | stream ITL before p50 / p99 | stream ITL during p50 / p99 / max |\n|---|---|---|---|---|\n${rows.join('\n')}\n`,
+    );
+  }
+
+  @Option({ flags: '--model <path>', description: 'GGUF model (default models/synth-110m.gguf)' })
+  parseModel(v: string): string {
+    return v;
+  }
+  @Option({ flags: '--streams <n>', description: 'Running streams (default 4)' })
+  parseStreams(v: string): number {
+    return int(v);
+  }
+  @Option({ flags: '--prompt-tokens <n>', description: 'Length of the arriving prompt (default 2000)' })
+  parsePromptTokens(v: string): number {
+    return int(v);
+  }
+  @Option({ flags: '--threads <n>', description: 'CPU threads for both (default cores - 1)' })
+  parseThreads(v: string): number {
+    return int(v);
+  }
+  @Option({ flags: '--no-reference', description: 'Skip llama.cpp\'s server' })
+  parseNoReference(): boolean {
+    return false;
+  }
+  @Option({ flags: '--llama-server <path>', description: 'Use this llama-server binary instead of building one' })
+  parseLlamaServer(v: string): string {
+    return v;
+  }
+  @Option({ flags: '--json', description: 'Machine-readable output' })
+  parseJson(): boolean {
+    return true;
+  }
+}
