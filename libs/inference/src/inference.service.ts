@@ -170,6 +170,16 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.adapter.tokenize(text);
   }
 
+  /** Tokens held in the KV cache across all slots (0 before the model is loaded). */
+  get kvCacheTokens(): number {
+    return this.adapter.kvCacheTokens;
+  }
+
+  /** True once drain() or shutdown stopped admitting work: readiness reports "draining". */
+  get draining(): boolean {
+    return !this.#scheduler.snapshot().accepting;
+  }
+
   /** Stops admitting work; resolves when running generations have finished. */
   async drain(): Promise<void> {
     this.#scheduler.stopAccepting();

@@ -327,6 +327,11 @@ export class LlamaAdapter implements SlotRuntime {
     return this.#generatedTokens;
   }
 
+  /** Tokens held in the KV cache across all slots (what each sequence keeps for prefix reuse). */
+  get kvCacheTokens(): number {
+    return this.#sequences.reduce((sum, sequence) => sum + sequence.contextTokens.length, 0);
+  }
+
   #eosBan(): NodeLlamaCpp.TokenBias {
     if (!this.#noEosBias) {
       const model = this.#requireModel();
