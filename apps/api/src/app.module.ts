@@ -4,9 +4,10 @@ import { CommonModule } from '@app/common';
 import { ObservabilityModule } from '@app/observability';
 import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
+import { MetricsModule } from './metrics/metrics.module';
 import { OpenAIModule } from './openai/openai.module';
 
 @Module({
-  imports: [CommonModule, ObservabilityModule, AuthModule, HealthModule, GenerateModule, OpenAIModule],
+  imports: [CommonModule, ObservabilityModule, AuthModule, HealthModule, MetricsModule, GenerateModule, OpenAIModule],
 })
 export class AppModule {}

@@ -3,6 +3,7 @@ import { json } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
 import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonOnly } from '@app/common';
+import { HttpTelemetry } from '@app/observability';
 
 /**
  * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
@@ -13,6 +14,8 @@ export function configureApp(app: NestExpressApplication): void {
   app.useLogger(app.get(Logger));
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  // First, so that requests refused before routing (413, 415) are counted and timed too.
+  app.use(app.get(HttpTelemetry).middleware);
   app.use(helmet({ contentSecurityPolicy: false }));
   app.use(jsonOnly);
   app.use(json({ limit: config.bodyLimit, strict: true }));

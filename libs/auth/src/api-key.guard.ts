@@ -1,9 +1,10 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { Request } from 'express';
+import { RequestTelemetry, withSpan } from '@app/observability';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { IS_PUBLIC } from './public.decorator';
-import { StaticKeyStore } from './static-key.store';
+import { keyId, StaticKeyStore } from './static-key.store';
 
 /** The key a request presents: `X-API-Key` (the seed's header) or `Authorization: Bearer`. */
 export function presentedKey(req: Request): string | undefined {
@@ -25,7 +26,11 @@ export class ApiKeyGuard implements CanActivate {
   canActivate(context: ExecutionContext): boolean {
     const isPublic = this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, [context.getHandler(), context.getClass()]);
     if (isPublic || this.keys.disabled) return true;
-    const key = presentedKey(context.switchToHttp().getRequest<Request>());
+    return withSpan('auth', () => this.#authenticate(context.switchToHttp().getRequest<Request>()), { 'auth.method': 'api_key' });
+  }
+
+  #authenticate(req: Request): boolean {
+    const key = presentedKey(req);
     if (!key) {
       throw new AuthException(
         AuthErrorCode.MissingKey,
@@ -33,6 +38,8 @@ export class ApiKeyGuard implements CanActivate {
       );
     }
     if (!this.keys.has(key)) throw new AuthException(AuthErrorCode.InvalidKey, 'Invalid API key');
+    const telemetry = RequestTelemetry.of(req);
+    if (telemetry) telemetry.keyId = keyId(key);
     return true;
   }
 }

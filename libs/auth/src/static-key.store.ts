@@ -11,6 +11,11 @@ export function hashKey(key: string): string {
   return createHash('sha256').update(key, 'utf8').digest('hex');
 }
 
+/** A key's public id for logs and traces: a prefix of its SHA-256, which does not reveal the key. */
+export function keyId(key: string): string {
+  return `key_${hashKey(key).slice(0, 12)}`;
+}
+
 export function generateKey(): string {
   return KEY_PREFIX + randomBytes(24).toString('base64url');
 }

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { AsyncChannel } from './async.channel';
 import { BatchingErrorCode, BatchingException } from './batching.exception';
 import {
@@ -78,6 +79,11 @@ class Request {
   /** Waiting for another slot to finish evaluating a shared prefix. */
   waitFor: { slot: number; length: number } | null = null;
   readonly cleanups: (() => void)[] = [];
+  /**
+   * The submitter's async context. The loop runs in whichever context started it, so per-request
+   * observer hooks are called inside this one: request-scoped logs and spans stay correct.
+   */
+  readonly scope = new AsyncResource('LlmGeneration');
 
   constructor(
     readonly job: GenerationJob,
@@ -240,7 +246,7 @@ export class Scheduler {
     request.failure = failure;
     if (this.#queue.remove(request)) {
       request.channel.close(failure ?? new BatchingException(BatchingErrorCode.Cancelled, 'Request cancelled while waiting for a slot'));
-      this.#emit('onFinish', this.#outcome(request, failure ? 'error' : 'abort'));
+      this.#emitFor(request, 'onFinish', this.#outcome(request, failure ? 'error' : 'abort'));
       this.#notify();
       return;
     }
@@ -326,7 +332,7 @@ export class Scheduler {
       slot.request = request;
       slot.state = SlotState.Prefill;
       request.slot = index;
-      this.#emit('onQueueWait', performance.now() - request.submittedAt);
+      this.#emitFor(request, 'onQueueWait', performance.now() - request.submittedAt);
       this.#runtime.configure(index, request.job.sampling, request.job.prompt);
       const prompt = request.job.prompt;
       const own = this.#reusable(prompt, slot.cached);
@@ -439,8 +445,8 @@ export class Scheduler {
       return;
     }
     r.completionTokens++;
-    if (r.lastTokenAt === 0) this.#emit('onFirstToken', now - r.submittedAt);
-    else this.#emit('onInterToken', now - r.lastTokenAt);
+    if (r.lastTokenAt === 0) this.#emitFor(r, 'onFirstToken', now - r.submittedAt);
+    else this.#emitFor(r, 'onInterToken', now - r.lastTokenAt);
     r.lastTokenAt = now;
     r.channel.push(r.completionTokens === 1 ? { kind: 'token', token, cachedPromptTokens: r.cachedPromptTokens } : { kind: 'token', token });
     if (r.completionTokens >= r.job.maxTokens) {
@@ -460,7 +466,7 @@ export class Scheduler {
     this.#avgJobMs = 0.8 * this.#avgJobMs + 0.2 * (performance.now() - r.submittedAt);
     if (r.failure) {
       r.channel.close(r.failure);
-      this.#emit('onFinish', this.#outcome(r, 'error'));
+      this.#emitFor(r, 'onFinish', this.#outcome(r, 'error'));
     } else {
       r.channel.push({
         kind: 'done',
@@ -470,7 +476,7 @@ export class Scheduler {
         cachedPromptTokens: r.cachedPromptTokens,
       });
       r.channel.close();
-      this.#emit('onFinish', this.#outcome(r, reason));
+      this.#emitFor(r, 'onFinish', this.#outcome(r, reason));
     }
   }
 
@@ -550,6 +556,15 @@ export class Scheduler {
     } catch {
       // Metrics must never break a request.
     }
+  }
+
+  #emitFor<K extends 'onQueueWait' | 'onFirstToken' | 'onInterToken' | 'onFinish'>(
+    request: Request,
+    hook: K,
+    value: Parameters<NonNullable<SchedulerObserver[K]>>[0],
+  ): void {
+    if (!this.#observer[hook]) return;
+    request.scope.runInAsyncScope(() => this.#emit(hook, value));
   }
 
   #retryAfterSeconds(): number {

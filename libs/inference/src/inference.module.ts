@@ -1,11 +1,12 @@
 import { Module } from '@nestjs/common';
 import { BatchingModule } from '@app/batching';
-import { InferenceService } from './inference.service';
+import { ObservabilityModule, SchedulerTelemetry } from '@app/observability';
+import { InferenceService, SCHEDULER_OBSERVER } from './inference.service';
 import { LlamaAdapter } from './llama.adapter';
 
 @Module({
-  imports: [BatchingModule],
-  providers: [LlamaAdapter, InferenceService],
+  imports: [BatchingModule, ObservabilityModule],
+  providers: [LlamaAdapter, InferenceService, { provide: SCHEDULER_OBSERVER, useExisting: SchedulerTelemetry }],
   exports: [InferenceService],
 })
 export class InferenceModule {}

@@ -64,6 +64,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   #scheduler: Scheduler | null = null;
   readonly #observer: SchedulerObserver;
   #generatedTokens = 0;
+  #draining = false;
   #state: ModelState = 'loading';
   #ready: Promise<ModelDescriptor> | null = null;
   #failure: Error | null = null;
@@ -74,11 +75,18 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     @Optional() @Inject(SCHEDULER_OBSERVER) observer?: SchedulerObserver,
   ) {
     const external = observer ?? {};
+    // Bind explicitly: the observer is usually a class instance, whose hooks live on its prototype.
+    const bound = (name: keyof SchedulerObserver) => (external[name] as ((...a: unknown[]) => void) | undefined)?.bind(external);
     this.#observer = {
-      ...external,
+      onQueueWait: bound('onQueueWait'),
+      onRejected: bound('onRejected'),
+      onStateChange: bound('onStateChange'),
+      onFirstToken: bound('onFirstToken'),
+      onInterToken: bound('onInterToken'),
+      onStep: bound('onStep'),
       onFinish: (outcome: RequestOutcome) => {
         this.#generatedTokens += outcome.completionTokens;
-        external.onFinish?.(outcome);
+        external.onFinish?.call(external, outcome);
       },
     };
   }
@@ -118,6 +126,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
           },
           this.#observer,
         );
+        if (this.#draining) this.#scheduler.stopAccepting();
         this.#state = 'ready';
         return descriptor;
       },
@@ -230,13 +239,25 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.adapter.tokenize(text);
   }
 
+  /** Tokens held in the KV cache across all slots (0 before the model is loaded). */
+  get kvCacheTokens(): number {
+    return this.#scheduler?.snapshot().kvTokens ?? 0;
+  }
+
+  /** True once drain() or shutdown stopped admitting work: readiness reports "draining". */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
   /** Stops admitting work; resolves when running generations have finished. */
   async drain(): Promise<void> {
+    this.#draining = true;
     this.#scheduler?.stopAccepting();
     await this.#scheduler?.whenIdle();
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.#draining = true;
     this.#scheduler?.stopAccepting();
     await this.#ready?.catch(() => undefined);
     await this.adapter.dispose().catch((err: unknown) => this.#logger.warn(`dispose failed: ${String(err)}`));

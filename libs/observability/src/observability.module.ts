@@ -1,8 +1,17 @@
-import { Module } from '@nestjs/common';
+import { Global, MiddlewareConsumer, Module, NestModule, OnApplicationShutdown, RequestMethod } from '@nestjs/common';
+import { APP_INTERCEPTOR } from '@nestjs/core';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
 import { AppConfig } from '@app/common';
+import { DependencyProbes } from './dependency.probes';
+import { GpuMonitor } from './gpu.monitor';
+import { HttpTelemetry, RequestContextMiddleware, RouteTelemetryInterceptor, UNOBSERVED_PATH } from './http.telemetry';
+import { METRIC_PROVIDERS } from './metrics.providers';
+import { MetricsService } from './metrics.service';
+import { requestLogFields } from './request-log.fields';
+import { SchedulerTelemetry } from './scheduler.telemetry';
+import { activeTraceIds, flushTracing } from './tracing.api';
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
@@ -15,7 +24,15 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
   return id;
 }
 
-/** JSON logs on stdout (pino), one line per request, keys and prompts never logged. */
+/**
+ * Logs, metrics and the request telemetry that ties them (and traces) together. Global, so that
+ * any library can inject MetricsService; the `/metrics` route itself is the API app's.
+ *
+ * - JSON logs on stdout (pino), one line per request with route, status, latency, tokens,
+ *   cache result, key id and trace id; keys never, prompts only with LOG_PROMPTS=true.
+ * - Prometheus series in prom-client's registry (see METRIC), Node process metrics included.
+ */
+@Global()
 @Module({
   imports: [
     LoggerModule.forRootAsync({
@@ -25,18 +42,45 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
           level: config.logLevel,
           genReqId: requestId,
           // Probes and scrapes arrive every few seconds; logging them would drown the requests.
-          autoLogging: { ignore: (req: IncomingMessage) => /^\/(health|metrics)(\/|$|\?)/.test(req.url ?? '') },
+          autoLogging: { ignore: (req: IncomingMessage) => UNOBSERVED_PATH.test(req.url ?? '') },
           redact: {
             paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers.cookie'],
             censor: '[redacted]',
           },
+          // Every line logged inside a traced request carries its trace id.
+          mixin: () => {
+            const ids = activeTraceIds();
+            return ids ? { trace_id: ids.traceId, span_id: ids.spanId } : {};
+          },
           customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+          customSuccessObject: (req, res, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
+          customErrorObject: (req, res, _err, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
           serializers: {
             req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, url: req.url }),
+            res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
           },
         },
       }),
     }),
   ],
+  providers: [
+    ...METRIC_PROVIDERS,
+    DependencyProbes,
+    MetricsService,
+    HttpTelemetry,
+    SchedulerTelemetry,
+    GpuMonitor,
+    { provide: APP_INTERCEPTOR, useClass: RouteTelemetryInterceptor },
+  ],
+  exports: [...METRIC_PROVIDERS, DependencyProbes, MetricsService, HttpTelemetry, SchedulerTelemetry, GpuMonitor],
 })
-export class ObservabilityModule {}
+export class ObservabilityModule implements NestModule, OnApplicationShutdown {
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(RequestContextMiddleware).forRoutes({ path: '{*path}', method: RequestMethod.ALL });
+  }
+
+  /** Exports the spans still buffered before the process goes (tracing on). */
+  async onApplicationShutdown(): Promise<void> {
+    await flushTracing().catch(() => undefined);
+  }
+}

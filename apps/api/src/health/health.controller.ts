@@ -1,22 +1,35 @@
 import { Controller, Get } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import { Public } from '@app/auth';
-import { InferenceService } from '@app/inference';
+import { HealthService } from './health.service';
 
 @ApiTags('health')
 @Public()
 @Controller('health')
 export class HealthController {
-  constructor(private readonly inference: InferenceService) {}
+  constructor(private readonly service: HealthService) {}
 
   /** The seed's health route: always 200 while the process serves HTTP. */
   @Get()
   health(): object {
-    const state = this.inference.state;
-    return {
-      status: state === 'ready' ? 'healthy' : state === 'loading' ? 'loading' : 'unhealthy',
-      model_loaded: state === 'ready',
-      timestamp: new Date().toISOString(),
-    };
+    return this.service.summary();
+  }
+
+  /** Liveness: 503 only when the process should be restarted (the model failed to load). */
+  @Get('live')
+  live(): Promise<object> {
+    return this.service.live();
+  }
+
+  /** Readiness: 503 while loading, while draining, or while a configured dependency is down. */
+  @Get('ready')
+  ready(): Promise<object> {
+    return this.service.ready();
+  }
+
+  /** Startup: 503 until the model has loaded. */
+  @Get('startup')
+  startup(): Promise<object> {
+    return this.service.startup();
   }
 }

@@ -29,6 +29,12 @@ describe('AppConfig', () => {
     ['BODY_LIMIT', '1gb'],
     ['AUTH_DISABLED', 'maybe'],
     ['LOG_LEVEL', 'loud'],
+    ['LOG_PROMPTS', 'sometimes'],
+    ['REDIS_URL', 'localhost:6379'],
+    ['DATABASE_URL', 'mysql://db/x'],
+    ['OTEL_EXPORTER_OTLP_ENDPOINT', 'collector:4318'],
+    ['GPU_METRICS_INTERVAL_MS', '-5'],
+    ['HEALTH_CHECK_TIMEOUT_MS', '10'],
   ])('%s=%s is rejected with a message naming the variable', (name, value) => {
     let error: unknown;
     try {
@@ -40,6 +46,33 @@ describe('AppConfig', () => {
     expect((error as ConfigError).variable).toBe(name);
     expect((error as Error).message).toMatch(new RegExp(`^Invalid configuration: ${name} .*\\(got "${value.replace('.', '\\.')}"\\)$`));
     expect((error as Error).message).not.toContain('\n');
+  });
+});
+
+describe('observability variables', () => {
+  it('default to off and parse when set', () => {
+    expect(AppConfig.fromEnv({})).toMatchObject({
+      logPrompts: false,
+      redisUrl: undefined,
+      databaseUrl: undefined,
+      otlpEndpoint: undefined,
+      otelServiceName: 'llm-api',
+      gpuMetricsIntervalMs: 5000,
+      healthCheckTimeoutMs: 1000,
+    });
+    const c = AppConfig.fromEnv({
+      LOG_PROMPTS: 'true',
+      REDIS_URL: 'redis://127.0.0.1:6379/3',
+      DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/test',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318',
+      GPU_METRICS_INTERVAL_MS: '0',
+    });
+    expect(c).toMatchObject({ logPrompts: true, redisUrl: 'redis://127.0.0.1:6379/3', otlpEndpoint: 'http://127.0.0.1:4318', gpuMetricsIntervalMs: 0 });
+  });
+
+  it('never echoes a password from a bad URL', () => {
+    expect(() => AppConfig.fromEnv({ REDIS_URL: 'http://user:s3cret@host' })).toThrow(/REDIS_URL must be a URL.*\*\*\*@host/);
+    expect(() => AppConfig.fromEnv({ REDIS_URL: 'http://user:s3cret@host' })).not.toThrow(/s3cret/);
   });
 });
 

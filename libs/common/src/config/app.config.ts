@@ -74,6 +74,27 @@ function bool(name: string, fallback: boolean, doc: string): VarSpec<boolean> {
   };
 }
 
+function url(name: string, doc: string, schemes: readonly string[]): VarSpec<string | undefined> {
+  return {
+    doc,
+    defaultText: '(unset)',
+    parse(raw) {
+      if (raw === undefined || raw.trim() === '') return undefined;
+      // The value may carry a password: the error shows it with the credentials masked.
+      const problem = `must be a URL (${schemes.map((s) => `${s}//…`).join(', ')})`;
+      const shown = raw.replace(/\/\/[^@/]*@/, '//***@');
+      let parsed: URL;
+      try {
+        parsed = new URL(raw.trim());
+      } catch {
+        throw new ConfigError(name, problem, shown);
+      }
+      if (!schemes.includes(parsed.protocol)) throw new ConfigError(name, problem, shown);
+      return raw.trim();
+    },
+  };
+}
+
 function list(doc: string): VarSpec<string[]> {
   return {
     doc,
@@ -122,6 +143,19 @@ export const CONFIG_SPEC = {
   DATA_DIR: str('./data', 'Writable folder for local state (dev key, SQLite key store)'),
   BODY_LIMIT: bytes('BODY_LIMIT', '1mb', 'Largest accepted request body (413 above)'),
   LOG_LEVEL: oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'Log level'),
+  LOG_PROMPTS: bool('LOG_PROMPTS', false, 'Include prompt text (truncated to 2,000 characters) in request log lines; off by default'),
+  REDIS_URL: url('REDIS_URL', 'Redis server (redis://…); when set, readiness and metrics check that it answers', ['redis:', 'rediss:']),
+  DATABASE_URL: url('DATABASE_URL', 'PostgreSQL database (postgres://…); when set, readiness and metrics check that it answers',
+    ['postgres:', 'postgresql:']),
+  HEALTH_CHECK_TIMEOUT_MS: int('HEALTH_CHECK_TIMEOUT_MS', 50, 60000, 1000,
+    'Longest wait for Redis/PostgreSQL to answer a readiness or metrics check before it counts as down'),
+  GPU_METRICS_INTERVAL_MS: int('GPU_METRICS_INTERVAL_MS', 0, 3600000, 5000,
+    'How often nvidia-smi is sampled for the GPU metrics; 0 turns sampling off'),
+  DRAIN_TIMEOUT_MS: int('DRAIN_TIMEOUT_MS', 0, 3600000, 25000,
+    'On SIGTERM: how long running generations may finish (readiness answers 503 "draining") before shutdown goes on'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: url('OTEL_EXPORTER_OTLP_ENDPOINT',
+    'OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); when set, traces are exported to <url>/v1/traces', ['http:', 'https:']),
+  OTEL_SERVICE_NAME: str('llm-api', 'service.name of the exported traces'),
 } as const;
 
 type Spec = typeof CONFIG_SPEC;
@@ -148,6 +182,14 @@ export class AppConfig {
   readonly dataDir: string;
   readonly bodyLimit: number;
   readonly logLevel: string;
+  readonly logPrompts: boolean;
+  readonly redisUrl: string | undefined;
+  readonly databaseUrl: string | undefined;
+  readonly healthCheckTimeoutMs: number;
+  readonly gpuMetricsIntervalMs: number;
+  readonly drainTimeoutMs: number;
+  readonly otlpEndpoint: string | undefined;
+  readonly otelServiceName: string;
 
   private constructor(p: Parsed) {
     this.modelPath = resolve(p.MODEL_PATH);
@@ -168,6 +210,14 @@ export class AppConfig {
     this.dataDir = resolve(p.DATA_DIR);
     this.bodyLimit = p.BODY_LIMIT;
     this.logLevel = p.LOG_LEVEL;
+    this.logPrompts = p.LOG_PROMPTS;
+    this.redisUrl = p.REDIS_URL;
+    this.databaseUrl = p.DATABASE_URL;
+    this.healthCheckTimeoutMs = p.HEALTH_CHECK_TIMEOUT_MS as number;
+    this.gpuMetricsIntervalMs = p.GPU_METRICS_INTERVAL_MS as number;
+    this.drainTimeoutMs = p.DRAIN_TIMEOUT_MS as number;
+    this.otlpEndpoint = p.OTEL_EXPORTER_OTLP_ENDPOINT;
+    this.otelServiceName = p.OTEL_SERVICE_NAME;
   }
 
   /** Parses and validates; throws ConfigError naming the first bad variable. */

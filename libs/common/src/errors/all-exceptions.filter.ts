@@ -73,7 +73,10 @@ export class AllExceptionsFilter implements ExceptionFilter {
     const req = ctx.getRequest<Request & { id?: unknown }>();
     const rendered = renderError(exception);
     const requestId = req?.id === undefined ? undefined : String(req.id);
-    if (rendered.status >= 500) {
+    // A deliberate 5xx (model loading, queue timeout, not ready) says what is wrong; only the
+    // unexpected ones are logged with their stack and have their message replaced.
+    const unexpected = rendered.status >= 500 && (!(exception instanceof ApiError) || rendered.status === 500);
+    if (unexpected) {
       this.#logger.error(
         { err: exception, requestId, route: req?.originalUrl },
         `Unhandled error on ${req?.method} ${req?.originalUrl}`,

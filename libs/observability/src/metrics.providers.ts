@@ -1,0 +1,117 @@
+import { makeCounterProvider, makeGaugeProvider, makeHistogramProvider } from '@willsoto/nestjs-prometheus';
+
+/**
+ * Every series the platform exports. The first five are the design document's names (chapter
+ * 23.3.1) and must not change: dashboards and alerts in deploy/ are written against them.
+ */
+export const METRIC = {
+  requests: 'llm_requests_total',
+  requestDuration: 'llm_request_duration_seconds',
+  tokensGenerated: 'llm_tokens_generated_total',
+  activeRequests: 'llm_active_requests',
+  gpuUtilization: 'gpu_utilization_percent',
+
+  timeToFirstToken: 'llm_time_to_first_token_seconds',
+  interTokenLatency: 'llm_inter_token_latency_seconds',
+  queueWait: 'llm_queue_wait_seconds',
+  promptTokens: 'llm_prompt_tokens_total',
+  promptTokensCached: 'llm_prompt_tokens_cached_total',
+  generations: 'llm_generations_total',
+  aborted: 'llm_requests_aborted_total',
+  schedulerRejections: 'llm_scheduler_rejections_total',
+  queueDepth: 'llm_queue_depth',
+  queueCapacity: 'llm_queue_capacity',
+  slotsBusy: 'llm_slots_busy',
+  slotsTotal: 'llm_slots_total',
+  schedulerAccepting: 'llm_scheduler_accepting',
+  kvCacheTokens: 'llm_kv_cache_tokens',
+  kvCacheCapacity: 'llm_kv_cache_capacity_tokens',
+  modelReady: 'llm_model_ready',
+  modelInfo: 'llm_model_info',
+  cacheLookups: 'llm_cache_lookups_total',
+  rateLimited: 'llm_rate_limited_total',
+  dependencyUp: 'llm_dependency_up',
+  gpuAvailable: 'gpu_available',
+  gpuMemoryUsed: 'gpu_memory_used_bytes',
+  gpuMemoryTotal: 'gpu_memory_total_bytes',
+} as const;
+
+/** The seed's request-duration buckets (seconds). */
+export const REQUEST_DURATION_BUCKETS = [0.1, 0.5, 1, 2, 5, 10];
+/** Fine below the 500 ms TTFT objective, coarse above it. */
+export const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30];
+export const INTER_TOKEN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+export const QUEUE_WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** Registered once in the global prom-client registry (a second app in one process reuses them). */
+export const METRIC_PROVIDERS = [
+  makeCounterProvider({
+    name: METRIC.requests,
+    help: 'HTTP requests answered, by route template (unknown routes: "unmatched") and status code; 499 = client went away',
+    labelNames: ['endpoint', 'status'],
+  }),
+  makeHistogramProvider({
+    name: METRIC.requestDuration,
+    help: 'HTTP request duration in seconds (streams: until the last byte), by route template',
+    labelNames: ['endpoint'],
+    buckets: REQUEST_DURATION_BUCKETS,
+  }),
+  makeCounterProvider({ name: METRIC.tokensGenerated, help: 'Completion tokens generated (aborted generations included)', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.activeRequests, help: 'HTTP requests in flight (probes and scrapes excluded)' }),
+  makeGaugeProvider({ name: METRIC.gpuUtilization, help: 'GPU utilization percent (nvidia-smi)', labelNames: ['gpu_id'] }),
+
+  makeHistogramProvider({
+    name: METRIC.timeToFirstToken,
+    help: 'Time from submission to the scheduler to the first generated text, queue wait included (seconds)',
+    buckets: TTFT_BUCKETS,
+  }),
+  makeHistogramProvider({
+    name: METRIC.interTokenLatency,
+    help: 'Time between two generated tokens of one request (seconds)',
+    buckets: INTER_TOKEN_BUCKETS,
+  }),
+  makeHistogramProvider({ name: METRIC.queueWait, help: 'Time a request waited for a free slot (seconds)', buckets: QUEUE_WAIT_BUCKETS }),
+  makeCounterProvider({ name: METRIC.promptTokens, help: 'Prompt tokens of finished generations (BOS included)', labelNames: ['model'] }),
+  makeCounterProvider({
+    name: METRIC.promptTokensCached,
+    help: 'Prompt tokens served from the slot KV cache (prefix reuse) instead of being evaluated',
+    labelNames: ['model'],
+  }),
+  makeCounterProvider({
+    name: METRIC.generations,
+    help: 'Generations that ended, by finish reason (stop, length, abort, error)',
+    labelNames: ['finish_reason'],
+  }),
+  makeCounterProvider({ name: METRIC.aborted, help: 'Generations cancelled before they finished (client disconnect, cancellation)' }),
+  makeCounterProvider({
+    name: METRIC.schedulerRejections,
+    help: 'Requests the scheduler turned away, by reason (queue_full, queue_timeout, shutting_down, ...)',
+    labelNames: ['reason'],
+  }),
+  makeGaugeProvider({ name: METRIC.queueDepth, help: 'Requests waiting for a slot' }),
+  makeGaugeProvider({ name: METRIC.queueCapacity, help: 'Requests that may wait for a slot (QUEUE_MAX)' }),
+  makeGaugeProvider({ name: METRIC.slotsBusy, help: 'Slots (KV-cache sequences) generating or evaluating a prompt' }),
+  makeGaugeProvider({ name: METRIC.slotsTotal, help: 'Slots (PARALLEL_SLOTS)' }),
+  makeGaugeProvider({ name: METRIC.schedulerAccepting, help: '1 while the scheduler admits work, 0 while draining or shutting down' }),
+  makeGaugeProvider({ name: METRIC.kvCacheTokens, help: 'Tokens held in the KV cache across all slots' }),
+  makeGaugeProvider({ name: METRIC.kvCacheCapacity, help: 'KV-cache capacity in tokens across all slots (CONTEXT_SIZE x PARALLEL_SLOTS)' }),
+  makeGaugeProvider({ name: METRIC.modelReady, help: '1 when the model is loaded and serving, 0 while loading or after a failed load' }),
+  makeGaugeProvider({ name: METRIC.modelInfo, help: 'Served model and compute backend (value is always 1)', labelNames: ['model', 'backend'] }),
+  makeCounterProvider({
+    name: METRIC.cacheLookups,
+    help: 'Response-cache lookups by cache (exact, semantic) and result (hit, miss, error)',
+    labelNames: ['cache', 'result'],
+  }),
+  makeCounterProvider({ name: METRIC.rateLimited, help: 'Requests rejected by a rate limit, by limit kind', labelNames: ['kind'] }),
+  makeGaugeProvider({
+    name: METRIC.dependencyUp,
+    help: '1 when a configured dependency (redis, database) answered its last check, else 0',
+    labelNames: ['dependency'],
+  }),
+  makeGaugeProvider({
+    name: METRIC.gpuAvailable,
+    help: 'NVIDIA GPUs seen by nvidia-smi; 0 = no GPU (or no nvidia-smi): the gpu_* series are then absent',
+  }),
+  makeGaugeProvider({ name: METRIC.gpuMemoryUsed, help: 'GPU memory used in bytes (nvidia-smi)', labelNames: ['gpu_id'] }),
+  makeGaugeProvider({ name: METRIC.gpuMemoryTotal, help: 'GPU memory in bytes (nvidia-smi)', labelNames: ['gpu_id'] }),
+];
