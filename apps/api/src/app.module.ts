@@ -7,6 +7,6 @@ import { HealthModule } from './health/health.module';
 import { OpenAIModule } from './openai/openai.module';
 
 @Module({
-  imports: [CommonModule, ObservabilityModule, AuthModule, HealthModule, GenerateModule, OpenAIModule],
+  imports: [CommonModule, ObservabilityModule, AuthModule.forServer(), HealthModule, GenerateModule, OpenAIModule],
 })
 export class AppModule {}

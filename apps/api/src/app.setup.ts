@@ -12,7 +12,9 @@ export function configureApp(app: NestExpressApplication): void {
   const config = app.get(AppConfig);
   app.useLogger(app.get(Logger));
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  // X-Forwarded-For is believed only from TRUSTED_PROXIES; otherwise req.ip is the TCP peer,
+  // so a client cannot pick its own rate-limit bucket.
+  app.set('trust proxy', config.trustedProxies.length > 0 ? [...config.trustedProxies] : false);
   app.use(helmet({ contentSecurityPolicy: false }));
   app.use(jsonOnly);
   app.use(json({ limit: config.bodyLimit, strict: true }));
