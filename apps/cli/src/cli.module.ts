@@ -1,10 +1,20 @@
 import { Module } from '@nestjs/common';
+import { AuthModule } from '@app/auth';
 import { CommonModule } from '@app/common';
-import { InferenceModule } from '@app/inference';
+import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
 
+/** The model is not imported here: `model info` loads it lazily, so `keys` commands start fast. */
 @Module({
-  imports: [CommonModule, InferenceModule],
-  providers: [ModelCommand, ModelInfoCommand],
+  imports: [CommonModule, AuthModule.forKeyManagement()],
+  providers: [
+    ModelCommand,
+    ModelInfoCommand,
+    KeysCommand,
+    KeysCreateCommand,
+    KeysListCommand,
+    KeysRevokeCommand,
+    KeysRotateCommand,
+  ],
 })
 export class CliModule {}

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { decodeScopes, encodeScopes, KeyRepository } from './key.repository';
@@ -74,7 +74,11 @@ export class SqliteKeyRepository extends KeyRepository {
 
   get #conn(): Database.Database {
     if (!this.#db) {
-      if (this.file !== ':memory:') mkdirSync(dirname(this.file), { recursive: true });
+      if (this.file !== ':memory:') {
+        mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+        // Hashes only, but still nobody else's business; SQLite gives its -wal/-shm files the same mode.
+        closeSync(openSync(this.file, 'a', 0o600));
+      }
       const db = new Database(this.file);
       db.pragma('journal_mode = WAL');
       db.pragma('busy_timeout = 5000');
