@@ -50,7 +50,8 @@ export function isStreaming(req: Request): boolean {
  * of 0 turns a throttler off for the request.
  */
 export function throttlerOptions(config: AppConfig, storage: ThrottlerStorage): ThrottlerModuleOptions {
-  const prefix = `${config.redisKeyPrefix}rl:`;
+  // REDIS_KEY_PREFIX is added by the Redis client to every key.
+  const prefix = 'rl:';
   const route = (ctx: ExecutionContext): string => `${ctx.getClass().name}.${ctx.getHandler().name}`;
   const request = (ctx: ExecutionContext): Request => ctx.switchToHttp().getRequest<Request>();
   const throttlers: ThrottlerOptions[] = [

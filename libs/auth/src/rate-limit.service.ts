@@ -112,6 +112,8 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
       connectTimeout: 2000,
       retryStrategy: (times) => Math.min(100 * times, 1000),
       lazyConnect: true,
+      // Applied by ioredis to every key, the throttler's and the scripts' included.
+      keyPrefix: config.redisKeyPrefix,
     }) as Redis & LimitCommands;
     redis.defineCommand('llmTokensRead', { numberOfKeys: 1, lua: TOKENS_READ });
     redis.defineCommand('llmTokensCharge', { numberOfKeys: 1, lua: TOKENS_CHARGE });
@@ -270,7 +272,7 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
   }
 
   #key(kind: string, id: string): string {
-    return `${this.config.redisKeyPrefix}${kind}:${id}`;
+    return `${kind}:${id}`;
   }
 
   #track(key: string, lease: string): void {
