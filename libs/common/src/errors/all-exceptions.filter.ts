@@ -73,7 +73,10 @@ export class AllExceptionsFilter implements ExceptionFilter {
     const req = ctx.getRequest<Request & { id?: unknown }>();
     const rendered = renderError(exception);
     const requestId = req?.id === undefined ? undefined : String(req.id);
-    if (rendered.status >= 500) {
+    // A deliberate ApiError 503/504 (queue timeout, a dependency down) says what happened; only
+    // real failures (500, or anything not an ApiError) are hidden behind the request id.
+    const unexpected = rendered.status >= 500 && (rendered.status === 500 || !(exception instanceof ApiError));
+    if (unexpected) {
       this.#logger.error(
         { err: exception, requestId, route: req?.originalUrl },
         `Unhandled error on ${req?.method} ${req?.originalUrl}`,
