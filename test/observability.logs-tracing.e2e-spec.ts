@@ -95,7 +95,7 @@ describe('request logs and traces (compiled server, tracing on)', () => {
       status: 200,
       tokens: { prompt: usage.prompt_tokens, cached: 0, completion: usage.completion_tokens },
       finish_reason: 'length',
-      key_id: expect.stringMatching(/^key_[0-9a-f]{12}$/),
+      key_id: expect.stringMatching(/^(key_|static:)[0-9a-f]{12,16}$/),
       trace_id: expect.stringMatching(/^[0-9a-f]{32}$/),
       queue_ms: expect.any(Number),
     });

@@ -1,31 +1,54 @@
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { runCli } from './support/cli';
 import { startServer, waitForModel } from './support/server-process';
 
 /** The server as an operator runs it: the compiled entry point in its own process. */
 describe('server process', () => {
-  it('starts on the bundled model with defaults, generating a dev key that it then requires', async () => {
-    const server = await startServer({});
-    try {
-      await waitForModel(server);
-      const keyFile = join(server.dataDir, 'dev-api-key');
-      expect(statSync(keyFile).mode & 0o777).toBe(0o600);
-      const key = readFileSync(keyFile, 'utf8').trim();
-      expect(key).toMatch(/^sk-llm-[\w-]{32}$/);
-      expect(server.output()).not.toContain(key);
-      const unauth = await fetch(`${server.url}/v1/generate`, {
+  it('a fresh install starts without a key, refuses requests, and serves the key that `keys create` prints', async () => {
+    // The cache TTL is short so that the revoke below shows within the test.
+    const server = await startServer({ KEY_CACHE_TTL_MS: '250' });
+    const generate = (key?: string): Promise<Response> =>
+      fetch(`${server.url}/v1/generate`, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ prompt: 'Once upon a time' }),
-      });
-      expect(unauth.status).toBe(401);
-      const res = await fetch(`${server.url}/v1/generate`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-API-Key': key },
+        headers: { 'Content-Type': 'application/json', ...(key ? { 'X-API-Key': key } : {}) },
         body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 8 }),
       });
-      expect(res.status).toBe(200);
-      expect(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBeGreaterThan(0);
+    try {
+      await waitForModel(server);
+      expect(server.output()).toContain('npm run cli -- keys create --name me');
+      expect(existsSync(join(server.dataDir, 'dev-api-key'))).toBe(false);
+      expect((await generate()).status).toBe(401);
+      expect((await generate('sk-llm-made-up')).status).toBe(401);
+
+      // The README's first step, against the same DATA_DIR, while the server runs.
+      const created = await runCli(['keys', 'create', '--name', 'me', '--quiet'], { DATA_DIR: server.dataDir });
+      expect(created).toMatchObject({ code: 0, stderr: '' });
+      const key = created.stdout.trim();
+      expect(key).toMatch(/^sk-llm-[\w-]{32}$/);
+      expect(statSync(join(server.dataDir, 'keys.db')).mode & 0o777).toBe(0o600);
+      const ok = await generate(key);
+      expect(ok.status).toBe(200);
+      expect(((await ok.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBeGreaterThan(0);
+      const bearer = await fetch(`${server.url}/v1/models`, { headers: { Authorization: `Bearer ${key}` } });
+      expect(bearer.status).toBe(200);
+
+      const listed = await runCli(['keys', 'list', '--json'], { DATA_DIR: server.dataDir });
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).not.toContain(key);
+      const [row] = JSON.parse(listed.stdout) as { id: string; name: string; status: string }[];
+      expect(row).toMatchObject({ name: 'me', status: 'active' });
+
+      const revoked = await runCli(['keys', 'revoke', 'me'], { DATA_DIR: server.dataDir });
+      expect(revoked.code).toBe(0);
+      expect(revoked.stdout).toContain(`Revoked: API key ${row.id} "me"`);
+      await new Promise((r) => setTimeout(r, 300));
+      const refused = await generate(key);
+      expect(refused.status).toBe(401);
+      expect(await refused.json()).toEqual({
+        error: { message: 'This API key has been revoked', type: 'authentication_error', code: 'api_key_revoked' },
+      });
+      expect(server.output()).not.toContain(key);
     } finally {
       await server.stop();
     }

@@ -21,7 +21,8 @@ export interface TestApp {
 
 /**
  * Boots the real API (real model, real HTTP server on a free loopback port) with the same setup
- * as main.ts. Only the configuration differs: a static test key and a private data folder.
+ * as main.ts. Only the configuration differs: a static test key, a private data folder (so a
+ * fresh SQLite key store) and high default rate limits.
  */
 export async function startTestApp(overrides: Partial<Record<EnvName, string>> = {}): Promise<TestApp> {
   const config = AppConfig.with({
@@ -31,6 +32,11 @@ export async function startTestApp(overrides: Partial<Record<EnvName, string>> =
     THREADS: '1',
     CONTEXT_SIZE: '512',
     DATA_DIR: mkdtempSync(join(tmpdir(), 'llm-test-')),
+    // Suites about other features send many requests from one address; the limits' own suite
+    // sets the limits it tests.
+    RATE_LIMIT_IP_RPM: '1000000',
+    RATE_LIMIT_IP_STREAM_RPM: '1000000',
+    KEY_DEFAULT_RPM: '1000000',
     ...overrides,
   });
   const moduleRef = await Test.createTestingModule({ imports: [AppModule] })

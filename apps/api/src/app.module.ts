@@ -8,6 +8,6 @@ import { MetricsModule } from './metrics/metrics.module';
 import { OpenAIModule } from './openai/openai.module';
 
 @Module({
-  imports: [CommonModule, ObservabilityModule, AuthModule, HealthModule, MetricsModule, GenerateModule, OpenAIModule],
+  imports: [CommonModule, ObservabilityModule, AuthModule.forServer(), HealthModule, MetricsModule, GenerateModule, OpenAIModule],
 })
 export class AppModule {}

@@ -13,7 +13,9 @@ export function configureApp(app: NestExpressApplication): void {
   const config = app.get(AppConfig);
   app.useLogger(app.get(Logger));
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  // X-Forwarded-For is believed only from TRUSTED_PROXIES; otherwise req.ip is the TCP peer,
+  // so a client cannot pick its own rate-limit bucket.
+  app.set('trust proxy', config.trustedProxies.length > 0 ? [...config.trustedProxies] : false);
   // First, so that requests refused before routing (413, 415) are counted and timed too.
   app.use(app.get(HttpTelemetry).middleware);
   app.use(helmet({ contentSecurityPolicy: false }));

@@ -1,14 +1,28 @@
 import { Module } from '@nestjs/common';
+import { AuthModule } from '@app/auth';
 import { CommonModule } from '@app/common';
-import { InferenceModule } from '@app/inference';
 import { BenchCommand } from './bench/bench.command';
-import { ModelSynthCommand } from './bench/model-synth.command';
 import { InterferenceBenchCommand } from './bench/interference-bench.command';
+import { ModelSynthCommand } from './bench/model-synth.command';
 import { ServingBenchCommand } from './bench/serving-bench.command';
+import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
 
+/** The model is not imported here: `model info` loads it lazily, so `keys` commands start fast. */
 @Module({
-  imports: [CommonModule, InferenceModule],
-  providers: [ModelCommand, ModelInfoCommand, ModelSynthCommand, BenchCommand, ServingBenchCommand, InterferenceBenchCommand],
+  imports: [CommonModule, AuthModule.forKeyManagement()],
+  providers: [
+    ModelCommand,
+    ModelInfoCommand,
+    ModelSynthCommand,
+    KeysCommand,
+    KeysCreateCommand,
+    KeysListCommand,
+    KeysRevokeCommand,
+    KeysRotateCommand,
+    BenchCommand,
+    ServingBenchCommand,
+    InterferenceBenchCommand,
+  ],
 })
 export class CliModule {}

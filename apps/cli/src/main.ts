@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { CommandFactory } from 'nest-commander';
 import { ConfigError, AppConfig } from '@app/common';
+import { exitCodeFor } from './base.command';
 import { CliModule } from './cli.module';
 
 // `npm run cli -- keys list | head` closes the pipe early; that is not an error.
@@ -22,16 +23,14 @@ async function main(): Promise<void> {
   await CommandFactory.run(CliModule, {
     cliName: 'npm run cli --',
     logger: ['error', 'warn'],
+    // Exit codes: 0 ok (help included), 1 the command failed, 2 the command line was wrong.
     errorHandler: (err) => {
-      // Commander's own exits (help, version, unknown option) carry their exit code.
-      const code = (err as { exitCode?: number }).exitCode;
-      if (code !== undefined) process.exit(code);
-      process.stderr.write(`Error: ${err.message}\n`);
-      process.exit(1);
+      // Commander has printed its message (unknown command or option) already.
+      process.exit(exitCodeFor(err));
     },
     serviceErrorHandler: (err) => {
       process.stderr.write(`Error: ${err.message}\n`);
-      process.exit(1);
+      process.exit(exitCodeFor(err));
     },
   });
 }

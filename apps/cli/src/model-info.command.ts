@@ -1,15 +1,19 @@
-import { Command, CommandRunner, Option, SubCommand } from 'nest-commander';
-import { InferenceService, ModelDescriptor } from '@app/inference';
+import { LazyModuleLoader } from '@nestjs/core';
+import { Command, Option, SubCommand } from 'nest-commander';
+import { InferenceModule, InferenceService, ModelDescriptor } from '@app/inference';
+import { BaseCommand } from './base.command';
 import { ModelSynthCommand } from './bench/model-synth.command';
 
 @SubCommand({ name: 'info', description: 'Load the configured model (MODEL_PATH) and print its descriptor' })
-export class ModelInfoCommand extends CommandRunner {
-  constructor(private readonly inference: InferenceService) {
+export class ModelInfoCommand extends BaseCommand {
+  constructor(private readonly lazy: LazyModuleLoader) {
     super();
   }
 
   async run(_args: string[], options: { json?: boolean }): Promise<void> {
-    const d = await this.inference.whenReady();
+    // Loaded here, not at start: only this command pays for the model (keys commands do not).
+    const ref = await this.lazy.load(() => InferenceModule);
+    const d = await ref.get(InferenceService).whenReady();
     process.stdout.write(options.json ? `${JSON.stringify(d, null, 2)}\n` : formatDescriptor(d));
   }
 
@@ -20,7 +24,7 @@ export class ModelInfoCommand extends CommandRunner {
 }
 
 @Command({ name: 'model', description: 'Model commands', subCommands: [ModelInfoCommand, ModelSynthCommand] })
-export class ModelCommand extends CommandRunner {
+export class ModelCommand extends BaseCommand {
   async run(): Promise<void> {
     this.command.help();
   }

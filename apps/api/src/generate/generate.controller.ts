@@ -1,6 +1,7 @@
 import { Body, Controller, HttpCode, Post, Res } from '@nestjs/common';
 import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
+import { Caller, Principal } from '@app/auth';
 import { ClientSignal, sendReply, writeSse } from '@app/common';
 import { GenerateRequestDto } from './generate.dto';
 import { GenerateService } from './generate.service';
@@ -13,13 +14,23 @@ export class GenerateController {
 
   @Post()
   @HttpCode(200)
-  async generate(@Body() dto: GenerateRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return sendReply(res, await this.service.generate(dto, signal));
+  async generate(
+    @Body() dto: GenerateRequestDto,
+    @ClientSignal() signal: AbortSignal,
+    @Caller() caller: Principal | undefined,
+    @Res() res: Response,
+  ): Promise<void> {
+    return sendReply(res, await this.service.generate(dto, signal, caller));
   }
 
   @Post('stream')
   @HttpCode(200)
-  stream(@Body() dto: GenerateRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return writeSse(res, this.service.stream(dto, signal), { encode: (e) => JSON.stringify(e) });
+  stream(
+    @Body() dto: GenerateRequestDto,
+    @ClientSignal() signal: AbortSignal,
+    @Caller() caller: Principal | undefined,
+    @Res() res: Response,
+  ): Promise<void> {
+    return writeSse(res, this.service.stream(dto, signal, caller), { encode: (e) => JSON.stringify(e) });
   }
 }

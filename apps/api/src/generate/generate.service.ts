@@ -1,18 +1,24 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
+import { Principal } from '@app/auth';
 import { Reply } from '@app/common';
 import { GenerationRequest, InferenceService, toUsage } from '@app/inference';
+import { UsageMeterService } from '../usage/usage-meter.service';
 import { GenerateRequestDto } from './generate.dto';
 
 /** The seed's `/v1/generate` API over the inference service. */
 @Injectable()
 export class GenerateService {
-  constructor(private readonly inference: InferenceService) {}
+  constructor(
+    private readonly inference: InferenceService,
+    private readonly usage: UsageMeterService,
+  ) {}
 
-  async generate(dto: GenerateRequestDto, signal: AbortSignal): Promise<Reply> {
-    if (dto.stream) return { kind: 'sse', events: this.stream(dto, signal) };
+  async generate(dto: GenerateRequestDto, signal: AbortSignal, caller?: Principal): Promise<Reply> {
+    if (dto.stream) return { kind: 'sse', events: this.stream(dto, signal, caller) };
     const request = this.#request(dto);
-    const result = await this.inference.complete(request, { signal });
+    const result = await this.inference.complete(request, this.usage.submitOptions(caller, signal));
+    await this.usage.charge(caller, result.usage);
     return {
       kind: 'json',
       body: {
@@ -27,8 +33,13 @@ export class GenerateService {
   }
 
   /** One event per chunk the model produces, then `{"text":"","done":true,"usage":…}`. */
-  stream(dto: GenerateRequestDto, signal: AbortSignal): AsyncIterable<object> {
-    const events = this.inference.generate(this.#request(dto), { signal });
+  stream(dto: GenerateRequestDto, signal: AbortSignal, caller?: Principal): AsyncIterable<object> {
+    const request = this.#request(dto);
+    const events = this.usage.meter(
+      this.inference.generate(request, this.usage.submitOptions(caller, signal)),
+      caller,
+      request.prompt.promptTokens,
+    );
     return (async function* () {
       for await (const event of events) {
         if (event.kind === 'text') yield { text: event.text, done: false };

@@ -1,6 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Res } from '@nestjs/common';
 import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
+import { Caller, Principal } from '@app/auth';
 import { ClientSignal, sendReply } from '@app/common';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto } from './openai.dto';
 import { OpenAIService } from './openai.service';
@@ -23,19 +24,29 @@ export class OpenAIController {
 
   @Post('completions')
   @HttpCode(200)
-  async completions(@Body() dto: CompletionRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return sendReply(res, await this.service.completions(dto, signal));
+  async completions(
+    @Body() dto: CompletionRequestDto,
+    @ClientSignal() signal: AbortSignal,
+    @Caller() caller: Principal | undefined,
+    @Res() res: Response,
+  ): Promise<void> {
+    return sendReply(res, await this.service.completions(dto, signal, caller));
   }
 
   @Post('chat/completions')
   @HttpCode(200)
-  async chat(@Body() dto: ChatCompletionRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return sendReply(res, await this.service.chat(dto, signal));
+  async chat(
+    @Body() dto: ChatCompletionRequestDto,
+    @ClientSignal() signal: AbortSignal,
+    @Caller() caller: Principal | undefined,
+    @Res() res: Response,
+  ): Promise<void> {
+    return sendReply(res, await this.service.chat(dto, signal, caller));
   }
 
   @Post('embeddings')
   @HttpCode(200)
-  embeddings(@Body() dto: EmbeddingRequestDto): Promise<object> {
-    return this.service.embeddings(dto);
+  embeddings(@Body() dto: EmbeddingRequestDto, @Caller() caller: Principal | undefined): Promise<object> {
+    return this.service.embeddings(dto, caller);
   }
 }

@@ -1,8 +1,10 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
+import { Principal } from '@app/auth';
 import { asArray, Reply } from '@app/common';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
+import { UsageMeterService } from '../usage/usage-meter.service';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, SamplingDto } from './openai.dto';
 
 type Finish = 'stop' | 'length';
@@ -10,7 +12,10 @@ type Finish = 'stop' | 'length';
 /** OpenAI's wire format over the inference service, so the official SDKs work unchanged. */
 @Injectable()
 export class OpenAIService {
-  constructor(private readonly inference: InferenceService) {}
+  constructor(
+    private readonly inference: InferenceService,
+    private readonly usage: UsageMeterService,
+  ) {}
 
   listModels(): object {
     const m = this.inference.model;
@@ -22,13 +27,13 @@ export class OpenAIService {
     return this.#model(this.inference.model.id);
   }
 
-  async completions(dto: CompletionRequestDto, signal: AbortSignal): Promise<Reply> {
+  async completions(dto: CompletionRequestDto, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
     const prompt = this.inference.prepareText(asArray(dto.prompt)[0], dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
     const meta = { id: `cmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
-      const events = this.inference.generate(request, { signal });
+      const events = this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, prompt.promptTokens);
       const includeUsage = dto.stream_options?.include_usage === true;
       const chunk = (text: string, finish: Finish | null): object => ({
         ...meta,
@@ -50,7 +55,8 @@ export class OpenAIService {
         })(),
       };
     }
-    const r = await this.inference.complete(request, { signal });
+    const r = await this.inference.complete(request, this.usage.submitOptions(caller, signal));
+    await this.usage.charge(caller, r.usage);
     return {
       kind: 'json',
       body: {
@@ -62,7 +68,7 @@ export class OpenAIService {
     };
   }
 
-  async chat(dto: ChatCompletionRequestDto, signal: AbortSignal): Promise<Reply> {
+  async chat(dto: ChatCompletionRequestDto, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
     const messages: ChatMessage[] = dto.messages.map((m) => ({
       role: m.role,
@@ -78,7 +84,7 @@ export class OpenAIService {
     }
     const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
-      const events = this.inference.generate(request, { signal });
+      const events = this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, prompt.promptTokens);
       const includeUsage = dto.stream_options?.include_usage === true;
       const chunk = (delta: object, finish: Finish | null): object => ({
         ...meta,
@@ -106,7 +112,8 @@ export class OpenAIService {
         })(),
       };
     }
-    const r = await this.inference.complete(request, { signal });
+    const r = await this.inference.complete(request, this.usage.submitOptions(caller, signal));
+    await this.usage.charge(caller, r.usage);
     return {
       kind: 'json',
       body: {
@@ -121,9 +128,10 @@ export class OpenAIService {
     };
   }
 
-  async embeddings(dto: EmbeddingRequestDto): Promise<object> {
+  async embeddings(dto: EmbeddingRequestDto, caller?: Principal): Promise<object> {
     this.inference.assertModel(dto.model);
     const { vectors, promptTokens } = await this.inference.embed(asArray(dto.input));
+    await this.usage.charge(caller, { total_tokens: promptTokens });
     const base64 = dto.encoding_format === 'base64';
     return {
       object: 'list',

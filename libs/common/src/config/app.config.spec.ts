@@ -35,6 +35,18 @@ describe('AppConfig', () => {
     ['OTEL_EXPORTER_OTLP_ENDPOINT', 'collector:4318'],
     ['GPU_METRICS_INTERVAL_MS', '-5'],
     ['HEALTH_CHECK_TIMEOUT_MS', '10'],
+    ['DATABASE_URL', 'mysql://localhost/db'],
+    ['DATABASE_URL', 'not a url'],
+    ['DATABASE_SCHEMA', 'Bad-Schema'],
+    ['REDIS_URL', 'http://localhost:6379'],
+    ['REDIS_KEY_PREFIX', 'has space'],
+    ['TRUSTED_PROXIES', '10.0.0.1,nonsense'],
+    ['TRUSTED_PROXIES', '10.0.0.0/33'],
+    ['RATE_LIMIT_FAIL_MODE', 'sometimes'],
+    ['KEY_STORE_FAIL_MODE', 'ajar'],
+    ['RATE_LIMIT_WINDOW_MS', '10'],
+    ['KEY_DEFAULT_RPM', '-5'],
+    ['HEALTH_PUBLIC', 'perhaps'],
   ])('%s=%s is rejected with a message naming the variable', (name, value) => {
     let error: unknown;
     try {
@@ -73,6 +85,45 @@ describe('observability variables', () => {
   it('never echoes a password from a bad URL', () => {
     expect(() => AppConfig.fromEnv({ REDIS_URL: 'http://user:s3cret@host' })).toThrow(/REDIS_URL must be a URL.*\*\*\*@host/);
     expect(() => AppConfig.fromEnv({ REDIS_URL: 'http://user:s3cret@host' })).not.toThrow(/s3cret/);
+  });
+});
+
+describe('key store and rate-limit configuration', () => {
+  it('defaults to SQLite, in-memory counters, the seed\'s per-IP limits and documented fail modes', () => {
+    const c = AppConfig.fromEnv({});
+    expect(c).toMatchObject({
+      databaseUrl: undefined,
+      databaseSchema: 'public',
+      redisUrl: undefined,
+      redisKeyPrefix: 'llm:',
+      trustedProxies: [],
+      ipRpm: 100,
+      ipStreamRpm: 50,
+      rateLimitWindowMs: 60000,
+      rateLimitFailMode: 'open',
+      keyStoreFailMode: 'closed',
+      keyCacheTtlMs: 5000,
+      keyDefaults: { rpm: 600, tpm: 0, concurrency: 8 },
+      healthPublic: true,
+      metricsPublic: true,
+    });
+  });
+
+  it('parses URLs, proxies and modes', () => {
+    const c = AppConfig.fromEnv({
+      DATABASE_URL: 'postgresql://u:p@db:5432/keys',
+      REDIS_URL: 'rediss://cache:6380/2',
+      TRUSTED_PROXIES: '10.0.0.0/8, ::1, Loopback,192.168.1.4',
+      RATE_LIMIT_FAIL_MODE: 'CLOSED',
+      METRICS_PUBLIC: 'false',
+    });
+    expect(c).toMatchObject({
+      databaseUrl: 'postgresql://u:p@db:5432/keys',
+      redisUrl: 'rediss://cache:6380/2',
+      trustedProxies: ['10.0.0.0/8', '::1', 'loopback', '192.168.1.4'],
+      rateLimitFailMode: 'closed',
+      metricsPublic: false,
+    });
   });
 });
 

@@ -1,8 +1,12 @@
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 
 export type GpuChoice = 'auto' | 'cuda' | 'vulkan' | 'metal' | 'cpu';
+
+/** What a dependency outage does to requests: serve them (degraded) or refuse them (503). */
+export type FailMode = 'open' | 'closed';
 
 /** One documented environment variable: how it parses and what it defaults to. */
 interface VarSpec<T> {
@@ -103,6 +107,43 @@ function list(doc: string): VarSpec<string[]> {
   };
 }
 
+function pattern(name: string, re: RegExp, fallback: string, doc: string, what: string): VarSpec<string> {
+  return {
+    doc,
+    defaultText: fallback,
+    parse(raw) {
+      if (raw === undefined || raw.trim() === '') return fallback;
+      if (!re.test(raw.trim())) throw new ConfigError(name, `must be ${what}`, raw);
+      return raw.trim();
+    },
+  };
+}
+
+/** Names `trust proxy` understands besides addresses and CIDR ranges. */
+const PROXY_PRESETS = ['loopback', 'linklocal', 'uniquelocal'];
+
+/** Addresses, CIDR ranges or Express presets; validated here so a typo stops the start. */
+function proxies(name: string, doc: string): VarSpec<string[]> {
+  return {
+    doc,
+    defaultText: '(empty)',
+    parse(raw) {
+      const items = (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      for (const item of items) {
+        const [addr, bits, extra] = item.split('/');
+        const family = isIP(addr);
+        const max = family === 6 ? 128 : 32;
+        const validBits = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= max);
+        if (PROXY_PRESETS.includes(item.toLowerCase())) continue;
+        if (family === 0 || !validBits || extra !== undefined) {
+          throw new ConfigError(name, `must be a comma list of IP addresses, CIDR ranges or ${PROXY_PRESETS.join('/')}`, raw);
+        }
+      }
+      return items.map((i) => (PROXY_PRESETS.includes(i.toLowerCase()) ? i.toLowerCase() : i));
+    },
+  };
+}
+
 const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2 };
 function bytes(name: string, fallback: string, doc: string): VarSpec<number> {
   const parse = (raw: string | undefined): number => {
@@ -138,15 +179,33 @@ export const CONFIG_SPEC = {
     'Prompt tokens evaluated per step while other requests stream (bounds their pause; a lone prompt uses the whole batch)'),
   QUEUE_MAX: int('QUEUE_MAX', 0, 100000, 64, 'Requests that may wait for a slot; beyond it: 429'),
   QUEUE_TIMEOUT_MS: int('QUEUE_TIMEOUT_MS', 1, 3600000, 30000, 'Longest wait for a slot before 503'),
-  API_KEYS: list('Comma-separated static API keys; when empty a dev key is generated in DATA_DIR/dev-api-key'),
-  AUTH_DISABLED: bool('AUTH_DISABLED', false, 'Serve generation routes without an API key (trusted networks only)'),
-  DATA_DIR: str('./data', 'Writable folder for local state (dev key, SQLite key store)'),
+  API_KEYS: list('Comma-separated static API keys (hashed at start; scopes generate and admin, default limits), kept alongside the key store'),
+  AUTH_DISABLED: bool('AUTH_DISABLED', false, 'Serve generation routes without an API key (trusted networks only); only the per-IP limits apply'),
+  DATA_DIR: str('./data', 'Writable folder for local state (the SQLite key store `keys.db`)'),
+  DATABASE_URL: url('DATABASE_URL', 'PostgreSQL for the key store (postgres://user:pass@host:5432/db; migrated at start; readiness checks it); unset = SQLite file in DATA_DIR',
+    ['postgres:', 'postgresql:']),
+  DATABASE_SCHEMA: pattern('DATABASE_SCHEMA', /^[a-z_][a-z0-9_]{0,62}$/, 'public',
+    'PostgreSQL schema of the key tables (created by the start-up migration)', 'a lower-case SQL identifier'),
+  KEY_STORE_FAIL_MODE: oneOf('KEY_STORE_FAIL_MODE', ['open', 'closed'] as const, 'closed',
+    'When the key store cannot be read: `closed` = 503 unless the key is in the fresh cache; `open` = keys this replica already verified keep working'),
+  KEY_CACHE_TTL_MS: int('KEY_CACHE_TTL_MS', 0, 3600000, 5000, 'How long a verified key is trusted before the store is read again (a revocation takes effect within it); 0 = every request'),
+  KEY_DEFAULT_RPM: int('KEY_DEFAULT_RPM', 0, 10000000, 600, 'Requests per window for static keys and the default of `keys create --rpm`; 0 = unlimited'),
+  KEY_DEFAULT_TPM: int('KEY_DEFAULT_TPM', 0, 1000000000, 0, 'Prompt + completion tokens per window, same use; 0 = unlimited'),
+  KEY_DEFAULT_CONCURRENCY: int('KEY_DEFAULT_CONCURRENCY', 0, 100000, 8, 'Requests in flight per key, same use; 0 = unlimited'),
+  RATE_LIMIT_IP_RPM: int('RATE_LIMIT_IP_RPM', 0, 10000000, 100, 'Requests per window per client IP on each non-streaming route; 0 = off'),
+  RATE_LIMIT_IP_STREAM_RPM: int('RATE_LIMIT_IP_STREAM_RPM', 0, 10000000, 50, 'Streaming requests per window per client IP on each route; 0 = off'),
+  RATE_LIMIT_WINDOW_MS: int('RATE_LIMIT_WINDOW_MS', 1000, 86400000, 60000, 'Length of the rate-limit window that the *_RPM and *_TPM limits count in'),
+  RATE_LIMIT_FAIL_MODE: oneOf('RATE_LIMIT_FAIL_MODE', ['open', 'closed'] as const, 'open',
+    'When Redis fails: `open` = keep serving, counting in this replica\'s memory; `closed` = 503 until Redis answers'),
+  REDIS_URL: url('REDIS_URL', 'Redis shared by replicas (redis://host:6379/0): rate-limit counters and caches; readiness checks it; unset = in memory',
+    ['redis:', 'rediss:']),
+  REDIS_KEY_PREFIX: pattern('REDIS_KEY_PREFIX', /^[\w:.-]{1,64}$/, 'llm:', 'Prefix of every Redis key this server writes', 'up to 64 letters, digits or _ : . -'),
+  TRUSTED_PROXIES: proxies('TRUSTED_PROXIES', 'Proxies whose X-Forwarded-For is believed (IPs, CIDRs, loopback/linklocal/uniquelocal); empty = the TCP peer is the client'),
+  HEALTH_PUBLIC: bool('HEALTH_PUBLIC', true, '`/health*` answers without a key (false: any valid key)'),
+  METRICS_PUBLIC: bool('METRICS_PUBLIC', true, '`/metrics` answers without a key (false: a key with the admin scope)'),
   BODY_LIMIT: bytes('BODY_LIMIT', '1mb', 'Largest accepted request body (413 above)'),
   LOG_LEVEL: oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'Log level'),
   LOG_PROMPTS: bool('LOG_PROMPTS', false, 'Include prompt text (truncated to 2,000 characters) in request log lines; off by default'),
-  REDIS_URL: url('REDIS_URL', 'Redis server (redis://…); when set, readiness and metrics check that it answers', ['redis:', 'rediss:']),
-  DATABASE_URL: url('DATABASE_URL', 'PostgreSQL database (postgres://…); when set, readiness and metrics check that it answers',
-    ['postgres:', 'postgresql:']),
   HEALTH_CHECK_TIMEOUT_MS: int('HEALTH_CHECK_TIMEOUT_MS', 50, 60000, 1000,
     'Longest wait for Redis/PostgreSQL to answer a readiness or metrics check before it counts as down'),
   GPU_METRICS_INTERVAL_MS: int('GPU_METRICS_INTERVAL_MS', 0, 3600000, 5000,
@@ -180,11 +239,25 @@ export class AppConfig {
   readonly apiKeys: readonly string[];
   readonly authDisabled: boolean;
   readonly dataDir: string;
+  /** PostgreSQL connection string; undefined = the SQLite file `DATA_DIR/keys.db`. */
+  readonly databaseUrl: string | undefined;
+  readonly databaseSchema: string;
+  readonly keyStoreFailMode: FailMode;
+  readonly keyCacheTtlMs: number;
+  /** Limits given to static keys and, by the CLI, to new keys (0 = unlimited). */
+  readonly keyDefaults: { readonly rpm: number; readonly tpm: number; readonly concurrency: number };
+  readonly ipRpm: number;
+  readonly ipStreamRpm: number;
+  readonly rateLimitWindowMs: number;
+  readonly rateLimitFailMode: FailMode;
+  readonly redisUrl: string | undefined;
+  readonly redisKeyPrefix: string;
+  readonly trustedProxies: readonly string[];
+  readonly healthPublic: boolean;
+  readonly metricsPublic: boolean;
   readonly bodyLimit: number;
   readonly logLevel: string;
   readonly logPrompts: boolean;
-  readonly redisUrl: string | undefined;
-  readonly databaseUrl: string | undefined;
   readonly healthCheckTimeoutMs: number;
   readonly gpuMetricsIntervalMs: number;
   readonly drainTimeoutMs: number;
@@ -208,11 +281,27 @@ export class AppConfig {
     this.apiKeys = p.API_KEYS;
     this.authDisabled = p.AUTH_DISABLED;
     this.dataDir = resolve(p.DATA_DIR);
+    this.databaseUrl = p.DATABASE_URL;
+    this.databaseSchema = p.DATABASE_SCHEMA;
+    this.keyStoreFailMode = p.KEY_STORE_FAIL_MODE;
+    this.keyCacheTtlMs = p.KEY_CACHE_TTL_MS as number;
+    this.keyDefaults = {
+      rpm: p.KEY_DEFAULT_RPM as number,
+      tpm: p.KEY_DEFAULT_TPM as number,
+      concurrency: p.KEY_DEFAULT_CONCURRENCY as number,
+    };
+    this.ipRpm = p.RATE_LIMIT_IP_RPM as number;
+    this.ipStreamRpm = p.RATE_LIMIT_IP_STREAM_RPM as number;
+    this.rateLimitWindowMs = p.RATE_LIMIT_WINDOW_MS as number;
+    this.rateLimitFailMode = p.RATE_LIMIT_FAIL_MODE;
+    this.redisUrl = p.REDIS_URL;
+    this.redisKeyPrefix = p.REDIS_KEY_PREFIX;
+    this.trustedProxies = p.TRUSTED_PROXIES;
+    this.healthPublic = p.HEALTH_PUBLIC;
+    this.metricsPublic = p.METRICS_PUBLIC;
     this.bodyLimit = p.BODY_LIMIT;
     this.logLevel = p.LOG_LEVEL;
     this.logPrompts = p.LOG_PROMPTS;
-    this.redisUrl = p.REDIS_URL;
-    this.databaseUrl = p.DATABASE_URL;
     this.healthCheckTimeoutMs = p.HEALTH_CHECK_TIMEOUT_MS as number;
     this.gpuMetricsIntervalMs = p.GPU_METRICS_INTERVAL_MS as number;
     this.drainTimeoutMs = p.DRAIN_TIMEOUT_MS as number;

@@ -1,0 +1,33 @@
+import { CommandRunner } from 'nest-commander';
+
+/** Exit codes scripts can rely on. */
+export enum ExitCode {
+  Ok = 0,
+  /** The command ran and failed (key not found, database unreachable, ...). */
+  Error = 1,
+  /** The command line was wrong (unknown option, bad value, missing argument). */
+  Usage = 2,
+}
+
+/** Commander's own exits that are not usage errors. */
+const COMMANDER_OK = new Set(['commander.helpDisplayed', 'commander.help', 'commander.version']);
+
+/** Exit code for an error thrown by commander (parsing) or by a command. */
+export function exitCodeFor(err: unknown): ExitCode {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && code.startsWith('commander.')) return COMMANDER_OK.has(code) ? ExitCode.Ok : ExitCode.Usage;
+  if (code === 'invalid_key_options') return ExitCode.Usage;
+  return ExitCode.Error;
+}
+
+/**
+ * Base of the CLI's commands: nest-commander builds sub-commands with `new Command()`, which
+ * does not inherit the root's exit handling, so each command installs it: parsing errors (already
+ * printed by commander) exit 2, help exits 0.
+ */
+export abstract class BaseCommand extends CommandRunner {
+  override setCommand(command: Parameters<CommandRunner['setCommand']>[0]): this {
+    command.exitOverride((err) => process.exit(exitCodeFor(err)));
+    return super.setCommand(command);
+  }
+}

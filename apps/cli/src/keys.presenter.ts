@@ -1,0 +1,73 @@
+import { ApiKeyRecord, IssuedKey, keyStatus } from '@app/auth';
+
+/** A key as `--json` prints it: never the secret or its hash. */
+export function keyJson(k: ApiKeyRecord): Record<string, unknown> {
+  return {
+    id: k.id,
+    name: k.name,
+    hint: k.hint,
+    status: keyStatus(k),
+    scopes: k.scopes,
+    limits: { rpm: k.limits.rpm, tpm: k.limits.tpm, concurrency: k.limits.concurrency },
+    priority: k.priority,
+    created_at: k.createdAt.toISOString(),
+    last_used_at: k.lastUsedAt?.toISOString() ?? null,
+    expires_at: k.expiresAt?.toISOString() ?? null,
+    revoked_at: k.revokedAt?.toISOString() ?? null,
+  };
+}
+
+export function issuedJson(issued: IssuedKey): Record<string, unknown> {
+  return { ...keyJson(issued.record), key: issued.key };
+}
+
+const limit = (n: number): string => (n === 0 ? 'unlimited' : String(n));
+const when = (d: Date | null, none = '-'): string => (d ? d.toISOString().slice(0, 16).replace('T', ' ') : none);
+
+export function formatKey(k: ApiKeyRecord): string {
+  const rows: [string, string][] = [
+    ['id', k.id],
+    ['name', k.name],
+    ['key', k.hint],
+    ['status', keyStatus(k)],
+    ['scopes', k.scopes.join(',')],
+    ['rpm', limit(k.limits.rpm)],
+    ['tpm', limit(k.limits.tpm)],
+    ['concurrency', limit(k.limits.concurrency)],
+    ['priority', k.priority],
+    ['created', when(k.createdAt)],
+    ['last used', when(k.lastUsedAt, 'never')],
+    ['expires', when(k.expiresAt, 'never')],
+  ];
+  if (k.revokedAt) rows.push(['revoked', when(k.revokedAt)]);
+  return rows.map(([name, value]) => `  ${name.padEnd(12)} ${value}`).join('\n') + '\n';
+}
+
+export function formatIssued(verb: 'Created' | 'Rotated', issued: IssuedKey): string {
+  return (
+    `${verb} API key ${issued.record.id} "${issued.record.name}":\n${formatKey(issued.record)}\n` +
+    `  ${issued.key}\n\n` +
+    'This is the only time the key is shown: store it now (only its hash is kept).\n'
+  );
+}
+
+export function formatTable(keys: readonly ApiKeyRecord[]): string {
+  if (keys.length === 0) return 'No API keys. Create one with: npm run cli -- keys create --name <name>\n';
+  const header = ['ID', 'NAME', 'KEY', 'STATUS', 'SCOPES', 'RPM', 'TPM', 'CONC', 'PRIORITY', 'CREATED', 'LAST USED', 'EXPIRES'];
+  const rows = keys.map((k) => [
+    k.id,
+    k.name,
+    k.hint,
+    keyStatus(k),
+    k.scopes.join(','),
+    limit(k.limits.rpm),
+    limit(k.limits.tpm),
+    limit(k.limits.concurrency),
+    k.priority,
+    when(k.createdAt),
+    when(k.lastUsedAt, 'never'),
+    when(k.expiresAt, 'never'),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n';
+}

@@ -1,0 +1,190 @@
+import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import { AppConfig } from '@app/common';
+import { AuthErrorCode, AuthException } from './auth.exception';
+import { KeyRepository } from './key.repository';
+import {
+  ApiKeyRecord,
+  generateKey,
+  generateKeyId,
+  hashKey,
+  KEY_ID_PATTERN,
+  KEY_NAME_PATTERN,
+  keyHint,
+  PRIORITY_CLASSES,
+  PriorityClass,
+  Scope,
+  SCOPES,
+} from './key.types';
+
+/** Options of {@link ApiKeysService.create}; limits default to KEY_DEFAULT_* (0 = unlimited). */
+export interface CreateKeyOptions {
+  readonly name: string;
+  /** Default `['generate']`. */
+  readonly scopes?: readonly Scope[];
+  readonly rpm?: number;
+  readonly tpm?: number;
+  readonly concurrency?: number;
+  /** Default `normal`. */
+  readonly priority?: PriorityClass;
+  /** Default: never expires. */
+  readonly expiresAt?: Date | null;
+}
+
+/** A key as returned once, at creation or rotation: the only time the secret exists in clear. */
+export interface IssuedKey {
+  readonly key: string;
+  readonly record: ApiKeyRecord;
+}
+
+const invalid = (message: string): AuthException => new AuthException(AuthErrorCode.InvalidKeyOptions, message);
+
+const DURATION = /^(\d+)\s*(m|h|d|w|y)$/i;
+const DURATION_MS: Record<string, number> = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000, y: 31_536_000_000 };
+
+/**
+ * Parses `--expires`: a duration from now (`90m`, `12h`, `30d`, `8w`, `1y`), an ISO date or date-time,
+ * or `never`. Rejects times in the past.
+ */
+export function parseExpiry(text: string, now = Date.now()): Date | null {
+  const t = text.trim();
+  if (t === '' || t.toLowerCase() === 'never') return null;
+  const d = DURATION.exec(t);
+  const at = d ? new Date(now + Number(d[1]) * DURATION_MS[d[2].toLowerCase()]) : /^\d{4}-\d{2}-\d{2}/.test(t) ? new Date(t) : null;
+  if (!at || Number.isNaN(at.getTime())) {
+    throw invalid(`expires must be a duration (90m, 12h, 30d, 8w, 1y), an ISO date (2027-01-31) or "never" (got ${JSON.stringify(text)})`);
+  }
+  if (at.getTime() <= now) throw invalid(`expires must be in the future (got ${at.toISOString()})`);
+  return at;
+}
+
+export function parseScopes(text: string): Scope[] {
+  const scopes = [...new Set(text.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s.length > 0))];
+  const unknown = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+  if (scopes.length === 0 || unknown.length > 0) {
+    throw invalid(`scopes must be a comma list of ${SCOPES.join(', ')} (got ${JSON.stringify(text)})`);
+  }
+  return scopes as Scope[];
+}
+
+export function parsePriority(text: string): PriorityClass {
+  const p = text.trim().toLowerCase();
+  if (!(p in PRIORITY_CLASSES)) throw invalid(`priority must be one of ${Object.keys(PRIORITY_CLASSES).join(', ')} (got ${JSON.stringify(text)})`);
+  return p as PriorityClass;
+}
+
+export function parseLimit(name: string, text: string): number {
+  const t = text.trim().toLowerCase();
+  if (t === 'unlimited') return 0;
+  if (!/^\d{1,10}$/.test(t) || Number(t) > 2_147_483_647) {
+    throw invalid(`${name} must be a whole number (0 or "unlimited" = no limit) (got ${JSON.stringify(text)})`);
+  }
+  return Number(t);
+}
+
+/**
+ * Key management (the CLI's `keys` commands and tests): create, list, revoke, rotate. Also owns
+ * the store's schema: `ready()` runs the migrations once, and again after a failure.
+ */
+@Injectable()
+export class ApiKeysService implements OnApplicationShutdown {
+  readonly #logger = new Logger('KeyStore');
+  #ready: Promise<void> | null = null;
+
+  constructor(
+    private readonly repo: KeyRepository,
+    private readonly config: AppConfig,
+  ) {}
+
+  /** Where keys are stored, for logs and the CLI (no credentials). */
+  get storeDescription(): string {
+    return this.repo.description;
+  }
+
+  /** Resolves once the schema is current; a failed attempt is retried on the next call. */
+  ready(): Promise<void> {
+    this.#ready ??= this.repo.migrate().catch((err: unknown) => {
+      this.#ready = null;
+      throw err;
+    });
+    return this.#ready;
+  }
+
+  async create(options: CreateKeyOptions): Promise<IssuedKey> {
+    if (!KEY_NAME_PATTERN.test(options.name) || KEY_ID_PATTERN.test(options.name)) {
+      throw invalid(`name must be 1-64 letters, digits or . _ @ - starting with a letter or digit (got ${JSON.stringify(options.name)})`);
+    }
+    const defaults = this.config.keyDefaults;
+    const limits = {
+      rpm: options.rpm ?? defaults.rpm,
+      tpm: options.tpm ?? defaults.tpm,
+      concurrency: options.concurrency ?? defaults.concurrency,
+    };
+    for (const [name, value] of Object.entries(limits)) {
+      if (!Number.isInteger(value) || value < 0 || value > 2_147_483_647) throw invalid(`${name} must be a whole number >= 0 (got ${value})`);
+    }
+    const scopes = options.scopes ?? ['generate'];
+    if (scopes.length === 0 || scopes.some((s) => !SCOPES.includes(s))) throw invalid(`scopes must be among ${SCOPES.join(', ')}`);
+    const priority = options.priority ?? 'normal';
+    if (!(priority in PRIORITY_CLASSES)) throw invalid(`priority must be one of ${Object.keys(PRIORITY_CLASSES).join(', ')}`);
+    if (options.expiresAt && options.expiresAt.getTime() <= Date.now()) throw invalid('expires must be in the future');
+    await this.ready();
+    const key = generateKey();
+    const record: ApiKeyRecord = {
+      id: generateKeyId(),
+      name: options.name,
+      hash: hashKey(key),
+      hint: keyHint(key),
+      scopes: [...new Set(scopes)],
+      limits,
+      priority,
+      createdAt: new Date(),
+      lastUsedAt: null,
+      expiresAt: options.expiresAt ?? null,
+      revokedAt: null,
+    };
+    await this.repo.insert(record);
+    this.#logger.log(`Created API key ${record.id} "${record.name}"`);
+    return { key, record };
+  }
+
+  async list(): Promise<ApiKeyRecord[]> {
+    await this.ready();
+    return this.repo.list();
+  }
+
+  /** Finds a key by id (`key_…`) or by name (the unrevoked one, else the latest revoked one). */
+  async resolve(ref: string): Promise<ApiKeyRecord> {
+    await this.ready();
+    const found = KEY_ID_PATTERN.test(ref) ? await this.repo.findById(ref) : await this.repo.findByName(ref);
+    if (!found) throw new AuthException(AuthErrorCode.KeyNotFound, `No API key with id or name ${JSON.stringify(ref)}`);
+    return found;
+  }
+
+  /** Revokes at once in the store (servers notice within KEY_CACHE_TTL_MS). Idempotent. */
+  async revoke(ref: string): Promise<{ record: ApiKeyRecord; alreadyRevoked: boolean }> {
+    const key = await this.resolve(ref);
+    const at = new Date();
+    const changed = await this.repo.revoke(key.id, at);
+    if (changed) this.#logger.log(`Revoked API key ${key.id} "${key.name}"`);
+    const record = (await this.repo.findById(key.id)) ?? key;
+    return { record, alreadyRevoked: !changed };
+  }
+
+  /** Gives the key a new secret; the old one stops working (within KEY_CACHE_TTL_MS on running servers). */
+  async rotate(ref: string): Promise<IssuedKey> {
+    const current = await this.resolve(ref);
+    if (current.revokedAt) {
+      throw new AuthException(AuthErrorCode.KeyNotFound, `API key ${current.id} "${current.name}" is revoked; create a new one instead`);
+    }
+    const key = generateKey();
+    if (!(await this.repo.replaceSecret(current.id, hashKey(key), keyHint(key)))) {
+      throw new AuthException(AuthErrorCode.KeyNotFound, `API key ${current.id} was revoked meanwhile`);
+    }
+    this.#logger.log(`Rotated API key ${current.id} "${current.name}"`);
+    return { key, record: (await this.repo.findById(current.id)) ?? current };
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.repo.close().catch(() => undefined);
+  }
+}

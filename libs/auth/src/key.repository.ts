@@ -1,0 +1,37 @@
+import { ApiKeyRecord, NewKeyRecord } from './key.types';
+
+/**
+ * Where keys live. Two implementations pass the same contract suite: SQLite (a file in
+ * DATA_DIR, the default) and PostgreSQL (DATABASE_URL, shared by replicas). Methods reject
+ * when the database cannot be reached; callers decide what an outage means.
+ */
+export abstract class KeyRepository {
+  /** `sqlite:<file>` or `postgres:<schema>`: for logs, never credentials. */
+  abstract readonly description: string;
+  /** Creates or upgrades the schema; safe to run concurrently from several processes. */
+  abstract migrate(): Promise<void>;
+  /** Rejects with AuthException(KeyNameTaken) when an unrevoked key already has the name. */
+  abstract insert(key: NewKeyRecord): Promise<void>;
+  abstract findByHash(hash: string): Promise<ApiKeyRecord | null>;
+  abstract findById(id: string): Promise<ApiKeyRecord | null>;
+  /** The unrevoked key with that name, else the most recently created revoked one. */
+  abstract findByName(name: string): Promise<ApiKeyRecord | null>;
+  /** Every key, oldest first. */
+  abstract list(): Promise<ApiKeyRecord[]>;
+  /** Marks the key revoked; false when it was already revoked or does not exist. */
+  abstract revoke(id: string, at: Date): Promise<boolean>;
+  /** Swaps the secret of an unrevoked key (rotation); false when there is none. */
+  abstract replaceSecret(id: string, hash: string, hint: string): Promise<boolean>;
+  /** Batched last-used update; never moves a time backwards. */
+  abstract touch(lastUsed: ReadonlyMap<string, Date>): Promise<void>;
+  abstract close(): Promise<void>;
+}
+
+/** Scopes are stored as a comma list in both databases: portable and easy to read by hand. */
+export function encodeScopes(scopes: readonly string[]): string {
+  return scopes.join(',');
+}
+
+export function decodeScopes(text: string): ApiKeyRecord['scopes'] {
+  return text.split(',').filter((s) => s.length > 0) as ApiKeyRecord['scopes'];
+}

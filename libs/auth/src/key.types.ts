@@ -1,0 +1,92 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/** What a key may do. Generation routes need `generate`; `admin` guards operator routes. */
+export const SCOPES = ['generate', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/**
+ * Priority classes of the scheduler's queue, with the numeric priority each one submits at
+ * (higher runs first; equal priorities keep arrival order).
+ */
+export const PRIORITY_CLASSES = { low: -10, normal: 0, high: 10 } as const;
+export type PriorityClass = keyof typeof PRIORITY_CLASSES;
+
+/** Per-key limits; every number is per RATE_LIMIT_WINDOW_MS except concurrency; 0 = unlimited. */
+export interface KeyLimits {
+  /** Requests per window. */
+  readonly rpm: number;
+  /** Prompt + completion tokens per window, charged when a response's usage is known. */
+  readonly tpm: number;
+  /** Requests in flight at once. */
+  readonly concurrency: number;
+}
+
+/** One stored key. The secret itself is never stored: only its SHA-256 `hash`. */
+export interface ApiKeyRecord {
+  /** Stable public id (`key_…`), safe to log and show. */
+  readonly id: string;
+  /** Operator-chosen label, unique among keys that are not revoked. */
+  readonly name: string;
+  readonly hash: string;
+  /** The secret's first and last characters (`sk-llm-AbCd…wXyZ`), so that an operator can tell keys apart. */
+  readonly hint: string;
+  readonly scopes: readonly Scope[];
+  readonly limits: KeyLimits;
+  readonly priority: PriorityClass;
+  readonly createdAt: Date;
+  readonly lastUsedAt: Date | null;
+  readonly expiresAt: Date | null;
+  readonly revokedAt: Date | null;
+}
+
+export type NewKeyRecord = Omit<ApiKeyRecord, 'lastUsedAt' | 'revokedAt'>;
+
+export type KeyStatus = 'active' | 'expired' | 'revoked';
+
+export function keyStatus(key: Pick<ApiKeyRecord, 'expiresAt' | 'revokedAt'>, now = Date.now()): KeyStatus {
+  if (key.revokedAt) return 'revoked';
+  if (key.expiresAt && key.expiresAt.getTime() <= now) return 'expired';
+  return 'active';
+}
+
+/** Who a request is, as the guards attach it to the request. */
+export interface Principal {
+  /** Key id (`key_…`), `static:<hash prefix>` for API_KEYS, `anonymous` when auth is disabled. */
+  readonly id: string;
+  readonly name: string;
+  readonly scopes: readonly Scope[];
+  readonly limits: KeyLimits;
+  readonly priority: PriorityClass;
+  readonly source: 'store' | 'static' | 'anonymous';
+}
+
+/** Recognisable prefix of keys this platform generates (secret scanners can match it). */
+export const KEY_PREFIX = 'sk-llm-';
+
+/**
+ * SHA-256 of the key. Keys carry 192 random bits, so a fast hash is as safe as a slow one
+ * (nothing to brute-force) and keeps the lookup on the request path cheap.
+ */
+export function hashKey(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex');
+}
+
+export function generateKey(): string {
+  return KEY_PREFIX + randomBytes(24).toString('base64url');
+}
+
+export function generateKeyId(): string {
+  return `key_${randomBytes(8).toString('hex')}`;
+}
+
+export function keyHint(key: string): string {
+  return `${key.slice(0, KEY_PREFIX.length + 4)}…${key.slice(-4)}`;
+}
+
+export const KEY_ID_PATTERN = /^key_[0-9a-f]{16}$/;
+/** Names are labels for people and scripts: no spaces, and never shaped like an id. */
+export const KEY_NAME_PATTERN = /^[A-Za-z0-9][\w.@-]{0,63}$/;
+
+export function priorityOf(principal: Pick<Principal, 'priority'> | undefined): number {
+  return PRIORITY_CLASSES[principal?.priority ?? 'normal'];
+}

@@ -1,0 +1,203 @@
+import { Logger } from '@nestjs/common';
+import { Pool, PoolClient } from 'pg';
+import { AuthErrorCode, AuthException } from './auth.exception';
+import { decodeScopes, encodeScopes, KeyRepository } from './key.repository';
+import { ApiKeyRecord, NewKeyRecord, PriorityClass } from './key.types';
+
+interface Row {
+  id: string;
+  name: string;
+  key_hash: string;
+  key_hint: string;
+  scopes: string;
+  rpm: number;
+  tpm: number;
+  concurrency: number;
+  priority: string;
+  created_at: Date;
+  last_used_at: Date | null;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+}
+
+/** Each entry upgrades the schema by one version; `%s` is the schema. Never edit a released one. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE %s.api_keys (
+     id text PRIMARY KEY,
+     name text NOT NULL,
+     key_hash text NOT NULL UNIQUE,
+     key_hint text NOT NULL,
+     scopes text NOT NULL,
+     rpm integer NOT NULL,
+     tpm integer NOT NULL,
+     concurrency integer NOT NULL,
+     priority text NOT NULL,
+     created_at timestamptz NOT NULL,
+     last_used_at timestamptz,
+     expires_at timestamptz,
+     revoked_at timestamptz
+   );
+   CREATE UNIQUE INDEX api_keys_active_name ON %s.api_keys (name) WHERE revoked_at IS NULL;`,
+];
+
+/** Any constant shared by every replica: serialises concurrent migrations. */
+const MIGRATION_LOCK = 0x6c6c6d6b;
+
+function toRecord(r: Row): ApiKeyRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    hash: r.key_hash,
+    hint: r.key_hint,
+    scopes: decodeScopes(r.scopes),
+    limits: { rpm: r.rpm, tpm: r.tpm, concurrency: r.concurrency },
+    priority: r.priority as PriorityClass,
+    createdAt: r.created_at,
+    lastUsedAt: r.last_used_at,
+    expiresAt: r.expires_at,
+    revokedAt: r.revoked_at,
+  };
+}
+
+/** Options of {@link PostgresKeyRepository}. */
+export interface PostgresKeyOptions {
+  readonly connectionString: string;
+  /** Schema holding the tables; created by `migrate()`. Default `public`. */
+  readonly schema?: string;
+  /** Longest wait for a connection or a query, in ms, before the call fails. Default 3000. */
+  readonly timeoutMs?: number;
+}
+
+/** Keys in PostgreSQL (node-postgres pool), shared by every replica. */
+export class PostgresKeyRepository extends KeyRepository {
+  readonly description: string;
+  readonly #logger = new Logger('KeyStore');
+  readonly #pool: Pool;
+  readonly #table: string;
+  readonly #schema: string;
+
+  constructor(options: PostgresKeyOptions) {
+    super();
+    this.#schema = options.schema ?? 'public';
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.#schema)) throw new Error(`Invalid schema name ${JSON.stringify(this.#schema)}`);
+    this.#table = `"${this.#schema}".api_keys`;
+    this.description = `postgres:${this.#schema}`;
+    const timeout = options.timeoutMs ?? 3000;
+    this.#pool = new Pool({
+      connectionString: options.connectionString,
+      max: 5,
+      connectionTimeoutMillis: timeout,
+      query_timeout: timeout,
+      idleTimeoutMillis: 30_000,
+    });
+    // An idle client losing its connection must not crash the process; the next query reconnects.
+    this.#pool.on('error', (err) => this.#logger.warn(`PostgreSQL connection lost: ${err.message}`));
+  }
+
+  async migrate(): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS "${this.#schema}".schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      const { rows } = await client.query<{ v: number | null }>(`SELECT MAX(version) AS v FROM "${this.#schema}".schema_migrations`);
+      for (let v = (rows[0].v ?? 0) + 1; v <= MIGRATIONS.length; v++) {
+        await client.query(MIGRATIONS[v - 1].replaceAll('%s', `"${this.#schema}"`));
+        await client.query(`INSERT INTO "${this.#schema}".schema_migrations (version) VALUES ($1)`, [v]);
+      }
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      this.#release(client);
+    }
+  }
+
+  async insert(key: NewKeyRecord): Promise<void> {
+    try {
+      await this.#pool.query(
+        `INSERT INTO ${this.#table} (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, priority, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+        [
+          key.id,
+          key.name,
+          key.hash,
+          key.hint,
+          encodeScopes(key.scopes),
+          key.limits.rpm,
+          key.limits.tpm,
+          key.limits.concurrency,
+          key.priority,
+          key.createdAt,
+          key.expiresAt,
+        ],
+      );
+    } catch (err) {
+      if ((err as { code?: string; constraint?: string }).code === '23505' && (err as { constraint?: string }).constraint === 'api_keys_active_name') {
+        throw new AuthException(AuthErrorCode.KeyNameTaken, `A key named "${key.name}" already exists; revoke it or pick another name`);
+      }
+      throw err;
+    }
+  }
+
+  async findByHash(hash: string): Promise<ApiKeyRecord | null> {
+    return this.#one(`SELECT * FROM ${this.#table} WHERE key_hash = $1`, hash);
+  }
+
+  async findById(id: string): Promise<ApiKeyRecord | null> {
+    return this.#one(`SELECT * FROM ${this.#table} WHERE id = $1`, id);
+  }
+
+  async findByName(name: string): Promise<ApiKeyRecord | null> {
+    return this.#one(
+      `SELECT * FROM ${this.#table} WHERE name = $1 ORDER BY (revoked_at IS NULL) DESC, created_at DESC LIMIT 1`,
+      name,
+    );
+  }
+
+  async list(): Promise<ApiKeyRecord[]> {
+    const { rows } = await this.#pool.query<Row>(`SELECT * FROM ${this.#table} ORDER BY created_at, id`);
+    return rows.map(toRecord);
+  }
+
+  async revoke(id: string, at: Date): Promise<boolean> {
+    const r = await this.#pool.query(`UPDATE ${this.#table} SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, [at, id]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async replaceSecret(id: string, hash: string, hint: string): Promise<boolean> {
+    const r = await this.#pool.query(
+      `UPDATE ${this.#table} SET key_hash = $1, key_hint = $2 WHERE id = $3 AND revoked_at IS NULL`,
+      [hash, hint, id],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async touch(lastUsed: ReadonlyMap<string, Date>): Promise<void> {
+    if (lastUsed.size === 0) return;
+    // One statement for the whole batch: the flush costs one round trip whatever the key count.
+    await this.#pool.query(
+      `UPDATE ${this.#table} AS k SET last_used_at = u.at
+         FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
+        WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`,
+      [[...lastUsed.keys()], [...lastUsed.values()]],
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+
+  async #one(sql: string, arg: string): Promise<ApiKeyRecord | null> {
+    const { rows } = await this.#pool.query<Row>(sql, [arg]);
+    return rows[0] ? toRecord(rows[0]) : null;
+  }
+
+  #release(client: PoolClient): void {
+    client.release();
+  }
+}

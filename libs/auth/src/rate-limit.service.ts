@@ -1,0 +1,301 @@
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { ThrottlerStorage, ThrottlerStorageService } from '@nestjs/throttler';
+import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-storage-record.interface';
+import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis';
+import Redis from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { AppConfig } from '@app/common';
+import { AuthErrorCode, AuthException } from './auth.exception';
+import { AuthStatsService } from './auth-stats.service';
+import { Principal } from './key.types';
+import { OutageMonitor } from './outage.monitor';
+
+/** A Redis call slower than this counts as a failure (a hung Redis must not hang requests). */
+export const REDIS_TIMEOUT_MS = 500;
+/**
+ * Concurrency leases expire unless renewed: a replica that dies without releasing frees its
+ * leases after this long. Live leases are renewed every third of it.
+ */
+export const LEASE_MS = 60_000;
+
+/** Token use of a key in the current window. */
+export interface TokenWindow {
+  readonly limit: number;
+  readonly used: number;
+  /** Seconds until the window (and its count) ends. */
+  readonly resetSeconds: number;
+}
+
+/** A held concurrency slot; release it exactly once when the response ends. */
+export interface Lease {
+  readonly limit: number;
+  readonly inFlight: number;
+  release(): void;
+}
+
+// Token counter: fixed window that starts with the first charge.
+const TOKENS_READ = `
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+return {used, redis.call('PTTL', KEYS[1])}`;
+const TOKENS_CHARGE = `
+local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return used`;
+// Concurrency: a sorted set of lease ids scored by expiry (Redis clock, shared by replicas).
+const LEASE_ACQUIRE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[1]) then return {0, n} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, n + 1}`;
+const LEASE_RENEW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
+interface LimitCommands {
+  llmTokensRead(key: string): Promise<[number, number]>;
+  llmTokensCharge(key: string, tokens: number, windowMs: number): Promise<number>;
+  llmLeaseAcquire(key: string, limit: number, lease: string, leaseMs: number): Promise<[number, number]>;
+  llmLeaseRenew(key: string, leaseMs: number, ...leases: string[]): Promise<number>;
+}
+
+/**
+ * Every counter behind the rate limits: request counts (as the ThrottlerStorage of
+ * @nestjs/throttler), tokens per window and concurrent requests per key. With REDIS_URL the
+ * counters live in Redis and are shared by every replica; otherwise in this process.
+ *
+ * When Redis fails, RATE_LIMIT_FAIL_MODE decides: `open` keeps serving and counts in this
+ * replica's memory until Redis answers again; `closed` answers 503. Either way the failure is
+ * logged and counted, and ioredis reconnects on its own: nothing needs a restart.
+ */
+@Injectable()
+export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnApplicationShutdown {
+  readonly #logger = new Logger('RateLimit');
+  readonly #redis: (Redis & LimitCommands) | null;
+  readonly #redisThrottler: ThrottlerStorageRedisService | null;
+  readonly #memoryThrottler = new ThrottlerStorageService();
+  readonly #memoryTokens = new Map<string, { used: number; expiresAt: number }>();
+  readonly #memoryLeases = new Map<string, Set<string>>();
+  /** Redis leases held by this process, renewed until released: zset key → lease ids. */
+  readonly #redisLeases = new Map<string, Set<string>>();
+  readonly #outage: OutageMonitor;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly stats: AuthStatsService,
+  ) {
+    this.#outage = new OutageMonitor(
+      'redis',
+      stats,
+      config.rateLimitFailMode === 'open'
+        ? 'serving on, rate limits counted per replica in memory until it is back (RATE_LIMIT_FAIL_MODE=open)'
+        : 'rate-limited routes answer 503 until it is back (RATE_LIMIT_FAIL_MODE=closed)',
+    );
+    if (!config.redisUrl) {
+      this.#redis = null;
+      this.#redisThrottler = null;
+      return;
+    }
+    const redis = new Redis(config.redisUrl, {
+      // Fail fast instead of queueing while disconnected: the fail mode decides, not a backlog.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: REDIS_TIMEOUT_MS,
+      connectTimeout: 2000,
+      retryStrategy: (times) => Math.min(100 * times, 1000),
+      lazyConnect: true,
+      // Applied by ioredis to every key, the throttler's and the scripts' included.
+      keyPrefix: config.redisKeyPrefix,
+    }) as Redis & LimitCommands;
+    redis.defineCommand('llmTokensRead', { numberOfKeys: 1, lua: TOKENS_READ });
+    redis.defineCommand('llmTokensCharge', { numberOfKeys: 1, lua: TOKENS_CHARGE });
+    redis.defineCommand('llmLeaseAcquire', { numberOfKeys: 1, lua: LEASE_ACQUIRE });
+    redis.defineCommand('llmLeaseRenew', { numberOfKeys: 1, lua: LEASE_RENEW });
+    // Connection errors surface as failed calls (logged once per outage); without a listener
+    // ioredis would print every reconnect attempt.
+    redis.on('error', () => undefined);
+    redis.on('ready', () => this.#outage.succeeded());
+    this.#redis = redis;
+    this.#redisThrottler = new ThrottlerStorageRedisService(redis);
+  }
+
+  async onModuleInit(): Promise<void> {
+    this.#sweepTimer = setInterval(() => this.#sweepMemory(), Math.min(this.config.rateLimitWindowMs, 60_000));
+    this.#sweepTimer.unref();
+    if (!this.#redis) return;
+    this.#renewTimer = setInterval(() => void this.#renewLeases(), LEASE_MS / 3);
+    this.#renewTimer.unref();
+    try {
+      await this.#redis.connect();
+      this.#logger.log('Rate-limit counters in Redis (shared by replicas)');
+    } catch (err) {
+      // Not fatal: ioredis keeps reconnecting and the fail mode covers the meantime.
+      this.#outage.failed(err);
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.#renewTimer);
+    clearInterval(this.#sweepTimer);
+    this.#memoryThrottler.onApplicationShutdown();
+    if (!this.#redis) return;
+    if (this.#redis.status === 'ready') await this.#redis.quit().catch(() => this.#redis?.disconnect());
+    else this.#redis.disconnect();
+  }
+
+  /** Where counters live: `redis` or `memory`. */
+  get backend(): 'redis' | 'memory' {
+    return this.#redis ? 'redis' : 'memory';
+  }
+
+  /** ThrottlerStorage: request counts for @nestjs/throttler's guard. */
+  increment(key: string, ttl: number, limit: number, blockDuration: number, throttlerName: string): Promise<ThrottlerStorageRecord> {
+    return this.#use(
+      () => this.#redisThrottler!.increment(key, ttl, limit, blockDuration, throttlerName),
+      async () => this.#memoryThrottler.increment(key, ttl, limit, blockDuration, throttlerName),
+    );
+  }
+
+  /** The key's token window, or null when it has no token limit. */
+  async tokenWindow(principal: Principal): Promise<TokenWindow | null> {
+    const limit = principal.limits.tpm;
+    if (limit <= 0) return null;
+    const key = this.#key('tpm', principal.id);
+    const [used, pttl] = await this.#use(
+      () => this.#redis!.llmTokensRead(key),
+      async () => {
+        const entry = this.#memoryTokens.get(key);
+        return entry && entry.expiresAt > Date.now() ? [entry.used, entry.expiresAt - Date.now()] : [0, -2];
+      },
+    );
+    const resetMs = pttl > 0 ? pttl : this.config.rateLimitWindowMs;
+    return { limit, used, resetSeconds: Math.ceil(resetMs / 1000) };
+  }
+
+  /** Adds a finished request's tokens to the key's window. Never throws: usage is already served. */
+  async charge(principal: Principal | undefined, tokens: number): Promise<void> {
+    if (!principal || principal.limits.tpm <= 0 || !(tokens > 0)) return;
+    const key = this.#key('tpm', principal.id);
+    const windowMs = this.config.rateLimitWindowMs;
+    try {
+      await this.#use(
+        () => this.#redis!.llmTokensCharge(key, Math.round(tokens), windowMs),
+        async () => {
+          const now = Date.now();
+          const entry = this.#memoryTokens.get(key);
+          if (entry && entry.expiresAt > now) entry.used += Math.round(tokens);
+          else this.#memoryTokens.set(key, { used: Math.round(tokens), expiresAt: now + windowMs });
+          return 0;
+        },
+      );
+    } catch {
+      // Fail-closed and Redis down: the failure is logged and counted; the tokens go uncounted.
+    }
+  }
+
+  /**
+   * Takes one of the key's concurrency slots; null when the key has no concurrency limit.
+   * Throws a 429 when all are taken.
+   */
+  async acquire(principal: Principal): Promise<Lease | null> {
+    const limit = principal.limits.concurrency;
+    if (limit <= 0) return null;
+    const key = this.#key('conc', principal.id);
+    const lease = randomUUID();
+    const taken = { where: 'memory' as 'redis' | 'memory' };
+    const [ok, inFlight] = await this.#use(
+      async () => {
+        const r = await this.#redis!.llmLeaseAcquire(key, limit, lease, LEASE_MS);
+        taken.where = 'redis';
+        return r;
+      },
+      async () => {
+        const held = this.#memoryLeases.get(key) ?? new Set<string>();
+        if (held.size >= limit) return [0, held.size];
+        held.add(lease);
+        this.#memoryLeases.set(key, held);
+        return [1, held.size];
+      },
+    );
+    if (!ok) {
+      throw new AuthException(
+        AuthErrorCode.ConcurrencyLimited,
+        `Too many concurrent requests for this API key (limit ${limit}); retry when one finishes`,
+        { headers: { 'Retry-After': '1', 'X-Concurrency-Limit': String(limit) } },
+      );
+    }
+    if (taken.where === 'redis') this.#track(key, lease);
+    let released = false;
+    return {
+      limit,
+      inFlight,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (taken.where === 'memory') {
+          const held = this.#memoryLeases.get(key);
+          held?.delete(lease);
+          if (held?.size === 0) this.#memoryLeases.delete(key);
+          return;
+        }
+        this.#untrack(key, lease);
+        // A release that fails is not retried: the lease expires by itself within LEASE_MS.
+        this.#redis?.zrem(key, lease).catch((err: unknown) => this.#outage.failed(err));
+      },
+    };
+  }
+
+  /** Runs the Redis variant, or the memory one without Redis; on failure applies the fail mode. */
+  async #use<T>(redisOp: () => Promise<T>, memoryOp: () => Promise<T>): Promise<T> {
+    if (!this.#redis) return memoryOp();
+    try {
+      if (this.#redis.status !== 'ready') throw new Error(`connection ${this.#redis.status}`);
+      const result = await redisOp();
+      this.#outage.succeeded();
+      return result;
+    } catch (err) {
+      this.#outage.failed(err);
+      if (this.config.rateLimitFailMode === 'open') return memoryOp();
+      throw new AuthException(AuthErrorCode.RateLimiterUnavailable, 'Rate limiting is unavailable; retry shortly', {
+        headers: { 'Retry-After': '1' },
+        cause: err,
+      });
+    }
+  }
+
+  #key(kind: string, id: string): string {
+    return `${kind}:${id}`;
+  }
+
+  #track(key: string, lease: string): void {
+    const held = this.#redisLeases.get(key) ?? new Set<string>();
+    held.add(lease);
+    this.#redisLeases.set(key, held);
+  }
+
+  #untrack(key: string, lease: string): void {
+    const held = this.#redisLeases.get(key);
+    held?.delete(lease);
+    if (held?.size === 0) this.#redisLeases.delete(key);
+  }
+
+  async #renewLeases(): Promise<void> {
+    if (!this.#redis || this.#redis.status !== 'ready') return;
+    for (const [key, leases] of this.#redisLeases) {
+      await this.#redis.llmLeaseRenew(key, LEASE_MS, ...leases).catch((err: unknown) => this.#outage.failed(err));
+    }
+  }
+
+  #sweepMemory(): void {
+    const now = Date.now();
+    for (const [key, entry] of this.#memoryTokens) if (entry.expiresAt <= now) this.#memoryTokens.delete(key);
+  }
+}

@@ -1,0 +1,181 @@
+import Database from 'better-sqlite3';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { AuthErrorCode, AuthException } from './auth.exception';
+import { decodeScopes, encodeScopes, KeyRepository } from './key.repository';
+import { ApiKeyRecord, NewKeyRecord, PriorityClass } from './key.types';
+
+interface Row {
+  id: string;
+  name: string;
+  key_hash: string;
+  key_hint: string;
+  scopes: string;
+  rpm: number;
+  tpm: number;
+  concurrency: number;
+  priority: string;
+  created_at: number;
+  last_used_at: number | null;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+/** Each entry upgrades the schema by one version; never edit a released one. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE api_keys (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     key_hash TEXT NOT NULL UNIQUE,
+     key_hint TEXT NOT NULL,
+     scopes TEXT NOT NULL,
+     rpm INTEGER NOT NULL,
+     tpm INTEGER NOT NULL,
+     concurrency INTEGER NOT NULL,
+     priority TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     last_used_at INTEGER,
+     expires_at INTEGER,
+     revoked_at INTEGER
+   );
+   CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;`,
+];
+
+const date = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
+
+function toRecord(r: Row): ApiKeyRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    hash: r.key_hash,
+    hint: r.key_hint,
+    scopes: decodeScopes(r.scopes),
+    limits: { rpm: r.rpm, tpm: r.tpm, concurrency: r.concurrency },
+    priority: r.priority as PriorityClass,
+    createdAt: new Date(r.created_at),
+    lastUsedAt: date(r.last_used_at),
+    expiresAt: date(r.expires_at),
+    revokedAt: date(r.revoked_at),
+  };
+}
+
+/**
+ * Keys in a SQLite file (better-sqlite3). WAL mode and a busy timeout let the server and the
+ * CLI use the file at the same time.
+ */
+export class SqliteKeyRepository extends KeyRepository {
+  readonly description: string;
+  #db: Database.Database | null = null;
+
+  constructor(private readonly file: string) {
+    super();
+    this.description = `sqlite:${file}`;
+  }
+
+  get #conn(): Database.Database {
+    if (!this.#db) {
+      if (this.file !== ':memory:') {
+        mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+        // Hashes only, but still nobody else's business; SQLite gives its -wal/-shm files the same mode.
+        closeSync(openSync(this.file, 'a', 0o600));
+      }
+      const db = new Database(this.file);
+      db.pragma('journal_mode = WAL');
+      db.pragma('busy_timeout = 5000');
+      this.#db = db;
+    }
+    return this.#db;
+  }
+
+  async migrate(): Promise<void> {
+    const db = this.#conn;
+    db.transaction(() => {
+      // IMMEDIATE (via the write below) makes concurrent starters queue behind one migrator.
+      db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+      const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
+      for (let v = (row.v ?? 0) + 1; v <= MIGRATIONS.length; v++) {
+        db.exec(MIGRATIONS[v - 1]);
+        db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(v, Date.now());
+      }
+    }).immediate();
+  }
+
+  async insert(key: NewKeyRecord): Promise<void> {
+    try {
+      this.#conn
+        .prepare(
+          `INSERT INTO api_keys (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, priority, created_at, expires_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          key.id,
+          key.name,
+          key.hash,
+          key.hint,
+          encodeScopes(key.scopes),
+          key.limits.rpm,
+          key.limits.tpm,
+          key.limits.concurrency,
+          key.priority,
+          key.createdAt.getTime(),
+          key.expiresAt?.getTime() ?? null,
+        );
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && /name/.test((err as Error).message)) {
+        throw new AuthException(AuthErrorCode.KeyNameTaken, `A key named "${key.name}" already exists; revoke it or pick another name`);
+      }
+      throw err;
+    }
+  }
+
+  async findByHash(hash: string): Promise<ApiKeyRecord | null> {
+    return this.#one('SELECT * FROM api_keys WHERE key_hash = ?', hash);
+  }
+
+  async findById(id: string): Promise<ApiKeyRecord | null> {
+    return this.#one('SELECT * FROM api_keys WHERE id = ?', id);
+  }
+
+  async findByName(name: string): Promise<ApiKeyRecord | null> {
+    return this.#one(
+      'SELECT * FROM api_keys WHERE name = ? ORDER BY (revoked_at IS NULL) DESC, created_at DESC, rowid DESC LIMIT 1',
+      name,
+    );
+  }
+
+  async list(): Promise<ApiKeyRecord[]> {
+    return (this.#conn.prepare('SELECT * FROM api_keys ORDER BY created_at, rowid').all() as Row[]).map(toRecord);
+  }
+
+  async revoke(id: string, at: Date): Promise<boolean> {
+    const r = this.#conn.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at.getTime(), id);
+    return r.changes > 0;
+  }
+
+  async replaceSecret(id: string, hash: string, hint: string): Promise<boolean> {
+    const r = this.#conn
+      .prepare('UPDATE api_keys SET key_hash = ?, key_hint = ? WHERE id = ? AND revoked_at IS NULL')
+      .run(hash, hint, id);
+    return r.changes > 0;
+  }
+
+  async touch(lastUsed: ReadonlyMap<string, Date>): Promise<void> {
+    if (lastUsed.size === 0) return;
+    const stmt = this.#conn.prepare(
+      'UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)',
+    );
+    this.#conn.transaction(() => {
+      for (const [id, at] of lastUsed) stmt.run(at.getTime(), id, at.getTime());
+    })();
+  }
+
+  async close(): Promise<void> {
+    this.#db?.close();
+    this.#db = null;
+  }
+
+  #one(sql: string, arg: string): ApiKeyRecord | null {
+    const row = this.#conn.prepare(sql).get(arg) as Row | undefined;
+    return row ? toRecord(row) : null;
+  }
+}
