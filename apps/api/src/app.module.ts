@@ -2,11 +2,12 @@ import { Module } from '@nestjs/common';
 import { AuthModule } from '@app/auth';
 import { CommonModule } from '@app/common';
 import { ObservabilityModule } from '@app/observability';
+import { ResponseCacheModule } from './cache/cache.module';
 import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
 import { OpenAIModule } from './openai/openai.module';
 
 @Module({
-  imports: [CommonModule, ObservabilityModule, AuthModule, HealthModule, GenerateModule, OpenAIModule],
+  imports: [CommonModule, ObservabilityModule, AuthModule, ResponseCacheModule, HealthModule, GenerateModule, OpenAIModule],
 })
 export class AppModule {}

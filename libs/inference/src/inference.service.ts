@@ -155,9 +155,10 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     throw new InferenceException(InferenceErrorCode.GenerationFailed, 'Generation ended without a result');
   }
 
-  embed(texts: readonly string[]): Promise<EmbeddingResult> {
+  /** Embeds with the served model, or with the GGUF at `modelPath` (loaded on first use). */
+  embed(texts: readonly string[], options: { modelPath?: string } = {}): Promise<EmbeddingResult> {
     this.#assertReady();
-    return this.adapter.embed(texts);
+    return this.adapter.embed(texts, options.modelPath);
   }
 
   /** Tokens generated since start, aborted generations included. */

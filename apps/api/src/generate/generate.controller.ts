@@ -1,7 +1,9 @@
 import { Body, Controller, HttpCode, Post, Res } from '@nestjs/common';
 import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { ClientSignal, sendReply, writeSse } from '@app/common';
+import { ClientSignal, sendReply } from '@app/common';
+import { CacheDirectivesParam } from '@app/caching';
+import type { CacheDirectives } from '@app/caching';
 import { GenerateRequestDto } from './generate.dto';
 import { GenerateService } from './generate.service';
 
@@ -13,13 +15,23 @@ export class GenerateController {
 
   @Post()
   @HttpCode(200)
-  async generate(@Body() dto: GenerateRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return sendReply(res, await this.service.generate(dto, signal));
+  async generate(
+    @Body() dto: GenerateRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
+    @ClientSignal() signal: AbortSignal,
+    @Res() res: Response,
+  ): Promise<void> {
+    return sendReply(res, await this.service.generate(dto, cache, signal));
   }
 
   @Post('stream')
   @HttpCode(200)
-  stream(@Body() dto: GenerateRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return writeSse(res, this.service.stream(dto, signal), { encode: (e) => JSON.stringify(e) });
+  async stream(
+    @Body() dto: GenerateRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
+    @ClientSignal() signal: AbortSignal,
+    @Res() res: Response,
+  ): Promise<void> {
+    return sendReply(res, await this.service.stream(dto, cache, signal));
   }
 }

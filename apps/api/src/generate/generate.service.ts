@@ -1,40 +1,62 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { Reply } from '@app/common';
+import { CacheDirectives, CachedRun, collectCompletion, ResponseCacheService } from '@app/caching';
 import { GenerationRequest, InferenceService, toUsage } from '@app/inference';
+import { cacheableRequest } from '../cache/cacheable';
 import { GenerateRequestDto } from './generate.dto';
 
-/** The seed's `/v1/generate` API over the inference service. */
+/** The seed's `/v1/generate` API over the inference service, through the response caches. */
 @Injectable()
 export class GenerateService {
-  constructor(private readonly inference: InferenceService) {}
+  constructor(
+    private readonly inference: InferenceService,
+    private readonly cache: ResponseCacheService,
+  ) {}
 
-  async generate(dto: GenerateRequestDto, signal: AbortSignal): Promise<Reply> {
-    if (dto.stream) return { kind: 'sse', events: this.stream(dto, signal) };
-    const request = this.#request(dto);
-    const result = await this.inference.complete(request, { signal });
+  async generate(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal): Promise<Reply> {
+    const run = await this.#run(dto, directives, signal);
+    if (dto.stream) return this.#sse(run);
+    const result = await collectCompletion(run.events);
     return {
       kind: 'json',
+      headers: run.headers,
       body: {
+        // A cached answer is a new response: fresh id and time, the model's text.
         id: `gen-${randomUUID()}`,
         text: result.text,
         model: this.inference.model.id,
         finish_reason: result.finishReason,
-        usage: result.usage,
+        usage: toUsage(result),
         created: Math.floor(Date.now() / 1000),
       },
     };
   }
 
-  /** One event per chunk the model produces, then `{"text":"","done":true,"usage":…}`. */
-  stream(dto: GenerateRequestDto, signal: AbortSignal): AsyncIterable<object> {
-    const events = this.inference.generate(this.#request(dto), { signal });
-    return (async function* () {
-      for await (const event of events) {
-        if (event.kind === 'text') yield { text: event.text, done: false };
-        else yield { text: '', done: true, finish_reason: event.finishReason, usage: toUsage(event) };
-      }
-    })();
+  /** One event per chunk the model produces (or produced, on a hit), then `{"text":"","done":true,"usage":…}`. */
+  async stream(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal): Promise<Reply> {
+    return this.#sse(await this.#run(dto, directives, signal));
+  }
+
+  #sse(run: CachedRun): Reply {
+    const events = run.events;
+    return {
+      kind: 'sse',
+      headers: run.headers,
+      events: (async function* () {
+        for await (const event of events) {
+          if (event.kind === 'text') yield { text: event.text, done: false };
+          else yield { text: '', done: true, finish_reason: event.finishReason, usage: toUsage(event) };
+        }
+      })(),
+    };
+  }
+
+  #run(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal): Promise<CachedRun> {
+    const request = this.#request(dto);
+    return this.cache.run(cacheableRequest('generate', request, dto.prompt, dto.max_tokens), directives, () =>
+      this.inference.generate(request, { signal }),
+    );
   }
 
   #request(dto: GenerateRequestDto): GenerationRequest {

@@ -2,6 +2,8 @@ import { Body, Controller, Get, HttpCode, Param, Post, Res } from '@nestjs/commo
 import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { ClientSignal, sendReply } from '@app/common';
+import { CacheDirectivesParam } from '@app/caching';
+import type { CacheDirectives } from '@app/caching';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto } from './openai.dto';
 import { OpenAIService } from './openai.service';
 
@@ -23,14 +25,24 @@ export class OpenAIController {
 
   @Post('completions')
   @HttpCode(200)
-  async completions(@Body() dto: CompletionRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return sendReply(res, await this.service.completions(dto, signal));
+  async completions(
+    @Body() dto: CompletionRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
+    @ClientSignal() signal: AbortSignal,
+    @Res() res: Response,
+  ): Promise<void> {
+    return sendReply(res, await this.service.completions(dto, cache, signal));
   }
 
   @Post('chat/completions')
   @HttpCode(200)
-  async chat(@Body() dto: ChatCompletionRequestDto, @ClientSignal() signal: AbortSignal, @Res() res: Response): Promise<void> {
-    return sendReply(res, await this.service.chat(dto, signal));
+  async chat(
+    @Body() dto: ChatCompletionRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
+    @ClientSignal() signal: AbortSignal,
+    @Res() res: Response,
+  ): Promise<void> {
+    return sendReply(res, await this.service.chat(dto, cache, signal));
   }
 
   @Post('embeddings')

@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { asArray, Reply } from '@app/common';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
+import { CacheDirectives, collectCompletion, ResponseCacheService } from '@app/caching';
+import { cacheableRequest } from '../cache/cacheable';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, SamplingDto } from './openai.dto';
 
 type Finish = 'stop' | 'length';
@@ -10,7 +12,10 @@ type Finish = 'stop' | 'length';
 /** OpenAI's wire format over the inference service, so the official SDKs work unchanged. */
 @Injectable()
 export class OpenAIService {
-  constructor(private readonly inference: InferenceService) {}
+  constructor(
+    private readonly inference: InferenceService,
+    private readonly cache: ResponseCacheService,
+  ) {}
 
   listModels(): object {
     const m = this.inference.model;
@@ -22,13 +27,18 @@ export class OpenAIService {
     return this.#model(this.inference.model.id);
   }
 
-  async completions(dto: CompletionRequestDto, signal: AbortSignal): Promise<Reply> {
+  async completions(dto: CompletionRequestDto, directives: CacheDirectives, signal: AbortSignal): Promise<Reply> {
     this.inference.assertModel(dto.model);
-    const prompt = this.inference.prepareText(asArray(dto.prompt)[0], dto.max_tokens, 16);
+    const text = asArray(dto.prompt)[0];
+    const prompt = this.inference.prepareText(text, dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
+    const run = await this.cache.run(cacheableRequest('completions', request, text, dto.max_tokens), directives, () =>
+      this.inference.generate(request, { signal }),
+    );
+    // A cached answer is a new response: fresh id and created time.
     const meta = { id: `cmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
-      const events = this.inference.generate(request, { signal });
+      const events = run.events;
       const includeUsage = dto.stream_options?.include_usage === true;
       const chunk = (text: string, finish: Finish | null): object => ({
         ...meta,
@@ -39,6 +49,7 @@ export class OpenAIService {
       return {
         kind: 'sse',
         terminator: '[DONE]',
+        headers: run.headers,
         events: (async function* () {
           for await (const e of events) {
             if (e.kind === 'text') yield chunk(e.text, null);
@@ -50,29 +61,36 @@ export class OpenAIService {
         })(),
       };
     }
-    const r = await this.inference.complete(request, { signal });
+    const r = await collectCompletion(run.events);
     return {
       kind: 'json',
+      headers: run.headers,
       body: {
         ...meta,
         object: 'text_completion',
         choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: finish(r.finishReason) }],
-        usage: this.#usage(r.usage, r.cachedPromptTokens),
+        usage: this.#usage(toUsage(r), r.cachedPromptTokens),
       },
     };
   }
 
-  async chat(dto: ChatCompletionRequestDto, signal: AbortSignal): Promise<Reply> {
+  async chat(dto: ChatCompletionRequestDto, directives: CacheDirectives, signal: AbortSignal): Promise<Reply> {
     this.inference.assertModel(dto.model);
     const messages: ChatMessage[] = dto.messages.map((m) => ({
       role: m.role,
       content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     }));
-    const prompt = this.inference.prepareChat(messages, dto.max_completion_tokens ?? dto.max_tokens);
+    const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
+    const prompt = this.inference.prepareChat(messages, requestedMax);
     const request = this.#request(dto, prompt);
+    // The semantic cache compares whole conversations, roles included.
+    const conversation = messages.map((m) => `${m.role}: ${m.content}`).join('\n');
+    const run = await this.cache.run(cacheableRequest('chat', request, conversation, requestedMax), directives, () =>
+      this.inference.generate(request, { signal }),
+    );
     const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
-      const events = this.inference.generate(request, { signal });
+      const events = run.events;
       const includeUsage = dto.stream_options?.include_usage === true;
       const chunk = (delta: object, finish: Finish | null): object => ({
         ...meta,
@@ -84,6 +102,7 @@ export class OpenAIService {
       return {
         kind: 'sse',
         terminator: '[DONE]',
+        headers: run.headers,
         events: (async function* () {
           let first = true;
           for await (const e of events) {
@@ -100,9 +119,10 @@ export class OpenAIService {
         })(),
       };
     }
-    const r = await this.inference.complete(request, { signal });
+    const r = await collectCompletion(run.events);
     return {
       kind: 'json',
+      headers: run.headers,
       body: {
         ...meta,
         object: 'chat.completion',
@@ -110,7 +130,7 @@ export class OpenAIService {
         choices: [
           { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finish(r.finishReason) },
         ],
-        usage: this.#usage(r.usage, r.cachedPromptTokens),
+        usage: this.#usage(toUsage(r), r.cachedPromptTokens),
       },
     };
   }

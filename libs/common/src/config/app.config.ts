@@ -96,6 +96,53 @@ function bytes(name: string, fallback: string, doc: string): VarSpec<number> {
   return { doc, defaultText: fallback, parse };
 }
 
+function fraction(name: string, fallback: number, doc: string): VarSpec<number> {
+  return {
+    doc,
+    defaultText: String(fallback),
+    parse(raw) {
+      if (raw === undefined || raw.trim() === '') return fallback;
+      const n = /^\d*\.?\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+      if (!(n > 0 && n <= 1)) throw new ConfigError(name, 'must be a number greater than 0 and at most 1', raw);
+      return n;
+    },
+  };
+}
+
+function redisUrl(name: string, doc: string): VarSpec<string> {
+  return {
+    doc,
+    defaultText: '(empty)',
+    parse(raw) {
+      const v = (raw ?? '').trim();
+      if (v === '') return '';
+      let url: URL | null = null;
+      try {
+        url = new URL(v);
+      } catch {
+        /* reported below */
+      }
+      if (!url || !['redis:', 'rediss:'].includes(url.protocol)) {
+        throw new ConfigError(name, 'must be a redis:// or rediss:// URL', raw);
+      }
+      return v;
+    },
+  };
+}
+
+function namespace(name: string, fallback: string, doc: string): VarSpec<string> {
+  return {
+    doc,
+    defaultText: fallback,
+    parse(raw) {
+      const v = raw === undefined || raw.trim() === '' ? fallback : raw.trim();
+      // Used in Redis SCAN patterns: glob characters would widen a flush beyond the namespace.
+      if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(v)) throw new ConfigError(name, 'must be 1-64 characters of A-Z a-z 0-9 _ . : -', raw);
+      return v;
+    },
+  };
+}
+
 /**
  * Every environment variable the server reads. A unit test checks that the README's configuration
  * table lists each of them with this default, so documentation and parsing cannot drift apart.
@@ -120,6 +167,20 @@ export const CONFIG_SPEC = {
   DATA_DIR: str('./data', 'Writable folder for local state (dev key, SQLite key store)'),
   BODY_LIMIT: bytes('BODY_LIMIT', '1mb', 'Largest accepted request body (413 above)'),
   LOG_LEVEL: oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'Log level'),
+  REDIS_URL: redisUrl('REDIS_URL', 'Redis shared by replicas (response caches); empty = in-process state only'),
+  CACHE_ENABLED: bool('CACHE_ENABLED', true, 'Exact response cache (see Caches)'),
+  CACHE_TTL_SECONDS: int('CACHE_TTL_SECONDS', 1, 31536000, 3600, 'Lifetime of a cached response (exact and semantic)'),
+  CACHE_MAX_ENTRIES: int('CACHE_MAX_ENTRIES', 1, 10000000, 10000,
+    'Bound of the in-memory exact cache (LRU); with REDIS_URL, Redis\'s maxmemory policy bounds it'),
+  CACHE_SAMPLED: bool('CACHE_SAMPLED', false,
+    'Also cache sampled requests (temperature > 0 without a seed); per request: X-Cache-Sampled'),
+  CACHE_NAMESPACE: namespace('CACHE_NAMESPACE', 'llm-cache', 'Prefix of every cache key in Redis'),
+  CACHE_TIMEOUT_MS: int('CACHE_TIMEOUT_MS', 1, 60000, 250,
+    'Longest wait for one cache read or write; beyond it the request goes to the model'),
+  SEMANTIC_CACHE_ENABLED: bool('SEMANTIC_CACHE_ENABLED', false, 'Semantic cache: answer near-identical prompts from the cache'),
+  SEMANTIC_CACHE_THRESHOLD: fraction('SEMANTIC_CACHE_THRESHOLD', 0.95, 'Cosine similarity at or above which a cached answer is reused'),
+  SEMANTIC_CACHE_MAX_ENTRIES: int('SEMANTIC_CACHE_MAX_ENTRIES', 1, 1000000, 1000, 'Bound of the semantic cache (LRU)'),
+  EMBEDDING_MODEL_PATH: str('', 'GGUF model that embeds prompts for the semantic cache', 'MODEL_PATH'),
 } as const;
 
 type Spec = typeof CONFIG_SPEC;
@@ -145,6 +206,19 @@ export class AppConfig {
   readonly dataDir: string;
   readonly bodyLimit: number;
   readonly logLevel: string;
+  /** Empty when unset: every cache stays in the process. */
+  readonly redisUrl: string;
+  readonly cacheEnabled: boolean;
+  readonly cacheTtlSeconds: number;
+  readonly cacheMaxEntries: number;
+  readonly cacheSampled: boolean;
+  readonly cacheNamespace: string;
+  readonly cacheTimeoutMs: number;
+  readonly semanticCacheEnabled: boolean;
+  readonly semanticCacheThreshold: number;
+  readonly semanticCacheMaxEntries: number;
+  /** Resolved path; MODEL_PATH when EMBEDDING_MODEL_PATH is unset. */
+  readonly embeddingModelPath: string;
 
   private constructor(p: Parsed) {
     this.modelPath = resolve(p.MODEL_PATH);
@@ -164,6 +238,17 @@ export class AppConfig {
     this.dataDir = resolve(p.DATA_DIR);
     this.bodyLimit = p.BODY_LIMIT;
     this.logLevel = p.LOG_LEVEL;
+    this.redisUrl = p.REDIS_URL;
+    this.cacheEnabled = p.CACHE_ENABLED;
+    this.cacheTtlSeconds = p.CACHE_TTL_SECONDS as number;
+    this.cacheMaxEntries = p.CACHE_MAX_ENTRIES as number;
+    this.cacheSampled = p.CACHE_SAMPLED;
+    this.cacheNamespace = p.CACHE_NAMESPACE;
+    this.cacheTimeoutMs = p.CACHE_TIMEOUT_MS as number;
+    this.semanticCacheEnabled = p.SEMANTIC_CACHE_ENABLED;
+    this.semanticCacheThreshold = p.SEMANTIC_CACHE_THRESHOLD;
+    this.semanticCacheMaxEntries = p.SEMANTIC_CACHE_MAX_ENTRIES as number;
+    this.embeddingModelPath = p.EMBEDDING_MODEL_PATH ? resolve(p.EMBEDDING_MODEL_PATH) : this.modelPath;
   }
 
   /** Parses and validates; throws ConfigError naming the first bad variable. */
