@@ -131,7 +131,12 @@ export class ResponseCacheService implements OnModuleInit {
       if (this.#semantic) {
         vector = await this.#embed(request.text);
         const found = vector ? await this.#semanticLookup(scope, vector) : null;
-        if (found) return this.#hit('SEMANTIC-HIT', request, found.record, found.similarity);
+        if (found) {
+          // The very same request (entries are keyed by the exact key) whose exact entry is gone
+          // (evicted, or Redis restarted empty): put it back, so the next one is an exact hit.
+          if (found.id === key && this.config.cacheEnabled && !directives.noStore) this.#exactWrite(key, found.record);
+          return this.#hit('SEMANTIC-HIT', request, found.record, found.similarity);
+        }
       }
     }
     const store = directives.noStore ? null : (record: CachedCompletion) => this.#write(key, scope, request.text, vector, record);
@@ -224,7 +229,7 @@ export class ResponseCacheService implements OnModuleInit {
     }
   }
 
-  async #semanticLookup(scope: string, vector: Float32Array): Promise<{ record: CachedCompletion; similarity: number } | null> {
+  async #semanticLookup(scope: string, vector: Float32Array): Promise<{ id: string; record: CachedCompletion; similarity: number } | null> {
     try {
       const found = await (this.#semantic as SemanticCache).lookup(scope, vector);
       if (found) {
@@ -240,7 +245,7 @@ export class ResponseCacheService implements OnModuleInit {
         return null;
       }
       this.#count('semantic', 'hit', found.match.similarity);
-      return { record: found.match.value, similarity: found.match.similarity };
+      return { id: found.match.id, record: found.match.value, similarity: found.match.similarity };
     } catch (err) {
       this.#fail('semantic', 'lookup', err);
       return null;
@@ -258,14 +263,7 @@ export class ResponseCacheService implements OnModuleInit {
 
   async #write(key: string, scope: string, text: string, vector: Float32Array | null | undefined, record: CachedCompletion): Promise<void> {
     const writes: Promise<void>[] = [];
-    if (this.config.cacheEnabled) {
-      writes.push(
-        this.#bounded('exact write', this.cache.set(key, record, this.config.cacheTtlSeconds * 1000)).then(
-          () => void this.#exact.writes++,
-          (err: unknown) => this.#fail('exact', 'write', err),
-        ),
-      );
-    }
+    if (this.config.cacheEnabled) writes.push(this.#exactWrite(key, record));
     if (this.#semantic) {
       const semantic = this.#semantic;
       writes.push(
@@ -280,6 +278,13 @@ export class ResponseCacheService implements OnModuleInit {
       );
     }
     await Promise.all(writes);
+  }
+
+  #exactWrite(key: string, record: CachedCompletion): Promise<void> {
+    return this.#bounded('exact write', this.cache.set(key, record, this.config.cacheTtlSeconds * 1000)).then(
+      () => void this.#exact.writes++,
+      (err: unknown) => this.#fail('exact', 'write', err),
+    );
   }
 
   #hit(status: CacheStatus, request: CacheableRequest, record: CachedCompletion, similarity?: number): CachedRun {
