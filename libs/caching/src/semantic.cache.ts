@@ -73,6 +73,8 @@ export class SemanticCache {
 
   /** Stores an answer here and, with Redis, for every replica. */
   async store(id: string, scope: string, vector: Float32Array, record: CachedCompletion): Promise<void> {
+    // Learn the flush epoch before adding anything, so that a later flush is recognised as one.
+    await this.#syncQuietly();
     const exp = Date.now() + this.options.ttlMs;
     const index = this.#ensureIndex(vector.length);
     if (!index || !index.insert(id, scope, vector, record, exp)) return;
@@ -126,7 +128,8 @@ export class SemanticCache {
       for (const [err] of results) if (err) throw err;
       const epoch = (results[0][1] as string | null) ?? '0';
       if (this.#epoch !== epoch) {
-        // First read, or another replica flushed: start over from the log.
+        // First read, or another replica flushed: start over from the log. (Entries stored while
+        // Redis was unreachable since start are kept on the first read: they are valid answers.)
         const first = this.#epoch === null;
         this.#epoch = epoch;
         if (!first) {
