@@ -1,15 +1,23 @@
+import { LazyModuleLoader } from '@nestjs/core';
 import { Command, CommandRunner, Option, SubCommand } from 'nest-commander';
-import { InferenceService, ModelDescriptor } from '@app/inference';
+import { InferenceModule, InferenceService, ModelDescriptor } from '@app/inference';
 
 @SubCommand({ name: 'info', description: 'Load the configured model (MODEL_PATH) and print its descriptor' })
 export class ModelInfoCommand extends CommandRunner {
-  constructor(private readonly inference: InferenceService) {
+  constructor(private readonly lazy: LazyModuleLoader) {
     super();
   }
 
   async run(_args: string[], options: { json?: boolean }): Promise<void> {
-    const d = await this.inference.whenReady();
-    process.stdout.write(options.json ? `${JSON.stringify(d, null, 2)}\n` : formatDescriptor(d));
+    // Loaded on demand: the other commands (cache, keys...) must not load the model.
+    const inference = (await this.lazy.load(() => InferenceModule)).get(InferenceService);
+    try {
+      const d = await inference.whenReady();
+      process.stdout.write(options.json ? `${JSON.stringify(d, null, 2)}\n` : formatDescriptor(d));
+    } finally {
+      // Lazily loaded modules get no lifecycle hooks: release the model ourselves.
+      await inference.onApplicationShutdown();
+    }
   }
 
   @Option({ flags: '--json', description: 'Machine-readable output' })
