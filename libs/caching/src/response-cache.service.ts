@@ -321,6 +321,8 @@ export class ResponseCacheService implements OnModuleInit {
   }
 
   #bounded<T>(operation: string, work: Promise<T>): Promise<T> {
+    // The in-process LRU answers synchronously: no timer to race on the hot path.
+    if (this.stores.kind === 'memory' && !operation.startsWith('semantic')) return work;
     const ms = this.config.cacheTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {

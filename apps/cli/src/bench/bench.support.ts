@@ -1,6 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,21 @@ export function freePort(): Promise<number> {
 export interface BenchServer {
   readonly url: string;
   readonly key: string;
+  /** CPU time (user + system, ms) the server process has used so far (Linux /proc). */
+  cpuMs(): number | null;
   stop(): Promise<void>;
+}
+
+/** utime + stime of a process in ms, from /proc/<pid>/stat (null elsewhere). */
+function processCpuMs(pid: number | undefined): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 of stat (utime, stime) in clock ticks; 100 Hz on Linux.
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -64,6 +78,7 @@ export async function startBenchServer(env: Record<string, string>): Promise<Ben
   return {
     url,
     key,
+    cpuMs: () => processCpuMs(child.pid),
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;

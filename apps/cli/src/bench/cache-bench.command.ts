@@ -14,11 +14,23 @@ interface CacheBenchOptions {
   json?: boolean;
 }
 
+interface Measured extends LoadResult {
+  /** Server CPU time per request (µs): robust when other processes share the machine. */
+  serverCpuUsPerRequest: number | null;
+}
+
 interface ExactResult {
   store: 'memory' | 'redis';
-  reference: LoadResult;
-  hit: LoadResult;
+  /** GET /health: the trivial route (no key, no body, not logged). */
+  reference: Measured;
+  /** GET /v1/models: trivial too, but authenticated and logged like a generation request. */
+  models: Measured;
+  hit: Measured;
+  /** hit req/s over the reference's: the figure the target applies to. */
   ratio: number;
+  ratioToModels: number;
+  /** reference CPU per request over hit CPU per request (the same ratio, measured in CPU time). */
+  cpuRatio: number | null;
 }
 
 interface SemanticResult {
@@ -94,20 +106,33 @@ export class CacheBenchCommand extends CommandRunner {
       const prime = await fetch(`${server.url}/v1/generate`, { method: 'POST', headers: hitCall.headers, body });
       if (!prime.ok) throw new Error(`priming request failed: ${prime.status} ${await prime.text()}`);
       const reference = { method: 'GET' as const, path: '/health' };
-      // Warm both paths (JIT, connections) before measuring.
-      await load(server.url, reference, opts.connections, 1);
-      await load(server.url, hitCall, opts.connections, 1);
-      const ref = await load(server.url, reference, opts.connections, opts.duration);
-      const hit = await load(server.url, hitCall, opts.connections, opts.duration);
+      const models = { method: 'GET' as const, path: '/v1/models', headers: { Authorization: `Bearer ${server.key}` } };
+      const measure = async (call: typeof hitCall | typeof reference | typeof models): Promise<Measured> => {
+        const before = server.cpuMs();
+        const r = await load(server.url, call, opts.connections, opts.duration);
+        const after = server.cpuMs();
+        const cpu = before === null || after === null || r.requests === 0 ? null : ((after - before) * 1000) / r.requests;
+        return { ...r, serverCpuUsPerRequest: cpu };
+      };
+      // Warm every path (JIT, connections) before measuring.
+      for (const call of [reference, models, hitCall]) await load(server.url, call, opts.connections, 1);
+      const ref = await measure(reference);
+      const mod = await measure(models);
+      const hit = await measure(hitCall);
       if (hit.lastHeaders['x-cache'] !== 'HIT') throw new Error(`the measured request was not a cache hit (X-Cache: ${String(hit.lastHeaders['x-cache'])})`);
       const ratio = hit.rps / ref.rps;
-      const line = (name: string, r: LoadResult): string =>
-        `  ${name.padEnd(28)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  (${r.requests} requests, ${r.errors} errors)`;
+      const cpuRatio = ref.serverCpuUsPerRequest && hit.serverCpuUsPerRequest ? ref.serverCpuUsPerRequest / hit.serverCpuUsPerRequest : null;
+      const line = (name: string, r: Measured): string =>
+        `  ${name.padEnd(28)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  ` +
+        `server CPU ${r.serverCpuUsPerRequest === null ? '?' : r.serverCpuUsPerRequest.toFixed(0)} µs/req  (${r.requests} requests, ${r.errors} errors)`;
       log(`${store} store:`);
       log(line('GET /health (reference)', ref));
+      log(line('GET /v1/models', mod));
       log(line('POST /v1/generate (HIT)', hit));
-      log(`  ratio hit/reference          ${ratio.toFixed(2)} (target >= ${TARGET}: ${ratio >= TARGET ? 'met' : 'NOT met'})`);
-      return { store, reference: ref, hit, ratio };
+      log(`  ratio hit/reference req/s    ${ratio.toFixed(2)} (target >= ${TARGET}: ${ratio >= TARGET ? 'met' : 'NOT met'})`);
+      log(`  ratio hit/models req/s       ${(hit.rps / mod.rps).toFixed(2)}`);
+      if (cpuRatio !== null) log(`  ratio by server CPU/request  ${cpuRatio.toFixed(2)}`);
+      return { store, reference: ref, models: mod, hit, ratio, ratioToModels: hit.rps / mod.rps, cpuRatio };
     } finally {
       await server.stop();
     }
