@@ -41,7 +41,7 @@ describe('AppConfig', () => {
     ['REDIS_URL', 'localhost:6379'],
     ['REDIS_URL', 'http://cache'],
     ['CACHE_TTL_SECONDS', '0'],
-    ['CACHE_NAMESPACE', 'a*b'],
+    ['CACHE_NAMESPACE', 'a/b'],
     ['SEMANTIC_CACHE_THRESHOLD', '1.5'],
     ['SEMANTIC_CACHE_THRESHOLD', '0'],
     ['SEMANTIC_CACHE_THRESHOLD', 'high'],
