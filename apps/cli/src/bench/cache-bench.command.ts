@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Option, SubCommand, CommandRunner } from 'nest-commander';
 import { AppConfig } from '@app/common';
-import { SemanticIndex } from '@app/caching';
+import { createCacheRedis, deleteKeys, SemanticIndex } from '@app/caching';
 import { load, LoadResult, startBenchServer } from './bench.support';
 
 interface CacheBenchOptions {
@@ -89,11 +89,12 @@ export class CacheBenchCommand extends CommandRunner {
   }
 
   async #exact(store: 'memory' | 'redis', opts: CacheBenchOptions, log: (l: string) => void): Promise<ExactResult> {
+    const namespace = `bench-${randomBytes(4).toString('hex')}`;
     const server = await startBenchServer({
       CACHE_ENABLED: 'true',
       SEMANTIC_CACHE_ENABLED: 'false',
       REDIS_URL: store === 'redis' ? this.config.redisUrl : '',
-      CACHE_NAMESPACE: `bench-${randomBytes(4).toString('hex')}`,
+      CACHE_NAMESPACE: namespace,
     });
     try {
       const body = JSON.stringify({ prompt: 'Once upon a time', max_tokens: 64, temperature: 0 });
@@ -135,6 +136,7 @@ export class CacheBenchCommand extends CommandRunner {
       return { store, reference: ref, models: mod, hit, ratio, ratioToModels: hit.rps / mod.rps, cpuRatio };
     } finally {
       await server.stop();
+      if (store === 'redis') await dropNamespace(this.config.redisUrl, namespace);
     }
   }
 
@@ -171,6 +173,18 @@ export class CacheBenchCommand extends CommandRunner {
   @Option({ flags: '--json', description: 'Machine-readable output' })
   parseJson(): boolean {
     return true;
+  }
+}
+
+/** Removes what the benchmark's server stored in Redis. */
+async function dropNamespace(url: string, namespace: string): Promise<void> {
+  const redis = createCacheRedis(url, 5000);
+  redis.on('error', () => undefined);
+  try {
+    await redis.connect();
+    await deleteKeys(redis, `${namespace}:*`);
+  } finally {
+    redis.disconnect();
   }
 }
 
