@@ -86,7 +86,8 @@ describe('per-IP limits behind a trusted proxy', () => {
 describe('per-key limits', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await startTestApp({ PARALLEL_SLOTS: '2', CONTEXT_SIZE: '2048' });
+    // Cache hits cost no model tokens: these tests repeat one request and must reach the model.
+    t = await startTestApp({ PARALLEL_SLOTS: '2', CONTEXT_SIZE: '2048', CACHE_ENABLED: 'false' });
   });
   afterAll(() => t.close());
 

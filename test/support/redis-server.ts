@@ -1,20 +1,23 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { connect } from 'node:net';
+import { Redis } from 'ioredis';
 import { freePort } from './server-process';
 
+/** The machine's shared Redis: tests use it only under their own key namespace. */
+export const SHARED_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
 /**
- * A private redis-server child on a free port, for tests that stop Redis: the shared one is
- * never touched. `stop()` kills it, `start()` brings it back on the same port (empty).
+ * A private redis-server child (no persistence) that a test may stop and start again on the same
+ * port, to see the application survive Redis going away. Never the shared one.
  */
-export class RedisChild {
+export class PrivateRedis {
   #child: ChildProcess | null = null;
 
   private constructor(readonly port: number) {}
 
-  static async start(): Promise<RedisChild> {
-    const r = new RedisChild(await freePort());
-    await r.start();
-    return r;
+  static async start(): Promise<PrivateRedis> {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    return redis;
   }
 
   get url(): string {
@@ -26,28 +29,46 @@ export class RedisChild {
       stdio: 'ignore',
     });
     this.#child = child;
+    const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    client.on('error', () => undefined);
     const until = Date.now() + 10_000;
-    while (!(await this.#answers())) {
-      if (child.exitCode !== null || Date.now() > until) throw new Error(`redis-server on ${this.port} did not start`);
-      await new Promise((r) => setTimeout(r, 50));
+    for (;;) {
+      try {
+        await client.connect();
+        await client.ping();
+        client.disconnect();
+        return;
+      } catch (err) {
+        if (Date.now() > until || child.exitCode !== null) throw new Error(`redis-server did not start: ${String(err)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
     }
   }
 
   async stop(): Promise<void> {
     const child = this.#child;
     this.#child = null;
-    if (!child || child.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGKILL');
-    });
-  }
-
-  #answers(): Promise<boolean> {
-    return new Promise((resolve) => {
-      const s = connect(this.port, '127.0.0.1');
-      s.once('connect', () => s.end(() => resolve(true)));
-      s.once('error', () => resolve(false));
-    });
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
   }
 }
+
+/** Deletes every key of a test namespace in the shared Redis. */
+export async function dropNamespace(url: string, namespace: string): Promise<void> {
+  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${namespace}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await client.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** The same private server under the name the key-store and probe tests use. */
+export { PrivateRedis as RedisChild };

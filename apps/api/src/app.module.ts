@@ -2,12 +2,22 @@ import { Module } from '@nestjs/common';
 import { AuthModule } from '@app/auth';
 import { CommonModule } from '@app/common';
 import { ObservabilityModule } from '@app/observability';
+import { ResponseCacheModule } from './cache/cache.module';
 import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OpenAIModule } from './openai/openai.module';
 
 @Module({
-  imports: [CommonModule, ObservabilityModule, AuthModule.forServer(), HealthModule, MetricsModule, GenerateModule, OpenAIModule],
+  imports: [
+    CommonModule,
+    ObservabilityModule,
+    AuthModule.forServer(),
+    ResponseCacheModule,
+    HealthModule,
+    MetricsModule,
+    GenerateModule,
+    OpenAIModule,
+  ],
 })
 export class AppModule {}

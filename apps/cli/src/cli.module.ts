@@ -2,13 +2,16 @@ import { Module } from '@nestjs/common';
 import { AuthModule } from '@app/auth';
 import { CommonModule } from '@app/common';
 import { BenchCommand } from './bench/bench.command';
+import { CacheBenchCommand } from './bench/cache-bench.command';
 import { InterferenceBenchCommand } from './bench/interference-bench.command';
 import { ModelSynthCommand } from './bench/model-synth.command';
 import { ServingBenchCommand } from './bench/serving-bench.command';
+import { CacheAdminClient } from './cache/cache-admin.client';
+import { CacheCommand, CacheFlushCommand, CacheStatsCommand } from './cache/cache.command';
 import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
 
-/** The model is not imported here: `model info` loads it lazily, so `keys` commands start fast. */
+/** The model is not imported here: `model info` loads it lazily, so other commands start fast. */
 @Module({
   imports: [CommonModule, AuthModule.forKeyManagement()],
   providers: [
@@ -20,9 +23,14 @@ import { ModelCommand, ModelInfoCommand } from './model-info.command';
     KeysListCommand,
     KeysRevokeCommand,
     KeysRotateCommand,
+    CacheAdminClient,
+    CacheCommand,
+    CacheStatsCommand,
+    CacheFlushCommand,
     BenchCommand,
     ServingBenchCommand,
     InterferenceBenchCommand,
+    CacheBenchCommand,
   ],
 })
 export class CliModule {}

@@ -11,10 +11,15 @@ export class ModelInfoCommand extends BaseCommand {
   }
 
   async run(_args: string[], options: { json?: boolean }): Promise<void> {
-    // Loaded here, not at start: only this command pays for the model (keys commands do not).
-    const ref = await this.lazy.load(() => InferenceModule);
-    const d = await ref.get(InferenceService).whenReady();
-    process.stdout.write(options.json ? `${JSON.stringify(d, null, 2)}\n` : formatDescriptor(d));
+    // Loaded on demand: the other commands (cache, keys...) must not load the model.
+    const inference = (await this.lazy.load(() => InferenceModule)).get(InferenceService);
+    try {
+      const d = await inference.whenReady();
+      process.stdout.write(options.json ? `${JSON.stringify(d, null, 2)}\n` : formatDescriptor(d));
+    } finally {
+      // Lazily loaded modules get no lifecycle hooks: release the model ourselves.
+      await inference.onApplicationShutdown();
+    }
   }
 
   @Option({ flags: '--json', description: 'Machine-readable output' })

@@ -374,3 +374,16 @@ describe('Scheduler observer', () => {
     expect(doneOf(await collect(s.submit(job(2))))).toMatchObject({ completionTokens: 2 });
   });
 });
+
+describe('Scheduler slot choice', () => {
+  it('sends an unrelated prompt to an empty slot, not over a warm cache that only shares BOS', async () => {
+    const rt = new FakeRuntime(2);
+    const s = new Scheduler(rt, { minSharedPrefix: 1000 });
+    await collect(s.submit(job(1, [1, ...prompt(80, 300)])));
+    const warm = rt.kv.findIndex((kv) => kv.length > 0);
+    await collect(s.submit(job(1, [1, 7, 8])));
+    expect(rt.kv[warm].slice(0, 2)).toEqual([1, 300]);
+    const back = await collect(s.submit(job(1, [1, ...prompt(80, 300), 5])));
+    expect(doneOf(back).cachedPromptTokens).toBe(81);
+  });
+});

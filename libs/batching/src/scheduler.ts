@@ -93,6 +93,8 @@ class Request {
 
 interface Slot {
   state: SlotState;
+  /** When the slot last got a request (for least-recently-used choice). */
+  lastUsed: number;
   /** Tokens whose KV cells this slot holds, position by position. */
   cached: number[];
   request: Request | null;
@@ -123,7 +125,7 @@ export class Scheduler {
   constructor(runtime: DecodeRuntime, options: SchedulerOptions = {}, observer: SchedulerObserver = {}) {
     if (runtime.slotCount < 1) throw new RangeError(`runtime must have at least one slot, has ${runtime.slotCount}`);
     this.#runtime = runtime;
-    this.#slots = Array.from({ length: runtime.slotCount }, () => ({ state: SlotState.Idle, cached: [], request: null }));
+    this.#slots = Array.from({ length: runtime.slotCount }, () => ({ state: SlotState.Idle, lastUsed: 0, cached: [], request: null }));
     this.#queueMax = options.queueMax ?? 64;
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 30_000;
     this.#prefillChunk = Math.max(1, Math.min(options.prefillChunk ?? 128, runtime.batchSize));
@@ -331,6 +333,7 @@ export class Scheduler {
       const slot = this.#slots[index];
       slot.request = request;
       slot.state = SlotState.Prefill;
+      slot.lastUsed = performance.now();
       request.slot = index;
       this.#emitFor(request, 'onQueueWait', performance.now() - request.submittedAt);
       this.#runtime.configure(index, request.job.sampling, request.job.prompt);
@@ -511,19 +514,31 @@ export class Scheduler {
     this.#notify();
   }
 
+  /**
+   * The idle slot to give a prompt: the longest reusable prefix first (a one-token match, such
+   * as a shared BOS, counts as none); then the slot whose cache loses the fewest tokens; then
+   * the least recently used. So unrelated prompts go to empty or stale slots and leave warm
+   * caches for the requests that can use them.
+   */
   #bestIdleSlot(prompt: readonly number[]): number {
     let best = -1;
-    let bestLength = -1;
-    let bestSize = Infinity;
+    let bestMatch = -1;
+    let bestLoss = Infinity;
+    let bestUsed = Infinity;
     for (let i = 0; i < this.#slots.length; i++) {
       const s = this.#slots[i];
       if (s.state !== SlotState.Idle) continue;
-      const length = this.#reusable(prompt, s.cached);
-      // Longest shared prefix; on a tie, the slot whose cache is worth least (shortest).
-      if (length > bestLength || (length === bestLength && s.cached.length < bestSize)) {
+      const raw = this.#reusable(prompt, s.cached);
+      const match = raw > 1 ? raw : 0;
+      const loss = s.cached.length - raw;
+      const better =
+        match > bestMatch ||
+        (match === bestMatch && (loss < bestLoss || (loss === bestLoss && s.lastUsed < bestUsed)));
+      if (better) {
         best = i;
-        bestLength = length;
-        bestSize = s.cached.length;
+        bestMatch = match;
+        bestLoss = loss;
+        bestUsed = s.lastUsed;
       }
     }
     return best;

@@ -224,9 +224,10 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.adapter.grammarFor(format);
   }
 
-  embed(texts: readonly string[]): Promise<EmbeddingResult> {
+  /** Embeds with the served model, or with the GGUF at `modelPath` (loaded on first use). */
+  embed(texts: readonly string[], options: { modelPath?: string } = {}): Promise<EmbeddingResult> {
     this.#assertReady();
-    return this.adapter.embed(texts);
+    return this.adapter.embed(texts, options.modelPath);
   }
 
   /** Tokens generated since start, aborted generations included. */

@@ -172,6 +172,7 @@ export class LlamaAdapter {
   #chatWrapper: NodeLlamaCpp.ChatWrapper | null = null;
   #embedding: Promise<NodeLlamaCpp.LlamaEmbeddingContext> | null = null;
   #embedLock: Promise<unknown> = Promise.resolve();
+  #otherEmbedding: Promise<{ model: NodeLlamaCpp.LlamaModel; context: NodeLlamaCpp.LlamaEmbeddingContext }> | null = null;
   #descriptor: ModelDescriptor | null = null;
   #bosPrepended = false;
 
@@ -368,20 +369,30 @@ export class LlamaAdapter {
     return grammar;
   }
 
-  /** Embeds texts one by one on a dedicated embedding context (created on first use). */
-  embed(texts: readonly string[]): Promise<EmbeddingResult> {
+  /**
+   * Embeds texts one by one on a dedicated embedding context (created on first use), of the
+   * served model or, with `modelPath`, of another GGUF loaded on first use (EMBEDDING_MODEL_PATH
+   * for the semantic cache).
+   */
+  embed(texts: readonly string[], modelPath?: string): Promise<EmbeddingResult> {
     const run = async (): Promise<EmbeddingResult> => {
       const model = this.#requireModel();
-      this.#embedding ??= model.createEmbeddingContext({
-        contextSize: Math.min(model.trainContextSize, 2048),
-        threads: this.config.threads,
-      });
-      const context = await this.#embedding;
-      const limit = Math.min(model.trainContextSize, 2048);
+      let context: NodeLlamaCpp.LlamaEmbeddingContext;
+      let tokenizer = model;
+      let limit = Math.min(model.trainContextSize, 2048);
+      if (modelPath === undefined || modelPath === this.config.modelPath) {
+        this.#embedding ??= model.createEmbeddingContext({ contextSize: limit, threads: this.config.threads });
+        context = await this.#embedding;
+      } else {
+        const other = await this.#otherEmbedder(modelPath);
+        ({ context, model: tokenizer } = other);
+        limit = Math.min(tokenizer.trainContextSize, 2048);
+      }
+      const bos = tokenizer.tokens.shouldPrependBosToken && tokenizer.tokens.bos !== null ? 1 : 0;
       let promptTokens = 0;
       const vectors: Float32Array[] = [];
       for (const [index, text] of texts.entries()) {
-        const count = this.tokenize(text).length + (this.#bosPrepended ? 1 : 0);
+        const count = tokenizer.tokenize(text).length + bos;
         if (count > limit) {
           throw new InferenceException(
             InferenceErrorCode.EmbeddingInputTooLong,
@@ -400,12 +411,31 @@ export class LlamaAdapter {
     return result;
   }
 
+  /** A second model used only for embeddings, loaded once on first use (on the CPU). */
+  #otherEmbedder(modelPath: string): Promise<{ model: NodeLlamaCpp.LlamaModel; context: NodeLlamaCpp.LlamaEmbeddingContext }> {
+    this.#otherEmbedding ??= (async () => {
+      const llama = this.#llama;
+      if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
+      if (!existsSync(modelPath)) throw new Error(`Embedding model file not found: ${modelPath}`);
+      const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+      const context = await model.createEmbeddingContext({ contextSize: Math.min(model.trainContextSize, 2048), threads: this.config.threads });
+      return { model, context };
+    })();
+    // A failed load is retried on the next call rather than cached forever.
+    this.#otherEmbedding.catch(() => (this.#otherEmbedding = null));
+    return this.#otherEmbedding;
+  }
+
   async dispose(): Promise<void> {
     const embedding = this.#embedding;
     this.#embedding = null;
     await (await embedding?.catch(() => null))?.dispose();
     this.#runtime?.dispose();
     this.#runtime = null;
+    const other = await this.#otherEmbedding?.catch(() => null);
+    this.#otherEmbedding = null;
+    await other?.context.dispose();
+    await other?.model.dispose();
     await this.#context?.dispose();
     await this.#model?.dispose();
     await this.#llama?.dispose();

@@ -2,7 +2,9 @@ import { Body, Controller, HttpCode, Post, Res } from '@nestjs/common';
 import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { Caller, Principal } from '@app/auth';
-import { ClientSignal, sendReply, writeSse } from '@app/common';
+import { CacheDirectivesParam } from '@app/caching';
+import type { CacheDirectives } from '@app/caching';
+import { ClientSignal, sendReply } from '@app/common';
 import { GenerateRequestDto } from './generate.dto';
 import { GenerateService } from './generate.service';
 
@@ -16,21 +18,23 @@ export class GenerateController {
   @HttpCode(200)
   async generate(
     @Body() dto: GenerateRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
     @ClientSignal() signal: AbortSignal,
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.generate(dto, signal, caller));
+    return sendReply(res, await this.service.generate(dto, cache, signal, caller));
   }
 
   @Post('stream')
   @HttpCode(200)
-  stream(
+  async stream(
     @Body() dto: GenerateRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
     @ClientSignal() signal: AbortSignal,
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return writeSse(res, this.service.stream(dto, signal, caller), { encode: (e) => JSON.stringify(e) });
+    return sendReply(res, await this.service.stream(dto, cache, signal, caller));
   }
 }

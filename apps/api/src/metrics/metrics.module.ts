@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { PrometheusModule } from '@willsoto/nestjs-prometheus';
 import { InferenceModule } from '@app/inference';
+import { AuthMetricsBridge } from './auth-metrics.bridge';
 import { InferenceMetricsCollector } from './inference-metrics.collector';
 import { MetricsController } from './metrics.controller';
 
@@ -10,6 +11,6 @@ import { MetricsController } from './metrics.controller';
  */
 @Module({
   imports: [PrometheusModule.register({ path: '/metrics', controller: MetricsController, defaultMetrics: { enabled: false } }), InferenceModule],
-  providers: [InferenceMetricsCollector],
+  providers: [InferenceMetricsCollector, AuthMetricsBridge],
 })
 export class MetricsModule {}

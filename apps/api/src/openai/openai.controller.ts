@@ -3,6 +3,8 @@ import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { Caller, Principal } from '@app/auth';
 import { ClientSignal, sendReply } from '@app/common';
+import { CacheDirectivesParam } from '@app/caching';
+import type { CacheDirectives } from '@app/caching';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto } from './openai.dto';
 import { OpenAIService } from './openai.service';
 
@@ -26,27 +28,29 @@ export class OpenAIController {
   @HttpCode(200)
   async completions(
     @Body() dto: CompletionRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
     @ClientSignal() signal: AbortSignal,
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.completions(dto, signal, caller));
+    return sendReply(res, await this.service.completions(dto, cache, signal, caller));
   }
 
   @Post('chat/completions')
   @HttpCode(200)
   async chat(
     @Body() dto: ChatCompletionRequestDto,
+    @CacheDirectivesParam() cache: CacheDirectives,
     @ClientSignal() signal: AbortSignal,
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.chat(dto, signal, caller));
+    return sendReply(res, await this.service.chat(dto, cache, signal, caller));
   }
 
   @Post('embeddings')
   @HttpCode(200)
-  embeddings(@Body() dto: EmbeddingRequestDto, @Caller() caller: Principal | undefined): Promise<object> {
-    return this.service.embeddings(dto, caller);
+  embeddings(@Body() dto: EmbeddingRequestDto): Promise<object> {
+    return this.service.embeddings(dto);
   }
 }

@@ -4,16 +4,22 @@ import { Principal } from '@app/auth';
 import { asArray, Reply } from '@app/common';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
+import { CacheDirectives, collectCompletion, ResponseCacheService } from '@app/caching';
+import { cacheableRequest } from '../cache/cacheable';
 import { UsageMeterService } from '../usage/usage-meter.service';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, SamplingDto } from './openai.dto';
 
 type Finish = 'stop' | 'length';
 
-/** OpenAI's wire format over the inference service, so the official SDKs work unchanged. */
+/**
+ * OpenAI's wire format over the inference service, so the official SDKs work unchanged; through
+ * the response caches, at the caller's priority, charged to the caller's token budget.
+ */
 @Injectable()
 export class OpenAIService {
   constructor(
     private readonly inference: InferenceService,
+    private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
   ) {}
 
@@ -27,13 +33,18 @@ export class OpenAIService {
     return this.#model(this.inference.model.id);
   }
 
-  async completions(dto: CompletionRequestDto, signal: AbortSignal, caller?: Principal): Promise<Reply> {
+  async completions(dto: CompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
-    const prompt = this.inference.prepareText(asArray(dto.prompt)[0], dto.max_tokens, 16);
+    const text = asArray(dto.prompt)[0];
+    const prompt = this.inference.prepareText(text, dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
+    const run = await this.cache.run(cacheableRequest('completions', request, text, dto.max_tokens), directives, () =>
+      this.#generate(request, signal, caller),
+    );
+    // A cached answer is a new response: fresh id and created time.
     const meta = { id: `cmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
-      const events = this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, prompt.promptTokens);
+      const events = run.events;
       const includeUsage = dto.stream_options?.include_usage === true;
       const chunk = (text: string, finish: Finish | null): object => ({
         ...meta,
@@ -44,6 +55,7 @@ export class OpenAIService {
       return {
         kind: 'sse',
         terminator: '[DONE]',
+        headers: run.headers,
         events: (async function* () {
           for await (const e of events) {
             if (e.kind === 'text') yield chunk(e.text, null);
@@ -55,36 +67,41 @@ export class OpenAIService {
         })(),
       };
     }
-    const r = await this.inference.complete(request, this.usage.submitOptions(caller, signal));
-    await this.usage.charge(caller, r.usage);
+    const r = await collectCompletion(run.events);
     return {
       kind: 'json',
+      headers: run.headers,
       body: {
         ...meta,
         object: 'text_completion',
         choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: finish(r.finishReason) }],
-        usage: this.#usage(r.usage, r.cachedPromptTokens),
+        usage: this.#usage(toUsage(r), r.cachedPromptTokens),
       },
     };
   }
 
-  async chat(dto: ChatCompletionRequestDto, signal: AbortSignal, caller?: Principal): Promise<Reply> {
+  async chat(dto: ChatCompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
     const messages: ChatMessage[] = dto.messages.map((m) => ({
       role: m.role,
       content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     }));
-    const prompt = this.inference.prepareChat(messages, dto.max_completion_tokens ?? dto.max_tokens);
+    const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
+    const prompt = this.inference.prepareChat(messages, requestedMax);
     const request = this.#request(dto, prompt);
-    const format = dto.response_format;
-    if (format && format.type !== 'text') {
+    const format = dto.response_format && dto.response_format.type !== 'text' ? dto.response_format : undefined;
+    if (format) {
       request.sampling.constraint = await this.inference.constraintFor(
         format.type === 'json_object' ? 'json' : (format.json_schema as { schema: object }).schema,
       );
     }
+    // The semantic cache compares whole conversations, roles included.
+    const conversation = messages.map((m) => `${m.role}: ${m.content}`).join('\n');
+    const cacheable = cacheableRequest('chat', request, conversation, requestedMax, format && JSON.stringify(format));
+    const run = await this.cache.run(cacheable, directives, () => this.#generate(request, signal, caller));
     const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
-      const events = this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, prompt.promptTokens);
+      const events = run.events;
       const includeUsage = dto.stream_options?.include_usage === true;
       const chunk = (delta: object, finish: Finish | null): object => ({
         ...meta,
@@ -96,6 +113,7 @@ export class OpenAIService {
       return {
         kind: 'sse',
         terminator: '[DONE]',
+        headers: run.headers,
         events: (async function* () {
           let first = true;
           for await (const e of events) {
@@ -112,10 +130,10 @@ export class OpenAIService {
         })(),
       };
     }
-    const r = await this.inference.complete(request, this.usage.submitOptions(caller, signal));
-    await this.usage.charge(caller, r.usage);
+    const r = await collectCompletion(run.events);
     return {
       kind: 'json',
+      headers: run.headers,
       body: {
         ...meta,
         object: 'chat.completion',
@@ -123,15 +141,14 @@ export class OpenAIService {
         choices: [
           { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finish(r.finishReason) },
         ],
-        usage: this.#usage(r.usage, r.cachedPromptTokens),
+        usage: this.#usage(toUsage(r), r.cachedPromptTokens),
       },
     };
   }
 
-  async embeddings(dto: EmbeddingRequestDto, caller?: Principal): Promise<object> {
+  async embeddings(dto: EmbeddingRequestDto): Promise<object> {
     this.inference.assertModel(dto.model);
     const { vectors, promptTokens } = await this.inference.embed(asArray(dto.input));
-    await this.usage.charge(caller, { total_tokens: promptTokens });
     const base64 = dto.encoding_format === 'base64';
     return {
       object: 'list',
@@ -144,6 +161,11 @@ export class OpenAIService {
       })),
       usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
     };
+  }
+
+  #generate(request: GenerationRequest, signal: AbortSignal, caller?: Principal) {
+    const events = this.inference.generate(request, this.usage.submitOptions(caller, signal));
+    return this.usage.meter(events, caller, request.prompt.promptTokens);
   }
 
   #request(dto: SamplingDto, prompt: PreparedPrompt): GenerationRequest {

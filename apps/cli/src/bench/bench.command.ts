@@ -1,9 +1,16 @@
-import { Command, CommandRunner } from 'nest-commander';
+import { Command } from 'nest-commander';
+import { BaseCommand } from '../base.command';
+import { CacheBenchCommand } from './cache-bench.command';
 import { InterferenceBenchCommand } from './interference-bench.command';
 import { ServingBenchCommand } from './serving-bench.command';
 
-@Command({ name: 'bench', description: 'Benchmarks (not part of CI)', subCommands: [ServingBenchCommand, InterferenceBenchCommand] })
-export class BenchCommand extends CommandRunner {
+/** Parent of the benchmarks; each prints ratios against a reference measured in the same run. */
+@Command({
+  name: 'bench',
+  description: 'Benchmarks that print ratios against a reference measured in the same run (not part of CI)',
+  subCommands: [ServingBenchCommand, InterferenceBenchCommand, CacheBenchCommand],
+})
+export class BenchCommand extends BaseCommand {
   async run(): Promise<void> {
     this.command.help();
   }

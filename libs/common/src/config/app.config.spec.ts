@@ -11,6 +11,15 @@ describe('AppConfig', () => {
     expect(c.threads).toBeGreaterThanOrEqual(1);
   });
 
+  it('parses the cache settings, the embedding model defaulting to the served one', () => {
+    const d = AppConfig.fromEnv({});
+    expect(d).toMatchObject({ redisUrl: undefined, cacheEnabled: true, cacheTtlSeconds: 3600, cacheMaxEntries: 10000, cacheSampled: false });
+    expect(d).toMatchObject({ semanticCacheEnabled: false, semanticCacheThreshold: 0.95, semanticCacheMaxEntries: 1000 });
+    expect(d.embeddingModelPath).toBe(d.modelPath);
+    const c = AppConfig.fromEnv({ REDIS_URL: 'rediss://u:p@host:6380/2', SEMANTIC_CACHE_THRESHOLD: '.9', EMBEDDING_MODEL_PATH: '/m/e.gguf' });
+    expect(c).toMatchObject({ redisUrl: 'rediss://u:p@host:6380/2', semanticCacheThreshold: 0.9, embeddingModelPath: '/m/e.gguf' });
+  });
+
   it('parses every kind of value', () => {
     const c = AppConfig.fromEnv({ PORT: '9000', GPU: 'CPU', THREADS: '3', API_KEYS: ' a, b ,,c', BODY_LIMIT: '512kb', AUTH_DISABLED: 'yes' });
     expect(c).toMatchObject({ port: 9000, gpu: 'cpu', threads: 3, apiKeys: ['a', 'b', 'c'], bodyLimit: 512 * 1024, authDisabled: true });
@@ -47,6 +56,12 @@ describe('AppConfig', () => {
     ['RATE_LIMIT_WINDOW_MS', '10'],
     ['KEY_DEFAULT_RPM', '-5'],
     ['HEALTH_PUBLIC', 'perhaps'],
+    ['CACHE_TTL_SECONDS', '0'],
+    ['CACHE_NAMESPACE', 'a/b'],
+    ['SEMANTIC_CACHE_THRESHOLD', '1.5'],
+    ['SEMANTIC_CACHE_THRESHOLD', '0'],
+    ['SEMANTIC_CACHE_THRESHOLD', 'high'],
+    ['SEMANTIC_CACHE_MAX_ENTRIES', '0'],
   ])('%s=%s is rejected with a message naming the variable', (name, value) => {
     let error: unknown;
     try {

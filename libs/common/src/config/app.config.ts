@@ -158,6 +158,32 @@ function bytes(name: string, fallback: string, doc: string): VarSpec<number> {
   return { doc, defaultText: fallback, parse };
 }
 
+function fraction(name: string, fallback: number, doc: string): VarSpec<number> {
+  return {
+    doc,
+    defaultText: String(fallback),
+    parse(raw) {
+      if (raw === undefined || raw.trim() === '') return fallback;
+      const n = /^\d*\.?\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+      if (!(n > 0 && n <= 1)) throw new ConfigError(name, 'must be a number greater than 0 and at most 1', raw);
+      return n;
+    },
+  };
+}
+
+function namespace(name: string, fallback: string, doc: string): VarSpec<string> {
+  return {
+    doc,
+    defaultText: fallback,
+    parse(raw) {
+      const v = raw === undefined || raw.trim() === '' ? fallback : raw.trim();
+      // Used in Redis SCAN patterns: glob characters would widen a flush beyond the namespace.
+      if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(v)) throw new ConfigError(name, 'must be 1-64 characters of A-Z a-z 0-9 _ . : -', raw);
+      return v;
+    },
+  };
+}
+
 /**
  * Every environment variable the server reads. A unit test checks that the README's configuration
  * table lists each of them with this default, so documentation and parsing cannot drift apart.
@@ -215,6 +241,19 @@ export const CONFIG_SPEC = {
   OTEL_EXPORTER_OTLP_ENDPOINT: url('OTEL_EXPORTER_OTLP_ENDPOINT',
     'OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); when set, traces are exported to <url>/v1/traces', ['http:', 'https:']),
   OTEL_SERVICE_NAME: str('llm-api', 'service.name of the exported traces'),
+  CACHE_ENABLED: bool('CACHE_ENABLED', true, 'Exact response cache (see Caches)'),
+  CACHE_TTL_SECONDS: int('CACHE_TTL_SECONDS', 1, 31536000, 3600, 'Lifetime of a cached response (exact and semantic)'),
+  CACHE_MAX_ENTRIES: int('CACHE_MAX_ENTRIES', 1, 10000000, 10000,
+    'Bound of the in-memory exact cache (LRU); with REDIS_URL, Redis\'s maxmemory policy bounds it'),
+  CACHE_SAMPLED: bool('CACHE_SAMPLED', false,
+    'Also cache sampled requests (temperature > 0 without a seed); per request: X-Cache-Sampled'),
+  CACHE_NAMESPACE: namespace('CACHE_NAMESPACE', 'llm-cache', 'Prefix of every cache key in Redis'),
+  CACHE_TIMEOUT_MS: int('CACHE_TIMEOUT_MS', 1, 60000, 250,
+    'Longest wait for one cache read or write; beyond it the request goes to the model'),
+  SEMANTIC_CACHE_ENABLED: bool('SEMANTIC_CACHE_ENABLED', false, 'Semantic cache: answer near-identical prompts from the cache'),
+  SEMANTIC_CACHE_THRESHOLD: fraction('SEMANTIC_CACHE_THRESHOLD', 0.95, 'Cosine similarity at or above which a cached answer is reused'),
+  SEMANTIC_CACHE_MAX_ENTRIES: int('SEMANTIC_CACHE_MAX_ENTRIES', 1, 1000000, 1000, 'Bound of the semantic cache (LRU)'),
+  EMBEDDING_MODEL_PATH: str('', 'GGUF model that embeds prompts for the semantic cache', 'MODEL_PATH'),
 } as const;
 
 type Spec = typeof CONFIG_SPEC;
@@ -263,6 +302,17 @@ export class AppConfig {
   readonly drainTimeoutMs: number;
   readonly otlpEndpoint: string | undefined;
   readonly otelServiceName: string;
+  readonly cacheEnabled: boolean;
+  readonly cacheTtlSeconds: number;
+  readonly cacheMaxEntries: number;
+  readonly cacheSampled: boolean;
+  readonly cacheNamespace: string;
+  readonly cacheTimeoutMs: number;
+  readonly semanticCacheEnabled: boolean;
+  readonly semanticCacheThreshold: number;
+  readonly semanticCacheMaxEntries: number;
+  /** Resolved path; MODEL_PATH when EMBEDDING_MODEL_PATH is unset. */
+  readonly embeddingModelPath: string;
 
   private constructor(p: Parsed) {
     this.modelPath = resolve(p.MODEL_PATH);
@@ -307,6 +357,16 @@ export class AppConfig {
     this.drainTimeoutMs = p.DRAIN_TIMEOUT_MS as number;
     this.otlpEndpoint = p.OTEL_EXPORTER_OTLP_ENDPOINT;
     this.otelServiceName = p.OTEL_SERVICE_NAME;
+    this.cacheEnabled = p.CACHE_ENABLED;
+    this.cacheTtlSeconds = p.CACHE_TTL_SECONDS as number;
+    this.cacheMaxEntries = p.CACHE_MAX_ENTRIES as number;
+    this.cacheSampled = p.CACHE_SAMPLED;
+    this.cacheNamespace = p.CACHE_NAMESPACE;
+    this.cacheTimeoutMs = p.CACHE_TIMEOUT_MS as number;
+    this.semanticCacheEnabled = p.SEMANTIC_CACHE_ENABLED;
+    this.semanticCacheThreshold = p.SEMANTIC_CACHE_THRESHOLD;
+    this.semanticCacheMaxEntries = p.SEMANTIC_CACHE_MAX_ENTRIES as number;
+    this.embeddingModelPath = p.EMBEDDING_MODEL_PATH ? resolve(p.EMBEDDING_MODEL_PATH) : this.modelPath;
   }
 
   /** Parses and validates; throws ConfigError naming the first bad variable. */

@@ -1,0 +1,38 @@
+import type { CacheableRequest } from '@app/caching';
+import type { GenerationRequest } from '@app/inference';
+
+/**
+ * A prepared generation as the response caches see it: resolved prompt tokens, max_tokens,
+ * sampling (greedy when unset, as the runtime does) and every stop string, the template's included.
+ */
+export function cacheableRequest(
+  endpoint: 'generate' | 'completions' | 'chat',
+  request: GenerationRequest,
+  text: string,
+  requestedMaxTokens: number | undefined,
+  /** The output constraint as text (response_format), when there is one. */
+  format?: string,
+): CacheableRequest {
+  const s = request.sampling;
+  return {
+    endpoint,
+    promptTokens: request.prompt.tokens,
+    billedPromptTokens: request.prompt.promptTokens,
+    maxTokens: request.prompt.maxTokens,
+    requestedMaxTokens: requestedMaxTokens ?? null,
+    sampling: {
+      temperature: s.temperature ?? 0,
+      topP: s.topP,
+      topK: s.topK,
+      minP: s.minP,
+      seed: s.seed,
+      repeatPenalty: s.repeatPenalty,
+      presencePenalty: s.presencePenalty,
+      frequencyPenalty: s.frequencyPenalty,
+      ignoreEos: s.ignoreEos,
+      format,
+    },
+    stop: [...request.prompt.templateStop, ...(request.stop ?? [])],
+    text,
+  };
+}
