@@ -151,7 +151,7 @@ describe('Scheduler', () => {
 
   it('rejects with queue_full (429, Retry-After) when slots and queue are full, never growing', async () => {
     const rt = new FakeRuntime(1, true);
-    const s = new Scheduler(rt, { queueMax: 2 });
+    const s = new Scheduler(rt, { queueMax: 2, coalesceMs: 0 });
     const running = [0, 1, 2].map(() => collect(s.submit(job(2))));
     await tick();
     expect(s.snapshot()).toMatchObject({ queueDepth: 2 });
@@ -166,7 +166,7 @@ describe('Scheduler', () => {
 
   it('serves higher priority first and equal priorities in arrival order', async () => {
     const rt = new FakeRuntime(1, true);
-    const s = new Scheduler(rt, { queueMax: 10 });
+    const s = new Scheduler(rt, { queueMax: 10, coalesceMs: 0 });
     const order: string[] = [];
     const run = (name: string, priority: number) => collect(s.submit(job(1, [priority + 1, 9]), { priority })).then(() => order.push(name));
     const all = [run('first', 0), run('low-a', 0), run('low-b', 0), run('high', 5), run('mid', 2)];
@@ -176,7 +176,7 @@ describe('Scheduler', () => {
 
   it('a request cancelled while queued leaves the queue at once', async () => {
     const rt = new FakeRuntime(1, true);
-    const s = new Scheduler(rt, { queueMax: 4 });
+    const s = new Scheduler(rt, { queueMax: 4, coalesceMs: 0 });
     const busy = collect(s.submit(job(5)));
     const controller = new AbortController();
     const queued = collect(s.submit(job(1), { signal: controller.signal })).catch((e: unknown) => e);
@@ -372,6 +372,33 @@ describe('Scheduler observer', () => {
     };
     const s = new Scheduler(new FakeRuntime(1), {}, { onQueueWait: boom, onFirstToken: boom, onInterToken: boom, onFinish: boom, onStateChange: boom, onStep: boom });
     expect(doneOf(await collect(s.submit(job(2))))).toMatchObject({ completionTokens: 2 });
+  });
+});
+
+describe('Scheduler arrival coalescing', () => {
+  it('requests arriving together (in separate ticks) share the first decode call', async () => {
+    const rt = new FakeRuntime(4);
+    const s = new Scheduler(rt, { coalesceMs: 20 });
+    const runs: Promise<TokenEvent[]>[] = [];
+    for (let i = 0; i < 4; i++) {
+      runs.push(collect(s.submit(job(2, prompt(5, i * 100)))));
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await Promise.all(runs);
+    expect(rt.batches[0].map((i) => i.slot)).toEqual([0, 1, 2, 3]);
+  });
+
+  it('short prompts are not throttled by prefillChunk; a long one is, while others stream', async () => {
+    const rt = new FakeRuntime(4, false, 512);
+    const s = new Scheduler(rt, { prefillChunk: 16, coalesceMs: 0 });
+    const streaming = s.submit(job(40, [1, 2, 3]))[Symbol.asyncIterator]();
+    await streaming.next();
+    const before = rt.batches.length;
+    const runs = [collect(s.submit(job(1, prompt(10, 100)))), collect(s.submit(job(1, prompt(12, 200)))), collect(s.submit(job(1, prompt(100, 300))))];
+    await Promise.all(runs);
+    for (let r = await streaming.next(); !r.done; r = await streaming.next());
+    const step = rt.batches.slice(before).find((b) => b.some((i) => i.slot !== 0)) as BatchItem[];
+    expect(step.map((i) => i.tokens.length)).toEqual([1, 10, 12, 16]);
   });
 });
 

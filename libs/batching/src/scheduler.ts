@@ -20,11 +20,17 @@ export interface SchedulerOptions {
   /** Longest wait for a slot in ms before 503. Default 30,000. */
   queueTimeoutMs?: number;
   /**
-   * Prompt tokens evaluated per step while other slots are generating. Bounds the pause a long
-   * prompt causes to running streams (their inter-token latency); with no stream running a
-   * prompt takes the whole batch. Default 128.
+   * Most tokens of a long prompt evaluated per step while other slots are generating: bounds the
+   * pause a long prompt causes to running streams (their inter-token latency). Prompts that fit
+   * in one chunk are not held back, and with no stream running a prompt takes the whole batch.
+   * Default 128.
    */
   prefillChunk?: number;
+  /**
+   * When the loop is idle, how long the first request waits for others arriving with it, so
+   * that they share the first decode call. Default 2 ms.
+   */
+  coalesceMs?: number;
   /**
    * Shortest prompt prefix worth copying from another slot's KV cache (or waiting for while
    * another slot is still evaluating it) instead of evaluating it again. Default 32 tokens.
@@ -116,6 +122,7 @@ export class Scheduler {
   readonly #queueTimeoutMs: number;
   readonly #prefillChunk: number;
   readonly #minShared: number;
+  readonly #coalesceMs: number;
   readonly #observer: SchedulerObserver;
   #accepting = true;
   #looping = false;
@@ -130,6 +137,7 @@ export class Scheduler {
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 30_000;
     this.#prefillChunk = Math.max(1, Math.min(options.prefillChunk ?? 128, runtime.batchSize));
     this.#minShared = Math.max(1, options.minSharedPrefix ?? 32);
+    this.#coalesceMs = Math.max(0, options.coalesceMs ?? 2);
     this.#observer = observer;
   }
 
@@ -262,7 +270,9 @@ export class Scheduler {
   #kick(): void {
     if (this.#looping) return;
     this.#looping = true;
-    void this.#loop().finally(() => {
+    const run =
+      this.#coalesceMs > 0 ? new Promise((r) => setTimeout(r, this.#coalesceMs)).then(() => this.#loop()) : this.#loop();
+    void run.finally(() => {
       this.#looping = false;
       // Work may have arrived between the last check and the flag reset.
       if (this.#hasWork()) this.#kick();
@@ -277,7 +287,8 @@ export class Scheduler {
   async #loop(): Promise<void> {
     while (this.#hasWork()) {
       this.#reap();
-      await this.#assignSlots();
+      const copying = this.#assignSlots();
+      if (copying) await copying;
       const items = this.#buildBatch();
       if (items.length === 0) {
         if (!this.#slots.some((s) => s.request !== null)) {
@@ -320,15 +331,22 @@ export class Scheduler {
   }
 
   /** Gives idle slots to queued requests, reusing or copying cached prefixes. */
-  async #assignSlots(): Promise<void> {
+  /**
+   * Gives idle slots to queued requests, reusing cached prefixes. Synchronous unless a prefix
+   * copy is needed: the next decode must start right after sampling, before the consumers of
+   * the tokens just produced run (their HTTP work then overlaps the decode).
+   */
+  #assignSlots(): Promise<void> | undefined {
+    const copies: (() => Promise<void>)[] = [];
+    const targets = new Set<number>();
     for (const [index, slot] of this.#slots.entries()) {
       const request = slot.request;
-      if (request?.waitFor) await this.#resolveWait(index, request);
+      if (request?.waitFor) this.#resolveWait(index, request, copies, targets);
     }
     while (this.#queue.size > 0) {
       const request = this.#queue.peek() as Request;
       const index = this.#bestIdleSlot(request.job.prompt);
-      if (index < 0) return;
+      if (index < 0) break;
       this.#queue.poll();
       const slot = this.#slots[index];
       slot.request = request;
@@ -339,17 +357,19 @@ export class Scheduler {
       this.#runtime.configure(index, request.job.sampling, request.job.prompt);
       const prompt = request.job.prompt;
       const own = this.#reusable(prompt, slot.cached);
-      let reuse = own;
-      const donor = this.#bestDonor(index, prompt, own);
-      if (donor && this.#runtime.copyPrefix) {
-        if (donor.ready) {
-          reuse = await this.#copy(donor.slot, index, donor.length);
-        } else {
-          request.waitFor = { slot: donor.slot, length: donor.length };
-        }
+      this.#startPrefill(index, request, own);
+      const donor = this.#runtime.copyPrefix ? this.#bestDonor(index, prompt, own, targets) : null;
+      if (donor?.ready) {
+        targets.add(index);
+        copies.push(async () => this.#startPrefill(index, request, await this.#copy(donor.slot, index, donor.length)));
+      } else if (donor) {
+        request.waitFor = { slot: donor.slot, length: donor.length };
       }
-      this.#startPrefill(index, request, reuse);
     }
+    if (copies.length === 0) return undefined;
+    return (async () => {
+      for (const copy of copies) await copy();
+    })();
   }
 
   /** Longest usable prefix: the last prompt token is always evaluated (its logits start generation). */
@@ -361,10 +381,11 @@ export class Scheduler {
   }
 
   /** Another slot that holds (ready) or is evaluating (not ready) a longer prefix of `prompt`. */
-  #bestDonor(target: number, prompt: readonly number[], own: number): { slot: number; length: number; ready: boolean } | null {
+  #bestDonor(target: number, prompt: readonly number[], own: number, busy: ReadonlySet<number>): { slot: number; length: number; ready: boolean } | null {
     let best: { slot: number; length: number; ready: boolean } | null = null;
     for (const [i, s] of this.#slots.entries()) {
-      if (i === target || s.state === SlotState.Draining) continue;
+      // A slot about to receive a copy this round has no settled contents to give.
+      if (i === target || s.state === SlotState.Draining || busy.has(i)) continue;
       const ready = this.#reusable(prompt, s.cached);
       if (ready >= own + this.#minShared && ready > (best?.length ?? 0)) best = { slot: i, length: ready, ready: true };
       const r = s.request;
@@ -379,7 +400,7 @@ export class Scheduler {
     return best;
   }
 
-  async #resolveWait(index: number, request: Request): Promise<void> {
+  #resolveWait(index: number, request: Request, copies: (() => Promise<void>)[], targets: Set<number>): void {
     const wait = request.waitFor as { slot: number; length: number };
     const donor = this.#slots[wait.slot];
     const prompt = request.job.prompt;
@@ -387,10 +408,9 @@ export class Scheduler {
     const stillComing = donor.state === SlotState.Prefill && donor.request !== null && this.#reusable(prompt, donor.request.job.prompt) >= wait.length;
     if (have < wait.length && stillComing) return;
     request.waitFor = null;
-    const own = request.cachedPromptTokens;
-    if (have >= own + this.#minShared) {
-      const reuse = await this.#copy(wait.slot, index, have);
-      this.#startPrefill(index, request, reuse);
+    if (have >= request.cachedPromptTokens + this.#minShared && !targets.has(wait.slot)) {
+      targets.add(index);
+      copies.push(async () => this.#startPrefill(index, request, await this.#copy(wait.slot, index, have)));
     }
   }
 
@@ -425,14 +445,20 @@ export class Scheduler {
         items.push({ slot: index, tokens: [r.next], position: slot.cached.length, logits: true });
       }
     }
-    let budget = Math.min(this.#runtime.batchSize - items.length, items.length > 0 ? this.#prefillChunk : this.#runtime.batchSize);
+    // Decode first; then whole short prompts; a long prompt gets at most prefillChunk tokens a
+    // step while others are streaming, so their next token is never more than a chunk away.
+    let budget = this.#runtime.batchSize - items.length;
+    let longBudget = items.length > 0 ? this.#prefillChunk : budget;
     for (const [index, slot] of this.#slots.entries()) {
       const r = slot.request;
       if (budget <= 0) break;
       if (slot.state !== SlotState.Prefill || !r || r.cancelled || r.waitFor || r.pending.length === 0) continue;
-      const n = Math.min(r.pending.length, budget);
+      const short = r.pending.length <= this.#prefillChunk;
+      const n = Math.min(r.pending.length, budget, short ? budget : longBudget);
+      if (n <= 0) continue;
       items.push({ slot: index, tokens: r.pending.slice(0, n), position: slot.cached.length, logits: n === r.pending.length });
       budget -= n;
+      if (!short) longBudget -= n;
     }
     // Slot order keeps llama.cpp from splitting the step into several micro-batches.
     return items.sort((a, b) => a.slot - b.slot);

@@ -13,6 +13,8 @@ export const METRIC = {
 
   timeToFirstToken: 'llm_time_to_first_token_seconds',
   interTokenLatency: 'llm_inter_token_latency_seconds',
+  batchStep: 'llm_batch_step_seconds',
+  batchTokens: 'llm_batch_tokens',
   queueWait: 'llm_queue_wait_seconds',
   promptTokens: 'llm_prompt_tokens_total',
   promptTokensCached: 'llm_prompt_tokens_cached_total',
@@ -69,6 +71,16 @@ export const METRIC_PROVIDERS = [
     name: METRIC.interTokenLatency,
     help: 'Time between two generated tokens of one request (seconds)',
     buckets: INTER_TOKEN_BUCKETS,
+  }),
+  makeHistogramProvider({
+    name: METRIC.batchStep,
+    help: 'Duration of one decode call of the continuous-batching loop (all slots together), in seconds',
+    buckets: INTER_TOKEN_BUCKETS,
+  }),
+  makeHistogramProvider({
+    name: METRIC.batchTokens,
+    help: 'Tokens evaluated by one decode call (generated tokens of every streaming slot plus prompt chunks)',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
   }),
   makeHistogramProvider({ name: METRIC.queueWait, help: 'Time a request waited for a free slot (seconds)', buckets: QUEUE_WAIT_BUCKETS }),
   makeCounterProvider({ name: METRIC.promptTokens, help: 'Prompt tokens of finished generations (BOS included)', labelNames: ['model'] }),

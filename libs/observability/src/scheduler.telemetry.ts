@@ -64,6 +64,8 @@ export class SchedulerTelemetry {
     @InjectMetric(METRIC.timeToFirstToken) private readonly ttft: Histogram,
     @InjectMetric(METRIC.interTokenLatency) private readonly interToken: Histogram,
     @InjectMetric(METRIC.queueWait) private readonly queueWait: Histogram,
+    @InjectMetric(METRIC.batchStep) private readonly batchStep: Histogram,
+    @InjectMetric(METRIC.batchTokens) private readonly batchTokens: Histogram,
     @InjectMetric(METRIC.tokensGenerated) private readonly tokensGenerated: Counter<'model'>,
     @InjectMetric(METRIC.promptTokens) private readonly promptTokens: Counter<'model'>,
     @InjectMetric(METRIC.promptTokensCached) private readonly promptTokensCached: Counter<'model'>,
@@ -104,6 +106,11 @@ export class SchedulerTelemetry {
     }
     this.#pending.push({ ...acquisition, reportedAt: now });
     if (this.#pending.length > MAX_PENDING) this.#pending.splice(0, this.#pending.length - MAX_PENDING);
+  }
+
+  onStep(tokens: number, ms: number): void {
+    this.batchStep.observe(ms / 1000);
+    this.batchTokens.observe(tokens);
   }
 
   onRejected(code: string): void {

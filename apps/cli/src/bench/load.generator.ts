@@ -1,3 +1,6 @@
+/** The engine is what is measured: never answer from (or fill) the response cache. llama.cpp's server ignores the header. */
+const BYPASS_CACHE = { 'Cache-Control': 'no-cache, no-store' } as const;
+
 /** One streaming load run against an OpenAI-compatible `/v1/completions` endpoint. */
 export interface LoadOptions {
   /** Base URL, e.g. http://127.0.0.1:8000. */
@@ -46,7 +49,7 @@ async function streamOne(o: LoadOptions, i: number): Promise<{ ttft: number; gap
   const started = performance.now();
   const res = await fetch(`${o.url}/v1/completions`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) },
+    headers: { 'Content-Type': 'application/json', ...BYPASS_CACHE, ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) },
     body: JSON.stringify({
       prompt: o.prompt(i),
       max_tokens: o.maxTokens,
@@ -160,7 +163,7 @@ export interface InterferenceResult {
  * reports the running streams' inter-token gaps before and during its evaluation.
  */
 export async function runInterference(o: { url: string; apiKey?: string; streams: number; promptTokens: number; body?: Record<string, unknown> }): Promise<InterferenceResult> {
-  const headers = { 'Content-Type': 'application/json', ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) };
+  const headers = { 'Content-Type': 'application/json', ...BYPASS_CACHE, ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) };
   const stamps: number[][] = Array.from({ length: o.streams }, () => []);
   let started = 0;
   let allStreaming: () => void = () => undefined;

@@ -64,9 +64,13 @@ export class ServingBenchCommand extends CommandRunner {
       for (const concurrency of levels) {
         const requests = o.requests ?? Math.max(8, concurrency * 3);
         log(`  ${server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokens} tokens (${workload})...`);
-        const result = await runLoad({ url: server.url, apiKey, concurrency, requests, maxTokens, prompt });
+        // Each level gets prompts no earlier level sent: a server's prompt cache from the previous
+        // level must not stand in for prefill (llama.cpp's server keeps prompt states in RAM).
+        const offset = 1000 * (levels.indexOf(concurrency) + 1);
+        const result = await runLoad({ url: server.url, apiKey, concurrency, requests, maxTokens, prompt: (i) => prompt(offset + i) });
         rows.push({ target: server.label, concurrency, result });
         log(`    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p99 ${result.ttftMs.p99.toFixed(0)} ms, errors ${result.errors}`);
+        for (const sample of result.errorSamples) log(`    error: ${sample}`);
       }
     };
 
