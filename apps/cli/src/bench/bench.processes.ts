@@ -1,24 +1,13 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { projectRoot } from '@app/common';
+import { freePort, startBenchServer } from './bench.support';
 
 export interface RunningServer {
   readonly url: string;
   readonly label: string;
   stop(): Promise<void>;
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
 }
 
 async function waitHealthy(url: string, child: ChildProcess, log: () => string, isReady: (body: unknown) => boolean, ms = 300_000): Promise<void> {
@@ -54,37 +43,20 @@ export interface EngineSettings {
   readonly batchSize: number;
 }
 
-/** Our server, the compiled entry point, in its own process. */
+/** Our server, the compiled entry point, in its own process, with the engine settings given. */
 export async function startOurs(s: EngineSettings, env: Record<string, string> = {}): Promise<RunningServer & { apiKey: string }> {
-  const port = await freePort();
-  const apiKey = 'sk-bench-local';
-  const main = join(projectRoot(), 'dist', 'apps', 'api', 'src', 'main.js');
-  const child = spawn(process.execPath, [main], {
-    cwd: projectRoot(),
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MODEL_PATH: s.model,
-      PARALLEL_SLOTS: String(s.slots),
-      THREADS: String(s.threads),
-      CONTEXT_SIZE: String(s.contextPerSlot),
-      BATCH_SIZE: String(s.batchSize),
-      QUEUE_MAX: '10000',
-      QUEUE_TIMEOUT_MS: '3600000',
-      API_KEYS: apiKey,
-      LOG_LEVEL: 'warn',
-      GPU: process.env.GPU ?? 'auto',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const server = await startBenchServer({
+    MODEL_PATH: s.model,
+    PARALLEL_SLOTS: String(s.slots),
+    THREADS: String(s.threads),
+    CONTEXT_SIZE: String(s.contextPerSlot),
+    BATCH_SIZE: String(s.batchSize),
+    QUEUE_MAX: '10000',
+    QUEUE_TIMEOUT_MS: '3600000',
+    GPU: process.env.GPU ?? 'auto',
+    ...env,
   });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-  child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-  const url = `http://127.0.0.1:${port}`;
-  await waitHealthy(url, child, () => out, (b) => (b as { model_loaded?: boolean }).model_loaded === true);
-  return { url, label: 'this server', apiKey, stop: stopper(child) };
+  return { url: server.url, label: 'this server', apiKey: server.key, stop: () => server.stop() };
 }
 
 /** Path of llama.cpp's server built from node-llama-cpp's bundled source (built and cached on first use). */

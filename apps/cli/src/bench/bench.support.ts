@@ -39,9 +39,10 @@ function processCpuMs(pid: number | undefined): number | null {
 
 /**
  * Starts the compiled API server (dist/, as `npm start` runs it) in its own process, so that the
- * load generator here and the server do not share an event loop.
+ * load generator here and the server do not share an event loop. Rate limits are off (the
+ * benchmark is the only client) unless `env` sets them; `loadTimeoutMs` bounds the model load.
  */
-export async function startBenchServer(env: Record<string, string>): Promise<BenchServer> {
+export async function startBenchServer(env: Record<string, string>, loadTimeoutMs = 600_000): Promise<BenchServer> {
   const port = await freePort();
   const key = 'sk-bench-0123456789abcdef';
   const main = join(projectRoot(), 'dist', 'apps', 'api', 'src', 'main.js');
@@ -55,6 +56,11 @@ export async function startBenchServer(env: Record<string, string>): Promise<Ben
       AUTH_DISABLED: 'false',
       LOG_LEVEL: 'warn',
       DATA_DIR: mkdtempSync(join(tmpdir(), 'llm-bench-')),
+      RATE_LIMIT_IP_RPM: '0',
+      RATE_LIMIT_IP_STREAM_RPM: '0',
+      KEY_DEFAULT_RPM: '0',
+      KEY_DEFAULT_TPM: '0',
+      KEY_DEFAULT_CONCURRENCY: '0',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -63,7 +69,7 @@ export async function startBenchServer(env: Record<string, string>): Promise<Ben
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = `http://127.0.0.1:${port}`;
-  const until = Date.now() + 60_000;
+  const until = Date.now() + loadTimeoutMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode}: ${stderr}`);
     try {
@@ -72,7 +78,7 @@ export async function startBenchServer(env: Record<string, string>): Promise<Ben
     } catch {
       /* not listening yet */
     }
-    if (Date.now() > until) throw new Error(`server did not load its model in 60 s: ${stderr}`);
+    if (Date.now() > until) throw new Error(`server did not load its model in ${loadTimeoutMs / 1000} s: ${stderr}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
