@@ -7,7 +7,7 @@ import { AppConfig } from '@app/common';
 import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
-import { ChatMessage, EmbeddingResult, ModelDescriptor, RenderedChat } from './inference.types';
+import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
 
 type Lib = typeof NodeLlamaCpp;
 
@@ -409,6 +409,21 @@ export class LlamaAdapter {
     const result = this.#embedLock.then(run, run);
     this.#embedLock = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * Tokenizer of the model that `embed(…, modelPath)` uses (the served model, or the other GGUF,
+   * loaded on first use), and the most tokens one embedding input may have.
+   */
+  async embeddingTokenizer(modelPath?: string): Promise<EmbeddingTokenizer> {
+    const model =
+      modelPath === undefined || modelPath === this.config.modelPath ? this.#requireModel() : (await this.#otherEmbedder(modelPath)).model;
+    const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? 1 : 0;
+    return {
+      tokenize: (text) => model.tokenize(text) as number[],
+      detokenize: (tokens) => model.detokenize(tokens as NodeLlamaCpp.Token[], false),
+      maxTokens: Math.min(model.trainContextSize, 2048) - bos,
+    };
   }
 
   /** A second model used only for embeddings, loaded once on first use (on the CPU). */
