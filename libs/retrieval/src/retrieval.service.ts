@@ -129,6 +129,12 @@ export class RetrievalService implements OnApplicationShutdown {
     return { document_id: documentId, chunks: chunks.length, tokens: chunks.reduce((n, c) => n + c.tokens, 0) - overlap * (chunks.length - 1) };
   }
 
+  /** Removes a document's chunks; returns how many there were. */
+  async deleteDocument(name: string, documentId: string): Promise<number> {
+    await this.getCollection(name);
+    return this.store.deleteDocument(name, documentId);
+  }
+
   async query(name: string, q: RetrievalQuery): Promise<SearchHit[]> {
     await this.getCollection(name);
     if (q.query.trim().length === 0) {
