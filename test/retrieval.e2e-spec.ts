@@ -26,7 +26,13 @@ describe('retrieval: collections, documents, queries and grounded generation on 
   const auth = (key = t.key): Record<string, string> => ({ Authorization: `Bearer ${key}` });
 
   beforeAll(async () => {
-    t = await startTestApp({ RETRIEVAL_CHUNK_TOKENS: '16', RETRIEVAL_CHUNK_OVERLAP: '4', RETRIEVAL_UPLOAD_LIMIT: '8kb' });
+    t = await startTestApp({
+      RETRIEVAL_CHUNK_TOKENS: '16',
+      RETRIEVAL_CHUNK_OVERLAP: '4',
+      RETRIEVAL_UPLOAD_LIMIT: '8kb',
+      // On, so that the cache test shows that it does not reuse an answer made from other chunks.
+      SEMANTIC_CACHE_ENABLED: 'true',
+    });
     inference = t.app.get(InferenceService);
     await request(t.url).post('/v1/collections').set(auth()).send({ name: 'kb' }).expect(201);
     for (const doc of CORPUS) await request(t.url).post('/v1/collections/kb/documents').set(auth()).send(doc).expect(201);
@@ -121,7 +127,7 @@ describe('retrieval: collections, documents, queries and grounded generation on 
     expect(last).toMatchObject({ done: true, sources: res.body.sources });
   });
 
-  it('the exact cache keys on the retrieved context: new chunks in the collection mean a new answer', async () => {
+  it('the exact and semantic caches key on the retrieved context: new chunks in the collection mean a new answer', async () => {
     await request(t.url).post('/v1/collections').set(auth()).send({ name: 'cachekb' }).expect(201);
     await request(t.url).post('/v1/collections/cachekb/documents').set(auth()).send(CORPUS[0]).expect(201);
     const body = { prompt: 'Tell me about the pond', max_tokens: 6, temperature: 0, retrieval: { collection: 'cachekb', top_k: 1, min_score: -1 } };
@@ -133,6 +139,7 @@ describe('retrieval: collections, documents, queries and grounded generation on 
     // A document that matches the prompt better changes the context, hence the key.
     await request(t.url).post('/v1/collections/cachekb/documents').set(auth()).send({ id: 'pond', text: 'Tell me about the pond' }).expect(201);
     const after = await request(t.url).post('/v1/generate').set(auth()).send(body).expect(200);
+    // Not even a semantic hit, although the prompt text is identical (the semantic cache is on).
     expect(after.headers['x-cache']).toBe('MISS');
     expect(after.body.sources[0].document_id).toBe('pond');
   });

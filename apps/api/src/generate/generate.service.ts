@@ -75,7 +75,7 @@ export class GenerateService {
     const retrieved = await retrieveFor(this.retrieval, dto.retrieval, dto.prompt);
     const prompt = promptWithContext(dto.prompt, retrieved);
     const request = this.#request(dto, prompt);
-    const run = await this.cache.run(cacheableRequest('generate', request, prompt, dto.max_tokens), directives, () =>
+    const run = await this.cache.run(cacheableRequest('generate', request, dto.prompt, dto.max_tokens, undefined, retrieved?.context), directives, () =>
       this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, request.prompt.promptTokens),
     );
     return { run, sources: retrieved?.sources };

@@ -40,10 +40,11 @@ export class OpenAIService {
     this.inference.assertModel(dto.model);
     const retrieved = await retrieveFor(this.retrieval, dto.retrieval, asArray(dto.prompt)[0]);
     const sources = retrieved ? { sources: retrieved.sources } : {};
-    const text = promptWithContext(asArray(dto.prompt)[0], retrieved);
-    const prompt = this.inference.prepareText(text, dto.max_tokens, 16);
+    const text = asArray(dto.prompt)[0];
+    const prompt = this.inference.prepareText(promptWithContext(text, retrieved), dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
-    const run = await this.cache.run(cacheableRequest('completions', request, text, dto.max_tokens), directives, () =>
+    const cacheable = cacheableRequest('completions', request, text, dto.max_tokens, undefined, retrieved?.context);
+    const run = await this.cache.run(cacheable, directives, () =>
       this.#generate(request, signal, caller),
     );
     // A cached answer is a new response: fresh id and created time.
@@ -107,8 +108,8 @@ export class OpenAIService {
       );
     }
     // The semantic cache compares whole conversations, roles included.
-    const conversation = messages.map((m) => `${m.role}: ${m.content}`).join('\n');
-    const cacheable = cacheableRequest('chat', request, conversation, requestedMax, format && JSON.stringify(format));
+    const conversation = asked.map((m) => `${m.role}: ${m.content}`).join('\n');
+    const cacheable = cacheableRequest('chat', request, conversation, requestedMax, format && JSON.stringify(format), retrieved?.context);
     const run = await this.cache.run(cacheable, directives, () => this.#generate(request, signal, caller));
     const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
