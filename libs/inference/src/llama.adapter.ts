@@ -389,6 +389,7 @@ export class LlamaAdapter {
         limit = Math.min(tokenizer.trainContextSize, 2048);
       }
       const bos = tokenizer.tokens.shouldPrependBosToken && tokenizer.tokens.bos !== null ? 1 : 0;
+      limit = usableEmbeddingTokens(limit);
       let promptTokens = 0;
       const vectors: Float32Array[] = [];
       for (const [index, text] of texts.entries()) {
@@ -422,7 +423,7 @@ export class LlamaAdapter {
     return {
       tokenize: (text) => model.tokenize(text) as number[],
       detokenize: (tokens) => model.detokenize(tokens as NodeLlamaCpp.Token[], false),
-      maxTokens: Math.min(model.trainContextSize, 2048) - bos,
+      maxTokens: usableEmbeddingTokens(Math.min(model.trainContextSize, 2048)) - bos,
     };
   }
 
@@ -461,4 +462,12 @@ export class LlamaAdapter {
     if (!this.#model) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
     return this.#model;
   }
+}
+
+/**
+ * Tokens (BOS included) one embedding input may have in a context of `contextSize`:
+ * node-llama-cpp refuses an input that fills the context, and may append an end token.
+ */
+function usableEmbeddingTokens(contextSize: number): number {
+  return contextSize - 2;
 }

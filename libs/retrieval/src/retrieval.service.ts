@@ -140,7 +140,7 @@ export class RetrievalService implements OnApplicationShutdown {
     if (q.query.trim().length === 0) {
       throw new RetrievalException(RetrievalErrorCode.EmptyDocument, 'The query has no text', { param: 'query' });
     }
-    const [vector] = await this.embedder.embed([q.query]);
+    const [vector] = await this.embedder.embed([await this.#fitEmbedding(q.query)]);
     return this.store.search(name, vector, { topK: q.topK ?? DEFAULT_TOP_K, minScore: q.minScore ?? DEFAULT_MIN_SCORE, filter: q.filter });
   }
 
@@ -154,7 +154,15 @@ export class RetrievalService implements OnApplicationShutdown {
     await this.store.close();
   }
 
-  #embeddingDimension(): Promise<number> {
+  /** A question longer than the embedding context is searched by its beginning rather than refused. */
+  async #fitEmbedding(text: string): Promise<string> {
+    const tokenizer = await this.embedder.tokenizer();
+    if (tokenizer.maxTokens === undefined) return text;
+    const tokens = tokenizer.tokenize(text);
+    return tokens.length <= tokenizer.maxTokens ? text : tokenizer.detokenize(tokens.slice(0, tokenizer.maxTokens));
+  }
+
+    #embeddingDimension(): Promise<number> {
     this.#dimension ??= this.embedder.embed(['dimension probe']).then(([v]) => v.length);
     this.#dimension.catch(() => (this.#dimension = null));
     return this.#dimension;
