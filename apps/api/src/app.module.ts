@@ -7,6 +7,7 @@ import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OpenAIModule } from './openai/openai.module';
+import { RetrievalApiModule } from './retrieval/retrieval-api.module';
 
 @Module({
   imports: [
@@ -14,6 +15,7 @@ import { OpenAIModule } from './openai/openai.module';
     ObservabilityModule,
     AuthModule.forServer(),
     ResponseCacheModule,
+    RetrievalApiModule,
     HealthModule,
     MetricsModule,
     GenerateModule,

@@ -1,5 +1,6 @@
 import type { NestExpressApplication } from '@nestjs/platform-express';
-import { json } from 'express';
+import { json, text } from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
 import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonOnly } from '@app/common';
@@ -19,10 +20,27 @@ export function configureApp(app: NestExpressApplication): void {
   // First, so that requests refused before routing (413, 415) are counted and timed too.
   app.use(app.get(HttpTelemetry).middleware);
   app.use(helmet({ contentSecurityPolicy: false }));
-  app.use(jsonOnly);
+  // Document uploads: JSON or a plain-text body, up to RETRIEVAL_UPLOAD_LIMIT; parsed here, so
+  // the global JSON parser below leaves them alone.
+  app.use((req: Request, res: Response, next: NextFunction) =>
+    req.method === 'POST' && DOCUMENTS_PATH.test(req.path) && req.is('text/plain') ? next() : jsonOnly(req, res, next),
+  );
+  app.use(DOCUMENTS_PATH, json({ limit: config.retrievalUploadLimit + 64 * 1024, strict: true }));
+  app.use(DOCUMENTS_PATH, text({ type: 'text/plain', limit: config.retrievalUploadLimit }), plainTextDocument);
   app.use(json({ limit: config.bodyLimit, strict: true }));
   app.use(bodyParserErrors);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   app.enableShutdownHooks();
+}
+
+const DOCUMENTS_PATH = /^\/v1\/collections\/[^/]+\/documents\/?$/;
+
+/** A `text/plain` upload becomes the JSON form `{text, id}` (`?id=` names the document). */
+function plainTextDocument(req: Request, _res: Response, next: NextFunction): void {
+  if (typeof req.body === 'string') {
+    const id = typeof req.query.id === 'string' ? req.query.id : undefined;
+    req.body = { text: req.body, ...(id === undefined ? {} : { id }) };
+  }
+  next();
 }

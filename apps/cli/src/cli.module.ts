@@ -10,6 +10,15 @@ import { CacheAdminClient } from './cache/cache-admin.client';
 import { CacheCommand, CacheFlushCommand, CacheStatsCommand } from './cache/cache.command';
 import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
+import { RetrievalClient } from './retrieval/retrieval.client';
+import {
+  CollectionsCommand,
+  CollectionsCreateCommand,
+  CollectionsDeleteCommand,
+  CollectionsListCommand,
+  DocsAddCommand,
+  DocsCommand,
+} from './retrieval/retrieval.command';
 
 /** The model is not imported here: `model info` loads it lazily, so other commands start fast. */
 @Module({
@@ -27,6 +36,13 @@ import { ModelCommand, ModelInfoCommand } from './model-info.command';
     CacheCommand,
     CacheStatsCommand,
     CacheFlushCommand,
+    RetrievalClient,
+    CollectionsCommand,
+    CollectionsListCommand,
+    CollectionsCreateCommand,
+    CollectionsDeleteCommand,
+    DocsCommand,
+    DocsAddCommand,
     BenchCommand,
     ServingBenchCommand,
     InterferenceBenchCommand,

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 
-/** What a key may do. Generation routes need `generate`; `admin` guards operator routes. */
-export const SCOPES = ['generate', 'admin'] as const;
+/** What a key may do. Generation routes need `generate`; `retrieval` adds and deletes collections and documents; `admin` guards operator routes. */
+export const SCOPES = ['generate', 'retrieval', 'admin'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /**

@@ -11,7 +11,7 @@ import {
 } from '@app/batching';
 import type { RequestOutcome, SchedulerObserver } from '@app/batching';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
-import { ChatMessage, EmbeddingResult, ModelDescriptor } from './inference.types';
+import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor } from './inference.types';
 import { LlamaAdapter } from './llama.adapter';
 import { TokenTextDecoder } from './token-text.decoder';
 
@@ -228,6 +228,12 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   embed(texts: readonly string[], options: { modelPath?: string } = {}): Promise<EmbeddingResult> {
     this.#assertReady();
     return this.adapter.embed(texts, options.modelPath);
+  }
+
+  /** Tokenizer of the model that `embed(texts, { modelPath })` uses. */
+  embeddingTokenizer(options: { modelPath?: string } = {}): Promise<EmbeddingTokenizer> {
+    this.#assertReady();
+    return this.adapter.embeddingTokenizer(options.modelPath);
   }
 
   /** Tokens generated since start, aborted generations included. */

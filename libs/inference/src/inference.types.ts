@@ -35,6 +35,14 @@ export interface RenderedChat {
   readonly stop: string[];
 }
 
+/** The embedding model's tokenizer: chunkers cut documents on its token boundaries. */
+export interface EmbeddingTokenizer {
+  tokenize(text: string): number[];
+  detokenize(tokens: readonly number[]): string;
+  /** Most tokens one embedding input may have (BOS excluded). */
+  readonly maxTokens: number;
+}
+
 export interface EmbeddingResult {
   readonly vectors: Float32Array[];
   readonly promptTokens: number;

@@ -7,7 +7,7 @@ import { AppConfig } from '@app/common';
 import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
-import { ChatMessage, EmbeddingResult, ModelDescriptor, RenderedChat } from './inference.types';
+import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
 
 type Lib = typeof NodeLlamaCpp;
 
@@ -389,6 +389,7 @@ export class LlamaAdapter {
         limit = Math.min(tokenizer.trainContextSize, 2048);
       }
       const bos = tokenizer.tokens.shouldPrependBosToken && tokenizer.tokens.bos !== null ? 1 : 0;
+      limit = usableEmbeddingTokens(limit);
       let promptTokens = 0;
       const vectors: Float32Array[] = [];
       for (const [index, text] of texts.entries()) {
@@ -409,6 +410,21 @@ export class LlamaAdapter {
     const result = this.#embedLock.then(run, run);
     this.#embedLock = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * Tokenizer of the model that `embed(…, modelPath)` uses (the served model, or the other GGUF,
+   * loaded on first use), and the most tokens one embedding input may have.
+   */
+  async embeddingTokenizer(modelPath?: string): Promise<EmbeddingTokenizer> {
+    const model =
+      modelPath === undefined || modelPath === this.config.modelPath ? this.#requireModel() : (await this.#otherEmbedder(modelPath)).model;
+    const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? 1 : 0;
+    return {
+      tokenize: (text) => model.tokenize(text) as number[],
+      detokenize: (tokens) => model.detokenize(tokens as NodeLlamaCpp.Token[], false),
+      maxTokens: usableEmbeddingTokens(Math.min(model.trainContextSize, 2048)) - bos,
+    };
   }
 
   /** A second model used only for embeddings, loaded once on first use (on the CPU). */
@@ -446,4 +462,12 @@ export class LlamaAdapter {
     if (!this.#model) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
     return this.#model;
   }
+}
+
+/**
+ * Tokens (BOS included) one embedding input may have in a context of `contextSize`:
+ * node-llama-cpp refuses an input that fills the context, and may append an end token.
+ */
+function usableEmbeddingTokens(contextSize: number): number {
+  return contextSize - 2;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { CacheableRequest } from '@app/caching';
 import type { GenerationRequest } from '@app/inference';
 
@@ -12,6 +13,13 @@ export function cacheableRequest(
   requestedMaxTokens: number | undefined,
   /** The output constraint as text (response_format), when there is one. */
   format?: string,
+  /**
+   * The context block that retrieval put into the prompt. It is in the prompt tokens already
+   * (the exact key); its hash also scopes the semantic cache, which compares only `text` (the
+   * caller's own prompt): a near-identical question is answered from the cache only when the
+   * same chunks were retrieved.
+   */
+  retrievedContext?: string,
 ): CacheableRequest {
   const s = request.sampling;
   return {
@@ -31,6 +39,7 @@ export function cacheableRequest(
       frequencyPenalty: s.frequencyPenalty,
       ignoreEos: s.ignoreEos,
       format,
+      retrieval: retrievedContext ? createHash('sha256').update(retrievedContext).digest('hex').slice(0, 32) : undefined,
     },
     stop: [...request.prompt.templateStop, ...(request.stop ?? [])],
     text,

@@ -1,5 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNumber, IsOptional, IsString, Length, Max, MaxLength, Min, MinLength } from 'class-validator';
+import { Type } from 'class-transformer';
+import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNumber, IsObject, IsOptional, IsString, Length, Max, MaxLength, Min, MinLength, ValidateNested } from 'class-validator';
+import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 
 /** The seed's request contract (chapter 23.1.2), bounds included. */
 export class GenerateRequestDto {
@@ -47,4 +49,11 @@ export class GenerateRequestDto {
   @IsOptional()
   @IsBoolean()
   ignore_eos: boolean = false;
+
+  @ApiPropertyOptional({ type: () => RetrievalOptionDto, description: 'Ground the answer in a collection: its best chunks go into the prompt; the response lists them as sources' })
+  @IsOptional()
+  @IsObject()
+  @ValidateNested()
+  @Type(() => RetrievalOptionDto)
+  retrieval?: RetrievalOptionDto;
 }

@@ -4,7 +4,9 @@ import { Principal } from '@app/auth';
 import { Reply } from '@app/common';
 import { CacheDirectives, CachedRun, collectCompletion, ResponseCacheService } from '@app/caching';
 import { GenerationRequest, InferenceService, toUsage } from '@app/inference';
+import { RetrievalService, Source } from '@app/retrieval';
 import { cacheableRequest } from '../cache/cacheable';
+import { promptWithContext, retrieveFor } from '../retrieval/context.assembly';
 import { UsageMeterService } from '../usage/usage-meter.service';
 import { GenerateRequestDto } from './generate.dto';
 
@@ -18,11 +20,12 @@ export class GenerateService {
     private readonly inference: InferenceService,
     private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
+    private readonly retrieval: RetrievalService,
   ) {}
 
   async generate(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
-    const run = await this.#run(dto, directives, signal, caller);
-    if (dto.stream) return this.#sse(run);
+    const { run, sources } = await this.#run(dto, directives, signal, caller);
+    if (dto.stream) return this.#sse(run, sources);
     const result = await collectCompletion(run.events);
     return {
       kind: 'json',
@@ -35,16 +38,21 @@ export class GenerateService {
         finish_reason: result.finishReason,
         usage: toUsage(result),
         created: Math.floor(Date.now() / 1000),
+        ...(sources ? { sources } : {}),
       },
     };
   }
 
-  /** One event per chunk the model produces (or produced, on a hit), then `{"text":"","done":true,"usage":…}`. */
+  /**
+   * One event per chunk the model produces (or produced, on a hit), then
+   * `{"text":"","done":true,"usage":…}` (with `sources` when the request used retrieval).
+   */
   async stream(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
-    return this.#sse(await this.#run(dto, directives, signal, caller));
+    const { run, sources } = await this.#run(dto, directives, signal, caller);
+    return this.#sse(run, sources);
   }
 
-  #sse(run: CachedRun): Reply {
+  #sse(run: CachedRun, sources: readonly Source[] | undefined): Reply {
     const events = run.events;
     return {
       kind: 'sse',
@@ -52,22 +60,30 @@ export class GenerateService {
       events: (async function* () {
         for await (const event of events) {
           if (event.kind === 'text') yield { text: event.text, done: false };
-          else yield { text: '', done: true, finish_reason: event.finishReason, usage: toUsage(event) };
+          else yield { text: '', done: true, finish_reason: event.finishReason, usage: toUsage(event), ...(sources ? { sources } : {}) };
         }
       })(),
     };
   }
 
-  #run(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<CachedRun> {
-    const request = this.#request(dto);
-    return this.cache.run(cacheableRequest('generate', request, dto.prompt, dto.max_tokens), directives, () =>
+  async #run(
+    dto: GenerateRequestDto,
+    directives: CacheDirectives,
+    signal: AbortSignal,
+    caller?: Principal,
+  ): Promise<{ run: CachedRun; sources?: readonly Source[] }> {
+    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, dto.prompt);
+    const prompt = promptWithContext(dto.prompt, retrieved);
+    const request = this.#request(dto, prompt);
+    const run = await this.cache.run(cacheableRequest('generate', request, dto.prompt, dto.max_tokens, undefined, retrieved?.context), directives, () =>
       this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, request.prompt.promptTokens),
     );
+    return { run, sources: retrieved?.sources };
   }
 
-  #request(dto: GenerateRequestDto): GenerationRequest {
+  #request(dto: GenerateRequestDto, prompt: string): GenerationRequest {
     return {
-      prompt: this.inference.prepareText(dto.prompt, dto.max_tokens, 256),
+      prompt: this.inference.prepareText(prompt, dto.max_tokens, 256),
       sampling: { temperature: dto.temperature, topP: dto.top_p, ignoreEos: dto.ignore_eos },
       stop: dto.stop_sequences,
     };

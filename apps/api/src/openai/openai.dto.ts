@@ -21,6 +21,7 @@ import {
   ValidationArguments,
 } from 'class-validator';
 import { IsStringOrStringArray } from '@app/common';
+import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 
 const FINITE = { allowNaN: false, allowInfinity: false };
 /** Longest prompt or message text accepted, in characters (the context decides the rest). */
@@ -124,6 +125,13 @@ export class SamplingDto {
   @IsString()
   @MaxLength(256)
   user?: string;
+
+  @ApiPropertyOptional({ type: () => RetrievalOptionDto, description: 'Ground the answer in a collection: its best chunks go into the prompt; the response lists them as sources' })
+  @IsOptional()
+  @IsObject()
+  @ValidateNested()
+  @Type(() => RetrievalOptionDto)
+  retrieval?: RetrievalOptionDto;
 }
 
 export class CompletionRequestDto extends SamplingDto {

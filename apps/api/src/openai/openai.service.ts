@@ -5,7 +5,9 @@ import { asArray, Reply } from '@app/common';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
 import { CacheDirectives, collectCompletion, ResponseCacheService } from '@app/caching';
+import { RetrievalService } from '@app/retrieval';
 import { cacheableRequest } from '../cache/cacheable';
+import { lastUserMessage, messagesWithContext, promptWithContext, retrieveFor } from '../retrieval/context.assembly';
 import { UsageMeterService } from '../usage/usage-meter.service';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, SamplingDto } from './openai.dto';
 
@@ -21,6 +23,7 @@ export class OpenAIService {
     private readonly inference: InferenceService,
     private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
+    private readonly retrieval: RetrievalService,
   ) {}
 
   listModels(): object {
@@ -35,10 +38,13 @@ export class OpenAIService {
 
   async completions(dto: CompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
+    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, asArray(dto.prompt)[0]);
+    const sources = retrieved ? { sources: retrieved.sources } : {};
     const text = asArray(dto.prompt)[0];
-    const prompt = this.inference.prepareText(text, dto.max_tokens, 16);
+    const prompt = this.inference.prepareText(promptWithContext(text, retrieved), dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
-    const run = await this.cache.run(cacheableRequest('completions', request, text, dto.max_tokens), directives, () =>
+    const cacheable = cacheableRequest('completions', request, text, dto.max_tokens, undefined, retrieved?.context);
+    const run = await this.cache.run(cacheable, directives, () =>
       this.#generate(request, signal, caller),
     );
     // A cached answer is a new response: fresh id and created time.
@@ -62,6 +68,8 @@ export class OpenAIService {
             else {
               yield chunk('', finish(e.finishReason));
               if (includeUsage) yield { ...meta, object: 'text_completion', choices: [], usage: toUsage(e) };
+              // Shaped like the usage chunk (no choices), so SDK stream readers pass over it.
+              if (retrieved) yield { ...meta, object: 'text_completion', choices: [], ...sources };
             }
           }
         })(),
@@ -76,16 +84,20 @@ export class OpenAIService {
         object: 'text_completion',
         choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: finish(r.finishReason) }],
         usage: this.#usage(toUsage(r), r.cachedPromptTokens),
+        ...sources,
       },
     };
   }
 
   async chat(dto: ChatCompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
-    const messages: ChatMessage[] = dto.messages.map((m) => ({
+    const asked: ChatMessage[] = dto.messages.map((m) => ({
       role: m.role,
       content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     }));
+    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, lastUserMessage(asked));
+    const sources = retrieved ? { sources: retrieved.sources } : {};
+    const messages = messagesWithContext(asked, retrieved);
     const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
     const prompt = this.inference.prepareChat(messages, requestedMax);
     const request = this.#request(dto, prompt);
@@ -96,8 +108,8 @@ export class OpenAIService {
       );
     }
     // The semantic cache compares whole conversations, roles included.
-    const conversation = messages.map((m) => `${m.role}: ${m.content}`).join('\n');
-    const cacheable = cacheableRequest('chat', request, conversation, requestedMax, format && JSON.stringify(format));
+    const conversation = asked.map((m) => `${m.role}: ${m.content}`).join('\n');
+    const cacheable = cacheableRequest('chat', request, conversation, requestedMax, format && JSON.stringify(format), retrieved?.context);
     const run = await this.cache.run(cacheable, directives, () => this.#generate(request, signal, caller));
     const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
     if (dto.stream) {
@@ -125,6 +137,7 @@ export class OpenAIService {
               if (includeUsage) {
                 yield { ...meta, object: 'chat.completion.chunk', system_fingerprint: null, choices: [], usage: toUsage(e) };
               }
+              if (retrieved) yield { ...meta, object: 'chat.completion.chunk', system_fingerprint: null, choices: [], ...sources };
             }
           }
         })(),
@@ -142,6 +155,7 @@ export class OpenAIService {
           { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finish(r.finishReason) },
         ],
         usage: this.#usage(toUsage(r), r.cachedPromptTokens),
+        ...sources,
       },
     };
   }

@@ -253,7 +253,11 @@ export const CONFIG_SPEC = {
   SEMANTIC_CACHE_ENABLED: bool('SEMANTIC_CACHE_ENABLED', false, 'Semantic cache: answer near-identical prompts from the cache'),
   SEMANTIC_CACHE_THRESHOLD: fraction('SEMANTIC_CACHE_THRESHOLD', 0.95, 'Cosine similarity at or above which a cached answer is reused'),
   SEMANTIC_CACHE_MAX_ENTRIES: int('SEMANTIC_CACHE_MAX_ENTRIES', 1, 1000000, 1000, 'Bound of the semantic cache (LRU)'),
-  EMBEDDING_MODEL_PATH: str('', 'GGUF model that embeds prompts for the semantic cache', 'MODEL_PATH'),
+  EMBEDDING_MODEL_PATH: str('', 'GGUF model that embeds prompts for the semantic cache and documents for retrieval', 'MODEL_PATH'),
+  VECTOR_STORE_URI: str('', 'LanceDB database of the retrieval collections: a local folder, or an object-store URI (s3://bucket/path, gs://…, az://…)', 'DATA_DIR/vectors'),
+  RETRIEVAL_CHUNK_TOKENS: int('RETRIEVAL_CHUNK_TOKENS', 8, 2048, 256, 'Tokens (of the embedding model) per document chunk'),
+  RETRIEVAL_CHUNK_OVERLAP: int('RETRIEVAL_CHUNK_OVERLAP', 0, 2047, 32, 'Tokens shared by consecutive chunks; must be below RETRIEVAL_CHUNK_TOKENS'),
+  RETRIEVAL_UPLOAD_LIMIT: bytes('RETRIEVAL_UPLOAD_LIMIT', '1mb', 'Largest document upload (JSON or text/plain body; 413 above)'),
 } as const;
 
 type Spec = typeof CONFIG_SPEC;
@@ -313,6 +317,14 @@ export class AppConfig {
   readonly semanticCacheMaxEntries: number;
   /** Resolved path; MODEL_PATH when EMBEDDING_MODEL_PATH is unset. */
   readonly embeddingModelPath: string;
+  /** LanceDB URI of the retrieval collections; `DATA_DIR/vectors` unless VECTOR_STORE_URI is set. */
+  readonly vectorStoreUri: string;
+  /** Tokens per chunk (default 256). */
+  readonly retrievalChunkTokens: number;
+  /** Tokens shared by consecutive chunks (default 32); always below retrievalChunkTokens. */
+  readonly retrievalChunkOverlap: number;
+  /** Largest document upload in bytes (default 1 MiB). */
+  readonly retrievalUploadLimit: number;
 
   private constructor(p: Parsed) {
     this.modelPath = resolve(p.MODEL_PATH);
@@ -367,6 +379,15 @@ export class AppConfig {
     this.semanticCacheThreshold = p.SEMANTIC_CACHE_THRESHOLD;
     this.semanticCacheMaxEntries = p.SEMANTIC_CACHE_MAX_ENTRIES as number;
     this.embeddingModelPath = p.EMBEDDING_MODEL_PATH ? resolve(p.EMBEDDING_MODEL_PATH) : this.modelPath;
+    this.vectorStoreUri = p.VECTOR_STORE_URI
+      ? /^[a-z][a-z0-9+.-]*:\/\//i.test(p.VECTOR_STORE_URI) ? p.VECTOR_STORE_URI : resolve(p.VECTOR_STORE_URI)
+      : resolve(this.dataDir, 'vectors');
+    this.retrievalChunkTokens = p.RETRIEVAL_CHUNK_TOKENS as number;
+    this.retrievalChunkOverlap = p.RETRIEVAL_CHUNK_OVERLAP as number;
+    if (this.retrievalChunkOverlap >= this.retrievalChunkTokens) {
+      throw new ConfigError('RETRIEVAL_CHUNK_OVERLAP', `must be below RETRIEVAL_CHUNK_TOKENS (${this.retrievalChunkTokens})`, String(this.retrievalChunkOverlap));
+    }
+    this.retrievalUploadLimit = p.RETRIEVAL_UPLOAD_LIMIT;
   }
 
   /** Parses and validates; throws ConfigError naming the first bad variable. */

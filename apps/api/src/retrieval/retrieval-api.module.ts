@@ -1,0 +1,26 @@
+import { Module } from '@nestjs/common';
+import { AppConfig } from '@app/common';
+import { InferenceModule, InferenceService } from '@app/inference';
+import { RetrievalEmbedder, RetrievalModule } from '@app/retrieval';
+import { CollectionsController } from './collections.controller';
+
+/**
+ * Retrieval with the embedder taken from the inference layer (EMBEDDING_MODEL_PATH, default the
+ * served model): its vectors and its tokenizer, so chunks end on that model's token boundaries.
+ */
+@Module({
+  imports: [
+    RetrievalModule.forRoot({
+      imports: [InferenceModule],
+      embedder: {
+        inject: [InferenceService, AppConfig],
+        useFactory: (inference: InferenceService, config: AppConfig): RetrievalEmbedder => ({
+          embed: async (texts) => (await inference.embed(texts, { modelPath: config.embeddingModelPath })).vectors,
+          tokenizer: () => inference.embeddingTokenizer({ modelPath: config.embeddingModelPath }),
+        }),
+      },
+    }),
+  ],
+  controllers: [CollectionsController],
+})
+export class RetrievalApiModule {}
