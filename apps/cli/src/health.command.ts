@@ -77,10 +77,11 @@ export class HealthCommand extends BaseCommand {
         /* not JSON: keep the text */
       }
       if (res.ok) return { probe, path, ok: true, status: res.status, latency_ms: latency(), info: (body as { info?: unknown }).info ?? body };
-      const message = (body as { error?: { message?: string } }).error?.message ?? String(text).slice(0, 200);
+      const message = (body as { error?: { message?: string } }).error?.message ?? (text.trim().slice(0, 200) || `HTTP ${res.status}`);
       return { probe, path, ok: false, status: res.status, latency_ms: latency(), error: message };
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code;
+      const c = (err as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } }).cause;
+      const cause = c?.code ?? c?.errors?.[0]?.code ?? c?.message;
       const reason = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : `unreachable (${cause ?? (err as Error).message})`;
       return { probe, path, ok: false, status: null, latency_ms: latency(), error: reason };
     }
