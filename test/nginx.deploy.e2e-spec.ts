@@ -43,9 +43,10 @@ function send(url: string, path: string, options: { method?: string; body?: obje
   });
 }
 
-describeNginx('nginx load balancer (deploy/nginx) in front of two replicas sharing Redis', () => {
+describeNginx('nginx load balancer (deploy/nginx) in front of three replicas sharing Redis', () => {
   let a: ServerProcess;
   let b: ServerProcess;
+  let c: ServerProcess;
   let lb: Nginx;
   let certDir: string;
 
@@ -60,30 +61,34 @@ describeNginx('nginx load balancer (deploy/nginx) in front of two replicas shari
       CACHE_NAMESPACE: `${NS}:cache`,
       TRUSTED_PROXIES: 'loopback',
       PARALLEL_SLOTS: '2',
+      // The app's own limits are tested elsewhere; here every 429 must be nginx's.
+      KEY_DEFAULT_CONCURRENCY: '0',
+      RATE_LIMIT_IP_RPM: '0',
       LOG_LEVEL: 'warn',
     });
-    [a, b] = await Promise.all([startServer(env('replica-a')), startServer(env('replica-b'))]);
-    await Promise.all([waitForModel(a), waitForModel(b)]);
-    lb = await startNginx([a.url, b.url], certDir);
+    [a, b, c] = await Promise.all([startServer(env('replica-a')), startServer(env('replica-b')), startServer(env('replica-c'))]);
+    await Promise.all([waitForModel(a), waitForModel(b), waitForModel(c)]);
+    lb = await startNginx([a.url, b.url, c.url], certDir);
   }, 90_000);
 
   afterAll(async () => {
     await lb?.stop();
-    await Promise.all([a?.stop(), b?.stop()]);
+    await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
     await dropNamespace(SHARED_REDIS_URL, NS);
     rmSync(certDir, { recursive: true, force: true });
   });
 
   it('alternates requests between the replicas and keeps the request id end to end', async () => {
     const replicas: string[] = [];
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 9; i++) {
       const res = await send(lb.url, '/v1/models', { headers: { 'X-Request-Id': `lb-test-${i}` } });
       expect(res.status).toBe(200);
       expect(res.headers['x-request-id']).toBe(`lb-test-${i}`);
       replicas.push(String(res.headers['x-replica']));
     }
-    expect(new Set(replicas)).toEqual(new Set(['replica-a', 'replica-b']));
-    for (let i = 1; i < replicas.length; i++) expect(replicas[i]).not.toBe(replicas[i - 1]);
+    expect(new Set(replicas)).toEqual(new Set(['replica-a', 'replica-b', 'replica-c']));
+    // round robin: each replica once in every three requests
+    for (let i = 3; i < replicas.length; i++) expect(replicas[i]).toBe(replicas[i - 3]);
     // nginx makes an id when the client sends none; the replica echoes it
     const res = await send(lb.url, '/v1/models');
     expect(res.headers['x-request-id']).toMatch(/^[0-9a-f]{32}$/);
@@ -120,7 +125,7 @@ describeNginx('nginx load balancer (deploy/nginx) in front of two replicas shari
     const res = await send(lb.tlsUrl, '/v1/generate', { method: 'POST', body: { prompt: 'Once upon a time', max_tokens: 5 }, ca });
     expect(res.status).toBe(200);
     expect(JSON.parse(res.body).usage.completion_tokens).toBe(5);
-    expect(['replica-a', 'replica-b']).toContain(res.headers['x-replica']);
+    expect(['replica-a', 'replica-b', 'replica-c']).toContain(res.headers['x-replica']);
     // without the CA the self-signed certificate is refused, as it should be
     await expect(send(lb.tlsUrl, '/health')).rejects.toThrow(/self[- ]signed/i);
   });
@@ -140,6 +145,31 @@ describeNginx('nginx load balancer (deploy/nginx) in front of two replicas shari
       expect(r.headers['x-replica']).toBeUndefined();
     }
     await new Promise((r) => setTimeout(r, 2500)); // the bucket refills at 20/s
+  });
+
+  it('sends nothing to a draining replica: its 503 is retried on another one, its streams finish', async () => {
+    // Streams sent to replica c directly keep it draining for a while (2 slots, 4 streams of 480 tokens).
+    const streams = Array.from({ length: 4 }, () =>
+      send(c.url, '/v1/generate/stream', { method: 'POST', body: { prompt: 'Once upon a time', max_tokens: 480, ignore_eos: true, temperature: 0.8 } }),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    c.child.kill('SIGTERM');
+    let ready = 200;
+    while (ready === 200) ready = (await fetch(`${c.url}/health/ready`)).status;
+    expect(ready).toBe(503);
+    const answers: Answer[] = [];
+    for (let i = 0; i < 6; i++) {
+      answers.push(await send(lb.url, '/v1/generate', { method: 'POST', body: { prompt: 'Once upon a time', max_tokens: 3, temperature: 0.8 } }));
+    }
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    expect(answers.map((r) => r.headers['x-replica'])).not.toContain('replica-c');
+    // the request that reached c while it drained was refused there (503) and answered elsewhere
+    expect(lb.accessLog()).toMatch(/"upstream_status":"503, 200"/);
+    for (const s of await Promise.all(streams)) {
+      expect(s.status).toBe(200);
+      expect(s.body).toContain('"finish_reason":"length"');
+    }
+    expect(await c.exited).toEqual({ code: 0, signal: null });
   });
 
   it('routes around a stopped replica: every request is served by the one left', async () => {

@@ -20,6 +20,8 @@ export interface Nginx {
   readonly tlsUrl: string;
   readonly prefix: string;
   log(): string;
+  /** nginx's access log (the deployed llm_json format: one JSON object a line). */
+  accessLog(): string;
   stop(): Promise<void>;
 }
 
@@ -91,6 +93,7 @@ ${servers}
     tlsUrl: `https://127.0.0.1:${tlsPort}`,
     prefix,
     log: () => readLog(prefix),
+    accessLog: () => readLog(prefix, 'access.log'),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGQUIT'); // graceful: finish open requests
@@ -102,9 +105,9 @@ ${servers}
   };
 }
 
-function readLog(prefix: string): string {
+function readLog(prefix: string, file = 'error.log'): string {
   try {
-    return readFileSync(join(prefix, 'error.log'), 'utf8');
+    return readFileSync(join(prefix, file), 'utf8');
   } catch {
     return '';
   }
