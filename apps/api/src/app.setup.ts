@@ -19,6 +19,11 @@ export function configureApp(app: NestExpressApplication): void {
   app.set('trust proxy', config.trustedProxies.length > 0 ? [...config.trustedProxies] : false);
   // First, so that requests refused before routing (413, 415) are counted and timed too.
   app.use(app.get(HttpTelemetry).middleware);
+  // Which replica answered, for operators behind a load balancer (and the nginx test).
+  app.use((_req: unknown, res: { setHeader(name: string, value: string): void }, next: () => void) => {
+    res.setHeader('X-Replica', config.instanceId);
+    next();
+  });
   app.use(helmet({ contentSecurityPolicy: false }));
   // Document uploads: JSON or a plain-text body, up to RETRIEVAL_UPLOAD_LIMIT; parsed here, so
   // the global JSON parser below leaves them alone.
@@ -31,7 +36,9 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(bodyParserErrors);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
-  app.enableShutdownHooks();
+  // After the shutdown hooks (drain included) the process exits 0: Nest's default re-raises the
+  // signal, which orchestrators and scripts read as a crash (exit 143).
+  app.enableShutdownHooks(undefined, { useProcessExit: true });
 }
 
 const DOCUMENTS_PATH = /^\/v1\/collections\/[^/]+\/documents\/?$/;

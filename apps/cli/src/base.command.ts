@@ -31,3 +31,13 @@ export abstract class BaseCommand extends CommandRunner {
     return super.setCommand(command);
   }
 }
+
+/**
+ * Thrown by an option parser for a bad value: commander prints "option '--x <v>' argument 'y' is
+ * invalid. <message>" and the command exits 2 (what commander's own InvalidArgumentError does,
+ * without importing commander, which is nest-commander's dependency and not ours).
+ */
+export class OptionValueError extends Error {
+  readonly code = 'commander.invalidArgument';
+  readonly exitCode = ExitCode.Usage;
+}

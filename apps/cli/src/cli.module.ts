@@ -8,6 +8,7 @@ import { ModelSynthCommand } from './bench/model-synth.command';
 import { ServingBenchCommand } from './bench/serving-bench.command';
 import { CacheAdminClient } from './cache/cache-admin.client';
 import { CacheCommand, CacheFlushCommand, CacheStatsCommand } from './cache/cache.command';
+import { HealthCommand } from './health.command';
 import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
 import { RetrievalClient } from './retrieval/retrieval.client';
@@ -24,6 +25,7 @@ import {
 @Module({
   imports: [CommonModule, AuthModule.forKeyManagement()],
   providers: [
+    HealthCommand,
     ModelCommand,
     ModelInfoCommand,
     ModelSynthCommand,

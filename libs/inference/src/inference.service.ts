@@ -15,6 +15,9 @@ import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor } fro
 import { LlamaAdapter } from './llama.adapter';
 import { TokenTextDecoder } from './token-text.decoder';
 
+/** Longest wait at shutdown for cancelled generations to leave the decode loop before the model is freed. */
+const SHUTDOWN_IDLE_WAIT_MS = 5000;
+
 /** A prompt checked against the context: tokens ready for the scheduler. */
 export interface PreparedPrompt {
   /** Tokens to evaluate, BOS included. */
@@ -267,6 +270,13 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     this.#draining = true;
     this.#scheduler?.stopAccepting();
     await this.#ready?.catch(() => undefined);
+    // Freeing the native context under a decode in flight crashes the process (SIGSEGV). By now
+    // the HTTP server is closed, so the generations left are cancelled within one step.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#scheduler?.whenIdle(),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_IDLE_WAIT_MS))),
+    ]).finally(() => clearTimeout(timer));
     await this.adapter.dispose().catch((err: unknown) => this.#logger.warn(`dispose failed: ${String(err)}`));
   }
 

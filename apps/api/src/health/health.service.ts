@@ -1,4 +1,6 @@
 import { BeforeApplicationShutdown, Injectable, Logger, ServiceUnavailableException } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import type { Server } from 'node:http';
 import { HealthCheckResult, HealthCheckService, HealthIndicatorFunction } from '@nestjs/terminus';
 import { AppConfig } from '@app/common';
 import { InferenceService } from '@app/inference';
@@ -22,6 +24,7 @@ export class HealthService implements BeforeApplicationShutdown {
     private readonly dependencies: DependencyHealthIndicator,
     private readonly inference: InferenceService,
     private readonly config: AppConfig,
+    private readonly adapterHost: HttpAdapterHost,
   ) {}
 
   /** The seed's `/health`: always 200 while the process serves HTTP. */
@@ -58,16 +61,22 @@ export class HealthService implements BeforeApplicationShutdown {
 
   /**
    * On shutdown, stop admitting (readiness turns 503 "draining" while the HTTP server still
-   * answers) and let running generations finish, for at most DRAIN_TIMEOUT_MS.
+   * answers) and let running generations finish, for at most DRAIN_TIMEOUT_MS. Past it, the
+   * connections still open are closed: closing the HTTP server would otherwise wait for every
+   * running stream however long it takes, and the orchestrator's SIGKILL would come first.
    */
   async beforeApplicationShutdown(signal?: string): Promise<void> {
-    if (this.inference.state !== 'ready' || this.config.drainTimeoutMs === 0) return;
+    if (this.inference.state !== 'ready') return;
     if (signal) this.#logger.log(`${signal}: draining (at most ${this.config.drainTimeoutMs} ms)`);
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.inference.drain(),
-      new Promise<void>((resolve) => (timer = setTimeout(resolve, this.config.drainTimeoutMs))),
+    const drained = await Promise.race([
+      this.inference.drain().then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.config.drainTimeoutMs))),
     ]).finally(() => clearTimeout(timer));
+    if (drained) return;
+    this.#logger.warn(`drain timeout (${this.config.drainTimeoutMs} ms): closing the connections of the requests still running`);
+    const server = this.adapterHost.httpAdapter?.getHttpServer() as Server | undefined;
+    server?.closeAllConnections?.();
   }
 
   async #run(code: ObservabilityErrorCode, title: string, indicators: HealthIndicatorFunction[]): Promise<HealthCheckResult> {

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { Option, SubCommand, CommandRunner } from 'nest-commander';
+import { Option, SubCommand } from 'nest-commander';
 import { AppConfig } from '@app/common';
 import { createCacheRedis, deleteKeys, SemanticIndex } from '@app/caching';
+import { BaseCommand } from '../base.command';
 import { load, LoadResult, startBenchServer } from './bench.support';
 
 interface CacheBenchOptions {
@@ -50,7 +51,7 @@ const TARGET = 0.6;
  * (2) semantic lookups (one scope holding every entry: the worst case) at 1k, 10k, 100k entries.
  */
 @SubCommand({ name: 'cache', description: 'Exact-hit throughput vs a trivial route, and semantic lookup time at 1k/10k/100k entries' })
-export class CacheBenchCommand extends CommandRunner {
+export class CacheBenchCommand extends BaseCommand {
   constructor(private readonly config: AppConfig) {
     super();
   }

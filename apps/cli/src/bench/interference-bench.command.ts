@@ -1,8 +1,9 @@
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { CommandRunner, Option, SubCommand } from 'nest-commander';
+import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
+import { BaseCommand } from '../base.command';
 import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { InterferenceResult, runInterference } from './load.generator';
 
@@ -24,7 +25,7 @@ const int = (v: string): number => {
 
 /** Inter-token latency of running streams while a long prompt arrives: ours vs llama.cpp's server. */
 @SubCommand({ name: 'interference', description: 'Inter-token latency of running streams while a ~2,000-token prompt is evaluated' })
-export class InterferenceBenchCommand extends CommandRunner {
+export class InterferenceBenchCommand extends BaseCommand {
   async run(_args: string[], o: InterferenceOptions): Promise<void> {
     const model = o.model ?? join(projectRoot(), 'models', 'synth-110m.gguf');
     if (!existsSync(model)) throw new Error(`model ${model} not found; create it with: npm run cli -- model synth --preset 110m`);

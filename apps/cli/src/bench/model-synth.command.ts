@@ -1,7 +1,8 @@
 import { join } from 'node:path';
-import { CommandRunner, Option, SubCommand } from 'nest-commander';
+import { Option, SubCommand } from 'nest-commander';
 import { BUNDLED_MODEL, projectRoot } from '@app/common';
 import { GgmlType, SYNTH_PRESETS, SynthShape, synthesizeModel, synthParameters } from '@app/inference';
+import { BaseCommand } from '../base.command';
 
 interface SynthOptions {
   preset?: keyof typeof SYNTH_PRESETS;
@@ -27,7 +28,7 @@ const int = (v: string): number => {
 
 /** Random-weight Llama GGUF for benchmarks: the work per token does not depend on the values. */
 @SubCommand({ name: 'synth', description: 'Write a random-weight Llama GGUF (deterministic for a seed) for benchmarks' })
-export class ModelSynthCommand extends CommandRunner {
+export class ModelSynthCommand extends BaseCommand {
   async run(_args: string[], o: SynthOptions): Promise<void> {
     const preset = SYNTH_PRESETS[o.preset ?? '110m'];
     if (!preset) throw new Error(`unknown preset ${o.preset}; use 110m or 1.1b`);

@@ -1,8 +1,9 @@
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Option, SubCommand, CommandRunner } from 'nest-commander';
+import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
+import { BaseCommand } from '../base.command';
 import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
 
@@ -38,7 +39,7 @@ const int = (v: string): number => {
  * threads, context and batch, against llama.cpp's own HTTP server; prints both and the ratios.
  */
 @SubCommand({ name: 'serve', description: 'Streaming throughput/latency vs llama.cpp\'s server, same model and settings, same run' })
-export class ServingBenchCommand extends CommandRunner {
+export class ServingBenchCommand extends BaseCommand {
   async run(_args: string[], o: ServingOptions): Promise<void> {
     const model = o.model ?? join(projectRoot(), 'models', 'synth-110m.gguf');
     if (!existsSync(model)) {

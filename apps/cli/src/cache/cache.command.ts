@@ -1,5 +1,6 @@
-import { Command, CommandRunner, Option, SubCommand } from 'nest-commander';
+import { Command, Option, SubCommand } from 'nest-commander';
 import type { CacheLayer, CacheStats } from '@app/caching';
+import { BaseCommand } from '../base.command';
 import { CacheAdminClient, FlushReport, ServerTarget, StatsReport } from './cache-admin.client';
 
 interface CommonOptions extends ServerTarget {
@@ -7,7 +8,7 @@ interface CommonOptions extends ServerTarget {
 }
 
 /** Options every cache command takes: where the server is, and the output format. */
-abstract class CacheSubCommand extends CommandRunner {
+abstract class CacheSubCommand extends BaseCommand {
   @Option({ flags: '--url <url>', description: 'Server base URL (default http://127.0.0.1:$PORT)' })
   parseUrl(value: string): string {
     return value;
@@ -61,7 +62,7 @@ export class CacheFlushCommand extends CacheSubCommand {
 }
 
 @Command({ name: 'cache', description: 'Response cache commands', subCommands: [CacheStatsCommand, CacheFlushCommand] })
-export class CacheCommand extends CommandRunner {
+export class CacheCommand extends BaseCommand {
   async run(): Promise<void> {
     this.command.help();
   }

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { AppConfig, BUNDLED_MODEL, CONFIG_SPEC, ConfigError, projectRoot } from './app.config';
 
@@ -95,6 +96,13 @@ describe('observability variables', () => {
       GPU_METRICS_INTERVAL_MS: '0',
     });
     expect(c).toMatchObject({ logPrompts: true, redisUrl: 'redis://127.0.0.1:6379/3', otlpEndpoint: 'http://127.0.0.1:4318', gpuMetricsIntervalMs: 0 });
+  });
+
+  it('names the replica by INSTANCE_ID, by default the host name', () => {
+    expect(AppConfig.fromEnv({}).instanceId).toBe(hostname().replace(/[^\w.:-]/g, '-').slice(0, 128));
+    expect(AppConfig.fromEnv({ INSTANCE_ID: 'llm-api-7d9f-x2' }).instanceId).toBe('llm-api-7d9f-x2');
+    expect(() => AppConfig.fromEnv({ INSTANCE_ID: 'a b' })).toThrow(ConfigError);
+    expect(() => AppConfig.fromEnv({ INSTANCE_ID: 'x'.repeat(129) })).toThrow('Invalid configuration: INSTANCE_ID must be up to 128');
   });
 
   it('never echoes a password from a bad URL', () => {

@@ -1,4 +1,4 @@
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
@@ -107,10 +107,10 @@ function list(doc: string): VarSpec<string[]> {
   };
 }
 
-function pattern(name: string, re: RegExp, fallback: string, doc: string, what: string): VarSpec<string> {
+function pattern(name: string, re: RegExp, fallback: string, doc: string, what: string, defaultText = fallback): VarSpec<string> {
   return {
     doc,
-    defaultText: fallback,
+    defaultText,
     parse(raw) {
       if (raw === undefined || raw.trim() === '') return fallback;
       if (!re.test(raw.trim())) throw new ConfigError(name, `must be ${what}`, raw);
@@ -241,6 +241,9 @@ export const CONFIG_SPEC = {
   OTEL_EXPORTER_OTLP_ENDPOINT: url('OTEL_EXPORTER_OTLP_ENDPOINT',
     'OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); when set, traces are exported to <url>/v1/traces', ['http:', 'https:']),
   OTEL_SERVICE_NAME: str('llm-api', 'service.name of the exported traces'),
+  INSTANCE_ID: pattern('INSTANCE_ID', /^[\w.:-]{1,128}$/, hostname().replace(/[^\w.:-]/g, '-').slice(0, 128) || 'llm-api',
+    'Name of this replica, sent in the `X-Replica` response header (which replica behind a load balancer answered)',
+    'up to 128 letters, digits or _ . : -', 'host name'),
   CACHE_ENABLED: bool('CACHE_ENABLED', true, 'Exact response cache (see Caches)'),
   CACHE_TTL_SECONDS: int('CACHE_TTL_SECONDS', 1, 31536000, 3600, 'Lifetime of a cached response (exact and semantic)'),
   CACHE_MAX_ENTRIES: int('CACHE_MAX_ENTRIES', 1, 10000000, 10000,
@@ -304,6 +307,8 @@ export class AppConfig {
   readonly healthCheckTimeoutMs: number;
   readonly gpuMetricsIntervalMs: number;
   readonly drainTimeoutMs: number;
+  /** INSTANCE_ID: this replica's name in `X-Replica` (default: the host name, the pod or container name). */
+  readonly instanceId: string;
   readonly otlpEndpoint: string | undefined;
   readonly otelServiceName: string;
   readonly cacheEnabled: boolean;
@@ -367,6 +372,7 @@ export class AppConfig {
     this.healthCheckTimeoutMs = p.HEALTH_CHECK_TIMEOUT_MS as number;
     this.gpuMetricsIntervalMs = p.GPU_METRICS_INTERVAL_MS as number;
     this.drainTimeoutMs = p.DRAIN_TIMEOUT_MS as number;
+    this.instanceId = p.INSTANCE_ID;
     this.otlpEndpoint = p.OTEL_EXPORTER_OTLP_ENDPOINT;
     this.otelServiceName = p.OTEL_SERVICE_NAME;
     this.cacheEnabled = p.CACHE_ENABLED;

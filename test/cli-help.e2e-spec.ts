@@ -1,0 +1,54 @@
+import { runCli } from './support/cli';
+
+/** Every command of the admin CLI, as scripts call it (the compiled CLI in its own process). */
+const COMMANDS: { path: string[]; json: boolean; bad?: true }[] = [
+  { path: [], json: false, bad: true },
+  { path: ['health'], json: true, bad: true },
+  { path: ['model'], json: false },
+  { path: ['model', 'info'], json: true },
+  { path: ['model', 'synth'], json: true, bad: true },
+  { path: ['keys'], json: false },
+  { path: ['keys', 'create'], json: true },
+  { path: ['keys', 'list'], json: true, bad: true },
+  { path: ['keys', 'revoke'], json: true },
+  { path: ['keys', 'rotate'], json: true },
+  { path: ['cache'], json: false },
+  { path: ['cache', 'stats'], json: true, bad: true },
+  { path: ['cache', 'flush'], json: true },
+  { path: ['bench'], json: false },
+  { path: ['bench', 'serve'], json: true, bad: true },
+  { path: ['bench', 'interference'], json: true },
+  { path: ['bench', 'cache'], json: true, bad: true },
+];
+
+/** A few at a time: each run boots Nest (about a second of CPU). */
+async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: limit }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]);
+      }
+    }),
+  );
+  return out;
+}
+
+describe('admin CLI: help, --json and exit codes of every command', () => {
+  it('answers --help with exit 0 (listing --json where it prints data) and an unknown option with exit 2', async () => {
+    const env = { DATA_DIR: '/nonexistent-cli-test' }; // no command may need it for --help
+    const results = await mapLimited(COMMANDS, 2, async ({ path, json, bad }) => {
+      const help = await runCli([...path, '--help'], env);
+      // one command of each family (they share their option handling) gets a wrong option
+      const wrong = bad ? await runCli([...path, '--no-such-option'], env) : undefined;
+      return { path: path.join(' ') || '(root)', json, help, wrong };
+    });
+    for (const { path, json, help, wrong } of results) {
+      expect([path, help.code, help.stdout.startsWith('Usage:')]).toEqual([path, 0, true]);
+      if (json) expect([path, help.stdout.includes('--json')]).toEqual([path, true]);
+      if (wrong) expect([path, wrong.code, wrong.stderr]).toEqual([path, 2, expect.stringContaining("unknown option '--no-such-option'")]);
+    }
+  });
+});
