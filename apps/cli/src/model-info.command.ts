@@ -3,6 +3,7 @@ import { Command, Option, SubCommand } from 'nest-commander';
 import { InferenceModule, InferenceService, ModelDescriptor } from '@app/inference';
 import { BaseCommand } from './base.command';
 import { ModelSynthCommand } from './bench/model-synth.command';
+import { ProgressBar } from './support/progress.bar';
 
 @SubCommand({ name: 'info', description: 'Load the configured model (MODEL_PATH) and print its descriptor' })
 export class ModelInfoCommand extends BaseCommand {
@@ -13,8 +14,12 @@ export class ModelInfoCommand extends BaseCommand {
   async run(_args: string[], options: { json?: boolean }): Promise<void> {
     // Loaded on demand: the other commands (cache, keys...) must not load the model.
     const inference = (await this.lazy.load(() => InferenceModule)).get(InferenceService);
+    const bar = new ProgressBar('Loading model', !options.json);
+    const stop = inference.onLoadProgress((f) => bar.update(f));
     try {
       const d = await inference.whenReady();
+      stop();
+      bar.done();
       process.stdout.write(options.json ? `${JSON.stringify(d, null, 2)}\n` : formatDescriptor(d));
     } finally {
       // Lazily loaded modules get no lifecycle hooks: release the model ourselves.

@@ -116,6 +116,11 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     );
   }
 
+  /** Follows the model load (0..1), e.g. for a progress bar; returns a function that stops it. */
+  onLoadProgress(listener: (fraction: number) => void): () => void {
+    return this.adapter.onLoadProgress(listener);
+  }
+
   /** Starts loading (once) and resolves when the model is ready; rejects with the load error. */
   whenReady(): Promise<ModelDescriptor> {
     this.#ready ??= this.adapter.load().then(

@@ -168,6 +168,7 @@ export class LlamaAdapter {
   #model: NodeLlamaCpp.LlamaModel | null = null;
   #context: NodeLlamaCpp.LlamaContext | null = null;
   #runtime: LlamaDecodeRuntime | null = null;
+  readonly #progressListeners = new Set<(fraction: number) => void>();
   readonly #grammars = new Map<string, Promise<unknown>>();
   #chatWrapper: NodeLlamaCpp.ChatWrapper | null = null;
   #embedding: Promise<NodeLlamaCpp.LlamaEmbeddingContext> | null = null;
@@ -185,6 +186,12 @@ export class LlamaAdapter {
   get descriptor(): ModelDescriptor {
     if (!this.#descriptor) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
     return this.#descriptor;
+  }
+
+  /** Calls `listener` with the model load's progress (0..1); returns a function that removes it. */
+  onLoadProgress(listener: (fraction: number) => void): () => void {
+    this.#progressListeners.add(listener);
+    return () => this.#progressListeners.delete(listener);
   }
 
   /** Loads backend, model and context. Throws a one-line error for a missing or unreadable model. */
@@ -214,6 +221,7 @@ export class LlamaAdapter {
             lastLogged = pct;
             this.#logger.log(`Loading model ${this.config.modelName}: ${pct}%`);
           }
+          for (const listener of this.#progressListeners) listener(progress);
         },
       });
     } catch (err) {

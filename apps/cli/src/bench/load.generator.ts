@@ -16,6 +16,8 @@ export interface LoadOptions {
   prompt(i: number): string;
   /** Extra body fields (model name…). */
   readonly body?: Record<string, unknown>;
+  /** Called after each request ends (for a progress bar). */
+  onProgress?(done: number, total: number): void;
 }
 
 export interface LoadResult {
@@ -110,6 +112,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           errors++;
           if (errorSamples.length < 3) errorSamples.push(String(err));
         }
+        o.onProgress?.(ttfts.length + errors, o.requests);
       }
     }),
   );

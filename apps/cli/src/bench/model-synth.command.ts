@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { BUNDLED_MODEL, projectRoot } from '@app/common';
 import { GgmlType, SYNTH_PRESETS, SynthShape, synthesizeModel, synthParameters } from '@app/inference';
+import { ProgressBar } from '../support/progress.bar';
 import { BaseCommand } from '../base.command';
 
 interface SynthOptions {
@@ -44,14 +45,9 @@ export class ModelSynthCommand extends BaseCommand {
     };
     const out = o.out ?? join(projectRoot(), 'models', `synth-${o.preset ?? '110m'}.gguf`);
     const started = Date.now();
-    const bytes = synthesizeModel(out, shape, BUNDLED_MODEL, o.seed ?? 1, (done, total) => {
-      if (!o.json && process.stderr.isTTY) {
-        const width = 30;
-        const filled = Math.round((done / total) * width);
-        process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} tensors`);
-      }
-    });
-    if (!o.json && process.stderr.isTTY) process.stderr.write('\n');
+    const bar = new ProgressBar('Writing tensors', !o.json);
+    const bytes = synthesizeModel(out, shape, BUNDLED_MODEL, o.seed ?? 1, (done, total) => bar.update(done / total, `${done}/${total}`));
+    bar.done();
     const summary = { path: out, bytes, parameters: synthParameters(shape), shape: { ...shape, type: GgmlType[shape.type] }, seed: o.seed ?? 1, ms: Date.now() - started };
     process.stdout.write(
       o.json

@@ -5,6 +5,7 @@ import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
 import { BaseCommand } from '../base.command';
 import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
+import { ProgressBar } from '../support/progress.bar';
 import { distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
 
 interface ServingOptions {
@@ -68,7 +69,17 @@ export class ServingBenchCommand extends BaseCommand {
         // Each level gets prompts no earlier level sent: a server's prompt cache from the previous
         // level must not stand in for prefill (llama.cpp's server keeps prompt states in RAM).
         const offset = 1000 * (levels.indexOf(concurrency) + 1);
-        const result = await runLoad({ url: server.url, apiKey, concurrency, requests, maxTokens, prompt: (i) => prompt(offset + i) });
+        const bar = new ProgressBar('   ', !o.json);
+        const result = await runLoad({
+          url: server.url,
+          apiKey,
+          concurrency,
+          requests,
+          maxTokens,
+          prompt: (i) => prompt(offset + i),
+          onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
+        });
+        bar.done();
         rows.push({ target: server.label, concurrency, result });
         log(`    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p99 ${result.ttftMs.p99.toFixed(0)} ms, errors ${result.errors}`);
         for (const sample of result.errorSamples) log(`    error: ${sample}`);
