@@ -2,7 +2,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { json } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
-import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonOnly } from '@app/common';
+import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonDepthLimit, jsonOnly } from '@app/common';
 import { HttpTelemetry } from '@app/observability';
 
 /**
@@ -22,6 +22,7 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(jsonOnly);
   app.use(json({ limit: config.bodyLimit, strict: true }));
   app.use(bodyParserErrors);
+  app.use(jsonDepthLimit);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   app.enableShutdownHooks();
