@@ -18,6 +18,17 @@ export function configureApp(app: NestExpressApplication): void {
   app.set('trust proxy', config.trustedProxies.length > 0 ? [...config.trustedProxies] : false);
   // First, so that requests refused before routing (413, 415) are counted and timed too.
   app.use(app.get(HttpTelemetry).middleware);
+  // Off unless CORS_ORIGINS names origins: a browser page elsewhere then cannot read answers.
+  // Before the other middleware so that a preflight (OPTIONS) is answered without a key.
+  if (config.corsOrigins.length > 0) {
+    app.enableCors({
+      origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
+      methods: ['GET', 'POST', 'DELETE'],
+      allowedHeaders: ['Authorization', 'X-API-Key', 'Content-Type', 'Cache-Control', 'X-Cache-Sampled', 'X-Request-Id'],
+      exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Cache', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
+      maxAge: 600,
+    });
+  }
   app.use(helmet({ contentSecurityPolicy: false }));
   app.use(jsonOnly);
   app.use(json({ limit: config.bodyLimit, strict: true }));

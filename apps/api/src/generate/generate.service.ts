@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { Principal } from '@app/auth';
-import { Reply } from '@app/common';
+import { InputGuardService, Reply } from '@app/common';
 import { CacheDirectives, CachedRun, collectCompletion, ResponseCacheService } from '@app/caching';
 import { GenerationRequest, InferenceService, toUsage } from '@app/inference';
 import { cacheableRequest } from '../cache/cacheable';
@@ -18,6 +18,7 @@ export class GenerateService {
     private readonly inference: InferenceService,
     private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
+    private readonly guard: InputGuardService,
   ) {}
 
   async generate(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
@@ -66,6 +67,7 @@ export class GenerateService {
   }
 
   #request(dto: GenerateRequestDto): GenerationRequest {
+    this.guard.check([{ field: 'prompt', text: dto.prompt }]);
     return {
       prompt: this.inference.prepareText(dto.prompt, dto.max_tokens, 256),
       sampling: { temperature: dto.temperature, topP: dto.top_p, ignoreEos: dto.ignore_eos },

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { Principal } from '@app/auth';
-import { asArray, Reply } from '@app/common';
+import { asArray, InputGuardService, Reply } from '@app/common';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
 import { CacheDirectives, collectCompletion, ResponseCacheService } from '@app/caching';
@@ -21,6 +21,7 @@ export class OpenAIService {
     private readonly inference: InferenceService,
     private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
+    private readonly guard: InputGuardService,
   ) {}
 
   listModels(): object {
@@ -36,6 +37,7 @@ export class OpenAIService {
   async completions(dto: CompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
     const text = asArray(dto.prompt)[0];
+    this.guard.check([{ field: 'prompt', text }]);
     const prompt = this.inference.prepareText(text, dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
     const run = await this.cache.run(cacheableRequest('completions', request, text, dto.max_tokens), directives, () =>
@@ -86,6 +88,7 @@ export class OpenAIService {
       role: m.role,
       content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     }));
+    this.guard.check(messages.map((m, i) => ({ field: `messages[${i}].content`, text: m.content })));
     const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
     const prompt = this.inference.prepareChat(messages, requestedMax);
     const request = this.#request(dto, prompt);
