@@ -3,7 +3,7 @@ import { json, text } from 'express';
 import type { NextFunction, Request, Response } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
-import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonOnly } from '@app/common';
+import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonDepthLimit, jsonOnly } from '@app/common';
 import { HttpTelemetry } from '@app/observability';
 
 /**
@@ -19,6 +19,17 @@ export function configureApp(app: NestExpressApplication): void {
   app.set('trust proxy', config.trustedProxies.length > 0 ? [...config.trustedProxies] : false);
   // First, so that requests refused before routing (413, 415) are counted and timed too.
   app.use(app.get(HttpTelemetry).middleware);
+  // Off unless CORS_ORIGINS names origins: a browser page elsewhere then cannot read answers.
+  // Before the other middleware so that a preflight (OPTIONS) is answered without a key.
+  if (config.corsOrigins.length > 0) {
+    app.enableCors({
+      origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
+      methods: ['GET', 'POST', 'DELETE'],
+      allowedHeaders: ['Authorization', 'X-API-Key', 'Content-Type', 'Cache-Control', 'X-Cache-Sampled', 'X-Request-Id'],
+      exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Cache', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
+      maxAge: 600,
+    });
+  }
   // Which replica answered, for operators behind a load balancer (and the nginx test).
   app.use((_req: unknown, res: { setHeader(name: string, value: string): void }, next: () => void) => {
     res.setHeader('X-Replica', config.instanceId);
@@ -34,6 +45,7 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(DOCUMENTS_PATH, text({ type: 'text/plain', limit: config.retrievalUploadLimit }), plainTextDocument);
   app.use(json({ limit: config.bodyLimit, strict: true }));
   app.use(bodyParserErrors);
+  app.use(jsonDepthLimit);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   // After the shutdown hooks (drain included) the process exits 0: Nest's default re-raises the

@@ -8,3 +8,4 @@ export * from './http/sse.writer';
 export * from './http/json-only.middleware';
 export * from './http/reply';
 export * from './validation/string-or-array.validator';
+export * from './input-guard/input-guard.service';

@@ -12,6 +12,7 @@ import { MetricsService } from './metrics.service';
 import { requestLogFields } from './request-log.fields';
 import { SchedulerTelemetry } from './scheduler.telemetry';
 import { activeTraceIds, flushTracing } from './tracing.api';
+import { redactUrl } from './url.redaction';
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
@@ -56,7 +57,7 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
           customSuccessObject: (req, res, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
           customErrorObject: (req, res, _err, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
           serializers: {
-            req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, url: req.url }),
+            req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
             res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
           },
         },

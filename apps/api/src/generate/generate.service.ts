@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { Principal } from '@app/auth';
-import { Reply } from '@app/common';
+import { InputGuardService, Reply } from '@app/common';
 import { CacheDirectives, CachedRun, collectCompletion, ResponseCacheService } from '@app/caching';
 import { GenerationRequest, InferenceService, toUsage } from '@app/inference';
 import { RetrievalService, Source } from '@app/retrieval';
@@ -21,6 +21,7 @@ export class GenerateService {
     private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
     private readonly retrieval: RetrievalService,
+    private readonly guard: InputGuardService,
   ) {}
 
   async generate(dto: GenerateRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
@@ -82,6 +83,8 @@ export class GenerateService {
   }
 
   #request(dto: GenerateRequestDto, prompt: string): GenerationRequest {
+    // The client's own text is checked, not the retrieved context around it.
+    this.guard.check([{ field: 'prompt', text: dto.prompt }]);
     return {
       prompt: this.inference.prepareText(prompt, dto.max_tokens, 256),
       sampling: { temperature: dto.temperature, topP: dto.top_p, ignoreEos: dto.ignore_eos },

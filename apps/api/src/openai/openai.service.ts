@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { Principal } from '@app/auth';
-import { asArray, Reply } from '@app/common';
+import { asArray, InputGuardService, Reply } from '@app/common';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
 import { CacheDirectives, collectCompletion, ResponseCacheService } from '@app/caching';
@@ -24,6 +24,7 @@ export class OpenAIService {
     private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
     private readonly retrieval: RetrievalService,
+    private readonly guard: InputGuardService,
   ) {}
 
   listModels(): object {
@@ -38,9 +39,11 @@ export class OpenAIService {
 
   async completions(dto: CompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
     this.inference.assertModel(dto.model);
-    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, asArray(dto.prompt)[0]);
-    const sources = retrieved ? { sources: retrieved.sources } : {};
     const text = asArray(dto.prompt)[0];
+    // The client's own text is checked, not the retrieved context around it.
+    this.guard.check([{ field: 'prompt', text }]);
+    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, text);
+    const sources = retrieved ? { sources: retrieved.sources } : {};
     const prompt = this.inference.prepareText(promptWithContext(text, retrieved), dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
     const cacheable = cacheableRequest('completions', request, text, dto.max_tokens, undefined, retrieved?.context);
@@ -95,6 +98,7 @@ export class OpenAIService {
       role: m.role,
       content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     }));
+    this.guard.check(asked.map((m, i) => ({ field: `messages[${i}].content`, text: m.content })));
     const retrieved = await retrieveFor(this.retrieval, dto.retrieval, lastUserMessage(asked));
     const sources = retrieved ? { sources: retrieved.sources } : {};
     const messages = messagesWithContext(asked, retrieved);

@@ -184,6 +184,62 @@ function namespace(name: string, fallback: string, doc: string): VarSpec<string>
   };
 }
 
+/** Flags of every input-guard pattern: case-insensitive, Unicode. */
+export const INPUT_GUARD_FLAGS = 'iu';
+
+/**
+ * A JSON array of regular expressions (JSON, not a comma list: patterns contain commas). Each is
+ * compiled here, so a typo stops the start instead of failing open at the first request.
+ */
+function regexList(name: string, doc: string): VarSpec<RegExp[]> {
+  return {
+    doc,
+    defaultText: '(empty)',
+    parse(raw) {
+      if (raw === undefined || raw.trim() === '') return [];
+      let items: unknown;
+      try {
+        items = JSON.parse(raw);
+      } catch {
+        items = undefined;
+      }
+      if (!Array.isArray(items) || !items.every((i) => typeof i === 'string' && i.length > 0)) {
+        throw new ConfigError(name, 'must be a JSON array of regular expressions such as ["ignore (all )?previous instructions"]', raw);
+      }
+      return items.map((source: string) => {
+        try {
+          return new RegExp(source, INPUT_GUARD_FLAGS);
+        } catch (err) {
+          throw new ConfigError(name, `holds an invalid regular expression ${JSON.stringify(source)}: ${(err as Error).message}`, raw);
+        }
+      });
+    },
+  };
+}
+
+/** `*` or a comma list of exact origins (scheme://host[:port]); validated so a typo stops the start. */
+function origins(name: string, doc: string): VarSpec<string[]> {
+  return {
+    doc,
+    defaultText: '(empty)',
+    parse(raw) {
+      const items = (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      for (const item of items) {
+        if (item === '*') continue;
+        let ok = false;
+        try {
+          const u = new URL(item);
+          ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === item.replace(/\/$/, '');
+        } catch {
+          ok = false;
+        }
+        if (!ok) throw new ConfigError(name, 'must be * or a comma list of origins such as https://app.example.com', raw);
+      }
+      return items.map((i) => i.replace(/\/$/, ''));
+    },
+  };
+}
+
 /**
  * Every environment variable the server reads. A unit test checks that the README's configuration
  * table lists each of them with this default, so documentation and parsing cannot drift apart.
@@ -229,6 +285,9 @@ export const CONFIG_SPEC = {
   TRUSTED_PROXIES: proxies('TRUSTED_PROXIES', 'Proxies whose X-Forwarded-For is believed (IPs, CIDRs, loopback/linklocal/uniquelocal); empty = the TCP peer is the client'),
   HEALTH_PUBLIC: bool('HEALTH_PUBLIC', true, '`/health*` answers without a key (false: any valid key)'),
   METRICS_PUBLIC: bool('METRICS_PUBLIC', true, '`/metrics` answers without a key (false: a key with the admin scope)'),
+  CORS_ORIGINS: origins('CORS_ORIGINS', 'Browser origins allowed to call the API (CORS), a comma list or *; empty = no CORS headers (browsers on other origins are refused)'),
+  INPUT_MAX_CHARS: int('INPUT_MAX_CHARS', 0, 100000000, 0, 'Input guard: most characters of prompt text per request (prompt, or all chat messages together), 400 `input_too_long` above; 0 = off'),
+  INPUT_GUARD_PATTERNS: regexList('INPUT_GUARD_PATTERNS', 'Input guard: JSON array of regular expressions (case-insensitive) refused in prompts and chat messages with 400 `input_rejected`; empty = off'),
   BODY_LIMIT: bytes('BODY_LIMIT', '1mb', 'Largest accepted request body (413 above)'),
   LOG_LEVEL: oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'Log level'),
   LOG_PROMPTS: bool('LOG_PROMPTS', false, 'Include prompt text (truncated to 2,000 characters) in request log lines; off by default'),
@@ -301,6 +360,12 @@ export class AppConfig {
   readonly trustedProxies: readonly string[];
   readonly healthPublic: boolean;
   readonly metricsPublic: boolean;
+  /** Allowed CORS origins; empty = CORS off, `*` = any origin. */
+  readonly corsOrigins: readonly string[];
+  /** Input guard: most prompt characters per request; 0 = no limit. */
+  readonly inputMaxChars: number;
+  /** Input guard: patterns refused in prompts and chat messages; empty = none. */
+  readonly inputGuardPatterns: readonly RegExp[];
   readonly bodyLimit: number;
   readonly logLevel: string;
   readonly logPrompts: boolean;
@@ -366,6 +431,9 @@ export class AppConfig {
     this.trustedProxies = p.TRUSTED_PROXIES;
     this.healthPublic = p.HEALTH_PUBLIC;
     this.metricsPublic = p.METRICS_PUBLIC;
+    this.corsOrigins = p.CORS_ORIGINS;
+    this.inputMaxChars = p.INPUT_MAX_CHARS as number;
+    this.inputGuardPatterns = p.INPUT_GUARD_PATTERNS;
     this.bodyLimit = p.BODY_LIMIT;
     this.logLevel = p.LOG_LEVEL;
     this.logPrompts = p.LOG_PROMPTS;

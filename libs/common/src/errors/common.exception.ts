@@ -3,6 +3,9 @@ import { ApiError, ErrorMapping, ErrorType } from './api-error';
 export enum CommonErrorCode {
   ValidationFailed = 'validation_error',
   MalformedJson = 'malformed_json',
+  NestingTooDeep = 'json_too_deep',
+  InputTooLong = 'input_too_long',
+  InputRejected = 'input_rejected',
   UnsupportedMediaType = 'unsupported_media_type',
   PayloadTooLarge = 'payload_too_large',
   RouteNotFound = 'route_not_found',
@@ -14,6 +17,9 @@ export enum CommonErrorCode {
 const MAPPING: Record<CommonErrorCode, ErrorMapping> = {
   [CommonErrorCode.ValidationFailed]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.MalformedJson]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.NestingTooDeep]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.InputTooLong]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.InputRejected]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.UnsupportedMediaType]: { status: 415, type: ErrorType.InvalidRequest },
   [CommonErrorCode.PayloadTooLarge]: { status: 413, type: ErrorType.InvalidRequest },
   [CommonErrorCode.RouteNotFound]: { status: 404, type: ErrorType.NotFound },

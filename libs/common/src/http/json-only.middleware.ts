@@ -8,7 +8,7 @@ import { CommonErrorCode, CommonException } from '../errors/common.exception';
  */
 export function jsonOnly(req: Request, res: Response, next: NextFunction): void {
   const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
-  if (['POST', 'PUT', 'PATCH'].includes(req.method) && hasBody && !req.is('application/json')) {
+  if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(req.method) && hasBody && !req.is('application/json')) {
     const r = renderError(
       new CommonException(
         CommonErrorCode.UnsupportedMediaType,
@@ -26,4 +26,40 @@ export function bodyParserErrors(err: unknown, _req: Request, res: Response, nex
   if (res.headersSent) return next(err);
   const r = renderError(err);
   res.status(r.status).set(r.headers).json(r.body);
+}
+
+/**
+ * Deepest JSON nesting a body may have. The deepest legitimate request (a chat `json_schema`
+ * response format) stays well under it.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/** Nesting depth of a parsed JSON value, measured without recursion; stops past `limit`. */
+export function jsonDepth(value: unknown, limit = MAX_JSON_DEPTH): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
+/**
+ * JSON.parse handles any depth, but the validation pipe (and class-transformer) recurse: a body of
+ * a few thousand nested arrays, well under BODY_LIMIT, overflowed the stack and became a 500.
+ * Refused here with a 400 before any recursive code sees it.
+ */
+export function jsonDepthLimit(req: Request, res: Response, next: NextFunction): void {
+  if (req.body !== null && typeof req.body === 'object' && jsonDepth(req.body) > MAX_JSON_DEPTH) {
+    const r = renderError(
+      new CommonException(CommonErrorCode.NestingTooDeep, `Request body is nested deeper than ${MAX_JSON_DEPTH} levels`),
+    );
+    res.status(r.status).json(r.body);
+    return;
+  }
+  next();
 }
