@@ -8,6 +8,8 @@ export interface StreamOutcome {
   /** The client went away on purpose; `afterData`: once the stream had started. */
   readonly dropped: boolean;
   readonly afterData: boolean;
+  /** A refusal (not 200) carried the error envelope, and a 429/503 its Retry-After. */
+  readonly clean?: boolean;
   readonly error?: string;
 }
 
@@ -22,10 +24,21 @@ export function streamOnce(base: string, path: string, key: string, body: object
     let text = '';
     let afterData = false;
     let settled = false;
+    let retryAfter: string | undefined;
     const finish = (o: Omit<StreamOutcome, 'status' | 'afterData'>): void => {
       if (settled) return;
       settled = true;
-      resolve({ status, afterData, ...o });
+      let clean: boolean | undefined;
+      if (status !== 0 && status !== 200) {
+        try {
+          const e = (JSON.parse(text) as { error?: { message?: unknown; type?: unknown; code?: unknown } }).error;
+          clean = typeof e?.message === 'string' && typeof e.type === 'string' && typeof e.code === 'string';
+        } catch {
+          clean = false;
+        }
+        if ((status === 429 || status === 503) && !(Number(retryAfter) >= 1)) clean = false;
+      }
+      resolve({ status, afterData, clean, ...o });
     };
     const req = http.request(`${base}${path}`, {
       method: 'POST',
@@ -34,6 +47,7 @@ export function streamOnce(base: string, path: string, key: string, body: object
     });
     req.on('response', (res) => {
       status = res.statusCode ?? 0;
+      retryAfter = res.headers['retry-after'];
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         afterData = true;
