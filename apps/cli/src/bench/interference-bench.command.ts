@@ -6,6 +6,7 @@ import { projectRoot } from '@app/common';
 import { BaseCommand } from '../base.command';
 import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { InterferenceResult, runInterference } from './load.generator';
+import { positiveInt } from '../support/options';
 
 interface InterferenceOptions {
   model?: string;
@@ -16,12 +17,6 @@ interface InterferenceOptions {
   llamaServer?: string;
   json?: boolean;
 }
-
-const int = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive integer, got "${v}"`);
-  return n;
-};
 
 /** Inter-token latency of running streams while a long prompt arrives: ours vs llama.cpp's server. */
 @SubCommand({ name: 'interference', description: 'Inter-token latency of running streams while a ~2,000-token prompt is evaluated' })
@@ -75,15 +70,15 @@ export class InterferenceBenchCommand extends BaseCommand {
   }
   @Option({ flags: '--streams <n>', description: 'Running streams (default 4)' })
   parseStreams(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--prompt-tokens <n>', description: 'Length of the arriving prompt (default 2000)' })
   parsePromptTokens(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--threads <n>', description: 'CPU threads for both (default cores - 1)' })
   parseThreads(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--no-reference', description: 'Skip llama.cpp\'s server' })
   parseNoReference(): boolean {

@@ -4,6 +4,7 @@ import { BUNDLED_MODEL, projectRoot } from '@app/common';
 import { GgmlType, SYNTH_PRESETS, SynthShape, synthesizeModel, synthParameters } from '@app/inference';
 import { ProgressBar } from '../support/progress.bar';
 import { BaseCommand } from '../base.command';
+import { positiveInt } from '../support/options';
 
 interface SynthOptions {
   preset?: keyof typeof SYNTH_PRESETS;
@@ -21,12 +22,6 @@ interface SynthOptions {
 }
 
 const TYPES = { q8_0: GgmlType.Q8_0, f16: GgmlType.F16, f32: GgmlType.F32 } as const;
-const int = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive integer, got "${v}"`);
-  return n;
-};
-
 /** Random-weight Llama GGUF for benchmarks: the work per token does not depend on the values. */
 @SubCommand({ name: 'synth', description: 'Write a random-weight Llama GGUF (deterministic for a seed) for benchmarks' })
 export class ModelSynthCommand extends BaseCommand {
@@ -67,15 +62,15 @@ export class ModelSynthCommand extends BaseCommand {
   }
   @Option({ flags: '--seed <n>', description: 'Seed; same seed, same bytes (default 1)' })
   parseSeed(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
-  @Option({ flags: '--dim <n>' }) parseDim(v: string): number { return int(v); }
-  @Option({ flags: '--layers <n>' }) parseLayers(v: string): number { return int(v); }
-  @Option({ flags: '--heads <n>' }) parseHeads(v: string): number { return int(v); }
-  @Option({ flags: '--kv-heads <n>' }) parseKvHeads(v: string): number { return int(v); }
-  @Option({ flags: '--ffn <n>' }) parseFfn(v: string): number { return int(v); }
-  @Option({ flags: '--vocab <n>' }) parseVocab(v: string): number { return int(v); }
-  @Option({ flags: '--context <n>' }) parseContext(v: string): number { return int(v); }
+  @Option({ flags: '--dim <n>' }) parseDim(v: string): number { return positiveInt(v); }
+  @Option({ flags: '--layers <n>' }) parseLayers(v: string): number { return positiveInt(v); }
+  @Option({ flags: '--heads <n>' }) parseHeads(v: string): number { return positiveInt(v); }
+  @Option({ flags: '--kv-heads <n>' }) parseKvHeads(v: string): number { return positiveInt(v); }
+  @Option({ flags: '--ffn <n>' }) parseFfn(v: string): number { return positiveInt(v); }
+  @Option({ flags: '--vocab <n>' }) parseVocab(v: string): number { return positiveInt(v); }
+  @Option({ flags: '--context <n>' }) parseContext(v: string): number { return positiveInt(v); }
   @Option({ flags: '--type <t>', description: 'q8_0 | f16 | f32' })
   parseType(v: string): string {
     if (!(v in TYPES)) throw new Error('--type must be q8_0, f16 or f32');

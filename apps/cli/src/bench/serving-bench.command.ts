@@ -7,6 +7,7 @@ import { BaseCommand } from '../base.command';
 import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { ProgressBar } from '../support/progress.bar';
 import { distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
+import { positiveInt } from '../support/options';
 
 interface ServingOptions {
   model?: string;
@@ -29,12 +30,6 @@ interface Row {
   result: LoadResult;
 }
 
-const int = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive integer, got "${v}"`);
-  return n;
-};
-
 /**
  * Streaming load against this server and, in the same run with the same model, slots,
  * threads, context and batch, against llama.cpp's own HTTP server; prints both and the ratios.
@@ -53,7 +48,7 @@ export class ServingBenchCommand extends BaseCommand {
       contextPerSlot: o.context ?? 2048,
       batchSize: o.batch ?? 512,
     };
-    const levels = (o.concurrency ?? '1,8').split(',').map((c) => int(c.trim()));
+    const levels = (o.concurrency ?? '1,8').split(',').map((c) => positiveInt(c.trim()));
     const maxTokens = o.maxTokens ?? 64;
     const workload = o.workload ?? 'distinct';
     const prompt = workload === 'shared-prefix' ? sharedPrefixPrompt : distinctPrompt;
@@ -115,11 +110,11 @@ export class ServingBenchCommand extends BaseCommand {
   }
   @Option({ flags: '--slots <n>', description: 'Parallel slots for both servers (default 8)' })
   parseSlots(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--threads <n>', description: 'CPU threads for both (default cores - 1)' })
   parseThreads(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--concurrency <list>', description: 'Comma list of client counts (default 1,8)' })
   parseConcurrency(v: string): string {
@@ -127,11 +122,11 @@ export class ServingBenchCommand extends BaseCommand {
   }
   @Option({ flags: '--requests <n>', description: 'Requests per level (default max(8, 3 x concurrency))' })
   parseRequests(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--max-tokens <n>', description: 'New tokens per request (default 64)' })
   parseMaxTokens(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--workload <kind>', description: 'distinct | shared-prefix (~540-token common prefix)' })
   parseWorkload(v: string): string {
@@ -140,11 +135,11 @@ export class ServingBenchCommand extends BaseCommand {
   }
   @Option({ flags: '--context <n>', description: 'Context tokens per slot (default 2048)' })
   parseContext(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--batch <n>', description: 'Decode batch size (default 512)' })
   parseBatch(v: string): number {
-    return int(v);
+    return positiveInt(v);
   }
   @Option({ flags: '--no-reference', description: 'Skip llama.cpp\'s server' })
   parseNoReference(): boolean {

@@ -99,11 +99,16 @@ function url(name: string, doc: string, schemes: readonly string[]): VarSpec<str
   };
 }
 
+/** A comma list: items trimmed, empty items dropped. */
+function splitList(raw: string | undefined): string[] {
+  return (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
 function list(doc: string): VarSpec<string[]> {
   return {
     doc,
     defaultText: '(empty)',
-    parse: (raw) => (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0),
+    parse: splitList,
   };
 }
 
@@ -128,7 +133,7 @@ function proxies(name: string, doc: string): VarSpec<string[]> {
     doc,
     defaultText: '(empty)',
     parse(raw) {
-      const items = (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      const items = splitList(raw);
       for (const item of items) {
         const [addr, bits, extra] = item.split('/');
         const family = isIP(addr);
@@ -223,7 +228,7 @@ function origins(name: string, doc: string): VarSpec<string[]> {
     doc,
     defaultText: '(empty)',
     parse(raw) {
-      const items = (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      const items = splitList(raw);
       for (const item of items) {
         if (item === '*') continue;
         let ok = false;
