@@ -1,10 +1,10 @@
 import type { NestExpressApplication } from '@nestjs/platform-express';
-import { json, text } from 'express';
+import { text } from 'express';
 import type { NextFunction, Request, Response } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
-import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonDepthLimit, jsonOnly } from '@app/common';
-import { HttpTelemetry } from '@app/observability';
+import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonBody, jsonDepthLimit, jsonOnly } from '@app/common';
+import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
 
 /**
  * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
@@ -41,13 +41,17 @@ export function configureApp(app: NestExpressApplication): void {
   app.use((req: Request, res: Response, next: NextFunction) =>
     req.method === 'POST' && DOCUMENTS_PATH.test(req.path) && req.is('text/plain') ? next() : jsonOnly(req, res, next),
   );
-  app.use(DOCUMENTS_PATH, json({ limit: config.retrievalUploadLimit + 64 * 1024, strict: true }));
+  app.use(DOCUMENTS_PATH, jsonBody(config.retrievalUploadLimit + 64 * 1024));
   app.use(DOCUMENTS_PATH, text({ type: 'text/plain', limit: config.retrievalUploadLimit }), plainTextDocument);
-  app.use(json({ limit: config.bodyLimit, strict: true }));
+  app.use(jsonBody(config.bodyLimit));
   app.use(bodyParserErrors);
   app.use(jsonDepthLimit);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
+  // Only traces need the route template while the request runs (to name the server span); logs
+  // and metrics take it when the response ends. An interceptor costs every request an rxjs
+  // pipeline and two async-resource bindings, so it is only there when tracing is on.
+  if (config.otlpEndpoint) app.useGlobalInterceptors(app.get(RouteTelemetryInterceptor));
   // After the shutdown hooks (drain included) the process exits 0: Nest's default re-raises the
   // signal, which orchestrators and scripts read as a crash (exit 143).
   app.enableShutdownHooks(undefined, { useProcessExit: true });

@@ -44,6 +44,9 @@ export const ANONYMOUS: Principal = {
  */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
+  /** Each handler's access, read from its decorators once (the metadata never changes). */
+  readonly #routes = new WeakMap<object, RouteAccess>();
+
   constructor(
     private readonly reflector: Reflector,
     private readonly auth: KeyAuthService,
@@ -55,9 +58,16 @@ export class ApiKeyGuard implements CanActivate {
     const path = context.switchToHttp().getRequest<Request>().path;
     if (HEALTH_PATH.test(path)) return this.config.healthPublic ? { open: true } : { open: false, scopes: [] };
     if (METRICS_PATH.test(path)) return this.config.metricsPublic ? { open: true } : { open: false, scopes: ['admin'] };
-    const targets = [context.getHandler(), context.getClass()];
-    if (this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, targets)) return { open: true };
-    return { open: false, scopes: this.reflector.getAllAndOverride<Scope[]>(REQUIRED_SCOPES, targets) ?? ['generate'] };
+    const handler = context.getHandler();
+    let access = this.#routes.get(handler);
+    if (!access) {
+      const targets = [handler, context.getClass()];
+      access = this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, targets)
+        ? { open: true }
+        : { open: false, scopes: this.reflector.getAllAndOverride<Scope[]>(REQUIRED_SCOPES, targets) ?? ['generate'] };
+      this.#routes.set(handler, access);
+    }
+    return access;
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 /** What a key may do. Generation routes need `generate`; `retrieval` adds and deletes collections and documents; `admin` guards operator routes. */
 export const SCOPES = ['generate', 'retrieval', 'admin'] as const;
@@ -68,7 +68,7 @@ export const KEY_PREFIX = 'sk-llm-';
  * (nothing to brute-force) and keeps the lookup on the request path cheap.
  */
 export function hashKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return hash('sha256', key, 'hex');
 }
 
 export function generateKey(): string {

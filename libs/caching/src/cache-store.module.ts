@@ -2,9 +2,8 @@ import { Logger, Module, OnApplicationShutdown, Inject } from '@nestjs/common';
 import { createClient, createKeyv } from '@keyv/redis';
 import { Keyv } from 'keyv';
 import type { Redis } from 'ioredis';
-import { AppConfig } from '@app/common';
+import { AppConfig, LruMap } from '@app/common';
 import { createCacheRedis, redisKeys } from './cache.redis';
-import { LruStore } from './lru.store';
 
 /** The stores behind the caches, built once from the configuration. */
 export interface CacheStores {
@@ -12,7 +11,7 @@ export interface CacheStores {
   /** The exact cache's Keyv store (handed to cache-manager). */
   readonly exact: Keyv;
   /** The in-memory LRU under `exact`, or null with Redis. */
-  readonly lru: LruStore | null;
+  readonly lru: LruMap | null;
   /** ioredis client for the semantic cache and the admin operations, or null without Redis. */
   readonly redis: Redis | null;
 }
@@ -21,7 +20,7 @@ export const CACHE_STORES = Symbol('CACHE_STORES');
 
 function buildStores(config: AppConfig): CacheStores {
   if (!config.redisUrl) {
-    const lru = new LruStore(config.cacheMaxEntries);
+    const lru = new LruMap(config.cacheMaxEntries);
     // No serialisation: entries are immutable records, kept by reference.
     const exact = new Keyv({ store: lru, serialize: undefined, deserialize: undefined, throwOnErrors: true });
     return { kind: 'memory', exact, lru, redis: null };

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { CacheableRequest, CacheSampling } from './caching.types';
 
@@ -69,10 +69,8 @@ export function exactKey(request: CacheableRequest, model: string): string {
     request.stop,
     request.promptTokens.length,
   ]);
-  return createHash('sha256')
-    .update(header)
-    .update(Buffer.from(Uint32Array.from(request.promptTokens).buffer))
-    .digest('hex');
+  const tokens = Buffer.from(Uint32Array.from(request.promptTokens).buffer);
+  return hash('sha256', Buffer.concat([Buffer.from(header), tokens]), 'hex');
 }
 
 /**

@@ -4,7 +4,6 @@ export * from './caching.exception';
 export * from './cache.directives';
 export * from './cache.keys';
 export * from './cache.redis';
-export * from './lru.store';
 export * from './semantic.index';
 export * from './semantic.cache';
 export * from './response-cache.service';

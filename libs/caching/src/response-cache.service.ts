@@ -293,7 +293,7 @@ export class ResponseCacheService implements OnModuleInit {
       Age: String(Math.max(0, Math.floor((Date.now() - record.createdAt) / 1000))),
     };
     if (similarity !== undefined) headers['X-Cache-Similarity'] = similarity.toFixed(4);
-    return { status, similarity, headers, events: replay(record, request.billedPromptTokens) };
+    return { status, similarity, headers, events: new Replay(record, request.billedPromptTokens) };
   }
 
   /**
@@ -371,26 +371,50 @@ function isRecord(value: unknown): value is CachedCompletion {
   );
 }
 
-/** A stored answer as the model's events: same chunks, usage of this request's prompt. */
-async function* replay(record: CachedCompletion, promptTokens: number): AsyncGenerator<CompletionEvent> {
-  for (const text of record.chunks) yield { kind: 'text', text };
-  yield {
-    kind: 'done',
-    finishReason: record.finishReason,
-    promptTokens,
-    completionTokens: record.completionTokens,
-    // No prompt token was evaluated for this answer.
-    cachedPromptTokens: promptTokens,
-  };
+type Completion = { text: string; finishReason: string; promptTokens: number; completionTokens: number; cachedPromptTokens: number };
+
+/**
+ * A stored answer as the model's events (same chunks, usage of this request's prompt), and, for a
+ * caller that wants the whole answer at once, that answer without iterating: a hit's JSON reply
+ * then costs no promise per chunk.
+ */
+class Replay implements AsyncIterable<CompletionEvent> {
+  readonly #record: CachedCompletion;
+  readonly #promptTokens: number;
+
+  constructor(record: CachedCompletion, promptTokens: number) {
+    this.#record = record;
+    this.#promptTokens = promptTokens;
+  }
+
+  get done(): Extract<CompletionEvent, { kind: 'done' }> {
+    return {
+      kind: 'done',
+      finishReason: this.#record.finishReason,
+      promptTokens: this.#promptTokens,
+      completionTokens: this.#record.completionTokens,
+      // No prompt token was evaluated for this answer.
+      cachedPromptTokens: this.#promptTokens,
+    };
+  }
+
+  completion(): Completion {
+    const { kind: _kind, ...usage } = this.done;
+    return { text: this.#record.chunks.join(''), ...usage };
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<CompletionEvent> {
+    for (const text of this.#record.chunks) yield { kind: 'text', text };
+    yield this.done;
+  }
 }
 
 /**
  * Runs events to their very end (a cache write happens after the last event, so stopping at the
  * done event would skip it) and returns the whole text, how it finished and the usage.
  */
-export async function collectCompletion(
-  events: AsyncIterable<CompletionEvent>,
-): Promise<{ text: string; finishReason: string; promptTokens: number; completionTokens: number; cachedPromptTokens: number }> {
+export async function collectCompletion(events: AsyncIterable<CompletionEvent>): Promise<Completion> {
+  if (events instanceof Replay) return events.completion();
   let text = '';
   let done: Extract<CompletionEvent, { kind: 'done' }> | null = null;
   for await (const event of events) {

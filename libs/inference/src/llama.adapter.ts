@@ -3,7 +3,7 @@ import { existsSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
-import { AppConfig } from '@app/common';
+import { AppConfig, LruMap } from '@app/common';
 import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
@@ -160,6 +160,10 @@ class LlamaDecodeRuntime implements DecodeRuntime {
  * sequences are the scheduler's slots (driven through LlamaDecodeRuntime), and a lazily created
  * embedding context.
  */
+/** Prompt texts remembered with their tokens, and the longest remembered (≈ 4 MB of text at most). */
+const TOKEN_MEMO_ENTRIES = 512;
+const TOKEN_MEMO_MAX_CHARS = 8192;
+
 @Injectable()
 export class LlamaAdapter {
   readonly #logger = new Logger('Inference');
@@ -170,6 +174,12 @@ export class LlamaAdapter {
   #runtime: LlamaDecodeRuntime | null = null;
   readonly #progressListeners = new Set<(fraction: number) => void>();
   readonly #grammars = new Map<string, Promise<unknown>>();
+  /**
+   * Tokens of recently seen prompt texts. Clients repeat prompts (retries, cache hits, shared
+   * system prompts) and the exact cache's key needs the tokens before it can answer: a cache hit
+   * should not pay for the tokenizer. Bounded in entries and in text length.
+   */
+  readonly #tokenMemo = new LruMap<readonly number[]>(TOKEN_MEMO_ENTRIES);
   #chatWrapper: NodeLlamaCpp.ChatWrapper | null = null;
   #embedding: Promise<NodeLlamaCpp.LlamaEmbeddingContext> | null = null;
   #embedLock: Promise<unknown> = Promise.resolve();
@@ -296,7 +306,15 @@ export class LlamaAdapter {
 
   /** Tokens of `text` as the model sees it, without BOS. */
   tokenize(text: string): number[] {
-    return this.#requireModel().tokenize(text) as number[];
+    const model = this.#requireModel();
+    if (text.length > TOKEN_MEMO_MAX_CHARS) return model.tokenize(text) as number[];
+    let tokens = this.#tokenMemo.get(text);
+    if (tokens === undefined) {
+      tokens = model.tokenize(text) as number[];
+      this.#tokenMemo.set(text, tokens);
+    }
+    // A copy: callers own what they get, the memo stays intact.
+    return [...tokens];
   }
 
   /** Text of `tokens`; `context` (the tokens just before) lets SentencePiece place spaces right. */

@@ -1,8 +1,8 @@
 import { Global, MiddlewareConsumer, Module, NestModule, OnApplicationShutdown, RequestMethod } from '@nestjs/common';
-import { APP_INTERCEPTOR } from '@nestjs/core';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
+import { levels } from 'pino';
 import { AppConfig } from '@app/common';
 import { DependencyProbes } from './dependency.probes';
 import { GpuMonitor } from './gpu.monitor';
@@ -13,6 +13,11 @@ import { requestLogFields } from './request-log.fields';
 import { SchedulerTelemetry } from './scheduler.telemetry';
 import { activeTraceIds, flushTracing } from './tracing.api';
 import { redactUrl } from './url.redaction';
+
+/** pino's number for a LOG_LEVEL name ('silent' above every level). */
+function threshold(level: string): number {
+  return levels.values[level] ?? Infinity;
+}
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
@@ -53,7 +58,11 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
             const ids = activeTraceIds();
             return ids ? { trace_id: ids.traceId, span_id: ids.spanId } : {};
           },
-          customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+          // 'silent' below LOG_LEVEL: pino-http would otherwise build each line's fields only to drop them.
+          customLogLevel: (_req, res, err) => {
+            const level = err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info';
+            return levels.values[level] >= threshold(config.logLevel) ? level : 'silent';
+          },
           customSuccessObject: (req, res, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
           customErrorObject: (req, res, _err, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
           serializers: {
@@ -71,9 +80,9 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
     HttpTelemetry,
     SchedulerTelemetry,
     GpuMonitor,
-    { provide: APP_INTERCEPTOR, useClass: RouteTelemetryInterceptor },
+    RouteTelemetryInterceptor,
   ],
-  exports: [...METRIC_PROVIDERS, DependencyProbes, MetricsService, HttpTelemetry, SchedulerTelemetry, GpuMonitor],
+  exports: [...METRIC_PROVIDERS, DependencyProbes, MetricsService, HttpTelemetry, RouteTelemetryInterceptor, SchedulerTelemetry, GpuMonitor],
 })
 export class ObservabilityModule implements NestModule, OnApplicationShutdown {
   configure(consumer: MiddlewareConsumer): void {

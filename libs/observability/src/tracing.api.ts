@@ -1,10 +1,19 @@
-import { Attributes, Context, context, isSpanContextValid, ProxyTracerProvider, Span, SpanStatusCode, trace } from '@opentelemetry/api';
+import { Attributes, Context, context, INVALID_SPAN_CONTEXT, isSpanContextValid, ProxyTracerProvider, Span, SpanStatusCode, trace } from '@opentelemetry/api';
 
 /** Instrumentation scope of the platform's own spans. */
 export const TRACER_NAME = 'llm-serving';
 
 function tracer(): ReturnType<typeof trace.getTracer> {
   return trace.getTracer(TRACER_NAME);
+}
+
+/** Handed to `withSpan` callbacks while tracing is off. */
+const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/** Whether a tracer provider is registered (apps/api/src/tracing.ts does it when OTLP is configured). */
+function tracingOn(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegateTracer(TRACER_NAME) !== undefined;
 }
 
 function fail(span: Span, err: unknown): void {
@@ -14,9 +23,11 @@ function fail(span: Span, err: unknown): void {
 
 /**
  * Runs `fn` inside a new active span that ends when `fn` returns or settles; an exception marks
- * the span as failed and is rethrown. Without a tracer provider (tracing off) it costs a no-op span.
+ * the span as failed and is rethrown. Without a tracer provider (tracing off) `fn` just runs: the
+ * no-op span, its context and the promise wrapper would cost every request for nothing.
  */
 export function withSpan<T>(name: string, fn: (span: Span) => T, attributes?: Attributes): T {
+  if (!tracingOn()) return fn(NO_SPAN);
   return tracer().startActiveSpan(name, { attributes }, (span) => {
     try {
       const result = fn(span);

@@ -1,12 +1,14 @@
 import type { NextFunction, Request, Response } from 'express';
 import { renderError } from '../errors/all-exceptions.filter';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
+import { isPlainJson } from './json-body.middleware';
 
 /**
  * Bodies must be JSON. A form-encoded or text body would otherwise reach validation as an empty
  * object and produce a misleading "prompt must be a string"; a 415 says what is wrong.
  */
 export function jsonOnly(req: Request, res: Response, next: NextFunction): void {
+  if (isPlainJson(req.headers['content-type'])) return next();
   const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
   if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(req.method) && hasBody && !req.is('application/json')) {
     const r = renderError(

@@ -15,7 +15,14 @@ export type Reply =
 
 export async function sendReply(res: Response, reply: Reply): Promise<void> {
   if (reply.kind === 'json') {
-    res.status(200).set(reply.headers ?? {}).json(reply.body);
+    // Written directly: a generation's answer is never a conditional GET, so Express's send()
+    // (an ETag hashed from every body, freshness checks) would be pure cost on each response.
+    const body = JSON.stringify(reply.body);
+    res.statusCode = 200;
+    if (reply.headers) for (const name in reply.headers) res.setHeader(name, reply.headers[name]);
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    res.end(body);
     return;
   }
   await writeSse(res, reply.events, {

@@ -1,9 +1,9 @@
 /**
- * A Map bounded to `capacity` entries that forgets the least recently used one: the in-memory
- * store under cache-manager (Keyv accepts any Map-like store). Relies on Map keeping insertion
+ * A Map bounded to `capacity` entries that forgets the least recently used one (the in-memory
+ * store under cache-manager: Keyv accepts any Map-like store; the tokenizer's memo). Relies on Map keeping insertion
  * order: a read re-inserts the key at the end, so the first key is always the coldest.
  */
-export class LruStore<V = unknown> {
+export class LruMap<V = unknown> {
   readonly #map = new Map<string, V>();
   #evictions = 0;
 
