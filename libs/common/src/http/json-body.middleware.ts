@@ -6,6 +6,18 @@ const PLAIN_JSON = /^application\/json\s*(?:;\s*charset\s*=\s*(?:utf-8|"utf-8")\
 /** JSON whitespace, then the first character (strict JSON bodies are objects or arrays). */
 const FIRST_CHAR = /^[\x20\x09\x0a\x0d]*([^\x20\x09\x0a\x0d])/;
 
+/** The JSON text each body read here was parsed from (kept as long as the body object lives). */
+const SOURCE_TEXT = new WeakMap<object, string>();
+
+/**
+ * The exact JSON text `body` was parsed from, when the direct reader parsed it (undefined for
+ * bodies body-parser handled): equal texts give equal bodies, which lets pure work done on a body
+ * (validation) be remembered by its text.
+ */
+export function jsonSourceOf(body: unknown): string | undefined {
+  return body !== null && typeof body === 'object' ? SOURCE_TEXT.get(body) : undefined;
+}
+
 /** Whether the Content-Type is plain UTF-8 JSON (cheaper than type-is, which parses the header). */
 export function isPlainJson(contentType: string | undefined): boolean {
   return contentType !== undefined && PLAIN_JSON.test(contentType);
@@ -72,7 +84,9 @@ export function jsonBody(limit: number): RequestHandler {
       const first = FIRST_CHAR.exec(text)?.[1];
       if (first !== '{' && first !== '[') return finish(parserError('entity.parse.failed', 'Unexpected token: strict JSON bodies are objects or arrays', 400));
       try {
-        req.body = JSON.parse(text);
+        const body: unknown = JSON.parse(text);
+        SOURCE_TEXT.set(body as object, text);
+        req.body = body;
       } catch (err) {
         return finish(parserError('entity.parse.failed', (err as Error).message, 400));
       }

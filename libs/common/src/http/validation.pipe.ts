@@ -1,5 +1,49 @@
-import { ValidationError, ValidationPipe } from '@nestjs/common';
+import { ArgumentMetadata, ValidationError, ValidationPipe } from '@nestjs/common';
+import type { ValidationPipeOptions } from '@nestjs/common';
+import { LruMap } from '../collections/lru.map';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
+import { jsonSourceOf } from './json-body.middleware';
+
+/** Bodies remembered per DTO class once validated, and the longest body text remembered. */
+const MEMO_ENTRIES = 256;
+const MEMO_MAX_CHARS = 8192;
+
+/** A deep copy that keeps each object's class (DTO instances stay DTO instances). */
+function copyOf<T>(value: T): T {
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(copyOf) as T;
+  const copy = Object.create(Object.getPrototypeOf(value) as object | null) as Record<string, unknown>;
+  for (const key of Object.keys(value)) copy[key] = copyOf((value as Record<string, unknown>)[key]);
+  return copy as T;
+}
+
+/**
+ * Nest's ValidationPipe that remembers the DTOs it built from recent body texts. Validation and
+ * transformation are a pure function of the JSON text and the DTO class, and class-validator is
+ * the largest cost left on a small request: a repeated request (an exact-cache hit, a retry) gets
+ * a copy of the DTO built the first time instead of validating again. Only bodies that passed
+ * are remembered; each caller gets its own copy, so nothing is shared between requests.
+ */
+class MemoizingValidationPipe extends ValidationPipe {
+  readonly #memo = new WeakMap<object, LruMap<unknown>>();
+
+  constructor(options: ValidationPipeOptions) {
+    super(options);
+  }
+
+  override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    const dto = metadata.type === 'body' && metadata.data === undefined && this.toValidate(metadata) ? metadata.metatype : undefined;
+    const text = dto ? jsonSourceOf(value) : undefined;
+    if (!dto || text === undefined || text.length > MEMO_MAX_CHARS) return super.transform(value, metadata);
+    let memo = this.#memo.get(dto);
+    const known = memo?.get(text);
+    if (known !== undefined) return copyOf(known);
+    const result: unknown = await super.transform(value, metadata);
+    if (!memo) this.#memo.set(dto, (memo = new LruMap(MEMO_ENTRIES)));
+    memo.set(text, copyOf(result));
+    return result;
+  }
+}
 
 function flatten(errors: ValidationError[], parent = ''): { field: string; message: string }[] {
   return errors.flatMap((e) => {
@@ -18,7 +62,7 @@ function flatten(errors: ValidationError[], parent = ''): { field: string; messa
  * fields stripped, and a 400 envelope that names each bad field.
  */
 export function createValidationPipe(): ValidationPipe {
-  return new ValidationPipe({
+  return new MemoizingValidationPipe({
     transform: true,
     whitelist: true,
     forbidUnknownValues: true,

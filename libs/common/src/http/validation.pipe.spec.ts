@@ -1,0 +1,94 @@
+import 'reflect-metadata';
+import { ValidationPipe } from '@nestjs/common';
+import { Type } from 'class-transformer';
+import { IsInt, IsOptional, IsString, Max, ValidateNested } from 'class-validator';
+import express from 'express';
+import request from 'supertest';
+import { CommonException } from '../errors/common.exception';
+import { jsonBody } from './json-body.middleware';
+import { createValidationPipe } from './validation.pipe';
+
+class InnerDto {
+  @IsString()
+  name!: string;
+}
+
+class OuterDto {
+  @IsString()
+  prompt!: string;
+
+  @IsOptional()
+  @IsInt()
+  @Max(10)
+  n: number = 1;
+
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => InnerDto)
+  inner?: InnerDto;
+}
+
+/**
+ * Runs the pipe on bodies read by the real reader (which is what lets the pipe remember them)
+ * and hands back what it produced, or the error it threw.
+ */
+function harness(): { app: express.Express; results: unknown[] } {
+  const pipe = createValidationPipe();
+  const results: unknown[] = [];
+  const app = express();
+  app.use(jsonBody(4096));
+  app.post('/', (req, res) => {
+    pipe.transform(req.body, { type: 'body', metatype: OuterDto, data: undefined }).then(
+      (dto) => {
+        results.push(dto);
+        res.json({ ok: true });
+      },
+      (err: unknown) => {
+        results.push(err);
+        res.status(400).json({ ok: false });
+      },
+    );
+  });
+  return { app, results };
+}
+
+describe('createValidationPipe (remembering validated bodies)', () => {
+  it('gives a repeated body an equal DTO of the same classes, a fresh copy each time', async () => {
+    const validate = jest.spyOn(ValidationPipe.prototype as unknown as { validate: () => unknown }, 'validate');
+    const { app, results } = harness();
+    const body = JSON.stringify({ prompt: 'hi', inner: { name: 'x' }, extra: 'stripped' });
+    for (let i = 0; i < 3; i++) await request(app).post('/').set('Content-Type', 'application/json').send(body).expect(200);
+    // class-validator ran for the first of the three only.
+    expect(validate).toHaveBeenCalledTimes(1);
+    validate.mockRestore();
+    const [first, second, third] = results as OuterDto[];
+    for (const dto of [first, second, third]) {
+      expect(dto).toBeInstanceOf(OuterDto);
+      expect(dto.inner).toBeInstanceOf(InnerDto);
+      expect({ ...dto, inner: { ...dto.inner } }).toEqual({ prompt: 'hi', n: 1, inner: { name: 'x' } });
+    }
+    // A consumer that changes its DTO changes nobody else's.
+    (second.inner as InnerDto).name = 'changed';
+    expect(second).not.toBe(third);
+    expect(third.inner?.name).toBe('x');
+    await request(app).post('/').set('Content-Type', 'application/json').send(body).expect(200);
+    expect((results[3] as OuterDto).inner?.name).toBe('x');
+  });
+
+  it('refuses an invalid body every time (refusals are not remembered)', async () => {
+    const { app, results } = harness();
+    const body = JSON.stringify({ prompt: 'hi', n: 11 });
+    await request(app).post('/').set('Content-Type', 'application/json').send(body).expect(400);
+    await request(app).post('/').set('Content-Type', 'application/json').send(body).expect(400);
+    expect(results).toHaveLength(2);
+    for (const err of results) expect(err).toBeInstanceOf(CommonException);
+  });
+
+  it('validates bodies it has no source text for as before', async () => {
+    const pipe = createValidationPipe();
+    const dto = (await pipe.transform({ prompt: 'p', n: 2 }, { type: 'body', metatype: OuterDto, data: undefined })) as OuterDto;
+    expect(dto).toBeInstanceOf(OuterDto);
+    expect(dto.n).toBe(2);
+    await expect(pipe.transform({ prompt: 5 }, { type: 'body', metatype: OuterDto, data: undefined })).rejects.toBeInstanceOf(CommonException);
+  });
+});
