@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import request from 'supertest';
 import { startTestApp, TestApp } from './support/test-app';
 
@@ -5,7 +6,7 @@ import { startTestApp, TestApp } from './support/test-app';
 describe('request validation and error envelopes', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await startTestApp({ BODY_LIMIT: '16kb' });
+    t = await startTestApp({ BODY_LIMIT: '16kb', BODY_TIMEOUT_MS: '300' });
   });
   afterAll(() => t.close());
 
@@ -79,6 +80,31 @@ describe('request validation and error envelopes', () => {
   it('a body over BODY_LIMIT → 413 envelope', async () => {
     const res = await post({ prompt: 'a'.repeat(20_000) }).expect(413);
     expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: 'payload_too_large' });
+  });
+
+  it('a body that never arrives → 408 envelope within BODY_TIMEOUT_MS, connection closed', async () => {
+    const { hostname, port } = new URL(t.url);
+    const started = Date.now();
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), hostname, () => {
+        // 1,000 bytes announced, 12 sent, then silence (the socket stays open).
+        socket.write(
+          `POST /v1/generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.key}\r\n` +
+            'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"prompt": "',
+        );
+      });
+      let data = '';
+      socket.on('data', (d: Buffer) => (data += d.toString()));
+      socket.on('close', () => resolve(data));
+      socket.on('error', reject);
+    });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(answer).toMatch(/connection: close/i);
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as { error: { code: string; type: string } };
+    expect(body.error).toMatchObject({ type: 'invalid_request_error', code: 'request_timeout' });
+    // The server goes on serving.
+    await post({ prompt: 'a', max_tokens: 1 }).expect(200);
   });
 
   it('an unknown route → 404 envelope', async () => {

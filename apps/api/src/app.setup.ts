@@ -3,7 +3,7 @@ import { text } from 'express';
 import type { NextFunction, Request, Response } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
-import { AllExceptionsFilter, AppConfig, bodyParserErrors, createValidationPipe, jsonBody, jsonDepthLimit, jsonOnly } from '@app/common';
+import { AllExceptionsFilter, AppConfig, bodyDeadline, bodyParserErrors, createValidationPipe, jsonBody, jsonDepthLimit, jsonOnly } from '@app/common';
 import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
 
 /**
@@ -36,6 +36,7 @@ export function configureApp(app: NestExpressApplication): void {
     next();
   });
   app.use(helmet({ contentSecurityPolicy: false }));
+  app.use(bodyDeadline(config.bodyTimeoutMs));
   // Document uploads: JSON or a plain-text body, up to RETRIEVAL_UPLOAD_LIMIT; parsed here, so
   // the global JSON parser below leaves them alone.
   app.use((req: Request, res: Response, next: NextFunction) =>

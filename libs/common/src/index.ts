@@ -7,6 +7,7 @@ export * from './http/validation.pipe';
 export * from './http/sse.writer';
 export * from './http/json-only.middleware';
 export * from './http/json-body.middleware';
+export * from './http/body-deadline.middleware';
 export * from './http/reply';
 export * from './validation/string-or-array.validator';
 export * from './input-guard/input-guard.service';

@@ -294,6 +294,7 @@ export const CONFIG_SPEC = {
   INPUT_MAX_CHARS: int('INPUT_MAX_CHARS', 0, 100000000, 0, 'Input guard: most characters of prompt text per request (prompt, or all chat messages together), 400 `input_too_long` above; 0 = off'),
   INPUT_GUARD_PATTERNS: regexList('INPUT_GUARD_PATTERNS', 'Input guard: JSON array of regular expressions (case-insensitive) refused in prompts and chat messages with 400 `input_rejected`; empty = off'),
   BODY_LIMIT: bytes('BODY_LIMIT', '1mb', 'Largest accepted request body (413 above)'),
+  BODY_TIMEOUT_MS: int('BODY_TIMEOUT_MS', 100, 600000, 30000, 'Longest time a client may take to send a request body once its headers arrived (408 `request_timeout` beyond, connection closed)'),
   LOG_LEVEL: oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'Log level'),
   LOG_PROMPTS: bool('LOG_PROMPTS', false, 'Include prompt text (truncated to 2,000 characters) in request log lines; off by default'),
   HEALTH_CHECK_TIMEOUT_MS: int('HEALTH_CHECK_TIMEOUT_MS', 50, 60000, 1000,
@@ -372,6 +373,8 @@ export class AppConfig {
   /** Input guard: patterns refused in prompts and chat messages; empty = none. */
   readonly inputGuardPatterns: readonly RegExp[];
   readonly bodyLimit: number;
+  /** Longest wait for a request body after its headers (default 30,000 ms; 408 beyond). */
+  readonly bodyTimeoutMs: number;
   readonly logLevel: string;
   readonly logPrompts: boolean;
   readonly healthCheckTimeoutMs: number;
@@ -440,6 +443,7 @@ export class AppConfig {
     this.inputMaxChars = p.INPUT_MAX_CHARS as number;
     this.inputGuardPatterns = p.INPUT_GUARD_PATTERNS;
     this.bodyLimit = p.BODY_LIMIT;
+    this.bodyTimeoutMs = p.BODY_TIMEOUT_MS as number;
     this.logLevel = p.LOG_LEVEL;
     this.logPrompts = p.LOG_PROMPTS;
     this.healthCheckTimeoutMs = p.HEALTH_CHECK_TIMEOUT_MS as number;
