@@ -146,6 +146,22 @@ describe('request logs and traces (compiled server, tracing on)', () => {
     expect(Number(completion?.intValue)).toBe(12);
   });
 
+  it('a key in the query string reaches neither the log line nor any exported span', async () => {
+    const secret = 'sk-in-the-query-0123456789';
+    const res = await fetch(`${server.url}/v1/models?api_key=${secret}&limit=3`, {
+      headers: { Authorization: `Bearer ${KEY}`, 'X-Request-Id': 'req-query-0003' },
+    });
+    expect(res.status).toBe(200);
+    await waitFor(() => completionLine(server, 'req-query-0003') !== undefined, 5000, 'log line');
+    const traceId = completionLine(server, 'req-query-0003')?.trace_id as string;
+    await waitFor(() => receiver.spans.some((s) => s.traceId === traceId && s.name === 'GET /v1/models'), 15_000, 'span exported');
+    const span = receiver.spans.find((s) => s.traceId === traceId && s.name === 'GET /v1/models') as OtlpSpan;
+    const query = span.attributes?.find((a) => a.key === 'url.query')?.value as { stringValue?: string } | undefined;
+    expect(query?.stringValue).toBe('api_key=[redacted]&limit=3');
+    expect(JSON.stringify(receiver.spans)).not.toContain(secret);
+    expect(server.output()).not.toContain(secret);
+  });
+
   it('neither logs nor traces probes and scrapes', async () => {
     for (const path of ['/health', '/health/ready', '/metrics']) expect((await fetch(`${server.url}${path}`)).status).toBe(200);
     await new Promise((r) => setTimeout(r, 1500));

@@ -12,3 +12,4 @@ export * from './http/reply';
 export * from './validation/string-or-array.validator';
 export * from './input-guard/input-guard.service';
 export * from './collections/lru.map';
+export * from './http/url.redaction';

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
 import { levels } from 'pino';
-import { AppConfig } from '@app/common';
+import { AppConfig, redactUrl } from '@app/common';
 import { DependencyProbes } from './dependency.probes';
 import { GpuMonitor } from './gpu.monitor';
 import { HttpTelemetry, RequestContextMiddleware, RouteTelemetryInterceptor, UNOBSERVED_PATH } from './http.telemetry';
@@ -12,7 +12,7 @@ import { MetricsService } from './metrics.service';
 import { requestLogFields } from './request-log.fields';
 import { SchedulerTelemetry } from './scheduler.telemetry';
 import { activeTraceIds, flushTracing } from './tracing.api';
-import { redactUrl } from './url.redaction';
+
 
 /** pino's number for a LOG_LEVEL name ('silent' above every level). */
 function threshold(level: string): number {
