@@ -10,6 +10,25 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+const CLI_NAME = 'npm run cli --';
+
+/** A command as Commander's help sees it (commander is nest-commander's, not a direct dependency). */
+interface HelpCommand {
+  parent: HelpCommand | null;
+  name(): string;
+}
+
+/**
+ * Commander's usage line, with the program named as users run it. Installed on Commander's Help
+ * object, so `this` is that object and its prototype holds the default implementation.
+ */
+function usageLine(this: object, cmd: HelpCommand): string {
+  let root = cmd;
+  while (root.parent) root = root.parent;
+  const standard = (Object.getPrototypeOf(this) as { commandUsage(c: HelpCommand): string }).commandUsage.call(this, cmd);
+  return standard.startsWith(root.name()) ? CLI_NAME + standard.slice(root.name().length) : standard;
+}
+
 async function main(): Promise<void> {
   try {
     AppConfig.fromEnv(process.env);
@@ -21,7 +40,9 @@ async function main(): Promise<void> {
     throw err;
   }
   await CommandFactory.run(CliModule, {
-    cliName: 'npm run cli --',
+    cliName: CLI_NAME,
+    // Commander names the program after the script file (`main`); users type `npm run cli --`.
+    helpConfiguration: { commandUsage: usageLine },
     logger: ['error', 'warn'],
     // Exit codes: 0 ok (help included), 1 the command failed, 2 the command line was wrong.
     errorHandler: (err) => {
