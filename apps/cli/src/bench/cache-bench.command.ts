@@ -29,6 +29,10 @@ interface ExactResult {
   /** GET /v1/models: trivial too, but authenticated and logged like a generation request. */
   models: Measured;
   hit: Measured;
+  /** An OpenAI chat completion answered from the cache (what the official SDKs send). */
+  chatHit: Measured;
+  /** Median chat-hit req/s over the median reference req/s. */
+  chatRatio: number;
   /** Median hit req/s over the median reference req/s: the figure the target applies to. */
   ratio: number;
   /** The same ratio in each round (routes take turns within a round), lowest to highest. */
@@ -103,15 +107,30 @@ export class CacheBenchCommand extends BaseCommand {
       CACHE_NAMESPACE: namespace,
     });
     try {
-      const body = JSON.stringify({ prompt: 'Once upon a time', max_tokens: 64, temperature: 0 });
+      const headers = { 'Content-Type': 'application/json', Authorization: `Bearer ${server.key}` };
       const hitCall = {
         method: 'POST' as const,
         path: '/v1/generate',
-        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${server.key}` },
-        body,
+        headers,
+        body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 64, temperature: 0 }),
       };
-      const prime = await fetch(`${server.url}/v1/generate`, { method: 'POST', headers: hitCall.headers, body });
-      if (!prime.ok) throw new Error(`priming request failed: ${prime.status} ${await prime.text()}`);
+      const chatCall = {
+        method: 'POST' as const,
+        path: '/v1/chat/completions',
+        headers,
+        body: JSON.stringify({
+          messages: [
+            { role: 'system', content: 'You tell short stories.' },
+            { role: 'user', content: 'Once upon a time' },
+          ],
+          max_tokens: 64,
+          temperature: 0,
+        }),
+      };
+      for (const call of [hitCall, chatCall]) {
+        const prime = await fetch(`${server.url}${call.path}`, { method: 'POST', headers, body: call.body });
+        if (!prime.ok) throw new Error(`priming ${call.path} failed: ${prime.status} ${await prime.text()}`);
+      }
       const reference = { method: 'GET' as const, path: '/health' };
       const models = { method: 'GET' as const, path: '/v1/models', headers: { Authorization: `Bearer ${server.key}` } };
       const measure = async (call: typeof hitCall | typeof reference | typeof models): Promise<Measured> => {
@@ -122,14 +141,14 @@ export class CacheBenchCommand extends BaseCommand {
         return { ...r, serverCpuUsPerRequest: cpu };
       };
       // Warm every path (JIT, connections) before measuring.
-      for (const call of [reference, models, hitCall]) await load(server.url, call, opts.connections, 1);
+      for (const call of [reference, models, hitCall, chatCall]) await load(server.url, call, opts.connections, 1);
       // Rounds in turn (reference, models, hit, reference, ...): a slow spell of the machine then
       // hits every route alike instead of one of them; each route reports its median round.
-      const rounds: { ref: Measured; mod: Measured; hit: Measured }[] = [];
+      const rounds: { ref: Measured; mod: Measured; hit: Measured; chat: Measured }[] = [];
       for (let i = 0; i < opts.rounds; i++) {
-        const round = { ref: await measure(reference), mod: await measure(models), hit: await measure(hitCall) };
-        if (round.hit.lastHeaders['x-cache'] !== 'HIT') {
-          throw new Error(`the measured request was not a cache hit (X-Cache: ${String(round.hit.lastHeaders['x-cache'])})`);
+        const round = { ref: await measure(reference), mod: await measure(models), hit: await measure(hitCall), chat: await measure(chatCall) };
+        for (const r of [round.hit, round.chat]) {
+          if (r.lastHeaders['x-cache'] !== 'HIT') throw new Error(`a measured request was not a cache hit (X-Cache: ${String(r.lastHeaders['x-cache'])})`);
         }
         rounds.push(round);
       }
@@ -138,22 +157,26 @@ export class CacheBenchCommand extends BaseCommand {
       const ref = median((r) => r.ref);
       const mod = median((r) => r.mod);
       const hit = median((r) => r.hit);
+      const chatHit = median((r) => r.chat);
+      const chatRatio = chatHit.rps / ref.rps;
       const roundRatios = rounds.map((r) => r.hit.rps / r.ref.rps).sort((a, b) => a - b);
       const ratio = hit.rps / ref.rps;
       const cpuRatio = ref.serverCpuUsPerRequest && hit.serverCpuUsPerRequest ? ref.serverCpuUsPerRequest / hit.serverCpuUsPerRequest : null;
       const line = (name: string, r: Measured): string =>
-        `  ${name.padEnd(28)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  ` +
+        `  ${name.padEnd(32)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  ` +
         `server CPU ${r.serverCpuUsPerRequest === null ? '?' : r.serverCpuUsPerRequest.toFixed(0)} µs/req  (${r.requests} requests, ${r.errors} errors)`;
       log(`${store} store:`);
       log(line('GET /health (reference)', ref));
       log(line('GET /v1/models', mod));
       log(line('POST /v1/generate (HIT)', hit));
+      log(line('POST /v1/chat/completions (HIT)', chatHit));
       log('  (median round of each route)');
       const spread = roundRatios.length > 1 ? ` (rounds ${roundRatios[0].toFixed(2)}–${roundRatios[roundRatios.length - 1].toFixed(2)})` : '';
       log(`  ratio hit/reference req/s    ${ratio.toFixed(2)} (target >= ${TARGET}: ${ratio >= TARGET ? 'met' : 'NOT met'})${spread}`);
+      log(`  ratio chat hit/reference     ${chatRatio.toFixed(2)}`);
       log(`  ratio hit/models req/s       ${(hit.rps / mod.rps).toFixed(2)}`);
       if (cpuRatio !== null) log(`  ratio by server CPU/request  ${cpuRatio.toFixed(2)}`);
-      return { store, reference: ref, models: mod, hit, ratio, roundRatios, ratioToModels: hit.rps / mod.rps, cpuRatio };
+      return { store, reference: ref, models: mod, hit, chatHit, chatRatio, ratio, roundRatios, ratioToModels: hit.rps / mod.rps, cpuRatio };
     } finally {
       await server.stop();
       if (store === 'redis' && this.config.redisUrl) await dropNamespace(this.config.redisUrl, namespace);
