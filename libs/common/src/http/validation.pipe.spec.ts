@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { ValidationPipe } from '@nestjs/common';
 import { Type } from 'class-transformer';
-import { IsInt, IsOptional, IsString, Max, ValidateNested } from 'class-validator';
+import { IsInt, IsObject, IsOptional, IsString, Max, ValidateNested } from 'class-validator';
 import express from 'express';
 import request from 'supertest';
 import { CommonException } from '../errors/common.exception';
@@ -32,13 +32,21 @@ class OuterDto {
  * Runs the pipe on bodies read by the real reader (which is what lets the pipe remember them)
  * and hands back what it produced, or the error it threw.
  */
-function harness(): { app: express.Express; results: unknown[] } {
+class SchemaDto {
+  @IsString()
+  prompt!: string;
+
+  @IsObject()
+  schema!: Record<string, unknown>;
+}
+
+function harness(metatype: new () => object = OuterDto): { app: express.Express; results: unknown[] } {
   const pipe = createValidationPipe();
   const results: unknown[] = [];
   const app = express();
   app.use(jsonBody(4096));
   app.post('/', (req, res) => {
-    pipe.transform(req.body, { type: 'body', metatype: OuterDto, data: undefined }).then(
+    pipe.transform(req.body, { type: 'body', metatype, data: undefined }).then(
       (dto) => {
         results.push(dto);
         res.json({ ok: true });
@@ -73,6 +81,17 @@ describe('createValidationPipe (remembering validated bodies)', () => {
     expect(third.inner?.name).toBe('x');
     await request(app).post('/').set('Content-Type', 'application/json').send(body).expect(200);
     expect((results[3] as OuterDto).inner?.name).toBe('x');
+  });
+
+  it('copies a free-form "__proto__" key as data, never as a prototype', async () => {
+    const { app, results } = harness(SchemaDto);
+    const body = '{"prompt":"p","schema":{"__proto__":{"polluted":true},"a":1}}';
+    for (let i = 0; i < 2; i++) await request(app).post('/').set('Content-Type', 'application/json').send(body).expect(200);
+    const [first, copy] = results as SchemaDto[];
+    expect(Object.getPrototypeOf(copy.schema)).toBe(Object.getPrototypeOf(first.schema));
+    expect(Object.getOwnPropertyNames(copy.schema)).toEqual(Object.getOwnPropertyNames(first.schema));
+    expect((copy.schema as { polluted?: unknown }).polluted).toBeUndefined();
+    expect(({} as { polluted?: unknown }).polluted).toBeUndefined();
   });
 
   it('refuses an invalid body every time (refusals are not remembered)', async () => {
