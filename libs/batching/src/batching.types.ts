@@ -59,15 +59,7 @@ export type TokenEvent =
     };
 
 /** What the inference layer streams to the API: text instead of tokens. */
-export type GenerationEvent =
-  | { readonly kind: 'text'; readonly text: string; readonly tokens: number }
-  | {
-      readonly kind: 'done';
-      readonly finishReason: FinishReason;
-      readonly promptTokens: number;
-      readonly completionTokens: number;
-      readonly cachedPromptTokens: number;
-    };
+export type GenerationEvent = { readonly kind: 'text'; readonly text: string; readonly tokens: number } | Extract<TokenEvent, { kind: 'done' }>;
 
 /** Consecutive tokens of one slot, evaluated in one decode call with the other slots' items. */
 export interface BatchItem {

@@ -13,12 +13,6 @@ import { requestLogFields } from './request-log.fields';
 import { SchedulerTelemetry } from './scheduler.telemetry';
 import { activeTraceIds, flushTracing } from './tracing.api';
 
-
-/** pino's number for a LOG_LEVEL name ('silent' above every level). */
-function threshold(level: string): number {
-  return levels.values[level] ?? Infinity;
-}
-
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 /** Accepts a sane client X-Request-Id or makes one, and echoes it on the response. */
@@ -43,34 +37,38 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
   imports: [
     LoggerModule.forRootAsync({
       inject: [AppConfig],
-      useFactory: (config: AppConfig) => ({
-        pinoHttp: {
-          level: config.logLevel,
-          genReqId: requestId,
-          // Probes and scrapes arrive every few seconds; logging them would drown the requests.
-          autoLogging: { ignore: (req: IncomingMessage) => UNOBSERVED_PATH.test(req.url ?? '') },
-          redact: {
-            paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers.cookie'],
-            censor: '[redacted]',
+      useFactory: (config: AppConfig) => {
+        // pino's number for LOG_LEVEL ('silent' is above every level).
+        const threshold = levels.values[config.logLevel] ?? Infinity;
+        return {
+          pinoHttp: {
+            level: config.logLevel,
+            genReqId: requestId,
+            // Probes and scrapes arrive every few seconds; logging them would drown the requests.
+            autoLogging: { ignore: (req: IncomingMessage) => UNOBSERVED_PATH.test(req.url ?? '') },
+            redact: {
+              paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers.cookie'],
+              censor: '[redacted]',
+            },
+            // Every line logged inside a traced request carries its trace id.
+            mixin: () => {
+              const ids = activeTraceIds();
+              return ids ? { trace_id: ids.traceId, span_id: ids.spanId } : {};
+            },
+            // 'silent' below LOG_LEVEL: pino-http would otherwise build each line's fields only to drop them.
+            customLogLevel: (_req, res, err) => {
+              const level = err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info';
+              return levels.values[level] >= threshold ? level : 'silent';
+            },
+            customSuccessObject: (req, res, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
+            customErrorObject: (req, res, _err, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
+            serializers: {
+              req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
+              res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+            },
           },
-          // Every line logged inside a traced request carries its trace id.
-          mixin: () => {
-            const ids = activeTraceIds();
-            return ids ? { trace_id: ids.traceId, span_id: ids.spanId } : {};
-          },
-          // 'silent' below LOG_LEVEL: pino-http would otherwise build each line's fields only to drop them.
-          customLogLevel: (_req, res, err) => {
-            const level = err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info';
-            return levels.values[level] >= threshold(config.logLevel) ? level : 'silent';
-          },
-          customSuccessObject: (req, res, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
-          customErrorObject: (req, res, _err, val: object) => ({ ...val, ...requestLogFields(req, res, config.logPrompts) }),
-          serializers: {
-            req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
-            res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
-          },
-        },
-      }),
+        };
+      },
     }),
   ],
   providers: [

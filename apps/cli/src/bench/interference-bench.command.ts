@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
-import { BaseCommand } from '../base.command';
+import { ReferenceBenchCommand } from './reference-bench.command';
 import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { InterferenceResult, runInterference } from './load.generator';
 import { positiveInt } from '../support/options';
@@ -20,7 +20,7 @@ interface InterferenceOptions {
 
 /** Inter-token latency of running streams while a long prompt arrives: ours vs llama.cpp's server. */
 @SubCommand({ name: 'interference', description: 'Inter-token latency of running streams while a ~2,000-token prompt is evaluated' })
-export class InterferenceBenchCommand extends BaseCommand {
+export class InterferenceBenchCommand extends ReferenceBenchCommand {
   async run(_args: string[], o: InterferenceOptions): Promise<void> {
     const model = o.model ?? join(projectRoot(), 'models', 'synth-110m.gguf');
     if (!existsSync(model)) throw new Error(`model ${model} not found; create it with: npm run cli -- model synth --preset 110m`);
@@ -64,10 +64,6 @@ export class InterferenceBenchCommand extends BaseCommand {
     );
   }
 
-  @Option({ flags: '--model <path>', description: 'GGUF model (default models/synth-110m.gguf)' })
-  parseModel(v: string): string {
-    return v;
-  }
   @Option({ flags: '--streams <n>', description: 'Running streams (default 4)' })
   parseStreams(v: string): number {
     return positiveInt(v);
@@ -75,21 +71,5 @@ export class InterferenceBenchCommand extends BaseCommand {
   @Option({ flags: '--prompt-tokens <n>', description: 'Length of the arriving prompt (default 2000)' })
   parsePromptTokens(v: string): number {
     return positiveInt(v);
-  }
-  @Option({ flags: '--threads <n>', description: 'CPU threads for both (default cores - 1)' })
-  parseThreads(v: string): number {
-    return positiveInt(v);
-  }
-  @Option({ flags: '--no-reference', description: 'Skip llama.cpp\'s server' })
-  parseNoReference(): boolean {
-    return false;
-  }
-  @Option({ flags: '--llama-server <path>', description: 'Use this llama-server binary instead of building one' })
-  parseLlamaServer(v: string): string {
-    return v;
-  }
-  @Option({ flags: '--json', description: 'Machine-readable output' })
-  parseJson(): boolean {
-    return true;
   }
 }

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
-import { BaseCommand } from '../base.command';
+import { ReferenceBenchCommand } from './reference-bench.command';
 import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { ProgressBar } from '../support/progress.bar';
 import { distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
@@ -35,7 +35,7 @@ interface Row {
  * threads, context and batch, against llama.cpp's own HTTP server; prints both and the ratios.
  */
 @SubCommand({ name: 'serve', description: 'Streaming throughput/latency vs llama.cpp\'s server, same model and settings, same run' })
-export class ServingBenchCommand extends BaseCommand {
+export class ServingBenchCommand extends ReferenceBenchCommand {
   async run(_args: string[], o: ServingOptions): Promise<void> {
     const model = o.model ?? join(projectRoot(), 'models', 'synth-110m.gguf');
     if (!existsSync(model)) {
@@ -104,16 +104,8 @@ export class ServingBenchCommand extends BaseCommand {
     process.stdout.write(formatTable(rows));
   }
 
-  @Option({ flags: '--model <path>', description: 'GGUF model (default models/synth-110m.gguf)' })
-  parseModel(v: string): string {
-    return v;
-  }
   @Option({ flags: '--slots <n>', description: 'Parallel slots for both servers (default 8)' })
   parseSlots(v: string): number {
-    return positiveInt(v);
-  }
-  @Option({ flags: '--threads <n>', description: 'CPU threads for both (default cores - 1)' })
-  parseThreads(v: string): number {
     return positiveInt(v);
   }
   @Option({ flags: '--concurrency <list>', description: 'Comma list of client counts (default 1,8)' })
@@ -140,18 +132,6 @@ export class ServingBenchCommand extends BaseCommand {
   @Option({ flags: '--batch <n>', description: 'Decode batch size (default 512)' })
   parseBatch(v: string): number {
     return positiveInt(v);
-  }
-  @Option({ flags: '--no-reference', description: 'Skip llama.cpp\'s server' })
-  parseNoReference(): boolean {
-    return false;
-  }
-  @Option({ flags: '--llama-server <path>', description: 'Use this llama-server binary instead of building one' })
-  parseLlamaServer(v: string): string {
-    return v;
-  }
-  @Option({ flags: '--json', description: 'Machine-readable output' })
-  parseJson(): boolean {
-    return true;
   }
 }
 

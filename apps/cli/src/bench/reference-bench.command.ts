@@ -1,0 +1,31 @@
+import { Option } from 'nest-commander';
+import { BaseCommand } from '../base.command';
+import { positiveInt } from '../support/options';
+
+/**
+ * The options of the benchmarks that run the same model in this server and in llama.cpp's own
+ * (`bench serve`, `bench interference`); nest-commander reads options from the whole prototype
+ * chain, so each benchmark declares only its own.
+ */
+export abstract class ReferenceBenchCommand extends BaseCommand {
+  @Option({ flags: '--model <path>', description: 'GGUF model (default models/synth-110m.gguf)' })
+  parseModel(v: string): string {
+    return v;
+  }
+  @Option({ flags: '--threads <n>', description: 'CPU threads for both (default cores - 1)' })
+  parseThreads(v: string): number {
+    return positiveInt(v);
+  }
+  @Option({ flags: '--no-reference', description: 'Skip llama.cpp\'s server' })
+  parseNoReference(): boolean {
+    return false;
+  }
+  @Option({ flags: '--llama-server <path>', description: 'Use this llama-server binary instead of building one' })
+  parseLlamaServer(v: string): string {
+    return v;
+  }
+  @Option({ flags: '--json', description: 'Machine-readable output' })
+  parseJson(): boolean {
+    return true;
+  }
+}
