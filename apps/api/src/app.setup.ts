@@ -3,8 +3,19 @@ import { text } from 'express';
 import type { NextFunction, Request, Response } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
-import { AllExceptionsFilter, AppConfig, bodyDeadline, bodyParserErrors, createValidationPipe, jsonBody, jsonDepthLimit, jsonOnly } from '@app/common';
+import {
+  AllExceptionsFilter,
+  AppConfig,
+  bodyDeadline,
+  bodyParserErrors,
+  createValidationPipe,
+  jsonBody,
+  jsonDepthLimit,
+  jsonOnly,
+  registerErrorTranslator,
+} from '@app/common';
 import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
+import { translateBatchingError } from './errors/batching-error.mapping';
 
 /**
  * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
@@ -47,6 +58,8 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(jsonBody(config.bodyLimit));
   app.use(bodyParserErrors);
   app.use(jsonDepthLimit);
+  // The scheduler's errors carry codes and data only; their HTTP status and headers are chosen here.
+  registerErrorTranslator(translateBatchingError);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   // Only traces need the route template while the request runs (to name the server span); logs

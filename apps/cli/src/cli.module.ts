@@ -8,6 +8,7 @@ import { ModelSynthCommand } from './bench/model-synth.command';
 import { ServingBenchCommand } from './bench/serving-bench.command';
 import { CacheAdminClient } from './cache/cache-admin.client';
 import { CacheCommand, CacheFlushCommand, CacheStatsCommand } from './cache/cache.command';
+import { GpuBuildCommand, GpuCommand, GpuRestoreCommand, GpuStatusCommand } from './gpu/gpu.command';
 import { HealthCommand } from './health.command';
 import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
@@ -45,6 +46,10 @@ import {
     CollectionsDeleteCommand,
     DocsCommand,
     DocsAddCommand,
+    GpuCommand,
+    GpuBuildCommand,
+    GpuStatusCommand,
+    GpuRestoreCommand,
     BenchCommand,
     ServingBenchCommand,
     InterferenceBenchCommand,

@@ -1,13 +1,33 @@
-/** Lifecycle of one KV-cache slot (a sequence of the shared context). */
+/**
+ * Lifecycle of one KV-cache slot (a sequence of the shared context), in the manner of llama.cpp's
+ * server (SLOT_STATE_*). Every change goes through the scheduler's one transition method, which
+ * refuses any move not listed in SLOT_TRANSITIONS.
+ */
 export enum SlotState {
+  /** No request; the KV cells stay for prefix reuse. */
   Idle = 'idle',
+  /**
+   * Has a request whose prompt prefix another slot is evaluating right now: it waits for that
+   * slot's KV to copy it instead of evaluating the same tokens in parallel (SLOT_STATE_WAIT_OTHER).
+   */
+  WaitOther = 'wait_other',
   /** Evaluating the prompt, in chunks, between decode steps of the others. */
   Prefill = 'prefill',
   /** Generating: one token per step. */
   Decode = 'decode',
-  /** Finished or cancelled while a batch was in flight; freed at the end of the step. */
+  /** Cancelled (client gone, deadline, failure) while it may be in a batch; freed at the next step boundary. */
   Draining = 'draining',
 }
+
+/** The only slot-state changes the scheduler makes; anything else is a bug and throws. */
+export const SLOT_TRANSITIONS: Readonly<Record<SlotState, readonly SlotState[]>> = {
+  [SlotState.Idle]: [SlotState.Prefill, SlotState.WaitOther],
+  [SlotState.WaitOther]: [SlotState.Prefill, SlotState.Draining],
+  // Idle: the first sampled token ended it (end of generation, or maxTokens 1).
+  [SlotState.Prefill]: [SlotState.Decode, SlotState.Idle, SlotState.Draining],
+  [SlotState.Decode]: [SlotState.Decode, SlotState.Idle, SlotState.Draining],
+  [SlotState.Draining]: [SlotState.Idle],
+};
 
 /** Per-request sampling settings; every field is optional. */
 export interface SamplingParams {
@@ -84,8 +104,12 @@ export interface DecodeRuntime {
   readonly contextSize: number;
   /** Prepares the slot's sampler for a new job (sampling settings, penalty history). */
   configure(slot: number, sampling: SamplingParams, prompt: readonly number[]): void;
-  /** Evaluates all items in one call; items arrive sorted by slot. */
-  decode(items: readonly BatchItem[]): Promise<void>;
+  /**
+   * Evaluates all items in one call; items arrive sorted by slot. Resolves with the milliseconds
+   * the engine itself computed (llama_decode), when it can tell, so that the scheduler can
+   * report the per-step host overhead (everything else in a step).
+   */
+  decode(items: readonly BatchItem[]): Promise<number | void>;
   /** Samples the next token of each slot from its last item's logits (same order as `slots`). */
   sample(slots: readonly number[]): Promise<number[]>;
   isEndOfGeneration(token: number): boolean;
@@ -106,6 +130,24 @@ export interface SubmitOptions {
   priority?: number;
   /** Absolute time (ms since epoch) after which the request is cancelled with 504. */
   deadline?: number;
+}
+
+/** One step of the loop as the observer sees it. */
+export interface StepStats {
+  /** Tokens evaluated by the decode call. */
+  readonly tokens: number;
+  /** Slots (sequences) in the decode call. */
+  readonly sequences: number;
+  /** Wall time of the decode call as the loop saw it (dispatch to completion), ms. */
+  readonly ms: number;
+  /** Time the engine computed inside the call, when the runtime reports it, ms. */
+  readonly computeMs?: number;
+  /**
+   * Everything in the step that is not engine compute, when this step followed the previous one
+   * without a pause (queue empty, prefix copy): sampling, the loop's own work, dispatch and
+   * completion latency. What decides throughput when a decode takes a few milliseconds (GPU).
+   */
+  readonly hostMs?: number;
 }
 
 export interface SchedulerSnapshot {

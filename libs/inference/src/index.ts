@@ -7,3 +7,5 @@ export { GgmlType } from './gguf/gguf.format';
 export { readGgufMetadata } from './gguf/gguf.reader';
 export { SYNTH_PRESETS, synthesizeModel, synthParameters, validateShape } from './gguf/model.synth';
 export type { SynthShape } from './gguf/model.synth';
+export { probeGpu } from './gpu.probe';
+export type { GpuProbeResult } from './gpu.probe';

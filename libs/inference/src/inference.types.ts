@@ -18,6 +18,10 @@ export interface ModelDescriptor {
   readonly gpuFallbackReason: string | null;
   readonly slots: number;
   readonly threads: number;
+  /** What drives decode calls: the engine addon (persistent threadpool) or node-llama-cpp's binding. */
+  readonly engine: 'addon' | 'node-llama-cpp';
+  /** Why the engine is what it is (for logs and `model info`). */
+  readonly engineNote: string;
   readonly batchSize: number;
   /** `gguf` when the file carries its own chat template, else `fallback` (see README). */
   readonly chatTemplate: 'gguf' | 'fallback';

@@ -1,10 +1,12 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { existsSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig, LruMap } from '@app/common';
 import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
+import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
+import { threadsForStep } from './engine/thread.policy';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
@@ -55,6 +57,8 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   readonly #logitIndex: number[];
   readonly #stateDir: string;
   #copies = 0;
+  /** Threads the context decodes with now (changed per step by threadsForStep). */
+  #threads: number;
 
   readonly #samplers: NativeSampler[];
 
@@ -70,7 +74,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     readonly contextSize: number,
     private readonly isEog: (token: number) => boolean,
     private readonly eogTokens: readonly number[],
+    private readonly engine: { readonly addon: EngineAddon; readonly maxThreads: number } | null,
   ) {
+    this.#threads = engine?.maxThreads ?? 0;
     this.#samplers = Array.from({ length: slotCount }, () => newSampler());
     this.#logitIndex = this.#samplers.map(() => -1);
     this.#stateDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
@@ -107,7 +113,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     this.#samplers[slot].applyConfig(config);
   }
 
-  async decode(items: readonly BatchItem[]): Promise<void> {
+  async decode(items: readonly BatchItem[]): Promise<number | void> {
     let total = 0;
     for (const item of items) total += item.tokens.length;
     this.ctx.initBatch(total);
@@ -116,7 +122,14 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       const indexes = this.ctx.addToBatch(item.slot, item.position, Uint32Array.from(item.tokens), logits);
       if (item.logits) this.#logitIndex[item.slot] = indexes[0];
     }
-    await this.ctx.decodeBatch();
+    const engine = this.engine;
+    if (!engine) return this.ctx.decodeBatch();
+    const threads = threadsForStep(engine.maxThreads, items.length, total);
+    if (threads !== this.#threads) {
+      engine.addon.setThreads(this.ctx, threads);
+      this.#threads = threads;
+    }
+    return engine.addon.decode(this.ctx);
   }
 
   sample(slots: readonly number[]): Promise<number[]> {
@@ -172,6 +185,10 @@ export class LlamaAdapter {
   #model: NodeLlamaCpp.LlamaModel | null = null;
   #context: NodeLlamaCpp.LlamaContext | null = null;
   #runtime: LlamaDecodeRuntime | null = null;
+  /** Set while the addon's threadpool is attached to #context: detached before the context goes. */
+  #engineAddon: EngineAddon | null = null;
+  /** Threads the generation context was given (THREADS, or the automatic choice). */
+  #threads = 1;
   readonly #progressListeners = new Set<(fraction: number) => void>();
   readonly #grammars = new Map<string, Promise<unknown>>();
   /**
@@ -212,7 +229,13 @@ export class LlamaAdapter {
       throw new Error(`Model file not found: ${modelPath} (set MODEL_PATH to a GGUF file)`);
     }
     const probe = await probeGpu(this.config.gpu, modelPath);
-    if (probe.fallbackReason) this.#logger.warn(`${probe.fallbackReason}; falling back to CPU`);
+    if (probe.fallbackReason) {
+      // The usual cause on NVIDIA: node-llama-cpp's prebuilt backend needs a CUDA 13.1 driver.
+      const fix = /cuda|auto/.test(this.config.gpu)
+        ? '. If the GPU is NVIDIA and the prebuilt CUDA backend cannot run on this driver, build one for this machine: `npm run cli -- gpu build` (README, "GPU")'
+        : '';
+      this.#logger.warn(`${probe.fallbackReason}; falling back to CPU${fix}`);
+    }
     this.#lib = await import('node-llama-cpp');
     this.#llama = await this.#lib.getLlama({
       gpu: probe.gpu,
@@ -240,10 +263,16 @@ export class LlamaAdapter {
     const model = this.#model;
     const trainContextSize = model.trainContextSize;
     const contextSize = this.config.contextSize ?? Math.min(trainContextSize, 4096);
+    const addon = this.config.engineAddon === 'off' ? null : loadEngineAddon(this.config.engineAddonPath);
+    // With the addon's persistent threadpool every core computes; without it ggml starts fresh
+    // threads in every decode call, and one core is best left to Node (docs/PERFORMANCE.md).
+    const cores = availableParallelism();
+    const fallbackThreads = this.config.threads ?? Math.max(1, cores - 1);
+    let threads = this.config.threads ?? (addon?.addon ? cores : fallbackThreads);
     this.#context = await model.createContext({
       sequences: this.config.parallelSlots,
       contextSize,
-      threads: this.config.threads,
+      threads,
       batchSize: this.config.batchSize,
     });
     const lib = this.#lib;
@@ -255,6 +284,31 @@ export class LlamaAdapter {
     const bindings = (this.#context as unknown as Internals)._llama._bindings;
     const nativeModel = (model as unknown as ModelInternals)._model;
     const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
+    let engine: { addon: EngineAddon; maxThreads: number } | null = null;
+    let engineNote: string;
+    if (addon === null) {
+      engineNote = 'engine addon off (ENGINE_ADDON=off)';
+    } else if (addon.addon === null) {
+      engineNote = addon.reason;
+    } else {
+      try {
+        addon.addon.probe(nativeContext);
+        addon.addon.attachThreadpool(nativeContext, threads, this.config.threadPoll);
+        engine = { addon: addon.addon, maxThreads: threads };
+        this.#engineAddon = addon.addon;
+        engineNote = `engine addon: persistent threadpool of ${threads} (poll ${this.config.threadPoll})`;
+      } catch (err) {
+        engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
+      }
+    }
+    if (!engine) {
+      if (threads !== fallbackThreads) {
+        (nativeContext as unknown as { setThreads(n: number): void }).setThreads(fallbackThreads);
+        threads = fallbackThreads;
+      }
+      if (addon !== null) this.#logger.warn(`${engineNote}; running on node-llama-cpp's own decode path (slower with more than one thread)`);
+    }
+    this.#threads = threads;
     this.#runtime = new LlamaDecodeRuntime(
       nativeContext,
       () => new bindings.AddonSampler(nativeModel),
@@ -265,6 +319,7 @@ export class LlamaAdapter {
       this.#context.contextSize,
       (token) => model.isEogToken(token as NodeLlamaCpp.Token),
       eog,
+      engine,
     );
     const template = (model.fileInfo.metadata as { tokenizer?: { chat_template?: unknown } }).tokenizer?.chat_template;
     this.#chatWrapper = typeof template === 'string' && template.length > 0 ? this.#lib.resolveChatWrapper(model) : null;
@@ -290,7 +345,9 @@ export class LlamaAdapter {
       gpuLayers: model.gpuLayers,
       gpuFallbackReason: probe.fallbackReason,
       slots: this.config.parallelSlots,
-      threads: this.config.threads,
+      threads,
+      engine: engine ? 'addon' : 'node-llama-cpp',
+      engineNote,
       batchSize: this.config.batchSize,
       chatTemplate: this.#chatWrapper ? 'gguf' : 'fallback',
       loadMs: Date.now() - started,
@@ -298,7 +355,7 @@ export class LlamaAdapter {
     const d = this.#descriptor;
     this.#logger.log(
       `Model ${d.id} ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
-        `context ${d.contextSize} x ${d.slots} slots, ${d.threads} threads, ` +
+        `context ${d.contextSize} x ${d.slots} slots, ${d.threads} threads (${d.engine === 'addon' ? 'persistent pool' : 'per-call threads'}), ` +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );
     return d;
@@ -407,7 +464,7 @@ export class LlamaAdapter {
       let tokenizer = model;
       let limit = Math.min(model.trainContextSize, 2048);
       if (modelPath === undefined || modelPath === this.config.modelPath) {
-        this.#embedding ??= model.createEmbeddingContext({ contextSize: limit, threads: this.config.threads });
+        this.#embedding ??= model.createEmbeddingContext({ contextSize: limit, threads: this.#embeddingThreads });
         context = await this.#embedding;
       } else {
         const other = await this.#otherEmbedder(modelPath);
@@ -460,7 +517,7 @@ export class LlamaAdapter {
       if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
       if (!existsSync(modelPath)) throw new Error(`Embedding model file not found: ${modelPath}`);
       const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-      const context = await model.createEmbeddingContext({ contextSize: Math.min(model.trainContextSize, 2048), threads: this.config.threads });
+      const context = await model.createEmbeddingContext({ contextSize: Math.min(model.trainContextSize, 2048), threads: this.#embeddingThreads });
       return { model, context };
     })();
     // A failed load is retried on the next call rather than cached forever.
@@ -474,6 +531,14 @@ export class LlamaAdapter {
     await (await embedding?.catch(() => null))?.dispose();
     this.#runtime?.dispose();
     this.#runtime = null;
+    if (this.#engineAddon && this.#context) {
+      try {
+        this.#engineAddon.detachThreadpool((this.#context as unknown as { _ctx: object })._ctx);
+      } catch (err) {
+        this.#logger.warn(`detaching the engine threadpool failed: ${(err as Error).message}`);
+      }
+      this.#engineAddon = null;
+    }
     const other = await this.#otherEmbedding?.catch(() => null);
     this.#otherEmbedding = null;
     await other?.context.dispose();
@@ -482,6 +547,11 @@ export class LlamaAdapter {
     await this.#model?.dispose();
     await this.#llama?.dispose();
     this.#context = this.#model = this.#llama = null;
+  }
+
+  /** Embedding contexts have no persistent pool: threads per call, one core left to Node. */
+  get #embeddingThreads(): number {
+    return this.config.threads ?? Math.max(1, availableParallelism() - 1);
   }
 
   #requireModel(): NodeLlamaCpp.LlamaModel {

@@ -257,7 +257,13 @@ export const CONFIG_SPEC = {
   GPU: oneOf('GPU', ['auto', 'cuda', 'vulkan', 'metal', 'cpu'] as const, 'auto',
     'Compute backend; a GPU backend is probed in a child process first and falls back to CPU'),
   GPU_LAYERS: int('GPU_LAYERS', 0, 100000, undefined, 'Layers to offload to the GPU; auto = as many as fit'),
-  THREADS: int('THREADS', 1, 1024, undefined, 'CPU threads for llama.cpp; auto = cores - 1 (leaves the event loop a core)'),
+  THREADS: int('THREADS', 1, 1024, undefined,
+    'CPU threads for llama.cpp; auto = every core when the engine addon runs (persistent threadpool), else cores - 1'),
+  THREAD_POLL: int('THREAD_POLL', 0, 100, 50,
+    'How hard the engine addon\'s threads busy-wait between decode calls (ggml poll level): 0 = sleep at once, 100 = spin longest'),
+  ENGINE_ADDON: oneOf('ENGINE_ADDON', ['auto', 'off'] as const, 'auto',
+    'Engine addon (persistent ggml threadpool, timed decode, built by npm ci): auto = use it when built and compatible, off = node-llama-cpp\'s binding only'),
+  ENGINE_ADDON_PATH: str('', 'Where the engine addon is loaded from', 'libs/inference/native/build/Release/llm_engine.node'),
   CONTEXT_SIZE: int('CONTEXT_SIZE', 64, 1048576, undefined,
     'KV-cache tokens per slot (prompt + completion); auto = the model\'s training context, at most 4096'),
   PARALLEL_SLOTS: int('PARALLEL_SLOTS', 1, 256, 4, 'Concurrent generations (sequences of the shared context)'),
@@ -340,7 +346,12 @@ export class AppConfig {
   readonly host: string;
   readonly gpu: GpuChoice;
   readonly gpuLayers: number | undefined;
-  readonly threads: number;
+  /** THREADS; undefined = chosen at model load (every core with the engine addon, else cores - 1). */
+  readonly threads: number | undefined;
+  readonly threadPoll: number;
+  readonly engineAddon: 'auto' | 'off';
+  /** Resolved path of the engine addon; undefined = the default build location. */
+  readonly engineAddonPath: string | undefined;
   readonly contextSize: number | undefined;
   readonly parallelSlots: number;
   readonly batchSize: number;
@@ -411,7 +422,10 @@ export class AppConfig {
     this.host = p.HOST;
     this.gpu = p.GPU;
     this.gpuLayers = p.GPU_LAYERS;
-    this.threads = p.THREADS ?? Math.max(1, availableParallelism() - 1);
+    this.threads = p.THREADS;
+    this.threadPoll = p.THREAD_POLL as number;
+    this.engineAddon = p.ENGINE_ADDON;
+    this.engineAddonPath = p.ENGINE_ADDON_PATH ? resolve(p.ENGINE_ADDON_PATH) : undefined;
     this.contextSize = p.CONTEXT_SIZE;
     this.parallelSlots = p.PARALLEL_SLOTS as number;
     this.batchSize = p.BATCH_SIZE as number;

@@ -1,0 +1,266 @@
+// The engine addon: what node-llama-cpp 3.21.1's binding does not offer and the serving loop
+// needs to run at llama.cpp's own speed.
+//
+// - A persistent ggml threadpool attached to the context. node-llama-cpp never attaches one,
+//   so ggml-cpu creates and joins fresh worker threads inside every decode call when threads >
+//   1; llama.cpp's server attaches one (common_threadpools::init). Measured on 2 cores: a
+//   2-thread decode went from 11-17 ms to 5.9 ms per token (docs/PERFORMANCE.md).
+// - Threads per decode call (llama_set_n_threads), so that the scheduler can pick them per step.
+// - A decode call that reports how long llama_decode itself took, so that the per-step host
+//   overhead (everything in a step that is not llama.cpp) can be measured and exported.
+//
+// Nothing of llama.cpp is linked: the context object is node-llama-cpp's (napi_unwrap gives its
+// AddonContext*, whose layout comes from the pinned package's own header), and every llama/ggml
+// function is looked up in the shared libraries node-llama-cpp already loaded, so the CPU
+// prebuilt, the CUDA prebuilt and a locally built backend all work alike. A layout mismatch is
+// caught by a sanity check (the context must point back at its model and report its size)
+// before anything else is touched.
+
+#include <dlfcn.h>
+#include <link.h>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "napi.h"
+#include "llama.h"
+#include "ggml-backend.h"
+#include "AddonContext.h"
+#include "AddonModel.h"
+
+namespace {
+
+struct Api {
+  uint32_t (*n_ctx)(const llama_context*) = nullptr;
+  const llama_model* (*get_model)(const llama_context*) = nullptr;
+  void (*attach)(llama_context*, ggml_threadpool_t, ggml_threadpool_t) = nullptr;
+  void (*detach)(llama_context*) = nullptr;
+  void (*set_n_threads)(llama_context*, int32_t, int32_t) = nullptr;
+  int32_t (*n_threads)(llama_context*) = nullptr;
+  int32_t (*decode)(llama_context*, llama_batch) = nullptr;
+  void (*synchronize)(llama_context*) = nullptr;
+  ggml_threadpool_params (*params_default)(int) = nullptr;
+  ggml_backend_dev_t (*dev_by_type)(enum ggml_backend_dev_type) = nullptr;
+  ggml_backend_reg_t (*dev_backend_reg)(ggml_backend_dev_t) = nullptr;
+  void* (*reg_proc)(ggml_backend_reg_t, const char*) = nullptr;
+  ggml_threadpool_t (*pool_new)(ggml_threadpool_params*) = nullptr;
+  void (*pool_free)(ggml_threadpool_t) = nullptr;
+  std::string error;
+  std::vector<std::string> libraries;
+};
+
+Api g_api;
+std::once_flag g_api_once;
+
+int CollectLibrary(struct dl_phdr_info* info, size_t, void* data) {
+  auto* list = static_cast<std::vector<std::string>*>(data);
+  const char* name = info->dlpi_name;
+  if (name == nullptr || *name == '\0') return 0;
+  const char* base = std::strrchr(name, '/');
+  base = base ? base + 1 : name;
+  if (std::strncmp(base, "libllama", 8) == 0 || std::strncmp(base, "libggml", 7) == 0) list->emplace_back(name);
+  return 0;
+}
+
+/** The first definition of `symbol` among the llama/ggml libraries already in the process. */
+void* Find(const char* symbol) {
+  for (const auto& path : g_api.libraries) {
+    void* handle = dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == nullptr) continue;
+    void* fn = dlsym(handle, symbol);
+    dlclose(handle);  // RTLD_NOLOAD took a reference; node-llama-cpp still holds its own.
+    if (fn != nullptr) return fn;
+  }
+  return nullptr;
+}
+
+template <typename T>
+bool Resolve(T& slot, const char* symbol) {
+  slot = reinterpret_cast<T>(Find(symbol));
+  if (slot == nullptr && g_api.error.empty()) g_api.error = std::string("symbol not found in the loaded llama.cpp libraries: ") + symbol;
+  return slot != nullptr;
+}
+
+void LoadApi() {
+  dl_iterate_phdr(CollectLibrary, &g_api.libraries);
+  if (g_api.libraries.empty()) {
+    g_api.error = "no llama.cpp library is loaded (node-llama-cpp must load the model first)";
+    return;
+  }
+  bool ok = Resolve(g_api.n_ctx, "llama_n_ctx") & Resolve(g_api.get_model, "llama_get_model") &
+            Resolve(g_api.attach, "llama_attach_threadpool") & Resolve(g_api.detach, "llama_detach_threadpool") &
+            Resolve(g_api.set_n_threads, "llama_set_n_threads") & Resolve(g_api.n_threads, "llama_n_threads") &
+            Resolve(g_api.decode, "llama_decode") & Resolve(g_api.synchronize, "llama_synchronize") &
+            Resolve(g_api.params_default, "ggml_threadpool_params_default") &
+            Resolve(g_api.dev_by_type, "ggml_backend_dev_by_type") &
+            Resolve(g_api.dev_backend_reg, "ggml_backend_dev_backend_reg") &
+            Resolve(g_api.reg_proc, "ggml_backend_reg_get_proc_address");
+  if (!ok) return;
+  // The CPU backend is a dynamically loaded variant (zen4, haswell, ...): its threadpool
+  // functions are reached through its registry, as llama.cpp's common code does.
+  ggml_backend_dev_t cpu = g_api.dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+  ggml_backend_reg_t reg = cpu ? g_api.dev_backend_reg(cpu) : nullptr;
+  if (reg == nullptr) {
+    g_api.error = "no CPU backend is registered";
+    return;
+  }
+  g_api.pool_new = reinterpret_cast<ggml_threadpool_t (*)(ggml_threadpool_params*)>(g_api.reg_proc(reg, "ggml_threadpool_new"));
+  g_api.pool_free = reinterpret_cast<void (*)(ggml_threadpool_t)>(g_api.reg_proc(reg, "ggml_threadpool_free"));
+  if (g_api.pool_new == nullptr || g_api.pool_free == nullptr) g_api.error = "the CPU backend has no threadpool functions";
+}
+
+const Api& GetApi(Napi::Env env) {
+  std::call_once(g_api_once, LoadApi);
+  if (!g_api.error.empty()) throw Napi::Error::New(env, g_api.error);
+  return g_api;
+}
+
+/** node-llama-cpp's AddonContext behind its JS context object, checked before use. */
+AddonContext* Unwrap(const Napi::Env& env, const Napi::Value& value) {
+  const Api& api = GetApi(env);
+  if (!value.IsObject()) throw Napi::TypeError::New(env, "expected node-llama-cpp's native context object");
+  void* raw = nullptr;
+  if (napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
+    throw Napi::TypeError::New(env, "the object does not wrap a native context");
+  }
+  auto* context = static_cast<AddonContext*>(static_cast<Napi::ObjectWrap<AddonContext>*>(raw));
+  if (context->disposed || context->ctx == nullptr) throw Napi::Error::New(env, "the context is disposed");
+  // Layout check: a wrong AddonContext layout would read garbage here, never matching both.
+  if (context->model == nullptr || api.get_model(context->ctx) != context->model->model ||
+      api.n_ctx(context->ctx) != context->context_params.n_ctx) {
+    throw Napi::Error::New(env, "node-llama-cpp's native context layout differs from the headers this addon was built with");
+  }
+  return context;
+}
+
+struct Pool {
+  ggml_threadpool_t pool;
+  int threads;
+};
+std::unordered_map<llama_context*, Pool> g_pools;
+
+/** probe(context) -> { contextSize, threads, libraries }: checks the layout and the symbols. */
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("contextSize", Napi::Number::New(env, g_api.n_ctx(context->ctx)));
+  out.Set("threads", Napi::Number::New(env, g_api.n_threads(context->ctx)));
+  Napi::Array libs = Napi::Array::New(env, g_api.libraries.size());
+  for (size_t i = 0; i < g_api.libraries.size(); i++) libs.Set(i, g_api.libraries[i]);
+  out.Set("libraries", libs);
+  return out;
+}
+
+/**
+ * attachThreadpool(context, threads, poll): a persistent pool of `threads` workers for both
+ * generation and prompt batches. `poll` is ggml's busy-wait level between graphs (0 = sleep at
+ * once, 50 = llama.cpp's default, 100 = spin hardest). Replaces a pool attached before.
+ */
+Napi::Value AttachThreadpool(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  const int threads = info[1].As<Napi::Number>().Int32Value();
+  const int poll = info[2].As<Napi::Number>().Int32Value();
+  if (threads < 1 || threads > GGML_MAX_N_THREADS) throw Napi::RangeError::New(env, "threads out of range");
+  if (poll < 0 || poll > 100) throw Napi::RangeError::New(env, "poll must be 0..100");
+  ggml_threadpool_params params = g_api.params_default(threads);
+  params.poll = static_cast<uint32_t>(poll);
+  ggml_threadpool_t pool = g_api.pool_new(&params);
+  if (pool == nullptr) throw Napi::Error::New(env, "ggml_threadpool_new failed");
+  auto previous = g_pools.find(context->ctx);
+  g_api.attach(context->ctx, pool, pool);
+  if (previous != g_pools.end()) g_api.pool_free(previous->second.pool);
+  g_pools[context->ctx] = Pool{pool, threads};
+  g_api.set_n_threads(context->ctx, threads, threads);
+  return env.Undefined();
+}
+
+/** detachThreadpool(context): back to per-call threads; frees the pool. Call before disposing. */
+Napi::Value DetachThreadpool(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  auto it = g_pools.find(context->ctx);
+  if (it == g_pools.end()) return Napi::Boolean::New(env, false);
+  g_api.detach(context->ctx);
+  g_api.pool_free(it->second.pool);
+  g_pools.erase(it);
+  return Napi::Boolean::New(env, true);
+}
+
+/** setThreads(context, generation, batch): threads of the next decode calls (<= the pool's). */
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  int generation = info[1].As<Napi::Number>().Int32Value();
+  int batch = info.Length() > 2 ? info[2].As<Napi::Number>().Int32Value() : generation;
+  auto it = g_pools.find(context->ctx);
+  if (it != g_pools.end()) {
+    generation = std::min(generation, it->second.threads);
+    batch = std::min(batch, it->second.threads);
+  }
+  if (generation < 1 || batch < 1) throw Napi::RangeError::New(env, "threads must be >= 1");
+  g_api.set_n_threads(context->ctx, generation, batch);
+  return env.Undefined();
+}
+
+/**
+ * decode(context) -> Promise<number>: llama_decode of the batch node-llama-cpp's initBatch/
+ * addToBatch filled (its decodeBatch, plus timing). Resolves with the milliseconds spent in
+ * llama_decode + synchronize on the worker thread.
+ */
+class DecodeWorker : public Napi::AsyncWorker {
+ public:
+  DecodeWorker(Napi::Env env, AddonContext* context)
+      : Napi::AsyncWorker(env, "LlmEngineDecode"), context_(context), deferred_(Napi::Promise::Deferred::New(env)) {
+    context_->Ref();  // the context object stays alive (and undisposed by GC) while we run
+  }
+  ~DecodeWorker() override { context_->Unref(); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    const auto start = std::chrono::steady_clock::now();
+    const int32_t r = g_api.decode(context_->ctx, context_->batch);
+    if (r != 0) {
+      SetError(r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
+                      : "llama_decode failed with status " + std::to_string(r));
+      return;
+    }
+    g_api.synchronize(context_->ctx);
+    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), ms_)); }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  AddonContext* context_;
+  Napi::Promise::Deferred deferred_;
+  double ms_ = 0;
+};
+
+Napi::Value Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (!context->has_batch) throw Napi::Error::New(env, "no batch: call initBatch and addToBatch first");
+  auto* worker = new DecodeWorker(env, context);
+  worker->Queue();
+  return worker->Promise();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("probe", Napi::Function::New(env, Probe));
+  exports.Set("attachThreadpool", Napi::Function::New(env, AttachThreadpool));
+  exports.Set("detachThreadpool", Napi::Function::New(env, DetachThreadpool));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("decode", Napi::Function::New(env, Decode));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(llm_engine, Init)
