@@ -59,6 +59,10 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   #copies = 0;
   /** Threads the context decodes with now (changed per step by threadsForStep). */
   #threads: number;
+  /** The engine addon's step layout, reused across steps (grown when a step needs more). */
+  #spec = new Int32Array(1024);
+  /** Tokens the last fused step sampled, by slot (engine addon only). */
+  readonly #sampled: number[] = [];
 
   readonly #samplers: NativeSampler[];
 
@@ -114,6 +118,8 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   }
 
   async decode(items: readonly BatchItem[]): Promise<number | void> {
+    const engine = this.engine;
+    if (engine) return this.#step(engine, items);
     let total = 0;
     for (const item of items) total += item.tokens.length;
     this.ctx.initBatch(total);
@@ -122,17 +128,49 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       const indexes = this.ctx.addToBatch(item.slot, item.position, Uint32Array.from(item.tokens), logits);
       if (item.logits) this.#logitIndex[item.slot] = indexes[0];
     }
-    const engine = this.engine;
-    if (!engine) return this.ctx.decodeBatch();
+    return this.ctx.decodeBatch();
+  }
+
+  /**
+   * With the engine addon, decode and sampling are one native call per step: the batch is
+   * written into one typed array, every slot that wants logits is sampled on the worker thread
+   * right after the decode, and sample() then just hands those tokens out.
+   */
+  async #step(engine: { readonly addon: EngineAddon; readonly maxThreads: number }, items: readonly BatchItem[]): Promise<number> {
+    let length = 0;
+    let total = 0;
+    let sampling = 0;
+    for (const item of items) {
+      length += 4 + item.tokens.length;
+      total += item.tokens.length;
+      if (item.logits) sampling++;
+    }
+    if (this.#spec.length < length) this.#spec = new Int32Array(Math.max(length, this.#spec.length * 2));
+    const spec = this.#spec;
+    const samplers: NativeSampler[] = [];
+    let at = 0;
+    for (const item of items) {
+      spec[at++] = item.slot;
+      spec[at++] = item.position;
+      spec[at++] = item.tokens.length;
+      spec[at++] = item.logits ? 1 : 0;
+      for (const token of item.tokens) spec[at++] = token;
+      if (item.logits) samplers.push(this.#samplers[item.slot]);
+    }
     const threads = threadsForStep(engine.maxThreads, items.length, total);
     if (threads !== this.#threads) {
       engine.addon.setThreads(this.ctx, threads);
       this.#threads = threads;
     }
-    return engine.addon.decode(this.ctx);
+    const out = new Int32Array(sampling);
+    const ms = await engine.addon.step(this.ctx, spec, samplers, out, length);
+    let k = 0;
+    for (const item of items) if (item.logits) this.#sampled[item.slot] = out[k++];
+    return ms;
   }
 
   sample(slots: readonly number[]): Promise<number[]> {
+    if (this.engine) return Promise.resolve(slots.map((slot) => this.#sampled[slot]));
     return Promise.all(slots.map((slot) => this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot])));
   }
 
@@ -533,7 +571,9 @@ export class LlamaAdapter {
     this.#runtime = null;
     if (this.#engineAddon && this.#context) {
       try {
-        this.#engineAddon.detachThreadpool((this.#context as unknown as { _ctx: object })._ctx);
+        const native = (this.#context as unknown as { _ctx: object })._ctx;
+        this.#engineAddon.release(native);
+        this.#engineAddon.detachThreadpool(native);
       } catch (err) {
         this.#logger.warn(`detaching the engine threadpool failed: ${(err as Error).message}`);
       }

@@ -8,6 +8,10 @@
 // - Threads per decode call (llama_set_n_threads), so that the scheduler can pick them per step.
 // - A decode call that reports how long llama_decode itself took, so that the per-step host
 //   overhead (everything in a step that is not llama.cpp) can be measured and exported.
+// - One native call per scheduler step: build the batch of every slot's tokens, decode, and
+//   sample each slot with its node-llama-cpp sampler, on one worker thread. node-llama-cpp's
+//   binding needs an addToBatch call per slot, a decode call, and then a sampleToken call per
+//   slot, each sampling call its own thread-pool job and promise.
 //
 // Nothing of llama.cpp is linked: the context object is node-llama-cpp's (napi_unwrap gives its
 // AddonContext*, whose layout comes from the pinned package's own header), and every llama/ggml
@@ -31,6 +35,7 @@
 #include "ggml-backend.h"
 #include "AddonContext.h"
 #include "AddonModel.h"
+#include "AddonSampler.h"
 
 namespace {
 
@@ -47,6 +52,14 @@ struct Api {
   ggml_backend_dev_t (*dev_by_type)(enum ggml_backend_dev_type) = nullptr;
   ggml_backend_reg_t (*dev_backend_reg)(ggml_backend_dev_t) = nullptr;
   void* (*reg_proc)(ggml_backend_reg_t, const char*) = nullptr;
+  llama_batch (*batch_init)(int32_t, int32_t, int32_t) = nullptr;
+  void (*batch_free)(llama_batch) = nullptr;
+  float* (*get_logits)(llama_context*) = nullptr;
+  // node-llama-cpp's own sampler (its addon exports these C++ members): sampling stays exactly
+  // what its sampleToken does, grammar and token bias included.
+  void (*sampler_rebuild)(AddonSampler*) = nullptr;
+  void (*sampler_sample)(AddonSampler*, llama_context*, int32_t, llama_token_data_array&, bool) = nullptr;
+  void (*sampler_accept)(AddonSampler*, llama_token) = nullptr;
   ggml_threadpool_t (*pool_new)(ggml_threadpool_params*) = nullptr;
   void (*pool_free)(ggml_threadpool_t) = nullptr;
   std::string error;
@@ -62,7 +75,9 @@ int CollectLibrary(struct dl_phdr_info* info, size_t, void* data) {
   if (name == nullptr || *name == '\0') return 0;
   const char* base = std::strrchr(name, '/');
   base = base ? base + 1 : name;
-  if (std::strncmp(base, "libllama", 8) == 0 || std::strncmp(base, "libggml", 7) == 0) list->emplace_back(name);
+  if (std::strncmp(base, "libllama", 8) == 0 || std::strncmp(base, "libggml", 7) == 0 || std::strcmp(base, "llama-addon.node") == 0) {
+    list->emplace_back(name);
+  }
   return 0;
 }
 
@@ -98,7 +113,12 @@ void LoadApi() {
             Resolve(g_api.params_default, "ggml_threadpool_params_default") &
             Resolve(g_api.dev_by_type, "ggml_backend_dev_by_type") &
             Resolve(g_api.dev_backend_reg, "ggml_backend_dev_backend_reg") &
-            Resolve(g_api.reg_proc, "ggml_backend_reg_get_proc_address");
+            Resolve(g_api.reg_proc, "ggml_backend_reg_get_proc_address") &
+            Resolve(g_api.batch_init, "llama_batch_init") & Resolve(g_api.batch_free, "llama_batch_free") &
+            Resolve(g_api.get_logits, "llama_get_logits") &
+            Resolve(g_api.sampler_rebuild, "_ZN12AddonSampler20rebuildChainIfNeededEv") &
+            Resolve(g_api.sampler_sample, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb") &
+            Resolve(g_api.sampler_accept, "_ZN12AddonSampler11acceptTokenEi");
   if (!ok) return;
   // The CPU backend is a dynamically loaded variant (zen4, haswell, ...): its threadpool
   // functions are reached through its registry, as llama.cpp's common code does.
@@ -142,6 +162,14 @@ struct Pool {
   int threads;
 };
 std::unordered_map<llama_context*, Pool> g_pools;
+
+/** The batch step() fills, kept per context and grown when a step needs more room. */
+struct StepBatch {
+  llama_batch batch{};
+  int32_t capacity = 0;
+  bool busy = false;
+};
+std::unordered_map<llama_context*, StepBatch> g_batches;
 
 /** probe(context) -> { contextSize, threads, libraries }: checks the layout and the symbols. */
 Napi::Value Probe(const Napi::CallbackInfo& info) {
@@ -189,6 +217,18 @@ Napi::Value DetachThreadpool(const Napi::CallbackInfo& info) {
   g_api.detach(context->ctx);
   g_api.pool_free(it->second.pool);
   g_pools.erase(it);
+  return Napi::Boolean::New(env, true);
+}
+
+/** release(context): frees what step() allocated for this context. Call before disposing it. */
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  auto it = g_batches.find(context->ctx);
+  if (it == g_batches.end()) return Napi::Boolean::New(env, false);
+  if (it->second.busy) throw Napi::Error::New(env, "a step is still running on this context");
+  g_api.batch_free(it->second.batch);
+  g_batches.erase(it);
   return Napi::Boolean::New(env, true);
 }
 
@@ -252,12 +292,175 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
   return worker->Promise();
 }
 
+
+/**
+ * step(context, spec, samplers, out) -> Promise<number>: one scheduler step in one call.
+ *
+ * `spec` (Int32Array) lists the step's items one after another as
+ *   [sequence, firstPosition, tokenCount, sample (0|1), ...tokens]
+ * and `samplers[k]` is node-llama-cpp's AddonSampler of the k-th item that samples (its last
+ * token's logits). On the worker thread: fill the batch, llama_decode, synchronize, then for each
+ * sampling item rebuild its chain if needed, sample and accept exactly as sampleToken does.
+ * Writes the k-th sampled token to out[k] (-1 when the sampler gave none) and resolves with the
+ * milliseconds llama_decode took (sampling excluded).
+ */
+class StepWorker : public Napi::AsyncWorker {
+ public:
+  StepWorker(Napi::Env env, AddonContext* context, StepBatch* batch, std::vector<int32_t> spec, std::vector<AddonSampler*> samplers,
+             Napi::Int32Array out)
+      : Napi::AsyncWorker(env, "LlmEngineStep"),
+        context_(context),
+        batch_(batch),
+        spec_(std::move(spec)),
+        samplers_(std::move(samplers)),
+        tokens_(samplers_.size(), -1),
+        deferred_(Napi::Promise::Deferred::New(env)) {
+    out_ = Napi::Persistent(out);
+    context_->Ref();
+    for (auto* sampler : samplers_) sampler->Ref();
+    batch_->busy = true;
+  }
+  ~StepWorker() override {
+    batch_->busy = false;
+    for (auto* sampler : samplers_) sampler->Unref();
+    context_->Unref();
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    llama_batch& b = batch_->batch;
+    b.n_tokens = 0;
+    std::vector<int32_t> logitRows;
+    logitRows.reserve(samplers_.size());
+    for (size_t i = 0; i < spec_.size();) {
+      const int32_t seq = spec_[i], position = spec_[i + 1], count = spec_[i + 2], sample = spec_[i + 3];
+      const int32_t* tokens = spec_.data() + i + 4;
+      for (int32_t t = 0; t < count; t++) {
+        const int32_t row = b.n_tokens++;
+        b.token[row] = tokens[t];
+        b.pos[row] = position + t;
+        b.n_seq_id[row] = 1;
+        b.seq_id[row][0] = seq;
+        b.logits[row] = sample != 0 && t == count - 1;
+        if (b.logits[row]) logitRows.push_back(row);
+      }
+      i += 4 + count;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const int32_t r = g_api.decode(context_->ctx, b);
+    if (r != 0) {
+      SetError(r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
+                      : "llama_decode failed with status " + std::to_string(r));
+      return;
+    }
+    g_api.synchronize(context_->ctx);
+    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (samplers_.empty()) return;
+    if (g_api.get_logits(context_->ctx) == nullptr) {
+      SetError("This model does not support token generation");
+      return;
+    }
+    try {
+      for (size_t k = 0; k < samplers_.size(); k++) {
+        AddonSampler* sampler = samplers_[k];
+        g_api.sampler_rebuild(sampler);
+        llama_token_data_array candidates;
+        g_api.sampler_sample(sampler, context_->ctx, logitRows[k], candidates, false);
+        if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) continue;
+        const llama_token token = candidates.data[candidates.selected].id;
+        g_api.sampler_accept(sampler, token);
+        tokens_[k] = token;
+      }
+    } catch (const std::exception& e) {
+      SetError(std::string("sampling failed: ") + e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Int32Array out = out_.Value().As<Napi::Int32Array>();
+    for (size_t k = 0; k < tokens_.size() && k < out.ElementLength(); k++) out[k] = tokens_[k];
+    deferred_.Resolve(Napi::Number::New(Env(), ms_));
+  }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  AddonContext* context_;
+  StepBatch* batch_;
+  std::vector<int32_t> spec_;
+  std::vector<AddonSampler*> samplers_;
+  std::vector<llama_token> tokens_;
+  Napi::Reference<Napi::Int32Array> out_;
+  Napi::Promise::Deferred deferred_;
+  double ms_ = 0;
+};
+
+Napi::Value Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (!info[1].IsTypedArray() || !info[2].IsArray() || !info[3].IsTypedArray()) {
+    throw Napi::TypeError::New(env, "step(context, Int32Array spec, samplers[], Int32Array out)");
+  }
+  Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
+  Napi::Array samplerArray = info[2].As<Napi::Array>();
+  Napi::Int32Array out = info[3].As<Napi::Int32Array>();
+  const size_t specLength = info.Length() > 4 ? info[4].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
+  if (specLength > specArray.ElementLength()) throw Napi::RangeError::New(env, "spec length exceeds the array");
+  std::vector<int32_t> spec(specArray.Data(), specArray.Data() + specLength);
+
+  // Validate the layout here, on the main thread, so the worker cannot overrun the batch.
+  int64_t tokens = 0;
+  size_t sampling = 0;
+  const int32_t n_ctx = static_cast<int32_t>(context->context_params.n_ctx);
+  const int32_t n_seq = static_cast<int32_t>(context->context_params.n_seq_max);
+  for (size_t i = 0; i < spec.size();) {
+    if (i + 4 > spec.size()) throw Napi::RangeError::New(env, "truncated step spec");
+    const int32_t seq = spec[i], position = spec[i + 1], count = spec[i + 2];
+    if (seq < 0 || seq >= n_seq || position < 0 || count < 1 || position + count > n_ctx || i + 4 + count > spec.size()) {
+      throw Napi::RangeError::New(env, "bad item in step spec");
+    }
+    if (spec[i + 3] != 0) sampling++;
+    tokens += count;
+    i += 4 + static_cast<size_t>(count);
+  }
+  if (tokens == 0) throw Napi::RangeError::New(env, "empty step");
+  if (tokens > static_cast<int64_t>(context->context_params.n_batch)) throw Napi::RangeError::New(env, "step exceeds the batch size");
+  if (sampling != samplerArray.Length() || out.ElementLength() < sampling) {
+    throw Napi::RangeError::New(env, "one sampler (and one out slot) per sampling item");
+  }
+  std::vector<AddonSampler*> samplers;
+  samplers.reserve(sampling);
+  for (uint32_t k = 0; k < samplerArray.Length(); k++) {
+    void* raw = nullptr;
+    Napi::Value value = samplerArray.Get(k);
+    if (!value.IsObject() || napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
+      throw Napi::TypeError::New(env, "samplers must be node-llama-cpp AddonSampler objects");
+    }
+    auto* sampler = static_cast<AddonSampler*>(static_cast<Napi::ObjectWrap<AddonSampler>*>(raw));
+    if (sampler->disposed) throw Napi::Error::New(env, "a sampler is disposed");
+    samplers.push_back(sampler);
+  }
+
+  StepBatch& batch = g_batches[context->ctx];
+  if (batch.busy) throw Napi::Error::New(env, "a step is already running on this context");
+  if (batch.capacity < tokens) {
+    if (batch.capacity > 0) g_api.batch_free(batch.batch);
+    const int32_t capacity = static_cast<int32_t>(context->context_params.n_batch);
+    batch.batch = g_api.batch_init(capacity, 0, 1);
+    batch.capacity = capacity;
+  }
+  auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out);
+  worker->Queue();
+  return worker->Promise();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("attachThreadpool", Napi::Function::New(env, AttachThreadpool));
   exports.Set("detachThreadpool", Napi::Function::New(env, DetachThreadpool));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("decode", Napi::Function::New(env, Decode));
+  exports.Set("step", Napi::Function::New(env, Step));
+  exports.Set("release", Napi::Function::New(env, Release));
   return exports;
 }
 

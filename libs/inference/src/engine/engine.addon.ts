@@ -18,6 +18,15 @@ export interface EngineAddon {
   setThreads(context: object, generation: number, batch?: number): void;
   /** node-llama-cpp's decodeBatch plus the time llama_decode took, in ms. */
   decode(context: object): Promise<number>;
+  /**
+   * One scheduler step: `spec` lists items as [sequence, firstPosition, tokenCount, sample 0|1,
+   * ...tokens] (the first `specLength` entries are read); the k-th sampling item is sampled with
+   * `samplers[k]` (node-llama-cpp AddonSampler objects) into `out[k]` (-1 = no token). Resolves
+   * with the ms llama_decode took.
+   */
+  step(context: object, spec: Int32Array, samplers: readonly object[], out: Int32Array, specLength?: number): Promise<number>;
+  /** Frees what step() allocated for the context; call before disposing it. */
+  release(context: object): boolean;
 }
 
 /** Where `npm ci` (scripts/build-native.js) puts the addon. */
@@ -30,7 +39,7 @@ export function loadEngineAddon(path: string = DEFAULT_ENGINE_ADDON_PATH): Engin
   if (!existsSync(path)) return { addon: null, reason: `engine addon not built (${path} is missing; run \`node scripts/build-native.js\`)` };
   try {
     const addon = createRequire(__filename)(path) as EngineAddon;
-    for (const fn of ['probe', 'attachThreadpool', 'detachThreadpool', 'setThreads', 'decode'] as const) {
+    for (const fn of ['probe', 'attachThreadpool', 'detachThreadpool', 'setThreads', 'decode', 'step', 'release'] as const) {
       if (typeof addon[fn] !== 'function') return { addon: null, reason: `engine addon at ${path} has no ${fn}()` };
     }
     return { addon, path };
