@@ -6,7 +6,7 @@ import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig, LruMap } from '@app/common';
 import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
-import { threadsForStep } from './engine/thread.policy';
+import { AdaptiveThreadPolicy } from './engine/thread.policy';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
@@ -49,6 +49,13 @@ interface NativeSampler {
   dispose(): void;
 }
 
+/** The engine addon as the runtime uses it: its functions, the thread ceiling, and the policy below it (none = fixed THREADS). */
+interface Engine {
+  readonly addon: EngineAddon;
+  readonly maxThreads: number;
+  readonly policy: AdaptiveThreadPolicy | null;
+}
+
 /**
  * One batch per step over the shared context's sequences: the scheduler's DecodeRuntime.
  * Sequence i of the context is slot i.
@@ -78,7 +85,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     readonly contextSize: number,
     private readonly isEog: (token: number) => boolean,
     private readonly eogTokens: readonly number[],
-    private readonly engine: { readonly addon: EngineAddon; readonly maxThreads: number } | null,
+    private readonly engine: Engine | null,
   ) {
     this.#threads = engine?.maxThreads ?? 0;
     this.#samplers = Array.from({ length: slotCount }, () => newSampler());
@@ -136,7 +143,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
    * written into one typed array, every slot that wants logits is sampled on the worker thread
    * right after the decode, and sample() then just hands those tokens out.
    */
-  async #step(engine: { readonly addon: EngineAddon; readonly maxThreads: number }, items: readonly BatchItem[]): Promise<number> {
+  async #step(engine: Engine, items: readonly BatchItem[]): Promise<number> {
     let length = 0;
     let total = 0;
     let sampling = 0;
@@ -157,13 +164,14 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       for (const token of item.tokens) spec[at++] = token;
       if (item.logits) samplers.push(this.#samplers[item.slot]);
     }
-    const threads = threadsForStep(engine.maxThreads, items.length, total);
+    const threads = engine.policy ? engine.policy.choose(items.length, total) : engine.maxThreads;
     if (threads !== this.#threads) {
       engine.addon.setThreads(this.ctx, threads);
       this.#threads = threads;
     }
     const out = new Int32Array(sampling);
     const ms = await engine.addon.step(this.ctx, spec, samplers, out, length);
+    engine.policy?.record(items.length, total, threads, ms);
     let k = 0;
     for (const item of items) if (item.logits) this.#sampled[item.slot] = out[k++];
     return ms;
@@ -322,7 +330,7 @@ export class LlamaAdapter {
     const bindings = (this.#context as unknown as Internals)._llama._bindings;
     const nativeModel = (model as unknown as ModelInternals)._model;
     const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
-    let engine: { addon: EngineAddon; maxThreads: number } | null = null;
+    let engine: Engine | null = null;
     let engineNote: string;
     if (addon === null) {
       engineNote = 'engine addon off (ENGINE_ADDON=off)';
@@ -332,9 +340,13 @@ export class LlamaAdapter {
       try {
         addon.addon.probe(nativeContext);
         addon.addon.attachThreadpool(nativeContext, threads, this.config.threadPoll);
-        engine = { addon: addon.addon, maxThreads: threads };
+        // THREADS set: exactly that. Unset: up to every core, chosen per step by measurement.
+        const policy = this.config.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
+        engine = { addon: addon.addon, maxThreads: threads, policy };
         this.#engineAddon = addon.addon;
-        engineNote = `engine addon: persistent threadpool of ${threads} (poll ${this.config.threadPoll})`;
+        engineNote =
+          `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
+          ` (poll ${this.config.threadPoll})`;
       } catch (err) {
         engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
       }

@@ -62,6 +62,7 @@ struct Api {
   void (*sampler_accept)(AddonSampler*, llama_token) = nullptr;
   ggml_threadpool_t (*pool_new)(ggml_threadpool_params*) = nullptr;
   void (*pool_free)(ggml_threadpool_t) = nullptr;
+  void (*pool_pause)(ggml_threadpool_t) = nullptr;
   std::string error;
   std::vector<std::string> libraries;
 };
@@ -130,7 +131,11 @@ void LoadApi() {
   }
   g_api.pool_new = reinterpret_cast<ggml_threadpool_t (*)(ggml_threadpool_params*)>(g_api.reg_proc(reg, "ggml_threadpool_new"));
   g_api.pool_free = reinterpret_cast<void (*)(ggml_threadpool_t)>(g_api.reg_proc(reg, "ggml_threadpool_free"));
-  if (g_api.pool_new == nullptr || g_api.pool_free == nullptr) g_api.error = "the CPU backend has no threadpool functions";
+  // Not in the registry's list; exported by the CPU variant library itself.
+  g_api.pool_pause = reinterpret_cast<void (*)(ggml_threadpool_t)>(Find("ggml_threadpool_pause"));
+  if (g_api.pool_new == nullptr || g_api.pool_free == nullptr || g_api.pool_pause == nullptr) {
+    g_api.error = "the CPU backend has no threadpool functions";
+  }
 }
 
 const Api& GetApi(Napi::Env env) {
@@ -157,11 +162,44 @@ AddonContext* Unwrap(const Napi::Env& env, const Napi::Value& value) {
   return context;
 }
 
-struct Pool {
-  ggml_threadpool_t pool;
-  int threads;
+/**
+ * The persistent pools of one context, one per thread count in use (created on first use): a
+ * step that runs on fewer threads gets a smaller pool attached, and the larger one is paused so
+ * that its idle workers sleep instead of spinning on cores the step or Node need.
+ */
+struct Pools {
+  std::vector<ggml_threadpool_t> byThreads;  // index = thread count; nullptr until used
+  int max = 0;
+  int current = 0;
+  uint32_t poll = 50;
 };
-std::unordered_map<llama_context*, Pool> g_pools;
+std::unordered_map<llama_context*, Pools> g_pools;
+
+ggml_threadpool_t PoolFor(Napi::Env env, Pools& pools, int threads) {
+  if (pools.byThreads[threads] == nullptr) {
+    ggml_threadpool_params params = g_api.params_default(threads);
+    params.poll = pools.poll;
+    pools.byThreads[threads] = g_api.pool_new(&params);
+    if (pools.byThreads[threads] == nullptr) throw Napi::Error::New(env, "ggml_threadpool_new failed");
+  }
+  return pools.byThreads[threads];
+}
+
+void UsePool(Napi::Env env, llama_context* ctx, Pools& pools, int threads) {
+  if (threads == pools.current) return;
+  ggml_threadpool_t next = PoolFor(env, pools, threads);
+  if (pools.current > 1 && pools.byThreads[pools.current] != nullptr) g_api.pool_pause(pools.byThreads[pools.current]);
+  g_api.attach(ctx, next, next);
+  g_api.set_n_threads(ctx, threads, threads);
+  pools.current = threads;
+}
+
+void FreePools(Pools& pools) {
+  for (auto* pool : pools.byThreads) {
+    if (pool != nullptr) g_api.pool_free(pool);
+  }
+  pools.byThreads.assign(pools.byThreads.size(), nullptr);
+}
 
 /** The batch step() fills, kept per context and grown when a step needs more room. */
 struct StepBatch {
@@ -185,9 +223,10 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
 }
 
 /**
- * attachThreadpool(context, threads, poll): a persistent pool of `threads` workers for both
- * generation and prompt batches. `poll` is ggml's busy-wait level between graphs (0 = sleep at
- * once, 50 = llama.cpp's default, 100 = spin hardest). Replaces a pool attached before.
+ * attachThreadpool(context, threads, poll): persistent pools for up to `threads` workers, for
+ * generation and prompt batches alike, starting with all `threads`. `poll` is ggml's busy-wait
+ * level between graphs (0 = sleep at once, 50 = llama.cpp's default, 100 = spin hardest).
+ * Replaces pools attached before.
  */
 Napi::Value AttachThreadpool(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -196,26 +235,25 @@ Napi::Value AttachThreadpool(const Napi::CallbackInfo& info) {
   const int poll = info[2].As<Napi::Number>().Int32Value();
   if (threads < 1 || threads > GGML_MAX_N_THREADS) throw Napi::RangeError::New(env, "threads out of range");
   if (poll < 0 || poll > 100) throw Napi::RangeError::New(env, "poll must be 0..100");
-  ggml_threadpool_params params = g_api.params_default(threads);
-  params.poll = static_cast<uint32_t>(poll);
-  ggml_threadpool_t pool = g_api.pool_new(&params);
-  if (pool == nullptr) throw Napi::Error::New(env, "ggml_threadpool_new failed");
+  Pools fresh;
+  fresh.byThreads.assign(threads + 1, nullptr);
+  fresh.max = threads;
+  fresh.poll = static_cast<uint32_t>(poll);
+  UsePool(env, context->ctx, fresh, threads);
   auto previous = g_pools.find(context->ctx);
-  g_api.attach(context->ctx, pool, pool);
-  if (previous != g_pools.end()) g_api.pool_free(previous->second.pool);
-  g_pools[context->ctx] = Pool{pool, threads};
-  g_api.set_n_threads(context->ctx, threads, threads);
+  if (previous != g_pools.end()) FreePools(previous->second);
+  g_pools[context->ctx] = std::move(fresh);
   return env.Undefined();
 }
 
-/** detachThreadpool(context): back to per-call threads; frees the pool. Call before disposing. */
+/** detachThreadpool(context): back to per-call threads; frees the pools. Call before disposing. */
 Napi::Value DetachThreadpool(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   AddonContext* context = Unwrap(env, info[0]);
   auto it = g_pools.find(context->ctx);
   if (it == g_pools.end()) return Napi::Boolean::New(env, false);
   g_api.detach(context->ctx);
-  g_api.pool_free(it->second.pool);
+  FreePools(it->second);
   g_pools.erase(it);
   return Napi::Boolean::New(env, true);
 }
@@ -232,19 +270,21 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-/** setThreads(context, generation, batch): threads of the next decode calls (<= the pool's). */
+/**
+ * setThreads(context, threads): threads of the next decode calls. With pools attached, switches
+ * to the pool of that size (at most the attached maximum) and pauses the one in use before.
+ */
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   AddonContext* context = Unwrap(env, info[0]);
-  int generation = info[1].As<Napi::Number>().Int32Value();
-  int batch = info.Length() > 2 ? info[2].As<Napi::Number>().Int32Value() : generation;
+  int threads = info[1].As<Napi::Number>().Int32Value();
+  if (threads < 1) throw Napi::RangeError::New(env, "threads must be >= 1");
   auto it = g_pools.find(context->ctx);
-  if (it != g_pools.end()) {
-    generation = std::min(generation, it->second.threads);
-    batch = std::min(batch, it->second.threads);
+  if (it == g_pools.end()) {
+    g_api.set_n_threads(context->ctx, threads, threads);
+    return env.Undefined();
   }
-  if (generation < 1 || batch < 1) throw Napi::RangeError::New(env, "threads must be >= 1");
-  g_api.set_n_threads(context->ctx, generation, batch);
+  UsePool(env, context->ctx, it->second, std::min(threads, it->second.max));
   return env.Undefined();
 }
 
