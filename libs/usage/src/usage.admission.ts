@@ -40,9 +40,10 @@ export class UsageAdmission implements GatewayAdmission {
     const http = context.switchToHttp();
     const req = http.getRequest<Request>();
     const res = http.getResponse<Response>();
+    // Armed first: a budget refusal is a request of this key and route too (an error, no tokens).
+    this.#recordWhenDone(req, res, principal);
     const headers = await this.budgets.admit(principal);
     for (const name in headers) res.setHeader(name, headers[name]);
-    this.#recordWhenDone(req, res, principal);
   }
 
   #isMetered(context: ExecutionContext): boolean {
