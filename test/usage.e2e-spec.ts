@@ -164,7 +164,7 @@ describe('budgets over HTTP', () => {
 
   it('parallel requests overshoot by at most one reservation (prompt + max_tokens)', async () => {
     const limit = 150;
-    const { key } = await t.app.get(ApiKeysService).create({ name: 'parallel', budgetDay: limit });
+    const { key } = await t.app.get(ApiKeysService).create({ name: 'parallel', budgetDay: limit, concurrency: 0 });
     const body = { prompt: 'Once upon a time', max_tokens: 20, ignore_eos: true, temperature: 0.9 };
     const replies = await Promise.all(Array.from({ length: 12 }, () => post(t.url, '/v1/generate', key, body)));
     const served = replies.filter((r) => r.status === 200);
