@@ -146,7 +146,7 @@ export function PlaygroundPage() {
               <strong data-stat="completion-tokens">{run ? (run.completionTokens ?? run.chunks) : '—'}</strong> tokens
             </span>
             <span>
-              finish <strong>{run?.finish ?? '—'}</strong>
+              finish <strong data-stat="finish">{run?.finish ?? '—'}</strong>
             </span>
           </div>
           {run?.error && <p class="error">{run.error}</p>}

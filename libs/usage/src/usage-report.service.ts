@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
-import { ApiKeysService } from '@app/auth';
+import { ANONYMOUS, ApiKeysService, hashKey } from '@app/auth';
+import { AppConfig } from '@app/common';
 import { Clock, DAY_MS, HOUR_MS, hourOf } from './clock';
 import { UsageErrorCode, UsageException } from './usage.exception';
 import { UsageRepository } from './usage.repository';
@@ -98,7 +99,16 @@ export class UsageReportService {
     private readonly repo: UsageRepository,
     private readonly keys: ApiKeysService,
     private readonly clock: Clock,
+    private readonly config: AppConfig,
   ) {}
+
+  /** Names of every key id the ledger may hold: stored keys, API_KEYS (as the server names them), anonymous. */
+  async #names(): Promise<Map<string, string>> {
+    const names = new Map((await this.keys.list()).map((k) => [k.id, k.name]));
+    this.config.apiKeys.forEach((key, i) => names.set(`static:${hashKey(key).slice(0, 12)}`, `API_KEYS[${i}]`));
+    names.set(ANONYMOUS.id, ANONYMOUS.name);
+    return names;
+  }
 
   /** Parses the request; `ownKeyId` pins the key (the caller's own usage). */
   async report(request: UsageRequest, ownKeyId?: string): Promise<UsageReport> {
@@ -119,7 +129,7 @@ export class UsageReportService {
     };
     await this.repo.ready();
     const rows = await this.repo.query(query);
-    const names = groupBy.includes('key') && ownKeyId === undefined ? new Map((await this.keys.list()).map((k) => [k.id, k.name])) : new Map<string, string>();
+    const names = groupBy.includes('key') && ownKeyId === undefined ? await this.#names() : new Map<string, string>();
     const totals = rows.reduce<UsageCounts>((sum, r) => addCounts(sum, r), ZERO_COUNTS);
     return {
       object: 'usage',
