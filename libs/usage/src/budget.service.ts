@@ -61,6 +61,10 @@ export function budgetPeriods(budget: { day: number; month: number } | undefined
   return periods;
 }
 
+function hasBudget(principal: Principal): boolean {
+  return principal.budget !== undefined && (principal.budget.day > 0 || principal.budget.month > 0);
+}
+
 /**
  * Token budgets per key and UTC day / month, shared by every replica (Redis with REDIS_URL, else
  * the key store's database). Two points in a request:
@@ -139,7 +143,8 @@ export class BudgetService implements OnModuleInit, OnApplicationShutdown {
    * headers to send (the warning near the limit, else none).
    */
   async admit(principal: Principal): Promise<Record<string, string>> {
-    if (budgetPeriods(principal.budget, 0).length === 0) return {};
+    // The common case (no budget) costs one comparison: this runs on every metered request, cache hits included.
+    if (!hasBudget(principal)) return {};
     let statuses: BudgetStatus[];
     try {
       statuses = await this.status(principal);
@@ -159,8 +164,8 @@ export class BudgetService implements OnModuleInit, OnApplicationShutdown {
    */
   async reserve(principal: Principal | undefined, tokens: number): Promise<BudgetReservation> {
     const now = this.clock.now();
-    const periods = budgetPeriods(principal?.budget, now);
-    if (!principal || periods.length === 0) return NOTHING;
+    if (!principal || !hasBudget(principal)) return NOTHING;
+    const periods = budgetPeriods(principal.budget, now);
     const held = Math.max(1, Math.round(tokens));
     let outcome;
     try {
