@@ -16,6 +16,7 @@ import {
 } from '@app/common';
 import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
 import { translateBatchingError } from './errors/batching-error.mapping';
+import { consoleHandlers } from './console/console.static';
 
 /**
  * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
@@ -47,6 +48,8 @@ export function configureApp(app: NestExpressApplication): void {
     next();
   });
   app.use(helmet({ contentSecurityPolicy: false }));
+  // The web console's static files, with their own strict CSP (CONSOLE_ENABLED=false: 404).
+  if (config.consoleEnabled) app.use('/console', ...consoleHandlers());
   app.use(bodyDeadline(config.bodyTimeoutMs));
   // Document uploads: JSON or a plain-text body, up to RETRIEVAL_UPLOAD_LIMIT; parsed here, so
   // the global JSON parser below leaves them alone.

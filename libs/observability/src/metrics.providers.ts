@@ -38,6 +38,12 @@ export const METRIC = {
   gpuAvailable: 'gpu_available',
   gpuMemoryUsed: 'gpu_memory_used_bytes',
   gpuMemoryTotal: 'gpu_memory_total_bytes',
+  budgetExceeded: 'llm_budget_exceeded_total',
+  usageFlushDuration: 'llm_usage_flush_duration_seconds',
+  usageFlushLag: 'llm_usage_flush_lag_seconds',
+  usageFlushFailures: 'llm_usage_flush_failures_total',
+  usageDropped: 'llm_usage_dropped_total',
+  usageBuffered: 'llm_usage_buffered_buckets',
 } as const;
 
 /** The seed's request-duration buckets (seconds). */
@@ -146,4 +152,24 @@ export const METRIC_PROVIDERS = [
   }),
   makeGaugeProvider({ name: METRIC.gpuMemoryUsed, help: 'GPU memory used in bytes (nvidia-smi)', labelNames: ['gpu_id'] }),
   makeGaugeProvider({ name: METRIC.gpuMemoryTotal, help: 'GPU memory in bytes (nvidia-smi)', labelNames: ['gpu_id'] }),
+  makeCounterProvider({
+    name: METRIC.budgetExceeded,
+    help: 'Requests refused with 429 budget_exceeded, by the budget period that was spent (day, month)',
+    labelNames: ['period'],
+  }),
+  makeHistogramProvider({
+    name: METRIC.usageFlushDuration,
+    help: 'Duration of one usage-ledger write to the database (seconds), failed ones included',
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  }),
+  makeGaugeProvider({
+    name: METRIC.usageFlushLag,
+    help: 'Age of the oldest usage not yet written to the database (seconds); 0 when everything is written',
+  }),
+  makeCounterProvider({ name: METRIC.usageFlushFailures, help: 'Usage-ledger writes that failed (kept and retried at the next flush)' }),
+  makeCounterProvider({
+    name: METRIC.usageDropped,
+    help: 'Usage records dropped because the ledger buffer was full (USAGE_BUFFER_MAX) while the database was unreachable',
+  }),
+  makeGaugeProvider({ name: METRIC.usageBuffered, help: 'Usage buckets (key, model, route, hour) waiting to be written' }),
 ];

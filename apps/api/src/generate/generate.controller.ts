@@ -5,11 +5,13 @@ import { Caller, Principal } from '@app/auth';
 import { CacheDirectivesParam } from '@app/caching';
 import type { CacheDirectives } from '@app/caching';
 import { ClientSignal, sendReply } from '@app/common';
+import { Metered } from '@app/usage';
 import { GenerateRequestDto } from './generate.dto';
 import { GenerateService } from './generate.service';
 
 @ApiTags('generate')
 @ApiSecurity('api-key')
+@Metered()
 @Controller('v1/generate')
 export class GenerateController {
   constructor(private readonly service: GenerateService) {}

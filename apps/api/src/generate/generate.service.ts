@@ -77,7 +77,7 @@ export class GenerateService {
     const prompt = promptWithContext(dto.prompt, retrieved);
     const request = this.#request(dto, prompt);
     const run = await this.cache.run(cacheableRequest('generate', request, dto.prompt, dto.max_tokens, undefined, retrieved?.context), directives, () =>
-      this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, request.prompt.promptTokens),
+      this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, request.prompt.promptTokens, request.prompt.maxTokens),
     );
     return { run, sources: retrieved?.sources };
   }

@@ -3,6 +3,7 @@ import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { Caller, Principal } from '@app/auth';
 import { ClientSignal, sendReply } from '@app/common';
+import { Metered } from '@app/usage';
 import { CacheDirectivesParam } from '@app/caching';
 import type { CacheDirectives } from '@app/caching';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto } from './openai.dto';
@@ -25,6 +26,7 @@ export class OpenAIController {
   }
 
   @Post('completions')
+  @Metered()
   @HttpCode(200)
   async completions(
     @Body() dto: CompletionRequestDto,
@@ -37,6 +39,7 @@ export class OpenAIController {
   }
 
   @Post('chat/completions')
+  @Metered()
   @HttpCode(200)
   async chat(
     @Body() dto: ChatCompletionRequestDto,
@@ -49,6 +52,7 @@ export class OpenAIController {
   }
 
   @Post('embeddings')
+  @Metered()
   @HttpCode(200)
   embeddings(@Body() dto: EmbeddingRequestDto): Promise<object> {
     return this.service.embeddings(dto);

@@ -167,6 +167,7 @@ export class OpenAIService {
   async embeddings(dto: EmbeddingRequestDto): Promise<object> {
     this.inference.assertModel(dto.model);
     const { vectors, promptTokens } = await this.inference.embed(asArray(dto.input));
+    this.usage.embedded(promptTokens);
     const base64 = dto.encoding_format === 'base64';
     return {
       object: 'list',
@@ -183,7 +184,7 @@ export class OpenAIService {
 
   #generate(request: GenerationRequest, signal: AbortSignal, caller?: Principal) {
     const events = this.inference.generate(request, this.usage.submitOptions(caller, signal));
-    return this.usage.meter(events, caller, request.prompt.promptTokens);
+    return this.usage.meter(events, caller, request.prompt.promptTokens, request.prompt.maxTokens);
   }
 
   #request(dto: SamplingDto, prompt: PreparedPrompt): GenerationRequest {
