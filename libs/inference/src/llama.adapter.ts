@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig, LruMap } from '@app/common';
-import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
+import { BatchItem, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/batching';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
@@ -22,6 +22,10 @@ export const FALLBACK_CHAT_TEMPLATE = {
 
 /** Default top-k when a request does not set one: llama.cpp's server default, and cheap to sample. */
 const DEFAULT_TOP_K = 40;
+/** OpenAI's logit_bias of -100 is a ban: the token is never sampled, whatever its logit. */
+const BAN_BIAS = -100;
+/** What OpenAI reports for a token whose probability underflows to 0. */
+const MIN_LOGPROB = -9999;
 /** Tokens of history the repetition penalties look at (llama.cpp's default penalty_last_n). */
 const PENALTY_WINDOW = 64;
 const NO_TOKENS = new Uint32Array(0);
@@ -37,6 +41,8 @@ interface NativeContext {
   addToBatch(sequenceId: number, firstTokenPosition: number, tokens: Uint32Array, logitIndexes: Uint32Array): Uint32Array;
   decodeBatch(): Promise<void>;
   sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
+  /** With `true`: [token, [id, probability, id, probability, …]] over the sampler's candidates, most likely first. */
+  sampleToken(batchLogitIndex: number, sampler: NativeSampler, probabilities: true): Promise<[number, number[] | undefined]>;
   removeTokenCellsFromSequence(sequenceId: number, start: number, end: number): boolean;
   disposeSequence(sequenceId: number): void;
   saveSequenceStateToFile(path: string, sequenceId: number, tokens: Uint32Array): Promise<number>;
@@ -60,6 +66,17 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   /** Grammar states of constrained requests, kept alive while their slot samples with them. */
   readonly #grammarStates: unknown[] = [];
+  /** Alternatives each slot reports (SamplingParams.logprobs), undefined when it reports none. */
+  readonly #logprobTop: (number | undefined)[] = [];
+  /** What the last sample() found for each slot that reports log-probabilities. */
+  readonly #lastLogprobs: (SampledLogprobs | undefined)[] = [];
+  /**
+   * Greedy samplers without bias, penalties or grammar, one per slot, created on first use: asked
+   * for probabilities they return the softmax of the raw logits over the whole vocabulary, which
+   * is what OpenAI's logprobs are (the slot's own sampler reports its candidates after top-k and
+   * temperature instead).
+   */
+  readonly #probes: (NativeSampler | undefined)[] = [];
 
   constructor(
     private readonly ctx: NativeContext,
@@ -96,10 +113,15 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#grammarStates[slot] = state;
       config.grammarEvaluationState = state._state;
     }
-    if (s.ignoreEos && this.eogTokens.length) {
-      config.tokenBiasKeys = Uint32Array.from(this.eogTokens);
-      config.tokenBiasValues = new Float32Array(this.eogTokens.length).fill(-Infinity);
+    const bias = new Map<number, number>();
+    for (const [token, value] of s.logitBias ?? []) bias.set(token, value <= BAN_BIAS ? -Infinity : value);
+    if (s.ignoreEos) for (const token of this.eogTokens) bias.set(token, -Infinity);
+    if (bias.size) {
+      config.tokenBiasKeys = Uint32Array.from(bias.keys());
+      config.tokenBiasValues = Float32Array.from(bias.values());
     }
+    this.#logprobTop[slot] = s.logprobs;
+    this.#lastLogprobs[slot] = undefined;
     // A fresh sampler per request: no RNG state, penalty history or bias left by the previous
     // one (the native sampler keeps its RNG running when the seed is unchanged).
     this.#samplers[slot].dispose();
@@ -120,7 +142,22 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   }
 
   sample(slots: readonly number[]): Promise<number[]> {
-    return Promise.all(slots.map((slot) => this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot])));
+    return Promise.all(
+      slots.map(async (slot) => {
+        const top = this.#logprobTop[slot];
+        if (top === undefined) return this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
+        // The probe reads the same logits first; it changes no state the real sampler uses.
+        this.#probes[slot] ??= this.newSampler();
+        const [, probabilities] = await this.ctx.sampleToken(this.#logitIndex[slot], this.#probes[slot], true);
+        const token = await this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
+        this.#lastLogprobs[slot] = logprobsOf(token, probabilities ?? [], top);
+        return token;
+      }),
+    );
+  }
+
+  sampledLogprobs(slot: number): SampledLogprobs | undefined {
+    return this.#lastLogprobs[slot];
   }
 
   isEndOfGeneration(token: number): boolean {
@@ -152,7 +189,23 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   dispose(): void {
     for (const sampler of this.#samplers) sampler.dispose();
+    for (const probe of this.#probes) probe?.dispose();
   }
+}
+
+/** Picks the sampled token's and the `top` best log-probabilities out of [id, p, id, p, …] (best first). */
+function logprobsOf(token: number, flat: readonly number[], top: number): SampledLogprobs {
+  const lp = (p: number): number => (p > 0 ? Math.max(MIN_LOGPROB, Math.log(p)) : MIN_LOGPROB);
+  let logprob = MIN_LOGPROB;
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i] === token) {
+      logprob = lp(flat[i + 1]);
+      break;
+    }
+  }
+  const best: { token: number; logprob: number }[] = [];
+  for (let i = 0; i < flat.length && best.length < top; i += 2) best.push({ token: flat[i], logprob: lp(flat[i + 1]) });
+  return { logprob, top: best };
 }
 
 /**
