@@ -7,3 +7,6 @@ export { GgmlType } from './gguf/gguf.format';
 export { readGgufMetadata } from './gguf/gguf.reader';
 export { SYNTH_PRESETS, synthesizeModel, synthParameters, validateShape } from './gguf/model.synth';
 export type { SynthShape } from './gguf/model.synth';
+export * from './tools/tool.types';
+export { ToolCallParser } from './tools/tool-call.parser';
+export type { ToolParseEvent } from './tools/tool-call.parser';
