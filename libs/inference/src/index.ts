@@ -10,3 +10,5 @@ export type { SynthShape } from './gguf/model.synth';
 export * from './tools/tool.types';
 export { ToolCallParser } from './tools/tool-call.parser';
 export type { ToolParseEvent } from './tools/tool-call.parser';
+export { CHAT_TEMPLATES } from './gguf/chat-templates';
+export type { ChatTemplateName, ChatTemplateFamily } from './gguf/chat-templates';
