@@ -177,13 +177,18 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
 
   /** A prompt given as token ids (OpenAI's token prompts); each must be in the vocabulary. */
   prepareTokens(tokens: readonly number[], maxTokens: number | undefined, defaultMaxTokens: number | 'fill', param = 'prompt'): PreparedPrompt {
+    this.assertTokens(tokens, param);
+    return this.#fit([...tokens], [], maxTokens, defaultMaxTokens);
+  }
+
+  /** Throws a 400 naming `param` unless every id is a token of the model (llama.cpp aborts on others). */
+  assertTokens(tokens: readonly number[], param: string): void {
     this.#assertReady();
     const vocab = this.adapter.descriptor.vocabularySize;
-    const bad = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || (vocab > 0 && t >= vocab));
+    const bad = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
     if (bad >= 0) {
       throw new InferenceException(InferenceErrorCode.InvalidToken, `${param}[${bad}] = ${tokens[bad]} is not a token id of this model (0 to ${vocab - 1})`, { param });
     }
-    return this.#fit([...tokens], [], maxTokens, defaultMaxTokens);
   }
 
   prepareChat(messages: readonly ChatMessage[], maxTokens: number | undefined, tools: readonly ToolDefinition[] = []): PreparedPrompt {
@@ -204,9 +209,9 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.adapter.toolCallGrammar(tools, parallel);
   }
 
-  /** Text of token ids (e.g. to echo a token prompt). */
+  /** Text of token ids (e.g. to echo a token prompt); every id must be a token of the model. */
   detokenize(tokens: readonly number[]): string {
-    this.#assertReady();
+    this.assertTokens(tokens, 'tokens');
     return this.adapter.detokenize(tokens);
   }
 
@@ -230,7 +235,8 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
         let unreported = 0;
         // Log-probabilities of the tokens behind text not yet emitted, and the tokens before them.
         let logprobs: TextLogprob[] = [];
-        let recent: number[] = job.prompt.slice(-4);
+        // The tokens before each one, as the text decoder sees them (none before the first).
+        let recent: number[] = [];
         for await (const event of scheduler.submit(job, options)) {
           if (event.kind === 'token') {
             received++;

@@ -156,8 +156,12 @@ class LlamaDecodeRuntime implements DecodeRuntime {
         const top = this.#logprobTop[slot];
         if (top === undefined) return this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
         // The probe reads the same logits first; it changes no state the real sampler uses.
-        this.#probes[slot] ??= this.newSampler();
-        const [, probabilities] = await this.ctx.sampleToken(this.#logitIndex[slot], this.#probes[slot], true);
+        if (!this.#probes[slot]) {
+          // An empty config is a bare greedy sampler (a sampler never configured has no chain at all).
+          this.#probes[slot] = this.newSampler();
+          this.#probes[slot].applyConfig({});
+        }
+        const [, probabilities] = await this.ctx.sampleToken(this.#logitIndex[slot], this.#probes[slot] as NativeSampler, true);
         const token = await this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
         this.#lastLogprobs[slot] = logprobsOf(token, probabilities ?? [], top);
         return token;

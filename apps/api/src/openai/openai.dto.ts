@@ -174,6 +174,37 @@ export class SamplingDto {
   retrieval?: RetrievalOptionDto;
 }
 
+export class JsonSchemaFormatDto {
+  @IsOptional()
+  @IsString()
+  @MaxLength(256)
+  name?: string;
+
+  @IsObject()
+  schema!: Record<string, unknown>;
+
+  @IsOptional()
+  @IsBoolean()
+  strict?: boolean;
+
+  @IsOptional()
+  @IsString()
+  @MaxLength(4096)
+  description?: string;
+}
+
+/** OpenAI's structured output: any JSON object, or JSON that matches a schema (enforced by a grammar). */
+export class ResponseFormatDto {
+  @IsIn(['text', 'json_object', 'json_schema'])
+  type!: 'text' | 'json_object' | 'json_schema';
+
+  @ValidateIf((o: ResponseFormatDto) => o.type === 'json_schema')
+  @IsObject()
+  @ValidateNested()
+  @Type(() => JsonSchemaFormatDto)
+  json_schema?: JsonSchemaFormatDto;
+}
+
 /** OpenAI's `logit_bias`: token id (as a string) → number from -100 to 100. */
 function IsLogitBias(): PropertyDecorator {
   return (object: object, propertyName: string | symbol) =>
@@ -356,37 +387,6 @@ export class ChatMessageDto {
   @ValidateNested()
   @Type(() => FunctionCallDto)
   function_call?: FunctionCallDto;
-}
-
-export class JsonSchemaFormatDto {
-  @IsOptional()
-  @IsString()
-  @MaxLength(256)
-  name?: string;
-
-  @IsObject()
-  schema!: Record<string, unknown>;
-
-  @IsOptional()
-  @IsBoolean()
-  strict?: boolean;
-
-  @IsOptional()
-  @IsString()
-  @MaxLength(4096)
-  description?: string;
-}
-
-/** OpenAI's structured output: any JSON object, or JSON that matches a schema (enforced by a grammar). */
-export class ResponseFormatDto {
-  @IsIn(['text', 'json_object', 'json_schema'])
-  type!: 'text' | 'json_object' | 'json_schema';
-
-  @ValidateIf((o: ResponseFormatDto) => o.type === 'json_schema')
-  @IsObject()
-  @ValidateNested()
-  @Type(() => JsonSchemaFormatDto)
-  json_schema?: JsonSchemaFormatDto;
 }
 
 export class FunctionDefinitionDto {

@@ -43,6 +43,7 @@ export class OpenAIService {
     if (dto.best_of !== undefined && dto.best_of !== n) throw unsupported('best_of', `best_of must equal n (${n}): choosing the best of several completions server-side is not implemented`);
     if (dto.echo && dto.logprobs !== undefined) throw unsupported('echo', 'echo together with logprobs (log-probabilities of the prompt tokens) is not implemented');
     const prompts = normalizePrompt(dto.prompt);
+    prompts.forEach((p, i) => typeof p !== 'string' && this.inference.assertTokens(p, prompts.length > 1 ? `prompt[${i}]` : 'prompt'));
     if (dto.retrieval && prompts.length > 1) throw unsupported('retrieval', 'retrieval works with one prompt per request');
     const texts = prompts.filter((p): p is string => typeof p === 'string');
     const sampling = await this.#sampling(dto, dto.logprobs, dto.response_format);
@@ -76,7 +77,7 @@ export class OpenAIService {
   async chat(dto: ChatCompletionRequestDto, context: Omit<GenerationContext, 'stream'>): Promise<Reply> {
     this.inference.assertModel(dto.model);
     const n = this.#n(dto);
-    if (dto.modalities && (dto.modalities.length !== 1 || dto.modalities[0] !== 'text')) throw unsupported('modalities', 'only ["text"] output is supported');
+    if (dto.modalities && (dto.modalities.length !== 1 || dto.modalities[0] !== 'text')) throw unsupported('modalities', 'modalities must be ["text"]: only text output is supported');
     if (dto.top_logprobs !== undefined && dto.logprobs !== true) throw invalid('top_logprobs', 'top_logprobs needs logprobs: true');
     const asked = toChatMessages(dto);
     const { tools, choice, legacy } = toolsOf(dto);
@@ -125,9 +126,7 @@ export class OpenAIService {
       throw unsupported('dimensions', `this model's embeddings have ${dimension} dimensions and cannot be shortened; omit dimensions or send ${dimension}`);
     }
     const inputs = normalizeEmbeddingInput(dto.input);
-    inputs.forEach((input, i) => {
-      if (typeof input !== 'string') this.inference.prepareTokens(input, 1, 1, inputs.length > 1 ? `input[${i}]` : 'input');
-    });
+    inputs.forEach((input, i) => typeof input !== 'string' && this.inference.assertTokens(input, inputs.length > 1 ? `input[${i}]` : 'input'));
     const { vectors, promptTokens } = await this.inference.embed(inputs);
     const base64 = dto.encoding_format === 'base64';
     return {

@@ -20,7 +20,7 @@ export class SchemaGrammarError extends Error {}
 type Schema = Record<string, unknown>;
 
 /** Whitespace between JSON tokens: bounded, so a model cannot fill max_tokens with it. */
-const WS = '[ \\t]{0,4} ([\\n] [ \\t]{0,24})?';
+const WS = '( [ ]? | [\\n] [ \\t]{0,16} )';
 const CHAR = '[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})';
 const INTEGER = '"-"? ("0" | [1-9] [0-9]{0,15})';
 const NUMBER = `${INTEGER} ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?`;
