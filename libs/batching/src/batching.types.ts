@@ -52,6 +52,33 @@ export interface SamplingParams {
    * passes it to DecodeRuntime.configure.
    */
   constraint?: unknown;
+  /**
+   * Added to the logits of these token ids before sampling (OpenAI's logit_bias: -100 bans a
+   * token, +100 all but forces it). Default none.
+   */
+  logitBias?: ReadonlyMap<number, number>;
+  /**
+   * Report the log-probability of each sampled token and of the `logprobs` most likely
+   * alternatives (0 = the sampled token only). Default: not reported.
+   */
+  logprobs?: number;
+}
+
+/** One alternative token and its log-probability. */
+export interface TokenLogprob {
+  readonly token: number;
+  readonly logprob: number;
+}
+
+/**
+ * Log-probabilities of one sampled token: log-softmax of the model's raw logits over the whole
+ * vocabulary (before temperature, top-k/p, penalties, bias and grammar), so they describe the
+ * model, not the sampler.
+ */
+export interface SampledLogprobs {
+  readonly logprob: number;
+  /** Most likely tokens first. */
+  readonly top: readonly TokenLogprob[];
 }
 
 /** One generation as the scheduler sees it: tokens in, tokens out. No HTTP, no text, no templates. */
@@ -67,7 +94,7 @@ export type FinishReason = 'stop' | 'length' | 'abort';
 /** What the scheduler streams for one request. */
 export type TokenEvent =
   /** `cachedPromptTokens` rides on the first token: prompt tokens served from a KV cache. */
-  | { readonly kind: 'token'; readonly token: number; readonly cachedPromptTokens?: number }
+  | { readonly kind: 'token'; readonly token: number; readonly cachedPromptTokens?: number; readonly logprobs?: SampledLogprobs }
   | {
       readonly kind: 'done';
       /** `stop` = end-of-generation token. */
@@ -79,7 +106,25 @@ export type TokenEvent =
     };
 
 /** What the inference layer streams to the API: text instead of tokens. */
-export type GenerationEvent = { readonly kind: 'text'; readonly text: string; readonly tokens: number } | Extract<TokenEvent, { kind: 'done' }>;
+export type GenerationEvent =
+  | {
+      readonly kind: 'text';
+      readonly text: string;
+      readonly tokens: number;
+      /** When requested (SamplingParams.logprobs): one entry per token behind this text. */
+      readonly logprobs?: readonly TextLogprob[];
+    }
+  | Extract<TokenEvent, { kind: 'done' }>;
+
+/** A sampled token's log-probabilities with the tokens' text, as the API layer shows them. */
+export interface TextLogprob {
+  readonly token: number;
+  readonly text: string;
+  /** The token's own bytes (a token may hold part of a UTF-8 character). */
+  readonly bytes: readonly number[];
+  readonly logprob: number;
+  readonly top: readonly { readonly token: number; readonly text: string; readonly bytes: readonly number[]; readonly logprob: number }[];
+}
 
 /** Consecutive tokens of one slot, evaluated in one decode call with the other slots' items. */
 export interface BatchItem {
@@ -112,6 +157,11 @@ export interface DecodeRuntime {
   decode(items: readonly BatchItem[]): Promise<number | void>;
   /** Samples the next token of each slot from its last item's logits (same order as `slots`). */
   sample(slots: readonly number[]): Promise<number[]>;
+  /**
+   * Log-probabilities of the token the last `sample` drew for `slot`, when its job asked for
+   * them (SamplingParams.logprobs). Optional: a runtime without it reports none.
+   */
+  sampledLogprobs?(slot: number): SampledLogprobs | undefined;
   isEndOfGeneration(token: number): boolean;
   /** Drops the slot's KV cells from position `from` on; returns how many cells it keeps (`from`, or 0 if it had to clear the slot). */
   truncate(slot: number, from: number): number;

@@ -522,7 +522,9 @@ export class Scheduler {
     if (r.lastTokenAt === 0) this.#emitFor(r, 'onFirstToken', now - r.submittedAt);
     else this.#emitFor(r, 'onInterToken', now - r.lastTokenAt);
     r.lastTokenAt = now;
-    r.channel.push(r.completionTokens === 1 ? { kind: 'token', token, cachedPromptTokens: r.cachedPromptTokens } : { kind: 'token', token });
+    const logprobs = r.job.sampling.logprobs === undefined ? undefined : this.#runtime.sampledLogprobs?.(index);
+    const event: Extract<TokenEvent, { kind: 'token' }> = logprobs ? { kind: 'token', token, logprobs } : { kind: 'token', token };
+    r.channel.push(r.completionTokens === 1 ? { ...event, cachedPromptTokens: r.cachedPromptTokens } : event);
     if (r.completionTokens >= r.job.maxTokens) {
       this.#finish(index, 'length');
       return;

@@ -9,3 +9,8 @@ export { SYNTH_PRESETS, synthesizeModel, synthParameters, validateShape } from '
 export type { SynthShape } from './gguf/model.synth';
 export { probeGpu } from './gpu.probe';
 export type { GpuProbeResult } from './gpu.probe';
+export * from './tools/tool.types';
+export { ToolCallParser } from './tools/tool-call.parser';
+export type { ToolParseEvent } from './tools/tool-call.parser';
+export { CHAT_TEMPLATES } from './gguf/chat-templates';
+export type { ChatTemplateName, ChatTemplateFamily } from './gguf/chat-templates';

@@ -1,3 +1,5 @@
+import type { ToolCall } from './tools/tool.types';
+
 /** What `GET /v1/models`, `model info` and the health routes say about the served model. */
 export interface ModelDescriptor {
   /** Model id used in API requests and responses. */
@@ -29,8 +31,12 @@ export interface ModelDescriptor {
 }
 
 export interface ChatMessage {
-  readonly role: 'system' | 'developer' | 'user' | 'assistant';
+  readonly role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
   readonly content: string;
+  /** Assistant messages: the calls the model made in that turn. */
+  readonly toolCalls?: readonly ToolCall[];
+  /** Tool messages: the call this is the result of (an id from an earlier `toolCalls`). */
+  readonly toolCallId?: string;
 }
 
 /** A chat rendered by the model's template: tokens to evaluate and template stop strings. */

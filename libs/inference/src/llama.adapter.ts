@@ -4,12 +4,15 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig, LruMap } from '@app/common';
-import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
+import { BatchItem, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
 import { AdaptiveThreadPolicy } from './engine/thread.policy';
 import { probeGpu } from './gpu.probe';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
+import { grammarForJsonObject, grammarForJsonSchema, SchemaGrammarError } from './grammar/json-schema.grammar';
+import { grammarForToolCalls } from './tools/tool-call.grammar';
+import { GENERIC_TOOL_SYNTAX, ToolCallSyntax, ToolDefinition } from './tools/tool.types';
 
 type Lib = typeof NodeLlamaCpp;
 
@@ -18,12 +21,24 @@ export const FALLBACK_CHAT_TEMPLATE = {
   system: (text: string) => `${text}\n\n`,
   user: (text: string) => `User: ${text}\n`,
   assistant: (text: string) => `Assistant: ${text}\n`,
+  /** A tool's result (the answer to a call in the generic tool syntax). */
+  tool: (text: string) => `Tool: ${text}\n`,
+  /** Written before the first message when the request has tools (one JSON line per tool). */
+  tools: (lines: readonly string[]) =>
+    `You can call these functions:\n${lines.join('\n')}\n` +
+    `To call functions, answer with one line per call: ${GENERIC_TOOL_SYNTAX.prefix}<function name>${GENERIC_TOOL_SYNTAX.paramsPrefix}<arguments as JSON>${GENERIC_TOOL_SYNTAX.suffix}\n\n`,
   generationPrompt: 'Assistant:',
   stop: ['\nUser:'],
 } as const;
 
 /** Default top-k when a request does not set one: llama.cpp's server default, and cheap to sample. */
 const DEFAULT_TOP_K = 40;
+/** OpenAI's logit_bias of -100 is a ban: the token is never sampled, whatever its logit. */
+const BAN_BIAS = -100;
+/** What OpenAI reports for a token whose probability underflows to 0. */
+const MIN_LOGPROB = -9999;
+/** Most top logprobs per token (OpenAI's top_logprobs bound); the engine addon's output layout. */
+const LOGPROB_TOP_MAX = 20;
 /** Tokens of history the repetition penalties look at (llama.cpp's default penalty_last_n). */
 const PENALTY_WINDOW = 64;
 const NO_TOKENS = new Uint32Array(0);
@@ -39,6 +54,8 @@ interface NativeContext {
   addToBatch(sequenceId: number, firstTokenPosition: number, tokens: Uint32Array, logitIndexes: Uint32Array): Uint32Array;
   decodeBatch(): Promise<void>;
   sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
+  /** With `true`: [token, [id, probability, id, probability, …]] over the sampler's candidates, most likely first. */
+  sampleToken(batchLogitIndex: number, sampler: NativeSampler, probabilities: true): Promise<[number, number[] | undefined]>;
   removeTokenCellsFromSequence(sequenceId: number, start: number, end: number): boolean;
   disposeSequence(sequenceId: number): void;
   saveSequenceStateToFile(path: string, sequenceId: number, tokens: Uint32Array): Promise<number>;
@@ -75,6 +92,17 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   /** Grammar states of constrained requests, kept alive while their slot samples with them. */
   readonly #grammarStates: unknown[] = [];
+  /** Alternatives each slot reports (SamplingParams.logprobs), undefined when it reports none. */
+  readonly #logprobTop: (number | undefined)[] = [];
+  /** What the last sample() found for each slot that reports log-probabilities. */
+  readonly #lastLogprobs: (SampledLogprobs | undefined)[] = [];
+  /**
+   * Greedy samplers without bias, penalties or grammar, one per slot, created on first use: asked
+   * for probabilities they return the softmax of the raw logits over the whole vocabulary, which
+   * is what OpenAI's logprobs are (the slot's own sampler reports its candidates after top-k and
+   * temperature instead).
+   */
+  readonly #probes: (NativeSampler | undefined)[] = [];
 
   constructor(
     private readonly ctx: NativeContext,
@@ -113,10 +141,15 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#grammarStates[slot] = state;
       config.grammarEvaluationState = state._state;
     }
-    if (s.ignoreEos && this.eogTokens.length) {
-      config.tokenBiasKeys = Uint32Array.from(this.eogTokens);
-      config.tokenBiasValues = new Float32Array(this.eogTokens.length).fill(-Infinity);
+    const bias = new Map<number, number>();
+    for (const [token, value] of s.logitBias ?? []) bias.set(token, value <= BAN_BIAS ? -Infinity : value);
+    if (s.ignoreEos) for (const token of this.eogTokens) bias.set(token, -Infinity);
+    if (bias.size) {
+      config.tokenBiasKeys = Uint32Array.from(bias.keys());
+      config.tokenBiasValues = Float32Array.from(bias.values());
     }
+    this.#logprobTop[slot] = s.logprobs;
+    this.#lastLogprobs[slot] = undefined;
     // A fresh sampler per request: no RNG state, penalty history or bias left by the previous
     // one (the native sampler keeps its RNG running when the seed is unchanged).
     this.#samplers[slot].dispose();
@@ -170,16 +203,55 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#threads = threads;
     }
     const out = new Int32Array(sampling);
-    const ms = await engine.addon.step(this.ctx, spec, samplers, out, length);
-    engine.policy?.record(items.length, total, threads, ms);
+    // Slots whose request asked for logprobs get them from the same native call.
+    let top: Int32Array | undefined;
     let k = 0;
-    for (const item of items) if (item.logits) this.#sampled[item.slot] = out[k++];
+    for (const item of items) {
+      if (!item.logits) continue;
+      const want = this.#logprobTop[item.slot];
+      if (want !== undefined) (top ??= new Int32Array(sampling).fill(-1))[k] = want;
+      k++;
+    }
+    const lpTokens = top ? new Int32Array(sampling * LOGPROB_TOP_MAX) : undefined;
+    const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
+    const ms = await engine.addon.step(this.ctx, spec, samplers, out, length, top, lpTokens, lpValues);
+    engine.policy?.record(items.length, total, threads, ms);
+    k = 0;
+    for (const item of items) {
+      if (!item.logits) continue;
+      this.#sampled[item.slot] = out[k];
+      if (top && lpTokens && lpValues && top[k] >= 0) {
+        const best: { token: number; logprob: number }[] = [];
+        for (let i = 0; i < top[k]; i++) best.push({ token: lpTokens[k * LOGPROB_TOP_MAX + i], logprob: lpValues[k * (LOGPROB_TOP_MAX + 1) + 1 + i] });
+        this.#lastLogprobs[item.slot] = { logprob: lpValues[k * (LOGPROB_TOP_MAX + 1)], top: best };
+      }
+      k++;
+    }
     return ms;
   }
 
   sample(slots: readonly number[]): Promise<number[]> {
     if (this.engine) return Promise.resolve(slots.map((slot) => this.#sampled[slot]));
-    return Promise.all(slots.map((slot) => this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot])));
+    return Promise.all(
+      slots.map(async (slot) => {
+        const top = this.#logprobTop[slot];
+        if (top === undefined) return this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
+        // The probe reads the same logits first; it changes no state the real sampler uses.
+        if (!this.#probes[slot]) {
+          // An empty config is a bare greedy sampler (a sampler never configured has no chain at all).
+          this.#probes[slot] = this.newSampler();
+          this.#probes[slot].applyConfig({});
+        }
+        const [, probabilities] = await this.ctx.sampleToken(this.#logitIndex[slot], this.#probes[slot] as NativeSampler, true);
+        const token = await this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
+        this.#lastLogprobs[slot] = logprobsOf(token, probabilities ?? [], top);
+        return token;
+      }),
+    );
+  }
+
+  sampledLogprobs(slot: number): SampledLogprobs | undefined {
+    return this.#lastLogprobs[slot];
   }
 
   isEndOfGeneration(token: number): boolean {
@@ -211,7 +283,23 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   dispose(): void {
     for (const sampler of this.#samplers) sampler.dispose();
+    for (const probe of this.#probes) probe?.dispose();
   }
+}
+
+/** Picks the sampled token's and the `top` best log-probabilities out of [id, p, id, p, …] (best first). */
+function logprobsOf(token: number, flat: readonly number[], top: number): SampledLogprobs {
+  const lp = (p: number): number => (p > 0 ? Math.max(MIN_LOGPROB, Math.log(p)) : MIN_LOGPROB);
+  let logprob = MIN_LOGPROB;
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i] === token) {
+      logprob = lp(flat[i + 1]);
+      break;
+    }
+  }
+  const best: { token: number; logprob: number }[] = [];
+  for (let i = 0; i < flat.length && best.length < top; i += 2) best.push({ token: flat[i], logprob: lp(flat[i + 1]) });
+  return { logprob, top: best };
 }
 
 /**
@@ -249,6 +337,9 @@ export class LlamaAdapter {
   #otherEmbedding: Promise<{ model: NodeLlamaCpp.LlamaModel; context: NodeLlamaCpp.LlamaEmbeddingContext }> | null = null;
   #descriptor: ModelDescriptor | null = null;
   #bosPrepended = false;
+  /** The GGUF's token texts (byte-fallback tokens are `<0xNN>`). */
+  #vocab: readonly unknown[] | null = null;
+  #toolSyntax: ToolCallSyntax | null = null;
 
   constructor(private readonly config: AppConfig) {}
 
@@ -380,6 +471,8 @@ export class LlamaAdapter {
       ? tensors.reduce((sum, t) => sum + t.dimensions.reduce<number>((a, b) => a * Number(b), 1), 0)
       : null;
     const tokenList = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: readonly unknown[] } } }).tokenizer?.ggml?.tokens;
+    this.#vocab = tokenList ?? null;
+    this.#toolSyntax = this.#chatWrapper ? this.#wrapperToolSyntax(this.#chatWrapper) : GENERIC_TOOL_SYNTAX;
     this.#descriptor = {
       id: this.config.modelName,
       path: modelPath,
@@ -424,9 +517,20 @@ export class LlamaAdapter {
     return [...tokens];
   }
 
-  /** Text of `tokens`; `context` (the tokens just before) lets SentencePiece place spaces right. */
-  detokenize(tokens: readonly number[], context?: readonly number[]): string {
-    return this.#requireModel().detokenize(tokens as NodeLlamaCpp.Token[], false, context as NodeLlamaCpp.Token[] | undefined);
+  /**
+   * Text of `tokens`; `context` (the tokens just before) lets SentencePiece place spaces right.
+   * `special`: control tokens as their text (to parse a tool-call syntax that uses them).
+   */
+  detokenize(tokens: readonly number[], context?: readonly number[], special = false): string {
+    return this.#requireModel().detokenize(tokens as NodeLlamaCpp.Token[], special, context as NodeLlamaCpp.Token[] | undefined);
+  }
+
+  /** One token's text (after `context`) and its own bytes: a byte-fallback token is that byte. */
+  tokenPiece(token: number, context: readonly number[], special = false): { text: string; bytes: number[] } {
+    const text = this.detokenize([token], context, special);
+    const raw = this.#vocab?.[token];
+    const byte = typeof raw === 'string' ? /^<0x([0-9A-Fa-f]{2})>$/.exec(raw) : null;
+    return { text, bytes: byte ? [parseInt(byte[1], 16)] : [...Buffer.from(text, 'utf8')] };
   }
 
   /** The engine the scheduler drives; available once loaded. */
@@ -446,26 +550,43 @@ export class LlamaAdapter {
     return this.#bosPrepended ? 1 : 0;
   }
 
-  /** Renders chat messages with the GGUF's template, or the documented fallback. */
-  renderChat(messages: readonly ChatMessage[]): RenderedChat {
+  /** Renders chat messages (and the tools they may call) with the GGUF's template, or the documented fallback. */
+  renderChat(messages: readonly ChatMessage[], tools: readonly ToolDefinition[] = []): RenderedChat {
     const model = this.#requireModel();
-    if (!this.#chatWrapper) {
-      const t = FALLBACK_CHAT_TEMPLATE;
-      const text =
-        messages
-          .map((m) => (m.role === 'user' ? t.user(m.content) : m.role === 'assistant' ? t.assistant(m.content) : t.system(m.content)))
-          .join('') + t.generationPrompt;
-      return { tokens: this.tokenize(text), stop: [...t.stop] };
+    if (!this.#chatWrapper) return this.#renderFallback(messages, tools);
+    const history: NodeLlamaCpp.ChatHistoryItem[] = [];
+    const calls = new Map<string, NodeLlamaCpp.ChatModelFunctionCall>();
+    // After a turn's calls and their results, the model's turn goes on (node-llama-cpp keeps the
+    // calls, results and the text after them in one model response).
+    let turnOpen = false;
+    for (const m of messages) {
+      if (m.role === 'user') {
+        history.push({ type: 'user', text: m.content });
+        turnOpen = false;
+      } else if (m.role === 'system' || m.role === 'developer') {
+        history.push({ type: 'system', text: m.content });
+        turnOpen = false;
+      } else if (m.role === 'tool') {
+        const call = m.toolCallId === undefined ? undefined : calls.get(m.toolCallId);
+        if (call) call.result = parseJsonOr(m.content);
+      } else {
+        const last = history.at(-1);
+        const item: NodeLlamaCpp.ChatModelResponse = turnOpen && last?.type === 'model' ? last : { type: 'model', response: [] };
+        if (item !== last) history.push(item);
+        if (m.content) item.response.push(m.content);
+        for (const [i, c] of (m.toolCalls ?? []).entries()) {
+          const call: NodeLlamaCpp.ChatModelFunctionCall = { type: 'functionCall', name: c.name, params: parseJsonOr(c.arguments), result: undefined, startsNewChunk: i === 0 };
+          item.response.push(call);
+          calls.set(c.id, call);
+        }
+        turnOpen = (m.toolCalls?.length ?? 0) > 0;
+      }
     }
-    const history: NodeLlamaCpp.ChatHistoryItem[] = messages.map((m) =>
-      m.role === 'user'
-        ? { type: 'user', text: m.content }
-        : m.role === 'assistant'
-          ? { type: 'model', response: [m.content] }
-          : { type: 'system', text: m.content },
-    );
-    history.push({ type: 'model', response: [] });
-    const state = this.#chatWrapper.generateContextState({ chatHistory: history });
+    if (!turnOpen) history.push({ type: 'model', response: [] });
+    const availableFunctions = tools.length
+      ? Object.fromEntries(tools.map((t) => [t.name, { description: t.description, params: (t.parameters ?? { type: 'object' }) as NodeLlamaCpp.GbnfJsonSchema }]))
+      : undefined;
+    const state = this.#chatWrapper.generateContextState({ chatHistory: history, availableFunctions, documentFunctionParams: true });
     let tokens = state.contextText.tokenize(model.tokenizer) as number[];
     // BOS is added by withBos() for every prompt; a template that writes it too would double it.
     if (this.#bosPrepended && tokens[0] === model.tokens.bos) tokens = tokens.slice(1);
@@ -476,27 +597,108 @@ export class LlamaAdapter {
     return { tokens, stop };
   }
 
+  /** How the served model writes function calls (its template's syntax, or the generic one). */
+  get toolSyntax(): ToolCallSyntax {
+    this.#requireModel();
+    return this.#toolSyntax ?? GENERIC_TOOL_SYNTAX;
+  }
+
+  /** The documented fallback template (README), tools in the generic syntax. */
+  #renderFallback(messages: readonly ChatMessage[], tools: readonly ToolDefinition[]): RenderedChat {
+    const t = FALLBACK_CHAT_TEMPLATE;
+    const g = GENERIC_TOOL_SYNTAX;
+    const parts: string[] = [];
+    if (tools.length) {
+      parts.push(t.tools(tools.map((tool) => JSON.stringify({ name: tool.name, description: tool.description, parameters: tool.parameters ?? { type: 'object' } }))));
+    }
+    for (const m of messages) {
+      if (m.role === 'user') parts.push(t.user(m.content));
+      else if (m.role === 'tool') parts.push(t.tool(m.content));
+      else if (m.role === 'assistant') {
+        const calls = (m.toolCalls ?? []).map((c) => `${g.prefix}${c.name}${g.paramsPrefix}${c.arguments.trim() || '{}'}${g.suffix}`);
+        parts.push(t.assistant([m.content, ...calls].filter(Boolean).join(calls.length ? g.parallel?.betweenCalls ?? '\n' : '')));
+      } else parts.push(t.system(m.content));
+    }
+    return { tokens: this.tokenize(parts.join('') + t.generationPrompt), stop: [...t.stop] };
+  }
+
+  /** The chat wrapper's function-call syntax as text; special tokens as their text, cut at an end-of-generation token. */
+  #wrapperToolSyntax(wrapper: NodeLlamaCpp.ChatWrapper): ToolCallSyntax {
+    const f = wrapper.settings.functions;
+    const call = this.#syntaxText(f.call.suffix);
+    const parallel = f.parallelism?.call;
+    return {
+      prefix: this.#syntaxText(f.call.prefix).text,
+      paramsPrefix: this.#syntaxText(f.call.paramsPrefix).text,
+      suffix: call.text,
+      suffixEndsTurn: call.endsTurn,
+      optionalPrefixSpace: f.call.optionalPrefixSpace === true,
+      parallel: parallel
+        ? {
+            sectionPrefix: this.#syntaxText(parallel.sectionPrefix).text,
+            betweenCalls: this.#syntaxText(parallel.betweenCalls ?? '').text,
+            sectionSuffix: this.#syntaxText(parallel.sectionSuffix ?? '').text,
+          }
+        : null,
+      source: wrapper.wrapperName,
+    };
+  }
+
+  /** LlamaText (or a string) as text, up to its first end-of-generation token. */
+  #syntaxText(value: unknown): { text: string; endsTurn: boolean } {
+    const lib = this.#lib;
+    const model = this.#requireModel();
+    const text = lib.LlamaText(value as NodeLlamaCpp.LlamaText);
+    let out = '';
+    for (const v of text.values) {
+      const tokens = typeof v === 'string' ? null : (v.tokenize(model.tokenizer) as number[]);
+      if (tokens?.some((token) => model.isEogToken(token as NodeLlamaCpp.Token))) return { text: out, endsTurn: true };
+      out += typeof v === 'string' ? v : model.detokenize(tokens as NodeLlamaCpp.Token[], true);
+    }
+    return { text: out, endsTurn: false };
+  }
+
   /**
-   * Compiles an output constraint for SamplingParams.constraint: any JSON (`json`) or JSON that
-   * matches a schema. Compiled grammars are cached by schema text.
+   * Compiles an output constraint for SamplingParams.constraint: any JSON object (`json`) or JSON
+   * that matches a schema, ending with the value (see json-schema.grammar.ts).
    */
-  async grammarFor(format: 'json' | object): Promise<unknown> {
-    const key = format === 'json' ? 'json' : JSON.stringify(format);
-    let grammar = this.#grammars.get(key);
+  grammarFor(format: 'json' | object, param = 'response_format'): Promise<unknown> {
+    let gbnf: string;
+    try {
+      gbnf = format === 'json' ? grammarForJsonObject() : grammarForJsonSchema(format);
+    } catch (err) {
+      throw this.#schemaError(err, param);
+    }
+    return this.#compile(gbnf, param);
+  }
+
+  /** A constraint that makes the model call one of `tools` (one or, with `parallel`, several calls). */
+  toolCallGrammar(tools: readonly ToolDefinition[], parallel: boolean): Promise<unknown> {
+    let gbnf: string;
+    try {
+      gbnf = grammarForToolCalls(this.toolSyntax, tools, parallel);
+    } catch (err) {
+      throw this.#schemaError(err, 'tools');
+    }
+    return this.#compile(gbnf, 'tools');
+  }
+
+  #schemaError(err: unknown, param: string): unknown {
+    if (!(err instanceof SchemaGrammarError)) return err;
+    return new InferenceException(InferenceErrorCode.UnsupportedSchema, `${param} schema is not supported: ${err.message}`, { param });
+  }
+
+  /** Compiled grammars are cached by their text. */
+  #compile(gbnf: string, param: string): Promise<unknown> {
+    let grammar = this.#grammars.get(gbnf);
     if (!grammar) {
       const llama = this.#llama;
       if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
-      grammar = (
-        format === 'json' ? llama.getGrammarFor('json') : (llama.createGrammarForJsonSchema as (s: unknown) => Promise<unknown>)(format)
-      ).catch((err: unknown) => {
-        this.#grammars.delete(key);
-        throw new InferenceException(
-          InferenceErrorCode.UnsupportedSchema,
-          `response_format schema is not supported: ${(err as Error).message}`,
-          { param: 'response_format' },
-        );
+      grammar = llama.createGrammar({ grammar: gbnf }).catch((err: unknown) => {
+        this.#grammars.delete(gbnf);
+        throw new InferenceException(InferenceErrorCode.UnsupportedSchema, `${param} schema is not supported: ${(err as Error).message}`, { param });
       });
-      this.#grammars.set(key, grammar);
+      this.#grammars.set(gbnf, grammar);
       if (this.#grammars.size > 64) this.#grammars.delete(this.#grammars.keys().next().value as string);
     }
     return grammar;
@@ -507,7 +709,7 @@ export class LlamaAdapter {
    * served model or, with `modelPath`, of another GGUF loaded on first use (EMBEDDING_MODEL_PATH
    * for the semantic cache).
    */
-  embed(texts: readonly string[], modelPath?: string): Promise<EmbeddingResult> {
+  embed(texts: readonly (string | readonly number[])[], modelPath?: string): Promise<EmbeddingResult> {
     const run = async (): Promise<EmbeddingResult> => {
       const model = this.#requireModel();
       let context: NodeLlamaCpp.LlamaEmbeddingContext;
@@ -526,7 +728,7 @@ export class LlamaAdapter {
       let promptTokens = 0;
       const vectors: Float32Array[] = [];
       for (const [index, text] of texts.entries()) {
-        const count = tokenizer.tokenize(text).length + bos;
+        const count = (typeof text === 'string' ? tokenizer.tokenize(text).length : text.length) + bos;
         if (count > limit) {
           throw new InferenceException(
             InferenceErrorCode.EmbeddingInputTooLong,
@@ -535,7 +737,7 @@ export class LlamaAdapter {
           );
         }
         promptTokens += count;
-        const embedding = await context.getEmbeddingFor(text);
+        const embedding = await context.getEmbeddingFor(typeof text === 'string' ? text : ([...text] as NodeLlamaCpp.Token[]));
         vectors.push(Float32Array.from(embedding.vector));
       }
       return { vectors, promptTokens };
@@ -618,4 +820,13 @@ export class LlamaAdapter {
  */
 function usableEmbeddingTokens(contextSize: number): number {
   return contextSize - 2;
+}
+
+/** A JSON text as its value (tool arguments and results are JSON by convention), else the text itself. */
+function parseJsonOr(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }

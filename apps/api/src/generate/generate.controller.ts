@@ -25,7 +25,7 @@ export class GenerateController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.generate(dto, cache, signal, caller));
+    return sendReply(res, await this.service.generate(dto, { directives: cache, signal, caller }));
   }
 
   @Post('stream')
@@ -37,6 +37,6 @@ export class GenerateController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.stream(dto, cache, signal, caller));
+    return sendReply(res, await this.service.generate(dto, { directives: cache, signal, caller }, true));
   }
 }

@@ -35,7 +35,7 @@ export class OpenAIController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.completions(dto, cache, signal, caller));
+    return sendReply(res, await this.service.completions(dto, { directives: cache, signal, caller }));
   }
 
   @Post('chat/completions')
@@ -48,7 +48,7 @@ export class OpenAIController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.chat(dto, cache, signal, caller));
+    return sendReply(res, await this.service.chat(dto, { directives: cache, signal, caller }));
   }
 
   @Post('embeddings')

@@ -1,8 +1,8 @@
 import { Module } from '@nestjs/common';
 import { InferenceModule } from '@app/inference';
-import { UsageModule } from '../usage/usage.module';
+import { GenerationModule } from '../generation/generation.module';
 import { OpenAIController } from './openai.controller';
 import { OpenAIService } from './openai.service';
 
-@Module({ imports: [InferenceModule, UsageModule], controllers: [OpenAIController], providers: [OpenAIService] })
+@Module({ imports: [InferenceModule, GenerationModule], controllers: [OpenAIController], providers: [OpenAIService] })
 export class OpenAIModule {}

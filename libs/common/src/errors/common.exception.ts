@@ -2,6 +2,8 @@ import { ApiError, ErrorMapping, ErrorType } from './api-error';
 
 export enum CommonErrorCode {
   ValidationFailed = 'validation_error',
+  /** A field (or value) that would change the output and is not implemented. */
+  UnsupportedParameter = 'unsupported_parameter',
   MalformedJson = 'malformed_json',
   NestingTooDeep = 'json_too_deep',
   InputTooLong = 'input_too_long',
@@ -17,6 +19,7 @@ export enum CommonErrorCode {
 
 const MAPPING: Record<CommonErrorCode, ErrorMapping> = {
   [CommonErrorCode.ValidationFailed]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.UnsupportedParameter]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.MalformedJson]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.NestingTooDeep]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.InputTooLong]: { status: 400, type: ErrorType.InvalidRequest },

@@ -23,7 +23,9 @@
 #include <dlfcn.h>
 #include <link.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -55,6 +57,9 @@ struct Api {
   llama_batch (*batch_init)(int32_t, int32_t, int32_t) = nullptr;
   void (*batch_free)(llama_batch) = nullptr;
   float* (*get_logits)(llama_context*) = nullptr;
+  float* (*get_logits_ith)(llama_context*, int32_t) = nullptr;
+  const llama_vocab* (*model_get_vocab)(const llama_model*) = nullptr;
+  int32_t (*vocab_n_tokens)(const llama_vocab*) = nullptr;
   // node-llama-cpp's own sampler (its addon exports these C++ members): sampling stays exactly
   // what its sampleToken does, grammar and token bias included.
   void (*sampler_rebuild)(AddonSampler*) = nullptr;
@@ -116,7 +121,8 @@ void LoadApi() {
             Resolve(g_api.dev_backend_reg, "ggml_backend_dev_backend_reg") &
             Resolve(g_api.reg_proc, "ggml_backend_reg_get_proc_address") &
             Resolve(g_api.batch_init, "llama_batch_init") & Resolve(g_api.batch_free, "llama_batch_free") &
-            Resolve(g_api.get_logits, "llama_get_logits") &
+            Resolve(g_api.get_logits, "llama_get_logits") & Resolve(g_api.get_logits_ith, "llama_get_logits_ith") &
+            Resolve(g_api.model_get_vocab, "llama_model_get_vocab") & Resolve(g_api.vocab_n_tokens, "llama_vocab_n_tokens") &
             Resolve(g_api.sampler_rebuild, "_ZN12AddonSampler20rebuildChainIfNeededEv") &
             Resolve(g_api.sampler_sample, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb") &
             Resolve(g_api.sampler_accept, "_ZN12AddonSampler11acceptTokenEi");
@@ -343,19 +349,32 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
  * sampling item rebuild its chain if needed, sample and accept exactly as sampleToken does.
  * Writes the k-th sampled token to out[k] (-1 when the sampler gave none) and resolves with the
  * milliseconds llama_decode took (sampling excluded).
+ *
+ * Optional logprobs: `top` (Int32Array, one entry per sampling item, -1 = none, else 0..20)
+ * asks for the item's raw distribution (log-softmax of the logits over the whole vocabulary,
+ * before temperature, top-k/p, penalties, biases and grammar: OpenAI's meaning). The sampled
+ * token's logprob goes to lpValues[k * 21], the `top` best tokens (most likely first) to
+ * lpTokens[k * 20 + i] and lpValues[k * 21 + 1 + i].
  */
 class StepWorker : public Napi::AsyncWorker {
  public:
+  static constexpr int kTop = 20;
+
   StepWorker(Napi::Env env, AddonContext* context, StepBatch* batch, std::vector<int32_t> spec, std::vector<AddonSampler*> samplers,
-             Napi::Int32Array out)
+             Napi::Int32Array out, std::vector<int32_t> top)
       : Napi::AsyncWorker(env, "LlmEngineStep"),
         context_(context),
         batch_(batch),
         spec_(std::move(spec)),
         samplers_(std::move(samplers)),
         tokens_(samplers_.size(), -1),
+        top_(std::move(top)),
         deferred_(Napi::Promise::Deferred::New(env)) {
     out_ = Napi::Persistent(out);
+    if (!top_.empty()) {
+      lpTokens_.assign(samplers_.size() * kTop, -1);
+      lpValues_.assign(samplers_.size() * (kTop + 1), 0.0f);
+    }
     context_->Ref();
     for (auto* sampler : samplers_) sampler->Ref();
     batch_->busy = true;
@@ -404,6 +423,9 @@ class StepWorker : public Napi::AsyncWorker {
     try {
       for (size_t k = 0; k < samplers_.size(); k++) {
         AddonSampler* sampler = samplers_[k];
+        const bool wantsLogprobs = !top_.empty() && top_[k] >= 0;
+        // Read before sampling: the raw logits, whatever the sampler then does with its copy.
+        if (wantsLogprobs) Distribution(logitRows[k]);
         g_api.sampler_rebuild(sampler);
         llama_token_data_array candidates;
         g_api.sampler_sample(sampler, context_->ctx, logitRows[k], candidates, false);
@@ -411,6 +433,7 @@ class StepWorker : public Napi::AsyncWorker {
         const llama_token token = candidates.data[candidates.selected].id;
         g_api.sampler_accept(sampler, token);
         tokens_[k] = token;
+        if (wantsLogprobs) Logprobs(k, token);
       }
     } catch (const std::exception& e) {
       SetError(std::string("sampling failed: ") + e.what());
@@ -419,7 +442,50 @@ class StepWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Int32Array out = out_.Value().As<Napi::Int32Array>();
     for (size_t k = 0; k < tokens_.size() && k < out.ElementLength(); k++) out[k] = tokens_[k];
+    if (!top_.empty()) {
+      Napi::Int32Array lpTokens = lpTokensRef_.Value().As<Napi::Int32Array>();
+      Napi::Float32Array lpValues = lpValuesRef_.Value().As<Napi::Float32Array>();
+      for (size_t i = 0; i < lpTokens_.size() && i < lpTokens.ElementLength(); i++) lpTokens[i] = lpTokens_[i];
+      for (size_t i = 0; i < lpValues_.size() && i < lpValues.ElementLength(); i++) lpValues[i] = lpValues_[i];
+    }
     deferred_.Resolve(Napi::Number::New(Env(), ms_));
+  }
+
+ public:
+  void SetLogprobOutputs(Napi::Int32Array tokens, Napi::Float32Array values) {
+    lpTokensRef_ = Napi::Persistent(tokens);
+    lpValuesRef_ = Napi::Persistent(values);
+  }
+
+ private:
+  /** Log-softmax of row `row`'s logits, kept for Logprobs() of the same item. */
+  void Distribution(int32_t row) {
+    const float* logits = g_api.get_logits_ith(context_->ctx, row);
+    const int32_t n = g_api.vocab_n_tokens(g_api.model_get_vocab(g_api.get_model(context_->ctx)));
+    logprobs_.resize(n);
+    float max = -INFINITY;
+    for (int32_t i = 0; i < n; i++) max = std::max(max, logits[i]);
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += std::exp(static_cast<double>(logits[i] - max));
+    const float logSum = static_cast<float>(std::log(sum));
+    for (int32_t i = 0; i < n; i++) logprobs_[i] = logits[i] - max - logSum;
+  }
+
+  void Logprobs(size_t k, llama_token token) {
+    const int n = std::min<int>(std::min(top_[k], kTop), static_cast<int>(logprobs_.size()));
+    const float floor = -9999.0f;  // JSON has no -Infinity; OpenAI's own floor
+    auto clamp = [&](float v) { return std::isfinite(v) ? std::max(v, floor) : floor; };
+    lpValues_[k * (kTop + 1)] = token >= 0 && token < static_cast<llama_token>(logprobs_.size()) ? clamp(logprobs_[token]) : floor;
+    if (n <= 0) return;
+    std::vector<int32_t> order(logprobs_.size());
+    for (size_t i = 0; i < order.size(); i++) order[i] = static_cast<int32_t>(i);
+    std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
+      return logprobs_[a] > logprobs_[b] || (logprobs_[a] == logprobs_[b] && a < b);
+    });
+    for (int i = 0; i < n; i++) {
+      lpTokens_[k * kTop + i] = order[i];
+      lpValues_[k * (kTop + 1) + 1 + i] = clamp(logprobs_[order[i]]);
+    }
   }
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
 
@@ -429,7 +495,13 @@ class StepWorker : public Napi::AsyncWorker {
   std::vector<int32_t> spec_;
   std::vector<AddonSampler*> samplers_;
   std::vector<llama_token> tokens_;
+  std::vector<int32_t> top_;
+  std::vector<float> logprobs_;
+  std::vector<int32_t> lpTokens_;
+  std::vector<float> lpValues_;
   Napi::Reference<Napi::Int32Array> out_;
+  Napi::Reference<Napi::Int32Array> lpTokensRef_;
+  Napi::Reference<Napi::Float32Array> lpValuesRef_;
   Napi::Promise::Deferred deferred_;
   double ms_ = 0;
 };
@@ -488,7 +560,24 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     batch.batch = g_api.batch_init(capacity, 0, 1);
     batch.capacity = capacity;
   }
-  auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out);
+  std::vector<int32_t> top;
+  if (info.Length() > 7 && info[5].IsTypedArray()) {
+    Napi::Int32Array topArray = info[5].As<Napi::Int32Array>();
+    if (topArray.ElementLength() < sampling || !info[6].IsTypedArray() || !info[7].IsTypedArray()) {
+      throw Napi::RangeError::New(env, "logprobs: top needs one entry per sampling item, plus token and value outputs");
+    }
+    Napi::Int32Array lpTokens = info[6].As<Napi::Int32Array>();
+    Napi::Float32Array lpValues = info[7].As<Napi::Float32Array>();
+    if (lpTokens.ElementLength() < sampling * StepWorker::kTop || lpValues.ElementLength() < sampling * (StepWorker::kTop + 1)) {
+      throw Napi::RangeError::New(env, "logprobs outputs are too small (20 tokens and 21 values per sampling item)");
+    }
+    top.assign(topArray.Data(), topArray.Data() + sampling);
+    auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
+    worker->SetLogprobOutputs(lpTokens, lpValues);
+    worker->Queue();
+    return worker->Promise();
+  }
+  auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
   worker->Queue();
   return worker->Promise();
 }

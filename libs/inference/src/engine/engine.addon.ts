@@ -22,9 +22,20 @@ export interface EngineAddon {
    * One scheduler step: `spec` lists items as [sequence, firstPosition, tokenCount, sample 0|1,
    * ...tokens] (the first `specLength` entries are read); the k-th sampling item is sampled with
    * `samplers[k]` (node-llama-cpp AddonSampler objects) into `out[k]` (-1 = no token). Resolves
-   * with the ms llama_decode took.
+   * with the ms llama_decode took. With `top` (one entry per sampling item: -1 = none, else
+   * 0..20), the item's raw log-probabilities: the sampled token's in `lpValues[k * 21]`, the best
+   * `top[k]` tokens in `lpTokens[k * 20 + i]` / `lpValues[k * 21 + 1 + i]`.
    */
-  step(context: object, spec: Int32Array, samplers: readonly object[], out: Int32Array, specLength?: number): Promise<number>;
+  step(
+    context: object,
+    spec: Int32Array,
+    samplers: readonly object[],
+    out: Int32Array,
+    specLength?: number,
+    top?: Int32Array,
+    lpTokens?: Int32Array,
+    lpValues?: Float32Array,
+  ): Promise<number>;
   /** Frees what step() allocated for the context; call before disposing it. */
   release(context: object): boolean;
 }
