@@ -62,7 +62,11 @@ export interface SchedulerObserver {
   onStateChange?(snapshot: SchedulerSnapshot): void;
   /** Time from submission to the first generated token. */
   onFirstToken?(ms: number): void;
-  /** Gap between two consecutive tokens of one request. */
+  /**
+   * Gap between two consecutive tokens of one request. Called once per token on the hot path,
+   * so unlike the other per-request hooks it runs in the loop's async context, not the
+   * request's: it must not need request-scoped state (it feeds a histogram).
+   */
   onInterToken?(ms: number): void;
   onFinish?(outcome: RequestOutcome): void;
   /** One decode call: tokens and sequences evaluated, its time, and the step's host overhead. */
@@ -132,6 +136,8 @@ export class Scheduler {
   #looping = false;
   #avgJobMs = 1000;
   #idleWaiters: (() => void)[] = [];
+  /** A slot changed state since the observer last heard (see #notify). */
+  #changed = false;
 
   constructor(runtime: DecodeRuntime, options: SchedulerOptions = {}, observer: SchedulerObserver = {}) {
     if (runtime.slotCount < 1) throw new RangeError(`runtime must have at least one slot, has ${runtime.slotCount}`);
@@ -289,6 +295,7 @@ export class Scheduler {
       slot.request.slot = null;
       slot.request = null;
     }
+    if (slot.state !== to) this.#changed = true;
     slot.state = to;
   }
 
@@ -372,7 +379,8 @@ export class Scheduler {
         sampleSlots.forEach((slot, i) => this.#accept(slot, sampled[i]));
       }
       this.#reap();
-      this.#notify();
+      // Steady decoding changes nothing the observer shows: report only real changes.
+      if (this.#changed) this.#notify();
     }
   }
 
@@ -520,7 +528,7 @@ export class Scheduler {
     }
     r.completionTokens++;
     if (r.lastTokenAt === 0) this.#emitFor(r, 'onFirstToken', now - r.submittedAt);
-    else this.#emitFor(r, 'onInterToken', now - r.lastTokenAt);
+    else this.#emit('onInterToken', now - r.lastTokenAt);
     r.lastTokenAt = now;
     const logprobs = r.job.sampling.logprobs === undefined ? undefined : this.#runtime.sampledLogprobs?.(index);
     const event: Extract<TokenEvent, { kind: 'token' }> = logprobs ? { kind: 'token', token, logprobs } : { kind: 'token', token };
@@ -620,6 +628,7 @@ export class Scheduler {
   }
 
   #notify(): void {
+    this.#changed = false;
     if (this.#observer.onStateChange) this.#emit('onStateChange', this.snapshot());
     if (this.#idleWaiters.length && this.#isIdle()) {
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
@@ -644,7 +653,7 @@ export class Scheduler {
     }
   }
 
-  #emitFor<K extends 'onQueueWait' | 'onFirstToken' | 'onInterToken' | 'onFinish'>(
+  #emitFor<K extends 'onQueueWait' | 'onFirstToken' | 'onFinish'>(
     request: Request,
     hook: K,
     value: Parameters<NonNullable<SchedulerObserver[K]>>[0],

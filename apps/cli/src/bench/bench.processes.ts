@@ -61,15 +61,19 @@ export async function startOurs(s: EngineSettings, env: Record<string, string> =
   return { url: server.url, label: 'this server', apiKey: server.key, stop: () => server.stop() };
 }
 
-/** Path of llama.cpp's server built from node-llama-cpp's bundled source (built and cached on first use). */
-export function llamaServerBinary(explicit?: string): string {
+/**
+ * Path of llama.cpp's server built from node-llama-cpp's bundled source (built and cached on
+ * first use); with `cuda`, a build with ggml's CUDA backend (for a GPU comparison).
+ */
+export function llamaServerBinary(explicit?: string, cuda = false): string {
   if (explicit) {
     if (!existsSync(explicit)) throw new Error(`llama-server not found at ${explicit}`);
     return explicit;
   }
   const script = join(projectRoot(), 'scripts', 'build-llama-server.sh');
   process.stderr.write('Locating llama-server (builds it from node-llama-cpp\'s llama.cpp source on first use, ~10 min on 2 cores)...\n');
-  return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
+  const env = { ...process.env, ...(cuda ? { LLAMA_SERVER_CUDA: '1' } : {}) };
+  return execFileSync('bash', [script], { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
 }
 
 /** Thread counts llama.cpp's server is measured at by default: cores - 1 and cores (1,2 on 2 cores). */
@@ -77,8 +81,11 @@ export function defaultReferenceThreads(cores = availableParallelism()): number[
   return [...new Set([Math.max(1, cores - 1), cores])];
 }
 
-/** llama.cpp's own HTTP server with the same model, slots, context and batch, at `threads`. */
-export async function startLlamaServer(binary: string, s: EngineSettings, threads: number): Promise<RunningServer> {
+/**
+ * llama.cpp's own HTTP server with the same model, slots, context and batch, at `threads`;
+ * `gpu` offloads every layer (as this server does on a GPU backend).
+ */
+export async function startLlamaServer(binary: string, s: EngineSettings, threads: number, gpu = false): Promise<RunningServer> {
   const port = await freePort();
   const child = spawn(
     binary,
@@ -92,7 +99,7 @@ export async function startLlamaServer(binary: string, s: EngineSettings, thread
       '-tb', String(threads),
       '-b', String(s.batchSize),
       '-ub', String(s.batchSize),
-      '-ngl', '0',
+      '-ngl', gpu ? '999' : '0',
       '--no-webui',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },

@@ -110,15 +110,20 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
         `llama-server -t ${referenceThreads.join(' and -t ')}, context ${settings.contextPerSlot}/slot, batch ${settings.batchSize}`,
     );
     const ours = await startOurs(settings);
+    let backend = 'cpu';
     try {
+      backend = await servedBackend(ours.url);
       await measure(ours, ours.apiKey, true);
     } finally {
       await ours.stop();
     }
     if (o.reference !== false) {
-      const binary = llamaServerBinary(o.llamaServer);
+      // On a GPU, the reference runs on the same GPU: a CUDA build of llama-server, all layers offloaded.
+      const gpu = backend !== 'cpu';
+      if (gpu) log(`  this server ran on ${backend}: llama-server gets a CUDA build and -ngl 999`);
+      const binary = llamaServerBinary(o.llamaServer, gpu);
       for (const threads of referenceThreads) {
-        const ref = await startLlamaServer(binary, settings, threads);
+        const ref = await startLlamaServer(binary, settings, threads, gpu);
         try {
           await measure(ref);
         } finally {
@@ -162,6 +167,12 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   parseBatch(v: string): number {
     return positiveInt(v);
   }
+}
+
+/** The compute backend the server reports (llm_model_info{backend}): cpu, cuda, ... */
+async function servedBackend(url: string): Promise<string> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return /^llm_model_info\{[^}]*backend="([^"]+)"/m.exec(text)?.[1] ?? 'cpu';
 }
 
 type StepCounters = Record<'steps' | 'stepSeconds' | 'tokens' | 'computeCount' | 'computeSeconds' | 'hostCount' | 'hostSeconds', number>;
