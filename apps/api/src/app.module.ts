@@ -9,6 +9,7 @@ import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OpenAIModule } from './openai/openai.module';
+import { ResponsesModule } from './responses/responses.module';
 import { RetrievalApiModule } from './retrieval/retrieval-api.module';
 
 @Module({
@@ -23,6 +24,7 @@ import { RetrievalApiModule } from './retrieval/retrieval-api.module';
     MetricsModule,
     GenerateModule,
     OpenAIModule,
+    ResponsesModule,
     AdminModule,
   ],
 })

@@ -57,6 +57,11 @@ export interface CompletedGeneration {
 
 export type ModelState = 'loading' | 'ready' | 'failed';
 
+/** On a `done` event of generate(): the stop string (template's or request's) that ended the text, if one did. */
+export interface StopDetail {
+  readonly stopSequence?: string;
+}
+
 /**
  * Optional provider: metrics (and anything else) that want the scheduler's events register a
  * SchedulerObserver under this token.
@@ -262,7 +267,8 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
             }
             if (decoder.stopped) {
               // Leaving the loop cancels the scheduler's stream: the slot is freed at the next step.
-              yield { kind: 'done', finishReason: 'stop', promptTokens: job.prompt.length, completionTokens: received, cachedPromptTokens: cached };
+              const done: GenerationEvent & StopDetail = { kind: 'done', finishReason: 'stop', promptTokens: job.prompt.length, completionTokens: received, cachedPromptTokens: cached, stopSequence: decoder.matchedStop };
+              yield done;
               return;
             }
           } else {

@@ -59,6 +59,7 @@ export class GenerationPipeline {
         terminator: presenter.terminator,
         headers,
         named: true,
+        errorEvent: presenter.streamError?.bind(presenter),
         events: (async function* () {
           const ends: Extract<GenerationStreamEvent, { type: 'choice-end' }>[] = [];
           for await (const event of events) {
@@ -88,6 +89,7 @@ export class GenerationPipeline {
         text: c.text,
         toolCalls: c.calls.map((call) => ({ ...call, arguments: call.arguments.trim() || '{}' })),
         finishReason: c.end?.finishReason ?? 'stop',
+        ...(c.end?.stopSequence === undefined ? {} : { stopSequence: c.end.stopSequence }),
         ...(logprobs ? { logprobs: c.logprobs ?? [] } : {}),
         usage: c.end?.usage ?? { promptTokens: 0, completionTokens: 0, cachedPromptTokens: 0 },
       }));
@@ -158,6 +160,7 @@ async function* choiceEvents(
         choice,
         finishReason,
         usage: { promptTokens: event.promptTokens, completionTokens: event.completionTokens, cachedPromptTokens: event.cachedPromptTokens },
+        ...(event.stopSequence === undefined ? {} : { stopSequence: event.stopSequence }),
       };
     }
   }
