@@ -4,6 +4,7 @@ import { CommonModule } from '@app/common';
 import { ObservabilityModule } from '@app/observability';
 import { UsageLedgerModule } from '@app/usage';
 import { AdminModule } from './admin/admin.module';
+import { AnthropicModule } from './anthropic/anthropic.module';
 import { ResponseCacheModule } from './cache/cache.module';
 import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
@@ -11,6 +12,7 @@ import { MetricsModule } from './metrics/metrics.module';
 import { OpenAIModule } from './openai/openai.module';
 import { ResponsesModule } from './responses/responses.module';
 import { RetrievalApiModule } from './retrieval/retrieval-api.module';
+import { TokenizeModule } from './tokenize/tokenize.module';
 
 @Module({
   imports: [
@@ -25,6 +27,8 @@ import { RetrievalApiModule } from './retrieval/retrieval-api.module';
     GenerateModule,
     OpenAIModule,
     ResponsesModule,
+    AnthropicModule,
+    TokenizeModule,
     AdminModule,
   ],
 })
