@@ -10,6 +10,7 @@ import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OpenAIModule } from './openai/openai.module';
+import { RerankModule } from './rerank/rerank.module';
 import { ResponsesModule } from './responses/responses.module';
 import { RetrievalApiModule } from './retrieval/retrieval-api.module';
 import { TokenizeModule } from './tokenize/tokenize.module';
@@ -29,6 +30,7 @@ import { TokenizeModule } from './tokenize/tokenize.module';
     ResponsesModule,
     AnthropicModule,
     TokenizeModule,
+    RerankModule,
     AdminModule,
   ],
 })

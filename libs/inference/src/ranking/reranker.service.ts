@@ -92,6 +92,8 @@ export class RerankerService implements OnApplicationBootstrap, OnApplicationShu
   /** Relevance of each document to the query, from 0 to 1, in the documents' order. Stops between documents once `signal` fires. */
   async rank(query: string, documents: readonly string[], signal?: AbortSignal): Promise<number[]> {
     const { context } = await this.#ready();
+    // A pair longer than the context is a 400 here, not node-llama-cpp's plain error mid-way.
+    await this.measure(query, documents);
     const scores: number[] = [];
     for (const document of documents) {
       signal?.throwIfAborted();
