@@ -37,7 +37,7 @@ describe('synthetic reranking GGUF', () => {
     const meta = readGgufMetadata(path);
     expect(meta.get('general.architecture')).toBe('qwen3');
     expect(meta.get('qwen3.pooling_type')).toBe(4);
-    expect((meta.get('qwen3.classifier.output_labels') as { items: unknown[] }).items).toEqual(['yes', 'no']);
+    expect((meta.get('qwen3.classifier.output_labels') as { items: readonly unknown[] }).items).toEqual(['yes', 'no']);
   });
 
   it('overlap weights: llama.cpp\'s ranking scores equal the documented token-overlap formula (within 0.01)', async () => {
