@@ -1,20 +1,5 @@
-import { CommonErrorCode, CommonException } from '@app/common';
 import type { ChatMessage, ToolCall } from '@app/inference';
-import { MAX_TEXT } from '../openai/openai.dto';
-
-const invalid = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.ValidationFailed, message, { param, details: [{ field: param, message }] });
-const unsupported = (param: string, message: string): CommonException => new CommonException(CommonErrorCode.UnsupportedParameter, message, { param });
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function text(value: unknown, param: string): string {
-  if (typeof value !== 'string') throw invalid(param, `${param} must be a string`);
-  if (value.length > MAX_TEXT) throw invalid(param, `${param} must be at most ${MAX_TEXT} characters`);
-  return value;
-}
+import { invalidField as invalid, isObject, textField as text, unsupportedField as unsupported } from '../generation/request-fields';
 
 /** Blocks this server has no way to honour: images, documents, thinking, server tools. */
 const REFUSED_BLOCKS: Record<string, string> = {

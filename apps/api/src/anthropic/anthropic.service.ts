@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { CommonErrorCode, CommonException, Reply } from '@app/common';
+import { Reply } from '@app/common';
+import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
 import { chatGenerationInput, duplicateToolName, toolUse } from '../generation/chat.generation';
@@ -8,10 +9,6 @@ import { GenerationContext, GenerationPipeline } from '../generation/generation.
 import { AnthropicPresenter } from '../generation/presenters/anthropic.presenter';
 import { AnthropicConversationDto, AnthropicMessagesDto } from './anthropic.dto';
 import { anthropicToChatMessages } from './anthropic.messages';
-
-const invalid = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.ValidationFailed, message, { param, details: [{ field: param, message }] });
-const unsupported = (param: string, message: string): CommonException => new CommonException(CommonErrorCode.UnsupportedParameter, message, { param });
 
 /** The conversation, tools and tool choice of a request, resolved (shared by messages and count_tokens). */
 interface Conversation {

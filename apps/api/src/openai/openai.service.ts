@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { AppConfig, CommonErrorCode, CommonException, Reply } from '@app/common';
+import { AppConfig, Reply } from '@app/common';
+import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
 import { SamplingParams } from '@app/batching';
 import { ChatMessage, InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
 import { GenerationContext, GenerationPipeline } from '../generation/generation.pipeline';
@@ -11,11 +12,6 @@ import { promptWithContext } from '../retrieval/context.assembly';
 import { chatGenerationInput, duplicateToolName, toolUse } from '../generation/chat.generation';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, ResponseFormatDto, SamplingDto } from './openai.dto';
 import { UsageMeterService } from '../usage/usage-meter.service';
-
-const unsupported = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.UnsupportedParameter, message, { param });
-const invalid = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.ValidationFailed, message, { param, details: [{ field: param, message }] });
 
 /**
  * OpenAI's wire format: requests mapped onto the generation pipeline (chat with tools, structured

@@ -1,25 +1,10 @@
-import { CommonErrorCode, CommonException } from '@app/common';
 import type { ChatMessage, ToolCall } from '@app/inference';
-import { MAX_TEXT } from '../openai/openai.dto';
+import { invalidField as invalid, isObject, textField as text, unsupportedField as unsupported } from '../generation/request-fields';
 
 /** An input or output item of the Responses API, as stored and returned (plain JSON). */
 export type ResponseItem = Record<string, unknown>;
 
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
-
-const invalid = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.ValidationFailed, message, { param, details: [{ field: param, message }] });
-const unsupported = (param: string, message: string): CommonException => new CommonException(CommonErrorCode.UnsupportedParameter, message, { param });
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function text(value: unknown, param: string): string {
-  if (typeof value !== 'string') throw invalid(param, `${param} must be a string`);
-  if (value.length > MAX_TEXT) throw invalid(param, `${param} must be at most ${MAX_TEXT} characters`);
-  return value;
-}
 
 /** Content parts a message may hold: text in, text out, a refusal replayed; files and images are refused. */
 function parts(value: unknown, param: string, role: string): ResponseItem[] {

@@ -1,6 +1,7 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { CommonErrorCode, CommonException, Reply } from '@app/common';
+import { Reply } from '@app/common';
+import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
 import { SamplingParams } from '@app/batching';
 import { InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
 import { ResponseStoreService, StoredResponse } from '@app/response-store';
@@ -10,10 +11,6 @@ import { ResponseEcho, ResponsesPresenter } from '../generation/presenters/respo
 import { InputItemsQueryDto, ResponsesRequestDto } from './responses.dto';
 import { ResponsesErrorCode, ResponsesException } from './responses.exception';
 import { itemsToMessages, normalizeInput, ResponseItem } from './responses.input';
-
-const invalid = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.ValidationFailed, message, { param, details: [{ field: param, message }] });
-const unsupported = (param: string, message: string): CommonException => new CommonException(CommonErrorCode.UnsupportedParameter, message, { param });
 
 /** Item ids carry their response's id: `msg_<hex>_3` is output item 3 of `resp_<hex>`, `msg_<hex>_i0` its input item 0. */
 const ITEM_ID = /^(?:msg|fc|fco)_([0-9a-f]{32})_i?\d+$/;

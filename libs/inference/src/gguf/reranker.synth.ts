@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { GgmlType, GgufArray, GgufType } from './gguf.format';
 import { readGgufMetadata } from './gguf.reader';
 import { TensorSpec, TypedValue, writeGguf } from './gguf.writer';
+import { rng } from './model.synth';
 
 /**
  * How the synthetic reranker's weights are made.
@@ -30,20 +30,10 @@ const QK = Math.sqrt(5);
 /** RMSNorm of a residual vector dominated by ONE: |x|² ≈ 1 (identity) + ONE² + features. */
 const rms = (extra: number): number => Math.sqrt((1 + ONE * ONE + extra) / DIM);
 
-function rng(seed: number, name: string): () => number {
-  let s = createHash('sha256').update(`${seed}:${name}`).digest().readUInt32LE(0) || 0x9e3779b9;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
-}
-
+/** A standard normal value from two uniform ones (Box–Muller) of the model synthesizer's generator. */
 function gaussian(next: () => number): number {
-  return Math.sqrt(-2 * Math.log(next() || 1e-12)) * Math.cos(2 * Math.PI * next());
+  const u = (): number => next() / 0x100000000;
+  return Math.sqrt(-2 * Math.log(u() || 1e-12)) * Math.cos(2 * Math.PI * u());
 }
 
 /** A float32 tensor; `ne` in ggml order (the contiguous dimension first), `at(i0, i1)` its values. */
