@@ -66,9 +66,10 @@ describe('Anthropic Messages API (bundled model)', () => {
     expect(m.stop_reason).toBe('stop_sequence');
     expect(m.stop_sequence).toBe(stop);
     expect((m.content[0] as Anthropic.TextBlock).text).toBe(text.slice(0, text.indexOf(stop)));
-    // Served again from the exact cache: the stop sequence is remembered.
-    const again = await client.messages.create({ model: MODEL, max_tokens: 30, stop_sequences: ['zzzz', stop], messages: [{ role: 'user', content: 'Tell me a story' }], ...greedy });
-    expect(again).toMatchObject({ stop_reason: 'stop_sequence', stop_sequence: stop });
+    // Served again from the exact cache (the same generation flow as every route): the stop sequence is remembered.
+    const { data: again, response } = await client.messages.create({ model: MODEL, max_tokens: 30, stop_sequences: ['zzzz', stop], messages: [{ role: 'user', content: 'Tell me a story' }], ...greedy }).withResponse();
+    expect(response.headers.get('x-cache')).toBe('HIT');
+    expect(again).toMatchObject({ stop_reason: 'stop_sequence', stop_sequence: stop, content: m.content });
   });
 
   it('messages.stream: Anthropic\'s event sequence; the final message is the deltas put together', async () => {

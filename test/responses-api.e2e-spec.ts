@@ -54,6 +54,11 @@ describe('OpenAI Responses API (bundled model)', () => {
     // The stored response is the same object.
     const again = await client.responses.retrieve(r.id);
     expect(again).toMatchObject({ id: r.id, output: r.output, usage: r.usage });
+    // The same request again is answered by the exact cache, as a new response.
+    const { data: cached, response } = await client.responses.create({ model: MODEL, input: 'Once upon a time', instructions: 'Tell a story.', max_output_tokens: 12, temperature: 0 }).withResponse();
+    expect(response.headers.get('x-cache')).toBe('HIT');
+    expect(cached.id).not.toBe(r.id);
+    expect(cached.output_text).toBe(r.output_text);
   });
 
   it('streaming: the Responses event sequence, deltas that add up to the final text, increasing sequence numbers', async () => {

@@ -135,6 +135,10 @@ describe('rerank (synthetic token-overlap reranker)', () => {
     const report = await fetch(`${t.url}/admin/usage?group_by=key,route`, { headers: { Authorization: `Bearer ${t.key}` } });
     const rows = ((await report.json()) as { data: { key_id: string; route: string; requests: number; prompt_tokens: number; errors: number }[] }).data;
     expect(rows).toContainEqual(expect.objectContaining({ key_id: k.record.id, route: '/v1/rerank', requests: 1, prompt_tokens: first.body.usage.prompt_tokens, completion_tokens: 0, errors: 0 }));
+    // The ledger's model is the reranker's.
+    const byModel = await fetch(`${t.url}/admin/usage?group_by=model,route`, { headers: { Authorization: `Bearer ${t.key}` } });
+    const models = ((await byModel.json()) as { data: { model: string; route: string }[] }).data;
+    expect(models).toContainEqual(expect.objectContaining({ model: 'overlap-reranker', route: '/v1/rerank' }));
   });
 
   it('bad input: 400 naming the field, 404 for another model, a pair too long for the reranker', async () => {
@@ -189,5 +193,20 @@ describe('rerank with random weights (what it can show)', () => {
     expect(a.body.results).toHaveLength(3);
     for (const r of a.body.results) expect(r.relevance_score).toBeGreaterThanOrEqual(0), expect(r.relevance_score).toBeLessThanOrEqual(1);
     expect(b.body.results).toEqual(a.body.results);
+  });
+});
+
+describe('rerank with a reranker file that cannot be loaded', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ RERANK_MODEL_PATH: join(tmpdir(), 'no-such-reranker.gguf') });
+  });
+  afterAll(() => t?.close());
+
+  it('is a 503 that says why (each request tries again), and generation is unaffected', async () => {
+    const r = await post(t.url, '/v1/rerank', t.key, { query: 'q', documents: ['a'] });
+    expect(r.status).toBe(503);
+    expect(r.body.error).toMatchObject({ code: 'rerank_model_unavailable', message: expect.stringContaining('file not found') });
+    expect((await post(t.url, '/v1/completions', t.key, { prompt: 'Hi', max_tokens: 1 })).status).toBe(200);
   });
 });

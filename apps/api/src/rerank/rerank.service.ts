@@ -24,7 +24,7 @@ export class RerankService {
     const documents = dto.documents.map((d) => (typeof d === 'string' ? d : d.text));
     this.guard.check([{ field: 'query', text: dto.query }, ...documents.map((text, i) => ({ field: `documents[${i}]`, text }))]);
     const tokens = (await this.reranker.measure(dto.query, documents)).reduce((a, b) => a + b, 0);
-    const scores = await this.usage.chargeTokens(caller, tokens, () => this.reranker.rank(dto.query, documents, signal));
+    const scores = await this.usage.chargeTokens(caller, tokens, () => this.reranker.rank(dto.query, documents, signal), this.reranker.id);
     const results = scores
       .map((relevance_score, index) => ({ index, relevance_score, ...(dto.return_documents ? { document: { text: documents[index] } } : {}) }))
       .sort((a, b) => b.relevance_score - a.relevance_score || a.index - b.index)

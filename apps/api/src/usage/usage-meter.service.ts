@@ -37,9 +37,12 @@ export class UsageMeterService {
    * Work that runs a model but no generation (reranking), charged in tokens: reserves `tokens` of
    * the caller's budgets (a spent budget rejects here), runs `work`, then charges the tokens to
    * the tokens-per-window limit and the budgets and notes them for the ledger and the log line.
-   * Work that fails or is abandoned is not charged.
+   * Work that fails or is abandoned is not charged. `model`: the model that does the work, when
+   * not the served one (the ledger's model column).
    */
-  async chargeTokens<T>(caller: Principal | undefined, tokens: number, work: () => Promise<T>): Promise<T> {
+  async chargeTokens<T>(caller: Principal | undefined, tokens: number, work: () => Promise<T>, model?: string): Promise<T> {
+    const telemetry = RequestTelemetry.current();
+    if (telemetry && model !== undefined) telemetry.model = model;
     const reservation: BudgetReservation = await this.budgets.reserve(caller, tokens);
     let used = 0;
     try {
