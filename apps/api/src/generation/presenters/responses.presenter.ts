@@ -150,8 +150,9 @@ export class ResponsesPresenter implements GenerationPresenter {
         content: [{ type: 'output_text', text: c.text, annotations: [], logprobs: this.#logprobs(c.logprobs ?? []) }],
       });
     }
-    for (const call of c?.toolCalls ?? []) {
-      output.push({ type: 'function_call', id: `fc_${this.echo.id.slice(5)}_${output.length}`, call_id: call.id, name: call.name, arguments: call.arguments, status: 'completed' });
+    for (const [i, call] of (c?.toolCalls ?? []).entries()) {
+      const cut = c?.finishReason === 'length' && i === (c?.toolCalls.length ?? 0) - 1;
+      output.push({ type: 'function_call', id: `fc_${this.echo.id.slice(5)}_${output.length}`, call_id: call.id, name: call.name, arguments: call.arguments, status: cut ? 'incomplete' : 'completed' });
     }
     this.#finish = c?.finishReason ?? 'stop';
     this.response = this.#response(this.#finish === 'length' ? 'incomplete' : 'completed', output, r);
@@ -191,7 +192,8 @@ export class ResponsesPresenter implements GenerationPresenter {
     } else {
       const args = open.text.trim() || '{}';
       frames.push(this.#frame('response.function_call_arguments.done', { ...base, name: open.item.name, arguments: args }));
-      done = { ...open.item, arguments: args, status: 'completed' };
+      // A call still open when max_output_tokens cut the answer is `incomplete` (its arguments may be cut too).
+      done = { ...open.item, arguments: args, status: this.#finish === 'length' ? 'incomplete' : 'completed' };
     }
     this.#output[open.index] = done;
     frames.push(this.#frame('response.output_item.done', { output_index: open.index, item: done }));

@@ -89,6 +89,9 @@ describe('Responses presenter', () => {
     const result: GenerationResult = { choices: [{ index: 0, text: ' ', toolCalls: [{ id: 'call_1', name: 'f', arguments: '{}' }], finishReason: 'tool_calls', usage }], usage };
     const body = new ResponsesPresenter(ECHO, {}).body(result) as any;
     expect(body.output.map((o: { type: string }) => o.type)).toEqual(['function_call']);
+    // Cut by max_output_tokens: the last call is incomplete.
+    const cut = new ResponsesPresenter(ECHO, {}).body({ ...result, choices: [{ ...result.choices[0], toolCalls: [{ id: 'call_1', name: 'f', arguments: '{}' }, { id: 'call_2', name: 'f', arguments: '{"a' }], finishReason: 'length' }] }) as any;
+    expect(cut).toMatchObject({ status: 'incomplete', output: [{ status: 'completed' }, { status: 'incomplete', arguments: '{"a' }] });
     const rendered: RenderedError = { status: 503, headers: {}, body: { error: { message: 'busy', type: ErrorType.Unavailable, code: 'queue_timeout' } } };
     const p = new ResponsesPresenter(ECHO, {});
     p.streamEvent(EVENTS[0]);
