@@ -35,6 +35,8 @@ export interface Source {
   readonly document_id: string;
   readonly chunk_index: number;
   readonly score: number;
+  /** The reranker's score (0 to 1), when the chunks were reranked (`rerank: true`). */
+  readonly relevance_score?: number;
 }
 
 /** What a generation with `retrieval` uses: the chunks and the context block put into the prompt. */

@@ -1,7 +1,9 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import { RequireScopes } from '@app/auth';
+import { RerankerService } from '@app/inference';
 import { RetrievalService, toSource } from '@app/retrieval';
+import { searchReranked } from './context.assembly';
 import { AddDocumentDto, CreateCollectionDto, QueryDto } from './retrieval.dto';
 
 /** Collections and documents: reads need `generate`, writes need `retrieval`. */
@@ -9,7 +11,10 @@ import { AddDocumentDto, CreateCollectionDto, QueryDto } from './retrieval.dto';
 @ApiSecurity('api-key')
 @Controller('v1/collections')
 export class CollectionsController {
-  constructor(private readonly retrieval: RetrievalService) {}
+  constructor(
+    private readonly retrieval: RetrievalService,
+    private readonly reranker: RerankerService,
+  ) {}
 
   @Get()
   async list(): Promise<object> {
@@ -49,7 +54,13 @@ export class CollectionsController {
   @Post(':name/query')
   @HttpCode(200)
   async query(@Param('name') name: string, @Body() dto: QueryDto): Promise<object> {
-    const hits = await this.retrieval.query(name, { query: dto.query, topK: dto.top_k, minScore: dto.min_score, filter: dto.filter });
-    return { object: 'list', data: hits.map((h) => ({ ...toSource(h), text: h.text, metadata: h.metadata })) };
+    const q = { query: dto.query, topK: dto.top_k, minScore: dto.min_score, filter: dto.filter };
+    const ranked = dto.rerank
+      ? await searchReranked(this.retrieval, this.reranker, name, q, 'rerank')
+      : (await this.retrieval.query(name, q)).map((hit) => ({ hit, score: undefined }));
+    return {
+      object: 'list',
+      data: ranked.map(({ hit, score }) => ({ ...toSource(hit), ...(score === undefined ? {} : { relevance_score: score }), text: hit.text, metadata: hit.metadata })),
+    };
   }
 }

@@ -1,5 +1,8 @@
-import type { ChatMessage } from '@app/inference';
-import type { RetrievalService, RetrievedContext } from '@app/retrieval';
+import { CommonErrorCode, CommonException } from '@app/common';
+import type { ChatMessage, RerankerService } from '@app/inference';
+import { DEFAULT_TOP_K, renderContext, toSource } from '@app/retrieval';
+import type { RetrievalQuery, RetrievalService, RetrievedContext, SearchHit } from '@app/retrieval';
+import { MAX_TOP_K, RERANK_CANDIDATES } from './retrieval.dto';
 import type { RetrievalOptionDto } from './retrieval.dto';
 
 /**
@@ -8,13 +11,42 @@ import type { RetrievalOptionDto } from './retrieval.dto';
  * chunks are part of the prompt tokens, hence of the exact cache's key and of the text that the
  * semantic cache compares: an answer is only reused for the same retrieved context.
  */
-export function retrieveFor(
+export async function retrieveFor(
   retrieval: RetrievalService,
   option: RetrievalOptionDto | undefined,
   query: string,
+  reranker: RerankerService,
 ): Promise<RetrievedContext | null> {
-  if (!option) return Promise.resolve(null);
-  return retrieval.retrieve(option.collection, { query, topK: option.top_k, minScore: option.min_score, filter: option.filter });
+  if (!option) return null;
+  const q: RetrievalQuery = { query, topK: option.top_k, minScore: option.min_score, filter: option.filter };
+  if (!option.rerank) return retrieval.retrieve(option.collection, q);
+  const ranked = await searchReranked(retrieval, reranker, option.collection, q, 'retrieval.rerank');
+  const hits = ranked.map((r) => r.hit);
+  return { hits, sources: ranked.map((r) => ({ ...toSource(r.hit), relevance_score: r.score })), context: renderContext(hits) };
+}
+
+/**
+ * `rerank: true`: the collection is searched for RERANK_CANDIDATES × top_k chunks (at most
+ * MAX_TOP_K), the reranker scores each against the query, and the top_k best are kept, best
+ * first. A 400 naming `param` when no reranker is configured.
+ */
+export async function searchReranked(
+  retrieval: RetrievalService,
+  reranker: RerankerService,
+  collection: string,
+  q: RetrievalQuery,
+  param: string,
+): Promise<{ hit: SearchHit; score: number }[]> {
+  if (!reranker.configured) {
+    throw new CommonException(CommonErrorCode.UnsupportedParameter, `${param} needs a reranking model: set RERANK_MODEL_PATH on the server`, { param });
+  }
+  const topK = q.topK ?? DEFAULT_TOP_K;
+  const candidates = await retrieval.query(collection, { ...q, topK: Math.min(MAX_TOP_K, topK * RERANK_CANDIDATES) });
+  const scores = await reranker.rank(q.query, candidates.map((h) => h.text));
+  return candidates
+    .map((hit, i) => ({ hit, score: scores[i] }))
+    .sort((a, b) => b.score - a.score)
+    .slice(0, topK);
 }
 
 /** Completions: the context block, then the prompt. */

@@ -10,6 +10,7 @@ import { CollectionsController } from './collections.controller';
  */
 @Module({
   imports: [
+    InferenceModule,
     RetrievalModule.forRoot({
       imports: [InferenceModule],
       embedder: {

@@ -34,6 +34,28 @@ export class UsageMeterService {
   }
 
   /**
+   * Work that runs a model but no generation (reranking), charged in tokens: reserves `tokens` of
+   * the caller's budgets (a spent budget rejects here), runs `work`, then charges the tokens to
+   * the tokens-per-window limit and the budgets and notes them for the ledger and the log line.
+   * Work that fails or is abandoned is not charged. `model`: the model that does the work, when
+   * not the served one (the ledger's model column).
+   */
+  async chargeTokens<T>(caller: Principal | undefined, tokens: number, work: () => Promise<T>, model?: string): Promise<T> {
+    const telemetry = RequestTelemetry.current();
+    if (telemetry && model !== undefined) telemetry.model = model;
+    const reservation: BudgetReservation = await this.budgets.reserve(caller, tokens);
+    let used = 0;
+    try {
+      const result = await work();
+      used = tokens;
+      return result;
+    } finally {
+      await Promise.all([used > 0 ? this.limits.charge(caller, used) : undefined, reservation.settle(used)]);
+      if (used > 0) this.embedded(used);
+    }
+  }
+
+  /**
    * Passes a generation's events through. Before the first one, reserves `promptTokens +
    * maxTokens` of the caller's budgets (a spent budget rejects here: 429 `budget_exceeded`
    * before any output); at the `done` event charges the real tokens. A stream cut short (client

@@ -341,6 +341,9 @@ export const CONFIG_SPEC = {
   RETRIEVAL_CHUNK_TOKENS: int('RETRIEVAL_CHUNK_TOKENS', 8, 2048, 256, 'Tokens (of the embedding model) per document chunk'),
   RETRIEVAL_CHUNK_OVERLAP: int('RETRIEVAL_CHUNK_OVERLAP', 0, 2047, 32, 'Tokens shared by consecutive chunks; must be below RETRIEVAL_CHUNK_TOKENS'),
   RETRIEVAL_UPLOAD_LIMIT: bytes('RETRIEVAL_UPLOAD_LIMIT', '1mb', 'Largest document upload (JSON or text/plain body; 413 above)'),
+  RESPONSES_RETENTION_SECONDS: int('RESPONSES_RETENTION_SECONDS', 60, 31536000, 2592000,
+    'How long a stored Responses API response (`store`, the default) is kept for `GET /v1/responses/{id}` and `previous_response_id`; expired ones are deleted hourly'),
+  RERANK_MODEL_PATH: str('', 'Reranking GGUF (a cross-encoder with a classifier head, e.g. bge-reranker, Qwen3-Reranker) served by `POST /v1/rerank` and `retrieval.rerank`; unset = no reranker (404)', '(unset)'),
 } as const;
 
 type Spec = typeof CONFIG_SPEC;
@@ -431,6 +434,10 @@ export class AppConfig {
   readonly retrievalChunkOverlap: number;
   /** Largest document upload in bytes (default 1 MiB). */
   readonly retrievalUploadLimit: number;
+  /** How long stored responses are kept, in seconds (default 30 days). */
+  readonly responsesRetentionSeconds: number;
+  /** Resolved path of the reranking model; undefined = no reranker. */
+  readonly rerankModelPath: string | undefined;
 
   private constructor(p: Parsed) {
     this.modelPath = resolve(p.MODEL_PATH);
@@ -507,6 +514,8 @@ export class AppConfig {
       throw new ConfigError('RETRIEVAL_CHUNK_OVERLAP', `must be below RETRIEVAL_CHUNK_TOKENS (${this.retrievalChunkTokens})`, String(this.retrievalChunkOverlap));
     }
     this.retrievalUploadLimit = p.RETRIEVAL_UPLOAD_LIMIT;
+    this.responsesRetentionSeconds = p.RESPONSES_RETENTION_SECONDS as number;
+    this.rerankModelPath = p.RERANK_MODEL_PATH ? resolve(p.RERANK_MODEL_PATH) : undefined;
   }
 
   /** Parses and validates; throws ConfigError naming the first bad variable. */

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
-import { renderError } from '../errors/all-exceptions.filter';
+import { sendError } from '../errors/all-exceptions.filter';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
 import { isPlainJson } from './json-body.middleware';
 
@@ -11,23 +11,23 @@ export function jsonOnly(req: Request, res: Response, next: NextFunction): void 
   if (isPlainJson(req.headers['content-type'])) return next();
   const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
   if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(req.method) && hasBody && !req.is('application/json')) {
-    const r = renderError(
+    sendError(
+      req,
+      res,
       new CommonException(
         CommonErrorCode.UnsupportedMediaType,
         `Content-Type must be application/json (got ${JSON.stringify(req.headers['content-type'] ?? '')})`,
       ),
     );
-    res.status(r.status).json(r.body);
     return;
   }
   next();
 }
 
 /** Express error middleware: body-parser failures become the envelope too. */
-export function bodyParserErrors(err: unknown, _req: Request, res: Response, next: NextFunction): void {
+export function bodyParserErrors(err: unknown, req: Request, res: Response, next: NextFunction): void {
   if (res.headersSent) return next(err);
-  const r = renderError(err);
-  res.status(r.status).set(r.headers).json(r.body);
+  sendError(req, res, err);
 }
 
 /**
@@ -57,10 +57,7 @@ export function jsonDepth(value: unknown, limit = MAX_JSON_DEPTH): number {
  */
 export function jsonDepthLimit(req: Request, res: Response, next: NextFunction): void {
   if (req.body !== null && typeof req.body === 'object' && jsonDepth(req.body) > MAX_JSON_DEPTH) {
-    const r = renderError(
-      new CommonException(CommonErrorCode.NestingTooDeep, `Request body is nested deeper than ${MAX_JSON_DEPTH} levels`),
-    );
-    res.status(r.status).json(r.body);
+    sendError(req, res, new CommonException(CommonErrorCode.NestingTooDeep, `Request body is nested deeper than ${MAX_JSON_DEPTH} levels`));
     return;
   }
   next();
