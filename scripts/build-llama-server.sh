@@ -49,7 +49,10 @@ if [ -n "$cpu_variant" ]; then
 fi
 if [ -n "$cpu_library" ]; then
   variant="-nlc-$cpu_variant"
-  flags=(-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU=OFF -DBUILD_SHARED_LIBS=ON)
+  # Unversioned sonames, as node-llama-cpp's libraries have (its CPU library needs "libggml-base.so"),
+  # and every library found next to the server.
+  flags=(-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU=OFF -DBUILD_SHARED_LIBS=ON
+    -DCMAKE_PLATFORM_NO_VERSIONED_SONAME=ON -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON "-DCMAKE_INSTALL_RPATH=\$ORIGIN")
 fi
 if [ "${LLAMA_SERVER_CUDA:-0}" = 1 ]; then
   arch="${CUDA_ARCHITECTURES:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')}"

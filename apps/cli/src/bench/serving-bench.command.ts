@@ -10,6 +10,7 @@ import { positiveInt } from '../support/options';
 
 interface ServingOptions {
   model?: string;
+  rounds?: number;
   slots?: number;
   threads?: number;
   referenceThreads?: number[];
@@ -49,8 +50,9 @@ const OURS = 'this server';
 /**
  * Streaming load against this server with its defaults and, in the same run with the same
  * model, slots, context and batch, against llama.cpp's own HTTP server at each reference thread
- * count; prints every row, this server's per-step host overhead, and ratios against the best
- * reference at each level.
+ * count, all running at once and taking each level in turn; prints every row (the median of
+ * `--rounds`), this server's per-step host overhead, and ratios against the best reference at
+ * each level.
  */
 @SubCommand({ name: 'serve', description: "Streaming throughput/latency vs llama.cpp's server (best of its thread settings), same model, same run" })
 export class ServingBenchCommand extends ReferenceBenchCommand {
@@ -74,62 +76,66 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
     const rows: Row[] = [];
     const log = (m: string): void => void process.stderr.write(`${m}\n`);
 
-    const measure = async (server: RunningServer, apiKey?: string, metrics = false): Promise<void> => {
-      // Warm-up: first decode allocations, page cache; not measured.
-      await runLoad({ url: server.url, apiKey, concurrency: 1, requests: 1, maxTokens: 8, prompt: () => 'Warm up.' });
-      for (const concurrency of levels) {
-        const requests = o.requests ?? Math.max(8, concurrency * 3);
-        log(`  ${server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokens} tokens (${workload})...`);
-        // Each level gets prompts no earlier level sent: a server's prompt cache from the previous
-        // level must not stand in for prefill (llama.cpp's server keeps prompt states in RAM).
-        const offset = 1000 * (levels.indexOf(concurrency) + 1);
-        const bar = new ProgressBar('   ', !o.json);
-        const before = metrics ? await scrapeSteps(server.url) : null;
-        const result = await runLoad({
-          url: server.url,
-          apiKey,
-          concurrency,
-          requests,
-          maxTokens,
-          prompt: (i) => prompt(offset + i),
-          onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
-        });
-        bar.done();
-        const steps = before ? stepDelta(before, await scrapeSteps(server.url)) : undefined;
-        rows.push({ target: server.label, concurrency, result, steps });
-        log(
-          `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
-            (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step` : ''),
-        );
-        for (const sample of result.errorSamples) log(`    error: ${sample}`);
-      }
-    };
-
+    const rounds = o.rounds ?? 1;
     log(
       `Model ${model}; ${settings.slots} slots, this server's THREADS ${settings.threads ?? 'default'}, ` +
-        `llama-server -t ${referenceThreads.join(' and -t ')}, context ${settings.contextPerSlot}/slot, batch ${settings.batchSize}`,
+        `llama-server -t ${referenceThreads.join(' and -t ')}, context ${settings.contextPerSlot}/slot, batch ${settings.batchSize}, ` +
+        `${rounds} round(s) per level, servers taken in turn`,
     );
-    const ours = await startOurs(settings);
-    let backend = 'cpu';
+    // Every server runs at once (idle but one) and they take each level in turn, round after
+    // round: a slow spell of the machine then hits all of them alike.
+    const servers: { server: RunningServer; apiKey?: string; ours: boolean }[] = [];
     try {
-      backend = await servedBackend(ours.url);
-      await measure(ours, ours.apiKey, true);
-    } finally {
-      await ours.stop();
-    }
-    if (o.reference !== false) {
-      // On a GPU, the reference runs on the same GPU: a CUDA build of llama-server, all layers offloaded.
-      const gpu = backend !== 'cpu';
-      if (gpu) log(`  this server ran on ${backend}: llama-server gets a CUDA build and -ngl 999`);
-      const binary = llamaServerBinary(o.llamaServer, gpu);
-      for (const threads of referenceThreads) {
-        const ref = await startLlamaServer(binary, settings, threads, gpu);
-        try {
-          await measure(ref);
-        } finally {
-          await ref.stop();
-        }
+      const ours = await startOurs(settings);
+      servers.push({ server: ours, apiKey: ours.apiKey, ours: true });
+      const backend = await servedBackend(ours.url);
+      if (o.reference !== false) {
+        // On a GPU, the reference runs on the same GPU: a CUDA build of llama-server, all layers offloaded.
+        const gpu = backend !== 'cpu';
+        if (gpu) log(`  this server runs on ${backend}: llama-server gets a CUDA build and -ngl 999`);
+        const binary = llamaServerBinary(o.llamaServer, gpu);
+        for (const threads of referenceThreads) servers.push({ server: await startLlamaServer(binary, settings, threads, gpu), ours: false });
       }
+      for (const { server, apiKey } of servers) {
+        // Warm-up: first decode allocations, page cache; not measured.
+        await runLoad({ url: server.url, apiKey, concurrency: 1, requests: 1, maxTokens: 8, prompt: () => 'Warm up.' });
+      }
+      for (const [levelIndex, concurrency] of levels.entries()) {
+        const requests = o.requests ?? Math.max(8, concurrency * 3);
+        const perServer = new Map<string, Row[]>();
+        for (let round = 0; round < rounds; round++) {
+          // Prompts no earlier level or round sent: a server's prompt cache must not stand in for
+          // prefill (llama.cpp's server keeps prompt states in RAM). Each server gets the same ones.
+          const offset = 10_000 * (levelIndex + 1) + 1000 * round;
+          for (const { server, apiKey, ours } of servers) {
+            log(`  ${server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokens} tokens (${workload}), round ${round + 1}/${rounds}...`);
+            const bar = new ProgressBar('   ', !o.json);
+            const before = ours ? await scrapeSteps(server.url) : null;
+            const result = await runLoad({
+              url: server.url,
+              apiKey,
+              concurrency,
+              requests,
+              maxTokens,
+              prompt: (i) => prompt(offset + i),
+              onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
+            });
+            bar.done();
+            const steps = before ? stepDelta(before, await scrapeSteps(server.url)) : undefined;
+            const row = { target: server.label, concurrency, result, steps };
+            perServer.set(server.label, [...(perServer.get(server.label) ?? []), row]);
+            log(
+              `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
+                (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step` : ''),
+            );
+            for (const sample of result.errorSamples) log(`    error: ${sample}`);
+          }
+        }
+        // The median round of each server (by throughput) stands for it at this level.
+        for (const runs of perServer.values()) rows.push(medianRound(runs));
+      }
+    } finally {
+      await Promise.all(servers.map(({ server }) => server.stop()));
     }
     if (o.json) {
       process.stdout.write(`${JSON.stringify({ settings, referenceThreads, workload, maxTokens, rows }, null, 2)}\n`);
@@ -140,6 +146,10 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
 
   @Option({ flags: '--slots <n>', description: 'Parallel slots for both servers (default 8)' })
   parseSlots(v: string): number {
+    return positiveInt(v);
+  }
+  @Option({ flags: '--rounds <n>', description: 'Rounds per level, servers taken in turn; the median round counts (default 1)' })
+  parseRounds(v: string): number {
     return positiveInt(v);
   }
   @Option({ flags: '--concurrency <list>', description: 'Comma list of client counts (default 1,2,4,8)' })
@@ -173,6 +183,12 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
 async function servedBackend(url: string): Promise<string> {
   const text = await (await fetch(`${url}/metrics`)).text();
   return /^llm_model_info\{[^}]*backend="([^"]+)"/m.exec(text)?.[1] ?? 'cpu';
+}
+
+/** The round with the median throughput (the lower middle one for an even count). */
+export function medianRound(runs: readonly Row[]): Row {
+  const sorted = [...runs].sort((a, b) => a.result.tokensPerSecond - b.result.tokensPerSecond);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
 type StepCounters = Record<'steps' | 'stepSeconds' | 'tokens' | 'computeCount' | 'computeSeconds' | 'hostCount' | 'hostSeconds', number>;

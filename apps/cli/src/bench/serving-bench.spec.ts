@@ -1,4 +1,4 @@
-import { formatTable, parseStepCounters, Row, stepDelta } from './serving-bench.command';
+import { formatTable, medianRound, parseStepCounters, Row, stepDelta } from './serving-bench.command';
 import { LoadResult } from './load.generator';
 
 const result = (tps: number, ttft: number): LoadResult => ({
@@ -54,5 +54,11 @@ describe('bench serve figures', () => {
     const out = formatTable(rows);
     expect(out).toContain('1 clients vs llama-server -t 2: throughput 0.81x, TTFT p50 1.33x');
     expect(out).toContain('8 clients vs llama-server -t 2: throughput 1.06x, TTFT p50 2.00x');
+  });
+
+  it('takes the median round of each server', () => {
+    const rounds: Row[] = [130, 90, 120].map((tps) => ({ target: 'this server', concurrency: 1, result: result(tps, 40) }));
+    expect(medianRound(rounds).result.tokensPerSecond).toBe(120);
+    expect(medianRound(rounds.slice(0, 2)).result.tokensPerSecond).toBe(90);
   });
 });
