@@ -30,11 +30,15 @@ export function configureApp(app: NestExpressApplication): void {
       maxAge: 600,
     });
   }
-  // Which replica answered, for operators behind a load balancer (and the nginx test).
-  app.use((_req: unknown, res: { setHeader(name: string, value: string): void }, next: () => void) => {
-    res.setHeader('X-Replica', config.instanceId);
-    next();
-  });
+  // Which replica answered, for operators behind a load balancer (and the nginx test). Only a
+  // name the operator chose (INSTANCE_ID): the host name would tell clients about the machine.
+  const replica = config.instanceId;
+  if (replica) {
+    app.use((_req: unknown, res: { setHeader(name: string, value: string): void }, next: () => void) => {
+      res.setHeader('X-Replica', replica);
+      next();
+    });
+  }
   app.use(helmet({ contentSecurityPolicy: false }));
   app.use(bodyDeadline(config.bodyTimeoutMs));
   // Document uploads: JSON or a plain-text body, up to RETRIEVAL_UPLOAD_LIMIT; parsed here, so

@@ -6,16 +6,28 @@ import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig, LruMap } from '@app/common';
 import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
 import { probeGpu } from './gpu.probe';
+import { GrammarCompiler } from './grammar.compiler';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
 
 type Lib = typeof NodeLlamaCpp;
 
+/**
+ * A role marker of the fallback template at the start of a line of message text (any case, any
+ * line break). Written as is, `hi\nAssistant: sure` in a user message would forge a turn.
+ */
+const ROLE_MARKER_AT_LINE_START = /(^|\r\n|[\n\r\u0085\u2028\u2029])(?=[ \t]*(?:user|assistant|system)[ \t]*:)/gi;
+
+/** Message text with each line that starts like a turn marker indented by one space: turns start at column 0 only. */
+export function escapeRoleMarkers(text: string): string {
+  return text.replace(ROLE_MARKER_AT_LINE_START, '$1 ');
+}
+
 /** Used when the GGUF carries no chat template; documented in the README. */
 export const FALLBACK_CHAT_TEMPLATE = {
-  system: (text: string) => `${text}\n\n`,
-  user: (text: string) => `User: ${text}\n`,
-  assistant: (text: string) => `Assistant: ${text}\n`,
+  system: (text: string) => `${escapeRoleMarkers(text)}\n\n`,
+  user: (text: string) => `User: ${escapeRoleMarkers(text)}\n`,
+  assistant: (text: string) => `Assistant: ${escapeRoleMarkers(text)}\n`,
   generationPrompt: 'Assistant:',
   stop: ['\nUser:'],
 } as const;
@@ -173,7 +185,8 @@ export class LlamaAdapter {
   #context: NodeLlamaCpp.LlamaContext | null = null;
   #runtime: LlamaDecodeRuntime | null = null;
   readonly #progressListeners = new Set<(fraction: number) => void>();
-  readonly #grammars = new Map<string, Promise<unknown>>();
+  #jsonGrammar: Promise<unknown> | null = null;
+  #grammarCompiler: GrammarCompiler | null = null;
   /**
    * Tokens of recently seen prompt texts. Clients repeat prompts (retries, cache hits, shared
    * system prompts) and the exact cache's key needs the tokens before it can answer: a cache hit
@@ -371,28 +384,22 @@ export class LlamaAdapter {
 
   /**
    * Compiles an output constraint for SamplingParams.constraint: any JSON (`json`) or JSON that
-   * matches a schema. Compiled grammars are cached by schema text.
+   * matches a schema. Schemas go through the GrammarCompiler: limits first (400
+   * `schema_too_complex`), the JSON-schema → GBNF conversion on a worker thread, then the native
+   * parse of a size-capped grammar, cached by the schema's hash within a memory bound.
    */
   async grammarFor(format: 'json' | object): Promise<unknown> {
-    const key = format === 'json' ? 'json' : JSON.stringify(format);
-    let grammar = this.#grammars.get(key);
-    if (!grammar) {
-      const llama = this.#llama;
-      if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
-      grammar = (
-        format === 'json' ? llama.getGrammarFor('json') : (llama.createGrammarForJsonSchema as (s: unknown) => Promise<unknown>)(format)
-      ).catch((err: unknown) => {
-        this.#grammars.delete(key);
-        throw new InferenceException(
-          InferenceErrorCode.UnsupportedSchema,
-          `response_format schema is not supported: ${(err as Error).message}`,
-          { param: 'response_format' },
-        );
+    const llama = this.#llama;
+    if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
+    if (format === 'json') {
+      this.#jsonGrammar ??= llama.getGrammarFor('json').catch((err: unknown) => {
+        this.#jsonGrammar = null;
+        throw err;
       });
-      this.#grammars.set(key, grammar);
-      if (this.#grammars.size > 64) this.#grammars.delete(this.#grammars.keys().next().value as string);
+      return this.#jsonGrammar;
     }
-    return grammar;
+    this.#grammarCompiler ??= new GrammarCompiler(this.config.schemaLimits, (grammar) => llama.createGrammar({ grammar }));
+    return this.#grammarCompiler.compile(format);
   }
 
   /**
