@@ -3,6 +3,7 @@ import { ApiError, ErrorMapping, ErrorType } from './api-error';
 export enum CommonErrorCode {
   ValidationFailed = 'validation_error',
   MalformedJson = 'malformed_json',
+  InvalidBodyEncoding = 'invalid_body_encoding',
   NestingTooDeep = 'json_too_deep',
   InputTooLong = 'input_too_long',
   InputRejected = 'input_rejected',
@@ -18,6 +19,7 @@ export enum CommonErrorCode {
 const MAPPING: Record<CommonErrorCode, ErrorMapping> = {
   [CommonErrorCode.ValidationFailed]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.MalformedJson]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.InvalidBodyEncoding]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.NestingTooDeep]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.InputTooLong]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.InputRejected]: { status: 400, type: ErrorType.InvalidRequest },

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { renderError } from '../errors/all-exceptions.filter';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
+import { sendEarlyRejection } from './json-only.middleware';
 
 /**
  * Bounds the time a client may take to send a request body, once its headers arrived. Without it a
@@ -18,7 +19,7 @@ export function bodyDeadline(ms: number): RequestHandler {
         const r = renderError(new CommonException(CommonErrorCode.RequestTimeout, `The request body did not arrive within ${ms} ms`));
         res.setHeader('Connection', 'close');
         res.once('finish', () => req.socket.destroy());
-        res.status(r.status).json(r.body);
+        sendEarlyRejection(req, res, r);
       } else {
         req.socket.destroy();
       }
