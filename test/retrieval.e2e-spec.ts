@@ -20,6 +20,8 @@ const CORPUS = [
   },
 ];
 
+const ADMIN = { id: 'test', admin: true };
+
 describe('retrieval: collections, documents, queries and grounded generation on the bundled model', () => {
   let t: TestApp;
   let inference: InferenceService;
@@ -34,7 +36,8 @@ describe('retrieval: collections, documents, queries and grounded generation on 
       SEMANTIC_CACHE_ENABLED: 'true',
     });
     inference = t.app.get(InferenceService);
-    await request(t.url).post('/v1/collections').set(auth()).send({ name: 'kb' }).expect(201);
+    // Shared: the scope test reads it with another key.
+    await request(t.url).post('/v1/collections').set(auth()).send({ name: 'kb', shared: true }).expect(201);
     for (const doc of CORPUS) await request(t.url).post('/v1/collections/kb/documents').set(auth()).send(doc).expect(201);
   });
   afterAll(() => t.close());
@@ -108,7 +111,7 @@ describe('retrieval: collections, documents, queries and grounded generation on 
 
   it('/v1/generate with retrieval puts the chunks in the prompt and returns them as sources', async () => {
     const prompt = await firstChunk('frog');
-    const hits = await t.app.get(RetrievalService).query('kb', { query: prompt, topK: 2, minScore: -1 });
+    const hits = await t.app.get(RetrievalService).query('kb', { query: prompt, topK: 2, minScore: -1 }, ADMIN);
     const expectedTokens = inference.prepareText(renderContext(hits) + prompt, 4, 4).promptTokens;
     const body = { prompt, max_tokens: 4, temperature: 0, retrieval: { collection: 'kb', top_k: 2, min_score: -1 } };
     const res = await request(t.url).post('/v1/generate').set(auth()).send(body).expect(200);

@@ -73,11 +73,11 @@ export class GenerateService {
     signal: AbortSignal,
     caller?: Principal,
   ): Promise<{ run: CachedRun; sources?: readonly Source[] }> {
-    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, dto.prompt);
+    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, dto.prompt, caller);
     const prompt = promptWithContext(dto.prompt, retrieved);
     const request = this.#request(dto, prompt);
     const run = await this.cache.run(cacheableRequest('generate', request, dto.prompt, dto.max_tokens, undefined, retrieved?.context), directives, () =>
-      this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, request.prompt.promptTokens),
+      this.usage.meter(this.inference.generate(request, this.usage.submitOptions(caller, signal)), caller, request.prompt),
     );
     return { run, sources: retrieved?.sources };
   }

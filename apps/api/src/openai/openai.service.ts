@@ -42,7 +42,7 @@ export class OpenAIService {
     const text = asArray(dto.prompt)[0];
     // The client's own text is checked, not the retrieved context around it.
     this.guard.check([{ field: 'prompt', text }]);
-    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, text);
+    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, text, caller);
     const sources = retrieved ? { sources: retrieved.sources } : {};
     const prompt = this.inference.prepareText(promptWithContext(text, retrieved), dto.max_tokens, 16);
     const request = this.#request(dto, prompt);
@@ -99,7 +99,7 @@ export class OpenAIService {
       content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     }));
     this.guard.check(asked.map((m, i) => ({ field: `messages[${i}].content`, text: m.content })));
-    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, lastUserMessage(asked));
+    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, lastUserMessage(asked), caller);
     const sources = retrieved ? { sources: retrieved.sources } : {};
     const messages = messagesWithContext(asked, retrieved);
     const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
@@ -164,9 +164,21 @@ export class OpenAIService {
     };
   }
 
-  async embeddings(dto: EmbeddingRequestDto): Promise<object> {
+  /** Embeddings are charged in tokens like generations: reserved at admission, settled to the count. */
+  async embeddings(dto: EmbeddingRequestDto, caller?: Principal): Promise<object> {
     this.inference.assertModel(dto.model);
-    const { vectors, promptTokens } = await this.inference.embed(asArray(dto.input));
+    const texts = asArray(dto.input);
+    // Each input as the embedding model sees it, plus its begin/end tokens: an upper bound.
+    const reservation = await this.usage.reserve(caller, texts.reduce((n, t) => n + this.inference.tokenize(t).length + 2, 0));
+    let result: Awaited<ReturnType<InferenceService['embed']>>;
+    try {
+      result = await this.inference.embed(texts);
+    } catch (err) {
+      await reservation.release();
+      throw err;
+    }
+    await reservation.settle(result.promptTokens);
+    const { vectors, promptTokens } = result;
     const base64 = dto.encoding_format === 'base64';
     return {
       object: 'list',
@@ -183,7 +195,7 @@ export class OpenAIService {
 
   #generate(request: GenerationRequest, signal: AbortSignal, caller?: Principal) {
     const events = this.inference.generate(request, this.usage.submitOptions(caller, signal));
-    return this.usage.meter(events, caller, request.prompt.promptTokens);
+    return this.usage.meter(events, caller, request.prompt);
   }
 
   #request(dto: SamplingDto, prompt: PreparedPrompt): GenerationRequest {

@@ -1,4 +1,6 @@
+import type { Principal } from '@app/auth';
 import type { ChatMessage } from '@app/inference';
+import { accessorOf } from './collection.access';
 import type { RetrievalService, RetrievedContext } from '@app/retrieval';
 import type { RetrievalOptionDto } from './retrieval.dto';
 
@@ -6,15 +8,18 @@ import type { RetrievalOptionDto } from './retrieval.dto';
  * Context assembly for a generation's `retrieval` option: the collection's best chunks for
  * `query`, or null without the option. Retrieval runs before the prompt is prepared, so the
  * chunks are part of the prompt tokens, hence of the exact cache's key and of the text that the
- * semantic cache compares: an answer is only reused for the same retrieved context.
+ * semantic cache compares: an answer is only reused for the same retrieved context. Retrieved
+ * chunks that match the input guard's patterns are left out (RetrievalService.retrieve).
  */
 export function retrieveFor(
   retrieval: RetrievalService,
   option: RetrievalOptionDto | undefined,
   query: string,
+  /** The caller: a generation can only be grounded on a collection its key may read. */
+  caller: Principal | undefined,
 ): Promise<RetrievedContext | null> {
   if (!option) return Promise.resolve(null);
-  return retrieval.retrieve(option.collection, { query, topK: option.top_k, minScore: option.min_score, filter: option.filter });
+  return retrieval.retrieve(option.collection, { query, topK: option.top_k, minScore: option.min_score, filter: option.filter }, accessorOf(caller));
 }
 
 /** Completions: the context block, then the prompt. */

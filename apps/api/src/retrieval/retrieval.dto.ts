@@ -1,5 +1,5 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsInt, IsNumber, IsObject, IsOptional, IsString, Matches, Max, MaxLength, Min, registerDecorator } from 'class-validator';
+import { IsBoolean, IsInt, IsNumber, IsObject, IsOptional, IsString, Matches, Max, MaxLength, Min, registerDecorator } from 'class-validator';
 import { COLLECTION_NAME_PATTERN, DEFAULT_MIN_SCORE, DEFAULT_TOP_K } from '@app/retrieval';
 import type { Metadata } from '@app/retrieval';
 
@@ -36,6 +36,11 @@ export class CreateCollectionDto {
   @IsString()
   @Matches(COLLECTION_NAME_PATTERN, { message: NAME_MESSAGE })
   name!: string;
+
+  @ApiPropertyOptional({ default: false, description: 'Every key may read (query, ground generations on) it; only its owner and admin keys change it' })
+  @IsOptional()
+  @IsBoolean()
+  shared?: boolean;
 }
 
 /** JSON form of an upload; a `text/plain` body becomes `{text: body, id: ?id}`. */
