@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { ValidationPipe } from '@nestjs/common';
 import { Type } from 'class-transformer';
-import { IsInt, IsObject, IsOptional, IsString, Max, ValidateNested } from 'class-validator';
+import { IsInt, IsObject, IsOptional, IsString, Max, MaxLength, Min, ValidateNested } from 'class-validator';
 import express from 'express';
 import request from 'supertest';
 import { CommonException } from '../errors/common.exception';
@@ -109,5 +109,40 @@ describe('createValidationPipe (remembering validated bodies)', () => {
     expect(dto).toBeInstanceOf(OuterDto);
     expect(dto.n).toBe(2);
     await expect(pipe.transform({ prompt: 5 }, { type: 'body', metatype: OuterDto, data: undefined })).rejects.toBeInstanceOf(CommonException);
+  });
+});
+
+describe('validation messages (issue 17)', () => {
+  class LimitsDto {
+    @IsOptional()
+    @IsInt()
+    @Min(1)
+    @Max(2048)
+    max_tokens?: number;
+
+    @IsOptional()
+    @IsString()
+    @MaxLength(3)
+    model?: string;
+  }
+
+  const messages = async (body: object): Promise<{ field: string; message: string }[]> => {
+    try {
+      await createValidationPipe().transform(body, { type: 'body', metatype: LimitsDto, data: undefined });
+      return [];
+    } catch (err) {
+      return (err as CommonException).toEnvelope().error.details ?? [];
+    }
+  };
+
+  it('a value of the wrong type is reported as such, not by a bound it cannot be compared with', async () => {
+    expect(await messages({ max_tokens: '5' })).toEqual([{ field: 'max_tokens', message: 'max_tokens must be an integer number' }]);
+    expect(await messages({ model: 5 })).toEqual([{ field: 'model', message: 'model must be a string' }]);
+  });
+
+  it('a value of the right type reports the first bound it breaks, once', async () => {
+    expect(await messages({ max_tokens: 4096 })).toEqual([{ field: 'max_tokens', message: 'max_tokens must not be greater than 2048' }]);
+    expect(await messages({ max_tokens: 0 })).toEqual([{ field: 'max_tokens', message: 'max_tokens must not be less than 1' }]);
+    expect(await messages({ max_tokens: 1.5 })).toEqual([{ field: 'max_tokens', message: 'max_tokens must be an integer number' }]);
   });
 });

@@ -51,29 +51,52 @@ class MemoizingValidationPipe extends ValidationPipe {
   }
 }
 
+/**
+ * Constraints that say what a field must be (its type or its set of values). When a value breaks
+ * one of them, its other constraints (`must not be greater than 2048` for the string `"5"`) are
+ * consequences, not the problem.
+ */
+const TYPE_CONSTRAINTS = new Set([
+  'isDefined', 'isInt', 'isNumber', 'isString', 'isBoolean', 'isArray', 'isObject', 'isIn', 'isEnum', 'equals',
+  'isStringOrStringArray', 'isMessageContent', 'isFlatMetadata', 'nestedValidation', 'whitelistValidation', 'unknownValue',
+]);
+
+/**
+ * The one message reported for a field: its type constraint when it breaks one, else the first
+ * rule it breaks in the order the DTO declares them (class-validator lists constraints in reverse
+ * declaration order, since decorators apply bottom-up).
+ */
+function messageOf(constraints: Record<string, string>): string | undefined {
+  const names = Object.keys(constraints);
+  const type = names.find((n) => TYPE_CONSTRAINTS.has(n));
+  const name = type ?? names[names.length - 1];
+  return name === undefined ? undefined : constraints[name];
+}
+
 function flatten(errors: ValidationError[], parent = ''): { field: string; message: string }[] {
   return errors.flatMap((e) => {
     const field = parent ? `${parent}.${e.property}` : e.property;
-    const own = Object.values(e.constraints ?? {}).map((message) => ({
-      field,
-      // class-validator words messages with the bare property; name the full path instead.
-      message: parent ? message.replace(new RegExp(`^${e.property}\\b`), field) : message,
-    }));
+    const message = messageOf(e.constraints ?? {});
+    // class-validator words messages with the bare property; name the full path instead.
+    const own = message === undefined ? [] : [{ field, message: parent ? message.replace(new RegExp(`^${e.property}\\b`), field) : message }];
     return [...own, ...flatten(e.children ?? [], field)];
   });
 }
 
 /**
  * Strict validation for every body: no implicit type coercion (`"5"` is not a number), unknown
- * fields stripped, and a 400 envelope that names each bad field.
+ * fields stripped, and a 400 envelope that names each bad field with one message: what type it
+ * must be when it has the wrong one, else the first rule it breaks.
  */
 export function createValidationPipe(): ValidationPipe {
   return new MemoizingValidationPipe({
     transform: true,
     whitelist: true,
     forbidUnknownValues: true,
-    // One message per field: the first rule it breaks, not a pile of consequences.
-    stopAtFirstError: true,
+    // Every rule is checked (stopAtFirstError would stop at the last-declared one: a string "5"
+    // for max_tokens was reported as "must not be greater than 2048"); messageOf() then reports
+    // one message per field, its type first.
+    stopAtFirstError: false,
     transformOptions: { enableImplicitConversion: false },
     validationError: { target: false, value: false },
     exceptionFactory: (errors) => {
