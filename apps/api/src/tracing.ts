@@ -32,8 +32,8 @@ function redactAttributes(attributes: Attributes, set: (name: string, value: str
 /**
  * Redacts credentials in every span before any exporter sees it: credential-like query
  * parameters (`?api_key=…`, `?x-api-key=…`) in the URL attributes, and any credential-shaped value
- * (`sk-…` keys, Bearer values, the API_KEYS) in any string attribute, event attribute or span
- * name, for instance a key put in the path. The instrumentations record the raw URL (the HTTP one
+ * (`sk-…` keys, Bearer values, the API_KEYS) in any string attribute, event attribute, status
+ * message or span name, for instance a key put in the path. The instrumentations record the raw URL (the HTTP one
  * only redacts a few cloud signature names), and a key must not end up in the trace backend any
  * more than in the logs. Attributes are checked when the span starts and again when it ends.
  */
@@ -49,6 +49,9 @@ class SecretRedaction implements SpanProcessor {
     const writable = (target: Attributes) => (name: string, value: string) => (target[name] = value);
     redactAttributes(span.attributes, writable(span.attributes as Attributes));
     for (const event of span.events) if (event.attributes) redactAttributes(event.attributes, writable(event.attributes as Attributes));
+    // An error's message may quote client input (an unknown model name, a collection name).
+    const status = span.status as { message?: string };
+    if (status.message) status.message = redactSecrets(status.message);
     const name = redactSecrets(span.name);
     if (name !== span.name) (span as { name: string }).name = name;
   }
