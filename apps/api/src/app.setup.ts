@@ -5,6 +5,7 @@ import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
 import { AllExceptionsFilter, AppConfig, bodyDeadline, bodyParserErrors, createValidationPipe, jsonBody, jsonDepthLimit, jsonOnly } from '@app/common';
 import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
+import { schemaLimits } from './openai/schema-limits.middleware';
 
 /**
  * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
@@ -51,6 +52,7 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(jsonBody(config.bodyLimit));
   app.use(bodyParserErrors);
   app.use(jsonDepthLimit);
+  app.use(schemaLimits(config.schemaLimits));
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   // Only traces need the route template while the request runs (to name the server span); logs

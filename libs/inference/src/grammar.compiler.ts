@@ -47,9 +47,6 @@ function tooComplex(message: string): InferenceException {
  * Returns the schema's JSON text.
  */
 export function checkSchemaComplexity(schema: object, limits: SchemaLimits): string {
-  const text = JSON.stringify(schema);
-  const bytes = Buffer.byteLength(text, 'utf8');
-  if (bytes > limits.maxBytes) throw tooComplex(`${bytes} bytes of JSON; at most ${limits.maxBytes} (SCHEMA_MAX_BYTES)`);
   let enums = 0;
   let properties = 0;
   const stack: [unknown, number][] = [[schema, 1]];
@@ -76,6 +73,10 @@ export function checkSchemaComplexity(schema: object, limits: SchemaLimits): str
       else if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
     }
   }
+  // After the walk: JSON.stringify recurses, and the depth limit keeps it within the stack.
+  const text = JSON.stringify(schema);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > limits.maxBytes) throw tooComplex(`${bytes} bytes of JSON; at most ${limits.maxBytes} (SCHEMA_MAX_BYTES)`);
   return text;
 }
 
@@ -87,10 +88,13 @@ export function checkSchemaComplexity(schema: object, limits: SchemaLimits): str
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 let convert;
-parentPort.on('message', async ({ id, schema }) => {
+parentPort.on('message', async ({ id, schema, maxBytes }) => {
   try {
     convert ??= (await import(workerData.converter)).getGbnfGrammarForGbnfJsonSchema;
-    parentPort.postMessage({ id, gbnf: convert(schema) });
+    const gbnf = convert(JSON.parse(schema));
+    const bytes = Buffer.byteLength(gbnf, 'utf8');
+    // An oversized grammar is not even sent back: copying it to the event loop has a cost too.
+    parentPort.postMessage(bytes > maxBytes ? { id, tooLarge: bytes } : { id, gbnf });
   } catch (err) {
     parentPort.postMessage({ id, error: String((err && err.message) || err) });
   }
@@ -98,9 +102,14 @@ parentPort.on('message', async ({ id, schema }) => {
 
 interface Job {
   readonly id: number;
-  readonly schema: object;
+  /** The schema's JSON text: a string crosses to the worker far cheaper than a cloned object. */
+  readonly schema: string;
   resolve(gbnf: string): void;
   reject(err: Error): void;
+}
+
+function grammarTooLarge(bytes: number): InferenceException {
+  return tooComplex(`its grammar would have ${bytes} bytes; at most ${MAX_GRAMMAR_BYTES}`);
 }
 
 /**
@@ -122,7 +131,8 @@ export class GrammarWorker {
     this.#converter = pathToFileURL(join(dirname(index), 'utils', 'gbnfJson', 'getGbnfGrammarForGbnfJsonSchema.js')).href;
   }
 
-  convert(schema: object): Promise<string> {
+  /** GBNF for a schema given as JSON text; rejects with schema_too_complex past MAX_GRAMMAR_BYTES or the timeout. */
+  convert(schema: string): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       this.#queue.push({ id: this.#nextId++, schema, resolve, reject });
       this.#pump();
@@ -155,7 +165,7 @@ export class GrammarWorker {
       this.#pump();
     }, this.timeoutMs);
     this.#running = { job, timer };
-    worker.postMessage({ id: job.id, schema: job.schema });
+    worker.postMessage({ id: job.id, schema: job.schema, maxBytes: MAX_GRAMMAR_BYTES });
   }
 
   #ensureWorker(): Worker {
@@ -163,12 +173,13 @@ export class GrammarWorker {
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { converter: this.#converter } });
     // Never keeps the process alive: shutdown does not wait for an idle converter.
     worker.unref();
-    worker.on('message', (msg: { id: number; gbnf?: string; error?: string }) => {
+    worker.on('message', (msg: { id: number; gbnf?: string; tooLarge?: number; error?: string }) => {
       const running = this.#running;
       if (!running || running.job.id !== msg.id) return;
       clearTimeout(running.timer);
       this.#running = null;
       if (msg.gbnf !== undefined) running.job.resolve(msg.gbnf);
+      else if (msg.tooLarge !== undefined) running.job.reject(grammarTooLarge(msg.tooLarge));
       else running.job.reject(new Error(msg.error ?? 'conversion failed'));
       this.#afterJob();
     });
@@ -250,7 +261,7 @@ export class GrammarCompiler {
       return cached.grammar;
     }
     const entry: CacheEntry = { grammar: Promise.resolve(), bytes: 0 };
-    const grammar = this.#build(schema).then(
+    const grammar = this.#build(text).then(
       ({ grammar, bytes }) => {
         if (this.#cache.get(key) === entry) {
           entry.bytes = bytes;
@@ -274,7 +285,7 @@ export class GrammarCompiler {
     return this.#worker.close();
   }
 
-  async #build(schema: object): Promise<{ grammar: unknown; bytes: number }> {
+  async #build(schema: string): Promise<{ grammar: unknown; bytes: number }> {
     let gbnf: string;
     try {
       gbnf = await this.#worker.convert(schema);
@@ -285,7 +296,7 @@ export class GrammarCompiler {
       });
     }
     const bytes = Buffer.byteLength(gbnf, 'utf8');
-    if (bytes > MAX_GRAMMAR_BYTES) throw tooComplex(`its grammar would have ${bytes} bytes; at most ${MAX_GRAMMAR_BYTES}`);
+    if (bytes > MAX_GRAMMAR_BYTES) throw grammarTooLarge(bytes);
     try {
       return { grammar: await this.parse(gbnf), bytes };
     } catch (err) {

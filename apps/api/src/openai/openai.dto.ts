@@ -20,7 +20,7 @@ import {
   registerDecorator,
   ValidationArguments,
 } from 'class-validator';
-import { IsStringOrStringArray } from '@app/common';
+import { FreeFormFields, IsStringOrStringArray } from '@app/common';
 import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 
 const FINITE = { allowNaN: false, allowInfinity: false };
@@ -217,6 +217,8 @@ export class ResponseFormatDto {
   json_schema?: JsonSchemaFormatDto;
 }
 
+/** The JSON schema is free-form: validated as an object, not copied field by field (see FreeFormFields). */
+@FreeFormFields('response_format.json_schema.schema')
 export class ChatCompletionRequestDto extends SamplingDto {
   @ApiProperty({ type: [ChatMessageDto] })
   @IsArray()

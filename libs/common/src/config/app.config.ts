@@ -364,9 +364,9 @@ export const CONFIG_SPEC = {
   RETRIEVAL_UPLOAD_CONCURRENCY: int('RETRIEVAL_UPLOAD_CONCURRENCY', 0, 1000, 1,
     'Document uploads one API key may have in progress at once (chunking and embedding); beyond it: 429; 0 = unlimited'),
   SCHEMA_MAX_BYTES: bytes('SCHEMA_MAX_BYTES', '64kb', 'Largest `response_format` JSON schema (400 `schema_too_complex` above)'),
-  SCHEMA_MAX_ENUM_VALUES: int('SCHEMA_MAX_ENUM_VALUES', 1, 100000, 1000, '`enum` values (and `const`s) one response_format schema may hold in all'),
+  SCHEMA_MAX_ENUM_VALUES: int('SCHEMA_MAX_ENUM_VALUES', 1, 10000000, 1000, '`enum` values (and `const`s) one response_format schema may hold in all'),
   SCHEMA_MAX_DEPTH: int('SCHEMA_MAX_DEPTH', 1, 64, 10, 'Deepest nesting of subschemas (properties, items, anyOf…) in a response_format schema'),
-  SCHEMA_MAX_PROPERTIES: int('SCHEMA_MAX_PROPERTIES', 1, 100000, 1000, 'Object properties one response_format schema may declare in all'),
+  SCHEMA_MAX_PROPERTIES: int('SCHEMA_MAX_PROPERTIES', 1, 10000000, 1000, 'Object properties one response_format schema may declare in all'),
 } as const;
 
 type Spec = typeof CONFIG_SPEC;

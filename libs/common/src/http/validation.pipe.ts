@@ -23,6 +23,47 @@ function copyOf<T>(value: T): T {
   return copy as T;
 }
 
+const FREE_FORM = Symbol('validation:free-form');
+
+/**
+ * Declares fields of a body DTO (dotted paths from it, e.g. `response_format.json_schema.schema`)
+ * that hold free-form JSON objects, such as a JSON schema: validated as objects, but handed over
+ * as parsed instead of being copied and walked by class-transformer and Nest's body sanitizers.
+ * A megabyte schema cost about 100 ms of event loop in those copies.
+ */
+export function FreeFormFields(...paths: string[]): ClassDecorator {
+  return (target) => Reflect.defineMetadata(FREE_FORM, paths.map((p) => p.split('.')), target);
+}
+
+/** Takes each declared free-form object out of `body` (a `{}` stands in for validation); returns them by path. */
+function detachFreeForm(body: unknown, dto: object): [string[], object][] {
+  const paths = Reflect.getMetadata(FREE_FORM, dto) as string[][] | undefined;
+  if (!paths || body === null || typeof body !== 'object') return [];
+  const detached: [string[], object][] = [];
+  for (const path of paths) {
+    let parent: unknown = body;
+    for (const key of path.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>)[key] : undefined;
+    if (parent === null || typeof parent !== 'object') continue;
+    const leaf = path[path.length - 1];
+    const value = Object.prototype.hasOwnProperty.call(parent, leaf) ? (parent as Record<string, unknown>)[leaf] : undefined;
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) continue;
+    detached.push([path, value]);
+    (parent as Record<string, unknown>)[leaf] = {};
+  }
+  return detached;
+}
+
+/** Puts the detached objects back, into the body and into the DTO built from it. */
+function reattachFreeForm(targets: unknown[], detached: [string[], object][]): void {
+  for (const [path, value] of detached) {
+    for (const target of targets) {
+      let parent: unknown = target;
+      for (const key of path.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>)[key] : undefined;
+      if (parent !== null && typeof parent === 'object') (parent as Record<string, unknown>)[path[path.length - 1]] = value;
+    }
+  }
+}
+
 /**
  * Nest's ValidationPipe that remembers the DTOs it built from recent body texts. Validation and
  * transformation are a pure function of the JSON text and the DTO class, and class-validator is
@@ -40,7 +81,18 @@ class MemoizingValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
     const dto = metadata.type === 'body' && metadata.data === undefined && this.toValidate(metadata) ? metadata.metatype : undefined;
     const text = dto ? jsonSourceOf(value) : undefined;
-    if (!dto || text === undefined || text.length > MEMO_MAX_CHARS) return super.transform(value, metadata);
+    if (!dto || text === undefined || text.length > MEMO_MAX_CHARS) {
+      const detached = dto ? detachFreeForm(value, dto) : [];
+      if (detached.length === 0) return super.transform(value, metadata);
+      try {
+        const result: unknown = await super.transform(value, metadata);
+        reattachFreeForm([value, result], detached);
+        return result;
+      } catch (err) {
+        reattachFreeForm([value], detached);
+        throw err;
+      }
+    }
     let memo = this.#memo.get(dto);
     const known = memo?.get(text);
     if (known !== undefined) return copyOf(known);
