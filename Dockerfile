@@ -29,7 +29,10 @@ COPY tsconfig.json tsconfig.build.json nest-cli.json ./
 COPY apps ./apps
 COPY libs ./libs
 COPY scripts ./scripts
-RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+# The engine addon (persistent ggml threadpool): npm ci ran before the sources were here. In the
+# image it must build (--strict); on other machines the server falls back without it.
+RUN node scripts/build-native.js --strict \
+ && npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # ---- CPU: no GPU libraries at all ------------------------------------------------------------
 FROM build AS deps-cpu
@@ -90,6 +93,7 @@ WORKDIR /app
 COPY --from=deps --chown=root:root /app/package.json ./package.json
 COPY --from=deps --chown=root:root /app/node_modules ./node_modules
 COPY --from=deps --chown=root:root /app/dist ./dist
+COPY --from=deps --chown=root:root /app/libs/inference/native/build/Release/llm_engine.node ./libs/inference/native/build/Release/llm_engine.node
 COPY --chown=root:root models/stories260K.gguf models/README.md ./models/
 LABEL org.opencontainers.image.title="llm-serving-platform" org.opencontainers.image.description="NestJS gateway over in-process llama.cpp (${VARIANT})"
 USER 10001:10001

@@ -13,13 +13,13 @@ function newest(dir) {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) latest = Math.max(latest, newest(path));
-    else if (entry.name.endsWith('.ts')) latest = Math.max(latest, statSync(path).mtimeMs);
+    else if (/\.(ts|tsx|css|html)$/.test(entry.name)) latest = Math.max(latest, statSync(path).mtimeMs);
   }
   return latest;
 }
 
 const sources = Math.max(newest(join(root, 'apps')), newest(join(root, 'libs')), statSync(join(root, 'tsconfig.json')).mtimeMs);
 if (!existsSync(marker) || statSync(marker).mtimeMs < sources) {
-  process.stderr.write('Building (tsc)...\n');
+  process.stderr.write('Building (tsc, console)...\n');
   execSync('npm run --silent build', { cwd: root, stdio: 'inherit' });
 }

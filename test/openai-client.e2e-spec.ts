@@ -51,7 +51,7 @@ describe('OpenAI SDK compatibility', () => {
     expect(chunks).toBeGreaterThan(2);
     expect(text).toBe(whole.choices[0].text);
     expect(finish).toBe('length');
-    expect(usage).toEqual(whole.usage && { prompt_tokens: whole.usage.prompt_tokens, completion_tokens: 24, total_tokens: whole.usage.total_tokens });
+    expect(usage).toMatchObject({ prompt_tokens: whole.usage?.prompt_tokens, completion_tokens: 24, total_tokens: whole.usage?.total_tokens });
   });
 
   it('chat completions, not streamed', async () => {

@@ -83,7 +83,10 @@ function wrongValue(kind: Kind): fc.Arbitrary<unknown> {
   switch (kind) {
     case 'string':
     case 'stringOrArray':
-      return fc.oneof(num, fc.boolean(), anyObject, fc.array(fc.oneof(num, fc.boolean(), anyObject), { minLength: 1, maxLength: 4 }));
+      return fc
+        .oneof(num, fc.boolean(), anyObject, fc.array(fc.oneof(num, fc.boolean(), anyObject), { minLength: 1, maxLength: 4 }))
+        // Token ids are a valid completions prompt and embeddings input.
+        .filter((v) => !(kind === 'stringOrArray' && Array.isArray(v) && v.every((x) => Number.isInteger(x) && (x as number) >= 0)));
     case 'int':
     case 'number':
       return fc.oneof(fc.string(), fc.boolean(), anyObject, fc.array(num, { maxLength: 3 }));

@@ -2,6 +2,8 @@ import { Module } from '@nestjs/common';
 import { AuthModule } from '@app/auth';
 import { CommonModule } from '@app/common';
 import { ObservabilityModule } from '@app/observability';
+import { UsageLedgerModule } from '@app/usage';
+import { AdminModule } from './admin/admin.module';
 import { ResponseCacheModule } from './cache/cache.module';
 import { GenerateModule } from './generate/generate.module';
 import { HealthModule } from './health/health.module';
@@ -14,12 +16,14 @@ import { RetrievalApiModule } from './retrieval/retrieval-api.module';
     CommonModule,
     ObservabilityModule,
     AuthModule.forServer(),
+    UsageLedgerModule.forServer(),
     ResponseCacheModule,
     RetrievalApiModule,
     HealthModule,
     MetricsModule,
     GenerateModule,
     OpenAIModule,
+    AdminModule,
   ],
 })
 export class AppModule {}

@@ -3,9 +3,21 @@ import { text } from 'express';
 import type { NextFunction, Request, Response } from 'express';
 import helmet from 'helmet';
 import { Logger } from 'nestjs-pino';
-import { AllExceptionsFilter, AppConfig, bodyDeadline, bodyParserErrors, createValidationPipe, jsonBody, jsonDepthLimit, jsonOnly } from '@app/common';
+import {
+  AllExceptionsFilter,
+  AppConfig,
+  bodyDeadline,
+  bodyParserErrors,
+  createValidationPipe,
+  jsonBody,
+  jsonDepthLimit,
+  jsonOnly,
+  registerErrorTranslator,
+} from '@app/common';
 import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
 import { schemaLimits } from './openai/schema-limits.middleware';
+import { translateBatchingError } from './errors/batching-error.mapping';
+import { consoleHandlers } from './console/console.static';
 
 /**
  * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
@@ -41,6 +53,8 @@ export function configureApp(app: NestExpressApplication): void {
     });
   }
   app.use(helmet({ contentSecurityPolicy: false }));
+  // The web console's static files, with their own strict CSP (CONSOLE_ENABLED=false: 404).
+  if (config.consoleEnabled) app.use('/console', ...consoleHandlers());
   app.use(bodyDeadline(config.bodyTimeoutMs));
   // Document uploads: JSON or a plain-text body, up to RETRIEVAL_UPLOAD_LIMIT; parsed here, so
   // the global JSON parser below leaves them alone.
@@ -53,6 +67,8 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(bodyParserErrors);
   app.use(jsonDepthLimit);
   app.use(schemaLimits(config.schemaLimits));
+  // The scheduler's errors carry codes and data only; their HTTP status and headers are chosen here.
+  registerErrorTranslator(translateBatchingError);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   // Only traces need the route template while the request runs (to name the server span); logs

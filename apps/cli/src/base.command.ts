@@ -16,7 +16,7 @@ const COMMANDER_OK = new Set(['commander.helpDisplayed', 'commander.help', 'comm
 export function exitCodeFor(err: unknown): ExitCode {
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && code.startsWith('commander.')) return COMMANDER_OK.has(code) ? ExitCode.Ok : ExitCode.Usage;
-  if (code === 'invalid_key_options') return ExitCode.Usage;
+  if (code === 'invalid_key_options' || code === 'invalid_usage_query') return ExitCode.Usage;
   return ExitCode.Error;
 }
 

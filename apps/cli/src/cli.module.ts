@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { AuthModule } from '@app/auth';
 import { CommonModule } from '@app/common';
+import { UsageLedgerModule } from '@app/usage';
 import { BenchCommand } from './bench/bench.command';
 import { CacheBenchCommand } from './bench/cache-bench.command';
 import { InterferenceBenchCommand } from './bench/interference-bench.command';
@@ -8,9 +9,11 @@ import { ModelSynthCommand } from './bench/model-synth.command';
 import { ServingBenchCommand } from './bench/serving-bench.command';
 import { CacheAdminClient } from './cache/cache-admin.client';
 import { CacheCommand, CacheFlushCommand, CacheStatsCommand } from './cache/cache.command';
+import { GpuBuildCommand, GpuCommand, GpuRestoreCommand, GpuStatusCommand } from './gpu/gpu.command';
 import { HealthCommand } from './health.command';
-import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand } from './keys.command';
+import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand, KeysUpdateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
+import { UsageCommand } from './usage.command';
 import { RetrievalClient } from './retrieval/retrieval.client';
 import {
   CollectionsCommand,
@@ -23,7 +26,7 @@ import {
 
 /** The model is not imported here: `model info` loads it lazily, so other commands start fast. */
 @Module({
-  imports: [CommonModule, AuthModule.forKeyManagement()],
+  imports: [CommonModule, AuthModule.forKeyManagement(), UsageLedgerModule.forReporting()],
   providers: [
     HealthCommand,
     ModelCommand,
@@ -31,9 +34,11 @@ import {
     ModelSynthCommand,
     KeysCommand,
     KeysCreateCommand,
+    KeysUpdateCommand,
     KeysListCommand,
     KeysRevokeCommand,
     KeysRotateCommand,
+    UsageCommand,
     CacheAdminClient,
     CacheCommand,
     CacheStatsCommand,
@@ -45,6 +50,10 @@ import {
     CollectionsDeleteCommand,
     DocsCommand,
     DocsAddCommand,
+    GpuCommand,
+    GpuBuildCommand,
+    GpuStatusCommand,
+    GpuRestoreCommand,
     BenchCommand,
     ServingBenchCommand,
     InterferenceBenchCommand,

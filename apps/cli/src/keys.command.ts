@@ -3,12 +3,14 @@ import {
   ApiKeysService,
   AuthErrorCode,
   AuthException,
+  parseBudget,
   parseExpiry,
   parseLimit,
   parsePriority,
   parseScopes,
   SCOPES,
 } from '@app/auth';
+import type { UpdateKeyOptions } from '@app/auth';
 import { BaseCommand } from './base.command';
 import { formatIssued, formatKey, formatTable, issuedJson, keyJson } from './keys.presenter';
 
@@ -16,15 +18,34 @@ interface OutputOptions {
   json?: boolean;
 }
 
-interface CreateOptions extends OutputOptions {
-  name?: string;
+interface SettingsOptions extends OutputOptions {
   rpm?: string;
   tpm?: string;
   concurrency?: string;
+  budgetDay?: string;
+  budgetMonth?: string;
   scopes?: string;
   expires?: string;
   priority?: string;
+}
+
+interface CreateOptions extends SettingsOptions {
+  name?: string;
   quiet?: boolean;
+}
+
+/** The parsed values of the options given (absent: the default, or unchanged for update). */
+function settings(o: SettingsOptions): UpdateKeyOptions {
+  return {
+    rpm: o.rpm === undefined ? undefined : parseLimit('rpm', o.rpm),
+    tpm: o.tpm === undefined ? undefined : parseLimit('tpm', o.tpm),
+    concurrency: o.concurrency === undefined ? undefined : parseLimit('concurrency', o.concurrency),
+    budgetDay: o.budgetDay === undefined ? undefined : parseBudget('budget-day', o.budgetDay),
+    budgetMonth: o.budgetMonth === undefined ? undefined : parseBudget('budget-month', o.budgetMonth),
+    scopes: o.scopes === undefined ? undefined : parseScopes(o.scopes),
+    priority: o.priority === undefined ? undefined : parsePriority(o.priority),
+    expiresAt: o.expires === undefined ? undefined : parseExpiry(o.expires),
+  };
 }
 
 const write = (text: string): void => void process.stdout.write(text);
@@ -45,34 +66,8 @@ abstract class KeysSubCommand extends BaseCommand {
   }
 }
 
-@SubCommand({ name: 'create', description: 'Create an API key and print it (the only time it is shown)' })
-export class KeysCreateCommand extends KeysSubCommand {
-  constructor(private readonly keys: ApiKeysService) {
-    super();
-  }
-
-  async run(args: string[], o: CreateOptions): Promise<void> {
-    if (args.length > 0) throw new AuthException(AuthErrorCode.InvalidKeyOptions, `unexpected argument ${JSON.stringify(args[0])}; use --name`);
-    if (!o.name) throw new AuthException(AuthErrorCode.InvalidKeyOptions, 'keys create needs --name <name>');
-    const issued = await this.keys.create({
-      name: o.name,
-      rpm: o.rpm === undefined ? undefined : parseLimit('rpm', o.rpm),
-      tpm: o.tpm === undefined ? undefined : parseLimit('tpm', o.tpm),
-      concurrency: o.concurrency === undefined ? undefined : parseLimit('concurrency', o.concurrency),
-      scopes: o.scopes === undefined ? undefined : parseScopes(o.scopes),
-      priority: o.priority === undefined ? undefined : parsePriority(o.priority),
-      expiresAt: o.expires === undefined ? undefined : parseExpiry(o.expires),
-    });
-    if (o.quiet) write(`${issued.key}\n`);
-    else if (o.json) json(issuedJson(issued));
-    else write(formatIssued('Created', issued));
-  }
-
-  @Option({ flags: '-n, --name <name>', description: 'Label, unique among unrevoked keys (letters, digits, . _ @ -)' })
-  parseName(v: string): string {
-    return v;
-  }
-
+/** The options create and update share: limits, budgets, scopes, expiry, priority. */
+abstract class KeySettingsCommand extends KeysSubCommand {
   @Option({ flags: '--rpm <n>', description: 'Requests per window (RATE_LIMIT_WINDOW_MS); 0 = unlimited. Default KEY_DEFAULT_RPM' })
   parseRpm(v: string): string {
     return v;
@@ -85,6 +80,16 @@ export class KeysCreateCommand extends KeysSubCommand {
 
   @Option({ flags: '--concurrency <n>', description: 'Requests in flight at once; 0 = unlimited. Default KEY_DEFAULT_CONCURRENCY' })
   parseConcurrency(v: string): string {
+    return v;
+  }
+
+  @Option({ flags: '--budget-day <tokens>', description: 'Prompt + completion tokens per UTC day (50k, 2m); 0 or none = no budget (default)' })
+  parseBudgetDay(v: string): string {
+    return v;
+  }
+
+  @Option({ flags: '--budget-month <tokens>', description: 'Prompt + completion tokens per UTC month (50k, 2m); 0 or none = no budget (default)' })
+  parseBudgetMonth(v: string): string {
     return v;
   }
 
@@ -102,10 +107,52 @@ export class KeysCreateCommand extends KeysSubCommand {
   parsePriority(v: string): string {
     return v;
   }
+}
+
+@SubCommand({ name: 'create', description: 'Create an API key and print it (the only time it is shown)' })
+export class KeysCreateCommand extends KeySettingsCommand {
+  constructor(private readonly keys: ApiKeysService) {
+    super();
+  }
+
+  async run(args: string[], o: CreateOptions): Promise<void> {
+    if (args.length > 0) throw new AuthException(AuthErrorCode.InvalidKeyOptions, `unexpected argument ${JSON.stringify(args[0])}; use --name`);
+    if (!o.name) throw new AuthException(AuthErrorCode.InvalidKeyOptions, 'keys create needs --name <name>');
+    const issued = await this.keys.create({ name: o.name, ...settings(o) });
+    if (o.quiet) write(`${issued.key}\n`);
+    else if (o.json) json(issuedJson(issued));
+    else write(formatIssued('Created', issued));
+  }
+
+  @Option({ flags: '-n, --name <name>', description: 'Label, unique among unrevoked keys (letters, digits, . _ @ -)' })
+  parseName(v: string): string {
+    return v;
+  }
 
   @Option({ flags: '-q, --quiet', description: 'Print only the key (for export API_KEY=$(...))' })
   parseQuiet(): boolean {
     return true;
+  }
+}
+
+@SubCommand({
+  name: 'update',
+  arguments: '<id-or-name>',
+  description: 'Change a key\'s limits, budgets, scopes, priority or expiry (running servers see it within KEY_CACHE_TTL_MS)',
+})
+export class KeysUpdateCommand extends KeySettingsCommand {
+  constructor(private readonly keys: ApiKeysService) {
+    super();
+  }
+
+  async run(args: string[], o: SettingsOptions): Promise<void> {
+    const changes = settings(o);
+    if (Object.values(changes).every((v) => v === undefined)) {
+      throw new AuthException(AuthErrorCode.InvalidKeyOptions, 'keys update needs at least one of --rpm --tpm --concurrency --budget-day --budget-month --scopes --priority --expires');
+    }
+    const record = await this.keys.update(oneRef(args, 'update'), changes);
+    if (o.json) json(keyJson(record));
+    else write(`Updated API key ${record.id} "${record.name}":\n${formatKey(record)}`);
   }
 }
 
@@ -158,7 +205,7 @@ export class KeysRotateCommand extends KeysSubCommand {
 @Command({
   name: 'keys',
   description: 'Manage API keys (in DATA_DIR/keys.db, or DATABASE_URL)',
-  subCommands: [KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand],
+  subCommands: [KeysCreateCommand, KeysUpdateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand],
 })
 export class KeysCommand extends BaseCommand {
   async run(): Promise<void> {

@@ -1,27 +1,9 @@
-import { ApiKeyRecord, IssuedKey, keyStatus } from '@app/auth';
+import { ApiKeyRecord, IssuedKey, issuedJson, keyJson, keyStatus } from '@app/auth';
 
-/** A key as `--json` prints it: never the secret or its hash. */
-export function keyJson(k: ApiKeyRecord): Record<string, unknown> {
-  return {
-    id: k.id,
-    name: k.name,
-    hint: k.hint,
-    status: keyStatus(k),
-    scopes: k.scopes,
-    limits: { rpm: k.limits.rpm, tpm: k.limits.tpm, concurrency: k.limits.concurrency },
-    priority: k.priority,
-    created_at: k.createdAt.toISOString(),
-    last_used_at: k.lastUsedAt?.toISOString() ?? null,
-    expires_at: k.expiresAt?.toISOString() ?? null,
-    revoked_at: k.revokedAt?.toISOString() ?? null,
-  };
-}
-
-export function issuedJson(issued: IssuedKey): Record<string, unknown> {
-  return { ...keyJson(issued.record), key: issued.key };
-}
+export { issuedJson, keyJson };
 
 const limit = (n: number): string => (n === 0 ? 'unlimited' : String(n));
+const budget = (n: number): string => (n === 0 ? 'none' : String(n));
 const when = (d: Date | null, none = '-'): string => (d ? d.toISOString().slice(0, 16).replace('T', ' ') : none);
 
 export function formatKey(k: ApiKeyRecord): string {
@@ -34,13 +16,15 @@ export function formatKey(k: ApiKeyRecord): string {
     ['rpm', limit(k.limits.rpm)],
     ['tpm', limit(k.limits.tpm)],
     ['concurrency', limit(k.limits.concurrency)],
+    ['budget/day', budget(k.budget.day)],
+    ['budget/month', budget(k.budget.month)],
     ['priority', k.priority],
     ['created', when(k.createdAt)],
     ['last used', when(k.lastUsedAt, 'never')],
     ['expires', when(k.expiresAt, 'never')],
   ];
   if (k.revokedAt) rows.push(['revoked', when(k.revokedAt)]);
-  return rows.map(([name, value]) => `  ${name.padEnd(12)} ${value}`).join('\n') + '\n';
+  return rows.map(([name, value]) => `  ${name.padEnd(13)} ${value}`).join('\n') + '\n';
 }
 
 export function formatIssued(verb: 'Created' | 'Rotated', issued: IssuedKey): string {
@@ -53,7 +37,7 @@ export function formatIssued(verb: 'Created' | 'Rotated', issued: IssuedKey): st
 
 export function formatTable(keys: readonly ApiKeyRecord[]): string {
   if (keys.length === 0) return 'No API keys. Create one with: npm run cli -- keys create --name <name>\n';
-  const header = ['ID', 'NAME', 'KEY', 'STATUS', 'SCOPES', 'RPM', 'TPM', 'CONC', 'PRIORITY', 'CREATED', 'LAST USED', 'EXPIRES'];
+  const header = ['ID', 'NAME', 'KEY', 'STATUS', 'SCOPES', 'RPM', 'TPM', 'CONC', 'BUDGET/DAY', 'BUDGET/MONTH', 'PRIORITY', 'CREATED', 'LAST USED', 'EXPIRES'];
   const rows = keys.map((k) => [
     k.id,
     k.name,
@@ -63,6 +47,8 @@ export function formatTable(keys: readonly ApiKeyRecord[]): string {
     limit(k.limits.rpm),
     limit(k.limits.tpm),
     limit(k.limits.concurrency),
+    budget(k.budget.day),
+    budget(k.budget.month),
     k.priority,
     when(k.createdAt),
     when(k.lastUsedAt, 'never'),

@@ -54,6 +54,7 @@ export function formatDescriptor(d: ModelDescriptor): string {
     ['context per slot', String(d.contextSize)],
     ['slots', String(d.slots)],
     ['threads', String(d.threads)],
+    ['engine', d.engine === 'addon' ? `engine addon (${d.engineNote.replace(/^engine addon: /, '')})` : `node-llama-cpp binding (${d.engineNote})`],
     ['batch size', String(d.batchSize)],
     ['backend', d.gpu ? `${d.gpu} (${d.gpuLayers}/${d.layers} layers offloaded)` : 'CPU'],
     ['chat template', d.chatTemplate],

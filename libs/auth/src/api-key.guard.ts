@@ -54,6 +54,9 @@ export function anonymousPrincipal(scopes: readonly string[]): Principal {
   };
 }
 
+/** The anonymous caller with the default AUTH_DISABLED_SCOPES (its id and name, e.g. for usage reports). */
+export const ANONYMOUS: Principal = anonymousPrincipal(['generate']);
+
 /**
  * Authenticates every request to a protected route and attaches its Principal (`req.principal`,
  * `@Caller()`). Probe routes (`@ProbeRoute()`, and any `/health*` or `/metrics` path, however it

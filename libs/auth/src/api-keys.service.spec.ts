@@ -1,4 +1,4 @@
-import { parseExpiry, parseLimit, parsePriority, parseScopes } from './api-keys.service';
+import { parseBudget, parseExpiry, parseLimit, parsePriority, parseScopes } from './api-keys.service';
 import { AuthErrorCode } from './auth.exception';
 import { generateKey, hashKey, KEY_PREFIX, keyHint, keyStatus, priorityOf } from './key.types';
 
@@ -24,6 +24,11 @@ describe('key options', () => {
     expect(parseLimit('rpm', '60')).toBe(60);
     expect(parseLimit('rpm', 'unlimited')).toBe(0);
     for (const bad of ['-1', '1.5', 'abc', '99999999999']) expect(() => parseLimit('rpm', bad)).toThrow(/rpm must be a whole number/);
+    expect(parseBudget('budget-day', '2m')).toBe(2_000_000);
+    expect(parseBudget('budget-day', '50k')).toBe(50_000);
+    expect(parseBudget('budget-day', '1_000')).toBe(1000);
+    expect(parseBudget('budget-day', 'none')).toBe(0);
+    for (const bad of ['-1', '1.5', 'lots', '2t', '']) expect(() => parseBudget('budget-day', bad)).toThrow(/budget-day must be a whole number of tokens/);
     expect(parsePriority('HIGH')).toBe('high');
     expect(() => parsePriority('urgent')).toThrow(/priority must be one of low, normal, high/);
   });

@@ -9,6 +9,7 @@ import {
   hashKey,
   KEY_ID_PATTERN,
   KEY_NAME_PATTERN,
+  KeyChanges,
   keyHint,
   PRIORITY_CLASSES,
   PriorityClass,
@@ -24,11 +25,21 @@ export interface CreateKeyOptions {
   readonly rpm?: number;
   readonly tpm?: number;
   readonly concurrency?: number;
+  /** Prompt + completion tokens per UTC day; 0 (default) = no budget. */
+  readonly budgetDay?: number;
+  /** Prompt + completion tokens per UTC month; 0 (default) = no budget. */
+  readonly budgetMonth?: number;
   /** Default `normal`. */
   readonly priority?: PriorityClass;
   /** Default: never expires. */
   readonly expiresAt?: Date | null;
 }
+
+/** Options of {@link ApiKeysService.update}: only the fields given change. */
+export type UpdateKeyOptions = Partial<Omit<CreateKeyOptions, 'name'>>;
+
+/** Largest token budget: far beyond any real use, and exact in a JavaScript number. */
+const MAX_BUDGET = 1e15;
 
 /** A key as returned once, at creation or rotation: the only time the secret exists in clear. */
 export interface IssuedKey {
@@ -72,6 +83,18 @@ export function parsePriority(text: string): PriorityClass {
   return p as PriorityClass;
 }
 
+/** Parses `--budget-day` / `--budget-month`: tokens, with an optional k/m/g suffix (`2m` = 2,000,000); 0 or "none" = no budget. */
+export function parseBudget(name: string, text: string): number {
+  const t = text.trim().toLowerCase().replace(/_/g, '');
+  if (t === 'none' || t === 'unlimited') return 0;
+  const m = /^(\d{1,15})([kmg])?$/.exec(t);
+  const n = m ? Number(m[1]) * ({ k: 1e3, m: 1e6, g: 1e9 }[m[2] as 'k' | 'm' | 'g'] ?? 1) : NaN;
+  if (!Number.isSafeInteger(n) || n > MAX_BUDGET) {
+    throw invalid(`${name} must be a whole number of tokens, optionally with k, m or g (2m = 2,000,000); 0 or "none" = no budget (got ${JSON.stringify(text)})`);
+  }
+  return n;
+}
+
 export function parseLimit(name: string, text: string): number {
   const t = text.trim().toLowerCase();
   if (t === 'unlimited') return 0;
@@ -79,6 +102,20 @@ export function parseLimit(name: string, text: string): number {
     throw invalid(`${name} must be a whole number (0 or "unlimited" = no limit) (got ${JSON.stringify(text)})`);
   }
   return Number(t);
+}
+
+/** Checks the options that are present (create passes all of them, update only the changed ones). */
+function validate(o: UpdateKeyOptions): void {
+  for (const name of ['rpm', 'tpm', 'concurrency'] as const) {
+    const value = o[name];
+    if (value !== undefined && (!Number.isInteger(value) || value < 0 || value > 2_147_483_647)) throw invalid(`${name} must be a whole number >= 0 (got ${value})`);
+  }
+  for (const [name, value] of [['budget-day', o.budgetDay], ['budget-month', o.budgetMonth]] as const) {
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0 || value > MAX_BUDGET)) throw invalid(`${name} must be a whole number of tokens >= 0 (got ${value})`);
+  }
+  if (o.scopes !== undefined && (o.scopes.length === 0 || o.scopes.some((s) => !SCOPES.includes(s)))) throw invalid(`scopes must be among ${SCOPES.join(', ')}`);
+  if (o.priority !== undefined && !(o.priority in PRIORITY_CLASSES)) throw invalid(`priority must be one of ${Object.keys(PRIORITY_CLASSES).join(', ')}`);
+  if (o.expiresAt && o.expiresAt.getTime() <= Date.now()) throw invalid('expires must be in the future');
 }
 
 /**
@@ -119,14 +156,10 @@ export class ApiKeysService implements OnApplicationShutdown {
       tpm: options.tpm ?? defaults.tpm,
       concurrency: options.concurrency ?? defaults.concurrency,
     };
-    for (const [name, value] of Object.entries(limits)) {
-      if (!Number.isInteger(value) || value < 0 || value > 2_147_483_647) throw invalid(`${name} must be a whole number >= 0 (got ${value})`);
-    }
+    const budget = { day: options.budgetDay ?? 0, month: options.budgetMonth ?? 0 };
     const scopes = options.scopes ?? ['generate'];
-    if (scopes.length === 0 || scopes.some((s) => !SCOPES.includes(s))) throw invalid(`scopes must be among ${SCOPES.join(', ')}`);
     const priority = options.priority ?? 'normal';
-    if (!(priority in PRIORITY_CLASSES)) throw invalid(`priority must be one of ${Object.keys(PRIORITY_CLASSES).join(', ')}`);
-    if (options.expiresAt && options.expiresAt.getTime() <= Date.now()) throw invalid('expires must be in the future');
+    validate({ ...options, ...limits, scopes, priority, budgetDay: budget.day, budgetMonth: budget.month });
     await this.ready();
     const key = generateKey();
     const record: ApiKeyRecord = {
@@ -136,6 +169,7 @@ export class ApiKeysService implements OnApplicationShutdown {
       hint: keyHint(key),
       scopes: [...new Set(scopes)],
       limits,
+      budget,
       priority,
       createdAt: new Date(),
       lastUsedAt: null,
@@ -168,6 +202,26 @@ export class ApiKeysService implements OnApplicationShutdown {
     if (changed) this.#logger.log(`Revoked API key ${key.id} "${key.name}"`);
     const record = (await this.repo.findById(key.id)) ?? key;
     return { record, alreadyRevoked: !changed };
+  }
+
+  /**
+   * Changes an unrevoked key's limits, budgets, scopes, priority or expiry (servers see it
+   * within KEY_CACHE_TTL_MS). Fields not given stay as they are.
+   */
+  async update(ref: string, options: UpdateKeyOptions): Promise<ApiKeyRecord> {
+    validate(options);
+    const current = await this.resolve(ref);
+    if (current.revokedAt) throw new AuthException(AuthErrorCode.KeyNotFound, `API key ${current.id} "${current.name}" is revoked; create a new one instead`);
+    const changes: KeyChanges = {
+      scopes: options.scopes ? [...new Set(options.scopes)] : undefined,
+      limits: { rpm: options.rpm, tpm: options.tpm, concurrency: options.concurrency },
+      budget: { day: options.budgetDay, month: options.budgetMonth },
+      priority: options.priority,
+      expiresAt: options.expiresAt,
+    };
+    if (!(await this.repo.update(current.id, changes))) throw new AuthException(AuthErrorCode.KeyNotFound, `API key ${current.id} was revoked meanwhile`);
+    this.#logger.log(`Updated API key ${current.id} "${current.name}"`);
+    return (await this.repo.findById(current.id)) ?? current;
   }
 
   /** Gives the key a new secret; the old one stops working (within KEY_CACHE_TTL_MS on running servers). */

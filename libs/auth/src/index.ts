@@ -13,3 +13,4 @@ export * from './postgres-key.repository';
 export * from './rate-limit.service';
 export * from './rate-limit.guard';
 export * from './gateway.guard';
+export * from './key.view';

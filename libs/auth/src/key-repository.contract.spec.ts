@@ -101,6 +101,7 @@ function newKey(overrides: Partial<NewKeyRecord> = {}): { key: string; record: N
       hint: keyHint(key),
       scopes: ['generate'],
       limits: { rpm: 60, tpm: 1000, concurrency: 2 },
+      budget: { day: 0, month: 0 },
       priority: 'normal',
       createdAt: new Date(Math.floor(Date.now() / 1000) * 1000),
       expiresAt: null,
@@ -125,6 +126,7 @@ describe.each([sqliteBackend, postgresBackend])('key store contract: %p', (makeB
     const { record } = newKey({
       scopes: ['generate', 'admin'],
       limits: { rpm: 7, tpm: 0, concurrency: 3 },
+      budget: { day: 5000, month: 4_000_000_000 },
       priority: 'high',
       expiresAt: new Date('2031-05-01T12:00:00.000Z'),
     });
@@ -180,6 +182,26 @@ describe.each([sqliteBackend, postgresBackend])('key store contract: %p', (makeB
     expect(await repo.findByHash(hashKey(next))).toMatchObject({ id: record.id, name: record.name, hint: keyHint(next) });
   });
 
+  it(`(${backend.name}) updates limits, budgets, scopes, priority and expiry of an unrevoked key only`, async () => {
+    const { record } = newKey();
+    await repo.insert(record);
+    const expires = new Date('2032-01-01T00:00:00.000Z');
+    expect(await repo.update(record.id, { limits: { tpm: 0 }, budget: { month: 123_456 }, scopes: ['generate', 'admin'], priority: 'low', expiresAt: expires })).toBe(true);
+    expect(await repo.findById(record.id)).toMatchObject({
+      limits: { rpm: 60, tpm: 0, concurrency: 2 },
+      budget: { day: 0, month: 123_456 },
+      scopes: ['generate', 'admin'],
+      priority: 'low',
+      expiresAt: expires,
+    });
+    expect(await repo.update(record.id, {})).toBe(true);
+    expect(await repo.update(record.id, { expiresAt: null })).toBe(true);
+    expect((await repo.findById(record.id))?.expiresAt).toBeNull();
+    await repo.revoke(record.id, new Date());
+    expect(await repo.update(record.id, { budget: { day: 1 } })).toBe(false);
+    expect(await repo.update('key_0000000000000000', { budget: { day: 1 } })).toBe(false);
+  });
+
   it(`(${backend.name}) batches last-used times and never moves them backwards`, async () => {
     const a = newKey().record;
     const b = newKey().record;
@@ -211,9 +233,12 @@ describe.each([sqliteBackend, postgresBackend])('key store contract: %p', (makeB
 
   it(`(${backend.name}) through ApiKeysService: create, resolve by id or name, rotate, revoke`, async () => {
     const service = new ApiKeysService(repo, AppConfig.fromEnv({ KEY_DEFAULT_RPM: '42', KEY_DEFAULT_TPM: '0', KEY_DEFAULT_CONCURRENCY: '5' }));
-    const created = await service.create({ name: 'svc', tpm: 900, scopes: ['admin'], priority: 'low' });
+    const created = await service.create({ name: 'svc', tpm: 900, scopes: ['admin'], priority: 'low', budgetMonth: 10_000 });
     expect(created.key).toMatch(/^sk-llm-[\w-]{32}$/);
-    expect(created.record).toMatchObject({ name: 'svc', scopes: ['admin'], priority: 'low', limits: { rpm: 42, tpm: 900, concurrency: 5 } });
+    expect(created.record).toMatchObject({ name: 'svc', scopes: ['admin'], priority: 'low', limits: { rpm: 42, tpm: 900, concurrency: 5 }, budget: { day: 0, month: 10_000 } });
+    const updated = await service.update('svc', { budgetDay: 500, rpm: 0 });
+    expect(updated).toMatchObject({ limits: { rpm: 0, tpm: 900, concurrency: 5 }, budget: { day: 500, month: 10_000 } });
+    await expect(service.update('svc', { budgetDay: -1 })).rejects.toMatchObject({ code: AuthErrorCode.InvalidKeyOptions });
     expect((await service.resolve('svc')).id).toBe(created.record.id);
     expect((await service.resolve(created.record.id)).name).toBe('svc');
     const rotated = await service.rotate('svc');

@@ -1,4 +1,4 @@
-import { ApiKeyRecord, NewKeyRecord } from './key.types';
+import { ApiKeyRecord, KeyChanges, NewKeyRecord } from './key.types';
 
 /**
  * Where keys live. Two implementations pass the same contract suite: SQLite (a file in
@@ -22,6 +22,8 @@ export abstract class KeyRepository {
   abstract revoke(id: string, at: Date): Promise<boolean>;
   /** Swaps the secret of an unrevoked key (rotation); false when there is none. */
   abstract replaceSecret(id: string, hash: string, hint: string): Promise<boolean>;
+  /** Changes limits, budgets, scopes, priority or expiry of an unrevoked key; false when there is none. */
+  abstract update(id: string, changes: KeyChanges): Promise<boolean>;
   /** Batched last-used update; never moves a time backwards. */
   abstract touch(lastUsed: ReadonlyMap<string, Date>): Promise<void>;
   abstract close(): Promise<void>;
@@ -34,4 +36,18 @@ export function encodeScopes(scopes: readonly string[]): string {
 
 export function decodeScopes(text: string): ApiKeyRecord['scopes'] {
   return text.split(',').filter((s) => s.length > 0) as ApiKeyRecord['scopes'];
+}
+
+/** The columns an update sets, in both databases' names; only the fields present in `changes`. */
+export function updatedColumns(changes: KeyChanges): [column: string, value: string | number | Date | null][] {
+  const out: [string, string | number | Date | null][] = [];
+  if (changes.scopes !== undefined) out.push(['scopes', encodeScopes(changes.scopes)]);
+  if (changes.limits?.rpm !== undefined) out.push(['rpm', changes.limits.rpm]);
+  if (changes.limits?.tpm !== undefined) out.push(['tpm', changes.limits.tpm]);
+  if (changes.limits?.concurrency !== undefined) out.push(['concurrency', changes.limits.concurrency]);
+  if (changes.budget?.day !== undefined) out.push(['budget_day', changes.budget.day]);
+  if (changes.budget?.month !== undefined) out.push(['budget_month', changes.budget.month]);
+  if (changes.priority !== undefined) out.push(['priority', changes.priority]);
+  if (changes.expiresAt !== undefined) out.push(['expires_at', changes.expiresAt]);
+  return out;
 }

@@ -21,6 +21,18 @@ export interface KeyLimits {
   readonly concurrency: number;
 }
 
+/**
+ * Token budgets of a key: prompt + completion tokens per UTC day and per UTC month (0 = none).
+ * Unlike the rate limits they hold for whole calendar periods and are enforced by the usage
+ * library's BudgetService (429 `budget_exceeded`).
+ */
+export interface KeyBudget {
+  readonly day: number;
+  readonly month: number;
+}
+
+export const NO_BUDGET: KeyBudget = { day: 0, month: 0 };
+
 /** One stored key. The secret itself is never stored: only its SHA-256 `hash`. */
 export interface ApiKeyRecord {
   /** Stable public id (`key_…`), safe to log and show. */
@@ -32,6 +44,7 @@ export interface ApiKeyRecord {
   readonly hint: string;
   readonly scopes: readonly Scope[];
   readonly limits: KeyLimits;
+  readonly budget: KeyBudget;
   readonly priority: PriorityClass;
   readonly createdAt: Date;
   readonly lastUsedAt: Date | null;
@@ -39,7 +52,18 @@ export interface ApiKeyRecord {
   readonly revokedAt: Date | null;
 }
 
-export type NewKeyRecord = Omit<ApiKeyRecord, 'lastUsedAt' | 'revokedAt'>;
+/** A key to insert; `budget` defaults to none. */
+export type NewKeyRecord = Omit<ApiKeyRecord, 'lastUsedAt' | 'revokedAt' | 'budget'> & { readonly budget?: KeyBudget };
+
+/** What `keys update` may change on an unrevoked key; absent fields stay as they are. */
+export interface KeyChanges {
+  readonly scopes?: readonly Scope[];
+  readonly limits?: Partial<KeyLimits>;
+  readonly budget?: Partial<KeyBudget>;
+  readonly priority?: PriorityClass;
+  /** `null` = never expires. */
+  readonly expiresAt?: Date | null;
+}
 
 export type KeyStatus = 'active' | 'expired' | 'revoked';
 
@@ -56,6 +80,8 @@ export interface Principal {
   readonly name: string;
   readonly scopes: readonly Scope[];
   readonly limits: KeyLimits;
+  /** Token budgets (store keys only; static and anonymous callers have none). */
+  readonly budget?: KeyBudget;
   readonly priority: PriorityClass;
   readonly source: 'store' | 'static' | 'anonymous';
 }

@@ -1,8 +1,8 @@
 import { Logger } from '@nestjs/common';
 import { Pool, PoolClient } from 'pg';
 import { AuthErrorCode, AuthException } from './auth.exception';
-import { decodeScopes, encodeScopes, KeyRepository } from './key.repository';
-import { ApiKeyRecord, NewKeyRecord, PriorityClass } from './key.types';
+import { decodeScopes, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
+import { ApiKeyRecord, KeyChanges, NewKeyRecord, NO_BUDGET, PriorityClass } from './key.types';
 
 interface Row {
   id: string;
@@ -13,6 +13,8 @@ interface Row {
   rpm: number;
   tpm: number;
   concurrency: number;
+  budget_day: string | number;
+  budget_month: string | number;
   priority: string;
   created_at: Date;
   last_used_at: Date | null;
@@ -38,6 +40,9 @@ const MIGRATIONS: readonly string[] = [
      revoked_at timestamptz
    );
    CREATE UNIQUE INDEX api_keys_active_name ON %s.api_keys (name) WHERE revoked_at IS NULL;`,
+  // Token budgets per UTC day and month (0 = none).
+  `ALTER TABLE %s.api_keys ADD COLUMN budget_day bigint NOT NULL DEFAULT 0,
+                           ADD COLUMN budget_month bigint NOT NULL DEFAULT 0;`,
 ];
 
 /** Any constant shared by every replica: serialises concurrent migrations. */
@@ -51,6 +56,8 @@ function toRecord(r: Row): ApiKeyRecord {
     hint: r.key_hint,
     scopes: decodeScopes(r.scopes),
     limits: { rpm: r.rpm, tpm: r.tpm, concurrency: r.concurrency },
+    // bigint columns arrive as strings from node-postgres; budgets stay far below 2^53.
+    budget: { day: Number(r.budget_day), month: Number(r.budget_month) },
     priority: r.priority as PriorityClass,
     createdAt: r.created_at,
     lastUsedAt: r.last_used_at,
@@ -120,8 +127,8 @@ export class PostgresKeyRepository extends KeyRepository {
   async insert(key: NewKeyRecord): Promise<void> {
     try {
       await this.#pool.query(
-        `INSERT INTO ${this.#table} (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, priority, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+        `INSERT INTO ${this.#table} (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, budget_day, budget_month, priority, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
         [
           key.id,
           key.name,
@@ -131,6 +138,8 @@ export class PostgresKeyRepository extends KeyRepository {
           key.limits.rpm,
           key.limits.tpm,
           key.limits.concurrency,
+          (key.budget ?? NO_BUDGET).day,
+          (key.budget ?? NO_BUDGET).month,
           key.priority,
           key.createdAt,
           key.expiresAt,
@@ -173,6 +182,16 @@ export class PostgresKeyRepository extends KeyRepository {
     const r = await this.#pool.query(
       `UPDATE ${this.#table} SET key_hash = $1, key_hint = $2 WHERE id = $3 AND revoked_at IS NULL`,
       [hash, hint, id],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async update(id: string, changes: KeyChanges): Promise<boolean> {
+    const columns = updatedColumns(changes);
+    if (columns.length === 0) return (await this.findById(id))?.revokedAt === null;
+    const r = await this.#pool.query(
+      `UPDATE ${this.#table} SET ${columns.map(([c], i) => `${c} = $${i + 1}`).join(', ')} WHERE id = $${columns.length + 1} AND revoked_at IS NULL`,
+      [...columns.map(([, v]) => v), id],
     );
     return (r.rowCount ?? 0) > 0;
   }

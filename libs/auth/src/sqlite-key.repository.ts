@@ -2,8 +2,8 @@ import Database from 'better-sqlite3';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { AuthErrorCode, AuthException } from './auth.exception';
-import { decodeScopes, encodeScopes, KeyRepository } from './key.repository';
-import { ApiKeyRecord, NewKeyRecord, PriorityClass } from './key.types';
+import { decodeScopes, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
+import { ApiKeyRecord, KeyChanges, NewKeyRecord, NO_BUDGET, PriorityClass } from './key.types';
 
 interface Row {
   id: string;
@@ -14,6 +14,8 @@ interface Row {
   rpm: number;
   tpm: number;
   concurrency: number;
+  budget_day: number;
+  budget_month: number;
   priority: string;
   created_at: number;
   last_used_at: number | null;
@@ -39,6 +41,9 @@ const MIGRATIONS: readonly string[] = [
      revoked_at INTEGER
    );
    CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;`,
+  // Token budgets per UTC day and month (0 = none).
+  `ALTER TABLE api_keys ADD COLUMN budget_day INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE api_keys ADD COLUMN budget_month INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 const date = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
@@ -51,6 +56,7 @@ function toRecord(r: Row): ApiKeyRecord {
     hint: r.key_hint,
     scopes: decodeScopes(r.scopes),
     limits: { rpm: r.rpm, tpm: r.tpm, concurrency: r.concurrency },
+    budget: { day: r.budget_day, month: r.budget_month },
     priority: r.priority as PriorityClass,
     createdAt: new Date(r.created_at),
     lastUsedAt: date(r.last_used_at),
@@ -104,8 +110,8 @@ export class SqliteKeyRepository extends KeyRepository {
     try {
       this.#conn
         .prepare(
-          `INSERT INTO api_keys (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, priority, created_at, expires_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO api_keys (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, budget_day, budget_month, priority, created_at, expires_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           key.id,
@@ -116,6 +122,8 @@ export class SqliteKeyRepository extends KeyRepository {
           key.limits.rpm,
           key.limits.tpm,
           key.limits.concurrency,
+          (key.budget ?? NO_BUDGET).day,
+          (key.budget ?? NO_BUDGET).month,
           key.priority,
           key.createdAt.getTime(),
           key.expiresAt?.getTime() ?? null,
@@ -156,6 +164,16 @@ export class SqliteKeyRepository extends KeyRepository {
     const r = this.#conn
       .prepare('UPDATE api_keys SET key_hash = ?, key_hint = ? WHERE id = ? AND revoked_at IS NULL')
       .run(hash, hint, id);
+    return r.changes > 0;
+  }
+
+  async update(id: string, changes: KeyChanges): Promise<boolean> {
+    const columns = updatedColumns(changes);
+    if (columns.length === 0) return (await this.findById(id))?.revokedAt === null;
+    const values = columns.map(([, v]) => (v instanceof Date ? v.getTime() : v));
+    const r = this.#conn
+      .prepare(`UPDATE api_keys SET ${columns.map(([c]) => `${c} = ?`).join(', ')} WHERE id = ? AND revoked_at IS NULL`)
+      .run(...values, id);
     return r.changes > 0;
   }
 

@@ -1,5 +1,4 @@
-import { ApiError, ErrorMapping, ErrorType } from '@app/common';
-
+/** Why the scheduler refused or ended a request. Stable: the API maps each to a status and type. */
 export enum BatchingErrorCode {
   QueueFull = 'queue_full',
   QueueTimeout = 'queue_timeout',
@@ -9,19 +8,23 @@ export enum BatchingErrorCode {
   InvalidJob = 'invalid_job',
 }
 
-const MAPPING: Record<BatchingErrorCode, ErrorMapping> = {
-  [BatchingErrorCode.QueueFull]: { status: 429, type: ErrorType.RateLimit },
-  [BatchingErrorCode.QueueTimeout]: { status: 503, type: ErrorType.Unavailable },
-  [BatchingErrorCode.ShuttingDown]: { status: 503, type: ErrorType.Unavailable },
-  [BatchingErrorCode.DeadlineExceeded]: { status: 504, type: ErrorType.Server },
-  // Only the client that went away could see it; 499 is nginx's "client closed request".
-  [BatchingErrorCode.Cancelled]: { status: 499, type: ErrorType.InvalidRequest },
-  // The inference layer checks sizes first; this guards the scheduler against a bad caller.
-  [BatchingErrorCode.InvalidJob]: { status: 400, type: ErrorType.InvalidRequest },
-};
+/** Facts a caller may pass on (the API turns `retryAfterSeconds` into a Retry-After header). */
+export interface BatchingErrorData {
+  /** When trying again has a chance: estimated from the queue and recent request durations. */
+  readonly retryAfterSeconds?: number;
+}
 
-export class BatchingException extends ApiError<BatchingErrorCode> {
-  constructor(code: BatchingErrorCode, message: string, options?: ApiError['options']) {
-    super(code, MAPPING[code], message, options);
+/**
+ * The scheduler's typed error: a code and data, no transport. HTTP status codes and headers are
+ * chosen in apps/api (errors/batching-error.mapping.ts).
+ */
+export class BatchingException extends Error {
+  constructor(
+    readonly code: BatchingErrorCode,
+    message: string,
+    readonly data: BatchingErrorData = {},
+  ) {
+    super(message);
+    this.name = 'BatchingException';
   }
 }

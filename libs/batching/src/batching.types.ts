@@ -1,13 +1,33 @@
-/** Lifecycle of one KV-cache slot (a sequence of the shared context). */
+/**
+ * Lifecycle of one KV-cache slot (a sequence of the shared context), in the manner of llama.cpp's
+ * server (SLOT_STATE_*). Every change goes through the scheduler's one transition method, which
+ * refuses any move not listed in SLOT_TRANSITIONS.
+ */
 export enum SlotState {
+  /** No request; the KV cells stay for prefix reuse. */
   Idle = 'idle',
+  /**
+   * Has a request whose prompt prefix another slot is evaluating right now: it waits for that
+   * slot's KV to copy it instead of evaluating the same tokens in parallel (SLOT_STATE_WAIT_OTHER).
+   */
+  WaitOther = 'wait_other',
   /** Evaluating the prompt, in chunks, between decode steps of the others. */
   Prefill = 'prefill',
   /** Generating: one token per step. */
   Decode = 'decode',
-  /** Finished or cancelled while a batch was in flight; freed at the end of the step. */
+  /** Cancelled (client gone, deadline, failure) while it may be in a batch; freed at the next step boundary. */
   Draining = 'draining',
 }
+
+/** The only slot-state changes the scheduler makes; anything else is a bug and throws. */
+export const SLOT_TRANSITIONS: Readonly<Record<SlotState, readonly SlotState[]>> = {
+  [SlotState.Idle]: [SlotState.Prefill, SlotState.WaitOther],
+  [SlotState.WaitOther]: [SlotState.Prefill, SlotState.Draining],
+  // Idle: the first sampled token ended it (end of generation, or maxTokens 1).
+  [SlotState.Prefill]: [SlotState.Decode, SlotState.Idle, SlotState.Draining],
+  [SlotState.Decode]: [SlotState.Decode, SlotState.Idle, SlotState.Draining],
+  [SlotState.Draining]: [SlotState.Idle],
+};
 
 /** Per-request sampling settings; every field is optional. */
 export interface SamplingParams {
@@ -32,6 +52,33 @@ export interface SamplingParams {
    * passes it to DecodeRuntime.configure.
    */
   constraint?: unknown;
+  /**
+   * Added to the logits of these token ids before sampling (OpenAI's logit_bias: -100 bans a
+   * token, +100 all but forces it). Default none.
+   */
+  logitBias?: ReadonlyMap<number, number>;
+  /**
+   * Report the log-probability of each sampled token and of the `logprobs` most likely
+   * alternatives (0 = the sampled token only). Default: not reported.
+   */
+  logprobs?: number;
+}
+
+/** One alternative token and its log-probability. */
+export interface TokenLogprob {
+  readonly token: number;
+  readonly logprob: number;
+}
+
+/**
+ * Log-probabilities of one sampled token: log-softmax of the model's raw logits over the whole
+ * vocabulary (before temperature, top-k/p, penalties, bias and grammar), so they describe the
+ * model, not the sampler.
+ */
+export interface SampledLogprobs {
+  readonly logprob: number;
+  /** Most likely tokens first. */
+  readonly top: readonly TokenLogprob[];
 }
 
 /** One generation as the scheduler sees it: tokens in, tokens out. No HTTP, no text, no templates. */
@@ -47,7 +94,7 @@ export type FinishReason = 'stop' | 'length' | 'abort';
 /** What the scheduler streams for one request. */
 export type TokenEvent =
   /** `cachedPromptTokens` rides on the first token: prompt tokens served from a KV cache. */
-  | { readonly kind: 'token'; readonly token: number; readonly cachedPromptTokens?: number }
+  | { readonly kind: 'token'; readonly token: number; readonly cachedPromptTokens?: number; readonly logprobs?: SampledLogprobs }
   | {
       readonly kind: 'done';
       /** `stop` = end-of-generation token. */
@@ -59,7 +106,25 @@ export type TokenEvent =
     };
 
 /** What the inference layer streams to the API: text instead of tokens. */
-export type GenerationEvent = { readonly kind: 'text'; readonly text: string; readonly tokens: number } | Extract<TokenEvent, { kind: 'done' }>;
+export type GenerationEvent =
+  | {
+      readonly kind: 'text';
+      readonly text: string;
+      readonly tokens: number;
+      /** When requested (SamplingParams.logprobs): one entry per token behind this text. */
+      readonly logprobs?: readonly TextLogprob[];
+    }
+  | Extract<TokenEvent, { kind: 'done' }>;
+
+/** A sampled token's log-probabilities with the tokens' text, as the API layer shows them. */
+export interface TextLogprob {
+  readonly token: number;
+  readonly text: string;
+  /** The token's own bytes (a token may hold part of a UTF-8 character). */
+  readonly bytes: readonly number[];
+  readonly logprob: number;
+  readonly top: readonly { readonly token: number; readonly text: string; readonly bytes: readonly number[]; readonly logprob: number }[];
+}
 
 /** Consecutive tokens of one slot, evaluated in one decode call with the other slots' items. */
 export interface BatchItem {
@@ -84,10 +149,19 @@ export interface DecodeRuntime {
   readonly contextSize: number;
   /** Prepares the slot's sampler for a new job (sampling settings, penalty history). */
   configure(slot: number, sampling: SamplingParams, prompt: readonly number[]): void;
-  /** Evaluates all items in one call; items arrive sorted by slot. */
-  decode(items: readonly BatchItem[]): Promise<void>;
+  /**
+   * Evaluates all items in one call; items arrive sorted by slot. Resolves with the milliseconds
+   * the engine itself computed (llama_decode), when it can tell, so that the scheduler can
+   * report the per-step host overhead (everything else in a step).
+   */
+  decode(items: readonly BatchItem[]): Promise<number | void>;
   /** Samples the next token of each slot from its last item's logits (same order as `slots`). */
   sample(slots: readonly number[]): Promise<number[]>;
+  /**
+   * Log-probabilities of the token the last `sample` drew for `slot`, when its job asked for
+   * them (SamplingParams.logprobs). Optional: a runtime without it reports none.
+   */
+  sampledLogprobs?(slot: number): SampledLogprobs | undefined;
   isEndOfGeneration(token: number): boolean;
   /** Drops the slot's KV cells from position `from` on; returns how many cells it keeps (`from`, or 0 if it had to clear the slot). */
   truncate(slot: number, from: number): number;
@@ -106,6 +180,24 @@ export interface SubmitOptions {
   priority?: number;
   /** Absolute time (ms since epoch) after which the request is cancelled with 504. */
   deadline?: number;
+}
+
+/** One step of the loop as the observer sees it. */
+export interface StepStats {
+  /** Tokens evaluated by the decode call. */
+  readonly tokens: number;
+  /** Slots (sequences) in the decode call. */
+  readonly sequences: number;
+  /** Wall time of the decode call as the loop saw it (dispatch to completion), ms. */
+  readonly ms: number;
+  /** Time the engine computed inside the call, when the runtime reports it, ms. */
+  readonly computeMs?: number;
+  /**
+   * Everything in the step that is not engine compute, when this step followed the previous one
+   * without a pause (queue empty, prefix copy): sampling, the loop's own work, dispatch and
+   * completion latency. What decides throughput when a decode takes a few milliseconds (GPU).
+   */
+  readonly hostMs?: number;
 }
 
 export interface SchedulerSnapshot {

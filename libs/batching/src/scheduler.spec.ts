@@ -1,5 +1,5 @@
 import { BatchingErrorCode, BatchingException } from './batching.exception';
-import { BatchItem, DecodeRuntime, GenerationJob, SamplingParams, TokenEvent } from './batching.types';
+import { BatchItem, DecodeRuntime, GenerationJob, SamplingParams, SLOT_TRANSITIONS, SlotState, TokenEvent } from './batching.types';
 import { RequestOutcome, Scheduler } from './scheduler';
 
 const EOG = 2;
@@ -112,6 +112,8 @@ async function drive<T>(rt: FakeRuntime, promise: Promise<T>): Promise<T> {
   return promise;
 }
 const tick = () => new Promise((r) => setImmediate(r));
+/** Observers see snapshots, not every change: a state two allowed moves away is fine (e.g. decode -> idle -> prefill within one step). */
+const reachable = (from: SlotState, to: SlotState): boolean => SLOT_TRANSITIONS[from].some((mid) => SLOT_TRANSITIONS[mid].includes(to));
 
 describe('Scheduler', () => {
   it('runs a job: prompt prefill, then one token per step, then done; the slot is freed', async () => {
@@ -149,7 +151,7 @@ describe('Scheduler', () => {
     expect(doneOf(events)).toMatchObject({ finishReason: 'length', completionTokens: 10 });
   });
 
-  it('rejects with queue_full (429, Retry-After) when slots and queue are full, never growing', async () => {
+  it('rejects with queue_full and a retry-after estimate when slots and queue are full, never growing', async () => {
     const rt = new FakeRuntime(1, true);
     const s = new Scheduler(rt, { queueMax: 2, coalesceMs: 0 });
     const running = [0, 1, 2].map(() => collect(s.submit(job(2))));
@@ -157,8 +159,10 @@ describe('Scheduler', () => {
     expect(s.snapshot()).toMatchObject({ queueDepth: 2 });
     const err = await collect(s.submit(job(1))).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BatchingException);
-    expect(err).toMatchObject({ code: BatchingErrorCode.QueueFull, status: 429 });
-    expect(Number((err as BatchingException).headers['Retry-After'])).toBeGreaterThanOrEqual(1);
+    expect(err).toMatchObject({ code: BatchingErrorCode.QueueFull });
+    expect((err as BatchingException).data.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    // No transport in the scheduler: the API maps codes to HTTP (apps/api/src/errors).
+    expect(err).not.toHaveProperty('status');
     expect(s.snapshot().queueDepth).toBe(2);
     await drive(rt, Promise.all(running));
     expect(s.snapshot()).toMatchObject({ busySlots: 0, queueDepth: 0 });
@@ -218,7 +222,7 @@ describe('Scheduler', () => {
     const s = new Scheduler(rt, { queueMax: 4, queueTimeoutMs: 20 });
     const busy = collect(s.submit(job(3)));
     const err = await collect(s.submit(job(1))).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: BatchingErrorCode.QueueTimeout, status: 503 });
+    expect(err).toMatchObject({ code: BatchingErrorCode.QueueTimeout, data: { retryAfterSeconds: expect.any(Number) } });
     expect(s.snapshot().queueDepth).toBe(0);
     await drive(rt, busy);
   });
@@ -232,13 +236,13 @@ describe('Scheduler', () => {
       rt.step();
       await new Promise((r) => setTimeout(r, 1));
     }
-    expect(await drive(rt, result)).toMatchObject({ code: BatchingErrorCode.DeadlineExceeded, status: 504 });
+    expect(await drive(rt, result)).toMatchObject({ code: BatchingErrorCode.DeadlineExceeded });
     expect(s.snapshot().busySlots).toBe(0);
   });
 
   it('rejects a job that cannot fit the slot context', async () => {
     const s = new Scheduler(new FakeRuntime(1, false, 512, 100));
-    await expect(collect(s.submit(job(50, prompt(60))))).rejects.toMatchObject({ code: BatchingErrorCode.InvalidJob, status: 400 });
+    await expect(collect(s.submit(job(50, prompt(60))))).rejects.toMatchObject({ code: BatchingErrorCode.InvalidJob });
   });
 
   it('routes to the idle slot holding the longest prefix and evaluates only the rest', async () => {
@@ -272,6 +276,65 @@ describe('Scheduler', () => {
     expect(tokensOf(events)).toEqual(tokensOf(alone));
   });
 
+  it('a request whose prefix another slot is evaluating waits in wait_other, then copies it', async () => {
+    const shared = prompt(300, 1);
+    const rt = new FakeRuntime(2, false, 64);
+    rt.slow = true;
+    const seen: SlotState[][] = [];
+    const s = new Scheduler(rt, { minSharedPrefix: 32, prefillChunk: 64, coalesceMs: 0 }, { onStateChange: (snap) => seen.push([...snap.slots]) });
+    const first = collect(s.submit(job(3, [...shared, 11])));
+    await tick();
+    const second = collect(s.submit(job(3, [...shared, 77])));
+    const [, events] = await Promise.all([first, second]);
+    expect(seen.some((slots) => slots[1] === SlotState.WaitOther && slots[0] === SlotState.Prefill)).toBe(true);
+    expect(rt.copies).toEqual([{ from: 0, to: 1, length: 300 }]);
+    expect(doneOf(events).cachedPromptTokens).toBe(300);
+    expect(s.snapshot().slots).toEqual([SlotState.Idle, SlotState.Idle]);
+  });
+
+  it('a request cancelled in wait_other frees its slot and the donor carries on', async () => {
+    const shared = prompt(300, 1);
+    const rt = new FakeRuntime(2, false, 64);
+    rt.slow = true;
+    const s = new Scheduler(rt, { minSharedPrefix: 32, prefillChunk: 64, coalesceMs: 0 });
+    const first = collect(s.submit(job(3, [...shared, 11])));
+    await tick();
+    const controller = new AbortController();
+    const second = collect(s.submit(job(3, [...shared, 77]), { signal: controller.signal })).catch((e: unknown) => e);
+    for (let i = 0; i < 20 && s.snapshot().slots[1] !== SlotState.WaitOther; i++) await tick();
+    expect(s.snapshot().slots[1]).toBe(SlotState.WaitOther);
+    controller.abort();
+    expect(tokensOf(await first)).toHaveLength(3);
+    await second;
+    await s.whenIdle();
+    expect(rt.copies).toEqual([]);
+    expect(s.snapshot().slots).toEqual([SlotState.Idle, SlotState.Idle]);
+  });
+
+  it('every slot-state change observed is one SLOT_TRANSITIONS allows', async () => {
+    const rt = new FakeRuntime(3, false, 64);
+    rt.slow = true;
+    let last: SlotState[] = [SlotState.Idle, SlotState.Idle, SlotState.Idle];
+    const bad: string[] = [];
+    const s = new Scheduler(rt, { minSharedPrefix: 8, prefillChunk: 16, coalesceMs: 0, queueMax: 100 }, {
+      onStateChange: (snap) => {
+        snap.slots.forEach((state, i) => {
+          if (state !== last[i] && !SLOT_TRANSITIONS[last[i]].includes(state) && !reachable(last[i], state)) bad.push(`${i}: ${last[i]} -> ${state}`);
+        });
+        last = [...snap.slots];
+      },
+    });
+    const runs = Array.from({ length: 30 }, (_, i) => {
+      const controller = new AbortController();
+      if (i % 4 === 0) setTimeout(() => controller.abort(), i);
+      return collect(s.submit(job(1 + (i % 5), prompt(20 + (i % 3) * 30, (i % 2) * 100)), { signal: controller.signal })).catch(() => null);
+    });
+    await Promise.all(runs);
+    await s.whenIdle();
+    expect(bad).toEqual([]);
+    expect(s.snapshot().busySlots).toBe(0);
+  });
+
   it('decode before prefill: running streams keep one token per step while a 2,000-token prompt is chunked in', async () => {
     const rt = new FakeRuntime(2, false, 512, 4096);
     const s = new Scheduler(rt, { prefillChunk: 64 });
@@ -296,7 +359,7 @@ describe('Scheduler', () => {
     const running = collect(s.submit(job(2)));
     await tick();
     s.stopAccepting();
-    await expect(collect(s.submit(job(1)))).rejects.toMatchObject({ code: BatchingErrorCode.ShuttingDown, status: 503 });
+    await expect(collect(s.submit(job(1)))).rejects.toMatchObject({ code: BatchingErrorCode.ShuttingDown });
     const idle = s.whenIdle();
     await drive(rt, running);
     await idle;
@@ -358,7 +421,10 @@ describe('Scheduler observer', () => {
       onQueueWait: () => seen.wait++,
       onFirstToken: () => seen.first++,
       onInterToken: () => seen.gaps++,
-      onStep: () => seen.steps++,
+      onStep: (step) => {
+        seen.steps++;
+        expect(step).toMatchObject({ tokens: expect.any(Number), sequences: 1, ms: expect.any(Number) });
+      },
       onFinish: (o) => seen.outcomes.push(o),
     });
     await collect(s.submit(job(4)));

@@ -7,7 +7,9 @@ import {
   FinishReason,
   GenerationJob,
   SchedulerSnapshot,
+  SLOT_TRANSITIONS,
   SlotState,
+  StepStats,
   SubmitOptions,
   TokenEvent,
 } from './batching.types';
@@ -60,18 +62,23 @@ export interface SchedulerObserver {
   onStateChange?(snapshot: SchedulerSnapshot): void;
   /** Time from submission to the first generated token. */
   onFirstToken?(ms: number): void;
-  /** Gap between two consecutive tokens of one request. */
+  /**
+   * Gap between two consecutive tokens of one request. Called once per token on the hot path,
+   * so unlike the other per-request hooks it runs in the loop's async context, not the
+   * request's: it must not need request-scoped state (it feeds a histogram).
+   */
   onInterToken?(ms: number): void;
   onFinish?(outcome: RequestOutcome): void;
-  /** One decode call: tokens evaluated and how long it took. */
-  onStep?(tokens: number, ms: number): void;
+  /** One decode call: tokens and sequences evaluated, its time, and the step's host overhead. */
+  onStep?(step: StepStats): void;
 }
 
 /** One submitted request, from the queue to its end. */
 class Request {
   readonly channel = new AsyncChannel<TokenEvent>();
   readonly submittedAt = performance.now();
-  slot = -1;
+  /** The slot it holds; null while queued and after it ended. */
+  slot: number | null = null;
   cancelled = false;
   /** Set when the request must end with an error instead of `done` (deadline). */
   failure: unknown = null;
@@ -80,10 +87,8 @@ class Request {
   lastTokenAt = 0;
   /** Prompt tokens not evaluated yet. */
   pending: readonly number[] = [];
-  /** The last sampled token, evaluated at the next step. */
-  next = -1;
-  /** Waiting for another slot to finish evaluating a shared prefix. */
-  waitFor: { slot: number; length: number } | null = null;
+  /** The last sampled token, evaluated at the next step; null until the first one. */
+  next: number | null = null;
   readonly cleanups: (() => void)[] = [];
   /**
    * The submitter's async context. The loop runs in whichever context started it, so per-request
@@ -98,12 +103,15 @@ class Request {
 }
 
 interface Slot {
+  /** Changed only by Scheduler#transition. */
   state: SlotState;
   /** When the slot last got a request (for least-recently-used choice). */
   lastUsed: number;
   /** Tokens whose KV cells this slot holds, position by position. */
   cached: number[];
   request: Request | null;
+  /** In WaitOther: the slot evaluating the prefix, and how many of its tokens this one wants. */
+  waitFor: { slot: number; length: number } | null;
 }
 
 /**
@@ -128,11 +136,13 @@ export class Scheduler {
   #looping = false;
   #avgJobMs = 1000;
   #idleWaiters: (() => void)[] = [];
+  /** A slot changed state since the observer last heard (see #notify). */
+  #changed = false;
 
   constructor(runtime: DecodeRuntime, options: SchedulerOptions = {}, observer: SchedulerObserver = {}) {
     if (runtime.slotCount < 1) throw new RangeError(`runtime must have at least one slot, has ${runtime.slotCount}`);
     this.#runtime = runtime;
-    this.#slots = Array.from({ length: runtime.slotCount }, () => ({ state: SlotState.Idle, lastUsed: 0, cached: [], request: null }));
+    this.#slots = Array.from({ length: runtime.slotCount }, () => ({ state: SlotState.Idle, lastUsed: 0, cached: [], request: null, waitFor: null }));
     this.#queueMax = options.queueMax ?? 64;
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 30_000;
     this.#prefillChunk = Math.max(1, Math.min(options.prefillChunk ?? 128, runtime.batchSize));
@@ -190,7 +200,7 @@ export class Scheduler {
       yield* request.channel;
     } finally {
       // The consumer left (return, error) or the stream ended: make sure the slot is let go.
-      if (request.slot >= 0 || this.#queue.indexOf(request) >= 0) this.#cancel(request, null);
+      if (request.slot !== null || this.#queue.indexOf(request) >= 0) this.#cancel(request, null);
       for (const c of request.cleanups) c();
     }
   }
@@ -212,7 +222,7 @@ export class Scheduler {
     if (this.#queue.size >= this.#queueMax + idle) {
       throw this.#reject(
         BatchingErrorCode.QueueFull,
-        `Server busy: all ${this.#slots.length} slots are generating and the queue holds ${this.#queue.size}/${this.#queueMax} requests`,
+        `Server busy: all ${this.#slots.length} slots are generating and ${this.#queue.size} requests are waiting (QUEUE_MAX ${this.#queueMax})`,
         this.#retryAfterSeconds(),
       );
     }
@@ -260,11 +270,33 @@ export class Scheduler {
       this.#notify();
       return;
     }
-    if (request.slot >= 0) {
-      const slot = this.#slots[request.slot];
-      if (slot.state !== SlotState.Idle) slot.state = SlotState.Draining;
+    if (request.slot !== null) {
+      if (this.#slots[request.slot].state !== SlotState.Draining) this.#transition(request.slot, SlotState.Draining);
       if (!this.#looping) this.#reap();
     }
+  }
+
+  /**
+   * The one place a slot changes state: checks the move against SLOT_TRANSITIONS (a wrong one is
+   * a scheduler bug, thrown at once rather than left to corrupt KV bookkeeping) and keeps the
+   * slot's request and wait target consistent with it.
+   */
+  #transition(index: number, to: SlotState, change: { request?: Request; waitFor?: { slot: number; length: number } } = {}): void {
+    const slot = this.#slots[index];
+    if (!SLOT_TRANSITIONS[slot.state].includes(to)) throw new Error(`slot ${index}: ${slot.state} -> ${to} is not a valid transition`);
+    if (slot.state === SlotState.Idle) {
+      const request = change.request as Request;
+      slot.request = request;
+      slot.lastUsed = performance.now();
+      request.slot = index;
+    }
+    slot.waitFor = to === SlotState.WaitOther ? (change.waitFor ?? null) : null;
+    if (to === SlotState.Idle && slot.request) {
+      slot.request.slot = null;
+      slot.request = null;
+    }
+    if (slot.state !== to) this.#changed = true;
+    slot.state = to;
   }
 
   #kick(): void {
@@ -285,12 +317,19 @@ export class Scheduler {
   }
 
   async #loop(): Promise<void> {
+    // When the previous decode call completed, if this step follows it without a pause: the
+    // time from there to this call's completion, minus the engine's compute, is host overhead.
+    let previousDone: number | null = null;
     while (this.#hasWork()) {
       this.#reap();
       const copying = this.#assignSlots();
-      if (copying) await copying;
+      if (copying) {
+        await copying;
+        previousDone = null;
+      }
       const items = this.#buildBatch();
       if (items.length === 0) {
+        previousDone = null;
         if (!this.#slots.some((s) => s.request !== null)) {
           if (this.#queue.size === 0 || !this.#slots.some((s) => s.state === SlotState.Idle)) return;
         }
@@ -299,13 +338,26 @@ export class Scheduler {
         continue;
       }
       const started = performance.now();
+      let computeMs: number | void;
       try {
-        await this.#runtime.decode(items);
+        computeMs = await this.#runtime.decode(items);
       } catch (err) {
         this.#failItems(items, err);
+        previousDone = null;
         continue;
       }
-      this.#emit('onStep', items.reduce((n, i) => n + i.tokens.length, 0), performance.now() - started);
+      const done = performance.now();
+      let tokens = 0;
+      for (const item of items) tokens += item.tokens.length;
+      const compute = typeof computeMs === 'number' ? computeMs : undefined;
+      this.#emit('onStep', {
+        tokens,
+        sequences: items.length,
+        ms: done - started,
+        computeMs: compute,
+        hostMs: compute !== undefined && previousDone !== null ? Math.max(0, done - previousDone - compute) : undefined,
+      });
+      previousDone = done;
       const sampleSlots: number[] = [];
       for (const item of items) {
         const slot = this.#slots[item.slot];
@@ -316,21 +368,22 @@ export class Scheduler {
         if (item.logits && !request.cancelled) sampleSlots.push(item.slot);
       }
       if (sampleSlots.length > 0) {
-        let tokens: number[];
+        let sampled: number[];
         try {
-          tokens = await this.#runtime.sample(sampleSlots);
+          sampled = await this.#runtime.sample(sampleSlots);
         } catch (err) {
           this.#failItems(items.filter((i) => sampleSlots.includes(i.slot)), err);
+          previousDone = null;
           continue;
         }
-        sampleSlots.forEach((slot, i) => this.#accept(slot, tokens[i]));
+        sampleSlots.forEach((slot, i) => this.#accept(slot, sampled[i]));
       }
       this.#reap();
-      this.#notify();
+      // Steady decoding changes nothing the observer shows: report only real changes.
+      if (this.#changed) this.#notify();
     }
   }
 
-  /** Gives idle slots to queued requests, reusing or copying cached prefixes. */
   /**
    * Gives idle slots to queued requests, reusing cached prefixes. Synchronous unless a prefix
    * copy is needed: the next decode must start right after sampling, before the consumers of
@@ -340,30 +393,28 @@ export class Scheduler {
     const copies: (() => Promise<void>)[] = [];
     const targets = new Set<number>();
     for (const [index, slot] of this.#slots.entries()) {
-      const request = slot.request;
-      if (request?.waitFor) this.#resolveWait(index, request, copies, targets);
+      if (slot.state === SlotState.WaitOther) this.#resolveWait(index, copies, targets);
     }
     while (this.#queue.size > 0) {
       const request = this.#queue.peek() as Request;
       const index = this.#bestIdleSlot(request.job.prompt);
-      if (index < 0) break;
+      if (index === null) break;
       this.#queue.poll();
       const slot = this.#slots[index];
-      slot.request = request;
-      slot.state = SlotState.Prefill;
-      slot.lastUsed = performance.now();
-      request.slot = index;
-      this.#emitFor(request, 'onQueueWait', performance.now() - request.submittedAt);
-      this.#runtime.configure(index, request.job.sampling, request.job.prompt);
       const prompt = request.job.prompt;
       const own = this.#reusable(prompt, slot.cached);
-      this.#startPrefill(index, request, own);
       const donor = this.#runtime.copyPrefix ? this.#bestDonor(index, prompt, own, targets) : null;
+      if (donor && !donor.ready) {
+        this.#transition(index, SlotState.WaitOther, { request, waitFor: { slot: donor.slot, length: donor.length } });
+      } else {
+        this.#transition(index, SlotState.Prefill, { request });
+      }
+      this.#emitFor(request, 'onQueueWait', performance.now() - request.submittedAt);
+      this.#runtime.configure(index, request.job.sampling, prompt);
+      this.#startPrefill(index, request, own);
       if (donor?.ready) {
         targets.add(index);
         copies.push(async () => this.#startPrefill(index, request, await this.#copy(donor.slot, index, donor.length)));
-      } else if (donor) {
-        request.waitFor = { slot: donor.slot, length: donor.length };
       }
     }
     if (copies.length === 0) return undefined;
@@ -389,7 +440,7 @@ export class Scheduler {
       const ready = this.#reusable(prompt, s.cached);
       if (ready >= own + this.#minShared && ready > (best?.length ?? 0)) best = { slot: i, length: ready, ready: true };
       const r = s.request;
-      if (s.state === SlotState.Prefill && r && !r.waitFor) {
+      if (s.state === SlotState.Prefill && r) {
         // Evaluating right now: waiting for it beats evaluating the same tokens in parallel.
         const inFlight = this.#reusable(prompt, r.job.prompt);
         if (inFlight >= own + this.#minShared && inFlight > (best?.length ?? 0) + this.#minShared) {
@@ -400,14 +451,17 @@ export class Scheduler {
     return best;
   }
 
-  #resolveWait(index: number, request: Request, copies: (() => Promise<void>)[], targets: Set<number>): void {
-    const wait = request.waitFor as { slot: number; length: number };
+  /** A WaitOther slot whose donor has its prefix ready (or gave up on it) moves on to Prefill, copying what is there. */
+  #resolveWait(index: number, copies: (() => Promise<void>)[], targets: Set<number>): void {
+    const slot = this.#slots[index];
+    const request = slot.request as Request;
+    const wait = slot.waitFor as { slot: number; length: number };
     const donor = this.#slots[wait.slot];
     const prompt = request.job.prompt;
     const have = this.#reusable(prompt, donor.cached);
     const stillComing = donor.state === SlotState.Prefill && donor.request !== null && this.#reusable(prompt, donor.request.job.prompt) >= wait.length;
     if (have < wait.length && stillComing) return;
-    request.waitFor = null;
+    this.#transition(index, SlotState.Prefill);
     if (have >= request.cachedPromptTokens + this.#minShared && !targets.has(wait.slot)) {
       targets.add(index);
       copies.push(async () => this.#startPrefill(index, request, await this.#copy(wait.slot, index, have)));
@@ -441,7 +495,7 @@ export class Scheduler {
     const items: BatchItem[] = [];
     for (const [index, slot] of this.#slots.entries()) {
       const r = slot.request;
-      if (slot.state === SlotState.Decode && r && !r.cancelled) {
+      if (slot.state === SlotState.Decode && r && !r.cancelled && r.next !== null) {
         items.push({ slot: index, tokens: [r.next], position: slot.cached.length, logits: true });
       }
     }
@@ -452,7 +506,7 @@ export class Scheduler {
     for (const [index, slot] of this.#slots.entries()) {
       const r = slot.request;
       if (budget <= 0) break;
-      if (slot.state !== SlotState.Prefill || !r || r.cancelled || r.waitFor || r.pending.length === 0) continue;
+      if (slot.state !== SlotState.Prefill || !r || r.cancelled || r.pending.length === 0) continue;
       const short = r.pending.length <= this.#prefillChunk;
       const n = Math.min(r.pending.length, budget, short ? budget : longBudget);
       if (n <= 0) continue;
@@ -465,8 +519,7 @@ export class Scheduler {
   }
 
   #accept(index: number, token: number): void {
-    const slot = this.#slots[index];
-    const r = slot.request;
+    const r = this.#slots[index].request;
     if (!r || r.cancelled) return;
     const now = performance.now();
     if (!r.job.sampling.ignoreEos && this.#runtime.isEndOfGeneration(token)) {
@@ -475,23 +528,22 @@ export class Scheduler {
     }
     r.completionTokens++;
     if (r.lastTokenAt === 0) this.#emitFor(r, 'onFirstToken', now - r.submittedAt);
-    else this.#emitFor(r, 'onInterToken', now - r.lastTokenAt);
+    else this.#emit('onInterToken', now - r.lastTokenAt);
     r.lastTokenAt = now;
-    r.channel.push(r.completionTokens === 1 ? { kind: 'token', token, cachedPromptTokens: r.cachedPromptTokens } : { kind: 'token', token });
+    const logprobs = r.job.sampling.logprobs === undefined ? undefined : this.#runtime.sampledLogprobs?.(index);
+    const event: Extract<TokenEvent, { kind: 'token' }> = logprobs ? { kind: 'token', token, logprobs } : { kind: 'token', token };
+    r.channel.push(r.completionTokens === 1 ? { ...event, cachedPromptTokens: r.cachedPromptTokens } : event);
     if (r.completionTokens >= r.job.maxTokens) {
       this.#finish(index, 'length');
       return;
     }
     r.next = token;
-    slot.state = SlotState.Decode;
+    this.#transition(index, SlotState.Decode);
   }
 
   #finish(index: number, reason: FinishReason): void {
-    const slot = this.#slots[index];
-    const r = slot.request as Request;
-    slot.request = null;
-    slot.state = SlotState.Idle;
-    r.slot = -1;
+    const r = this.#slots[index].request as Request;
+    this.#transition(index, SlotState.Idle);
     this.#avgJobMs = 0.8 * this.#avgJobMs + 0.2 * (performance.now() - r.submittedAt);
     if (r.failure) {
       r.channel.close(r.failure);
@@ -513,7 +565,7 @@ export class Scheduler {
   #reap(): void {
     let changed = false;
     for (const [index, slot] of this.#slots.entries()) {
-      if (slot.request?.cancelled) {
+      if (slot.state === SlotState.Draining) {
         this.#finish(index, 'abort');
         changed = true;
       }
@@ -535,6 +587,7 @@ export class Scheduler {
       if (!r) continue;
       r.failure ??= err;
       r.cancelled = true;
+      if (slot.state !== SlotState.Draining) this.#transition(item.slot, SlotState.Draining);
       this.#finish(item.slot, 'abort');
     }
     this.#notify();
@@ -546,8 +599,8 @@ export class Scheduler {
    * the least recently used. So unrelated prompts go to empty or stale slots and leave warm
    * caches for the requests that can use them.
    */
-  #bestIdleSlot(prompt: readonly number[]): number {
-    let best = -1;
+  #bestIdleSlot(prompt: readonly number[]): number | null {
+    let best: number | null = null;
     let bestMatch = -1;
     let bestLoss = Infinity;
     let bestUsed = Infinity;
@@ -575,6 +628,7 @@ export class Scheduler {
   }
 
   #notify(): void {
+    this.#changed = false;
     if (this.#observer.onStateChange) this.#emit('onStateChange', this.snapshot());
     if (this.#idleWaiters.length && this.#isIdle()) {
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
@@ -599,7 +653,7 @@ export class Scheduler {
     }
   }
 
-  #emitFor<K extends 'onQueueWait' | 'onFirstToken' | 'onInterToken' | 'onFinish'>(
+  #emitFor<K extends 'onQueueWait' | 'onFirstToken' | 'onFinish'>(
     request: Request,
     hook: K,
     value: Parameters<NonNullable<SchedulerObserver[K]>>[0],
@@ -613,8 +667,8 @@ export class Scheduler {
     return Math.min(60, Math.max(1, Math.ceil(perSlot)));
   }
 
-  #reject(code: BatchingErrorCode, message: string, retryAfter: number): BatchingException {
+  #reject(code: BatchingErrorCode, message: string, retryAfterSeconds: number): BatchingException {
     this.#emit('onRejected', code);
-    return new BatchingException(code, message, { headers: { 'Retry-After': String(retryAfter) } });
+    return new BatchingException(code, message, { retryAfterSeconds });
   }
 }

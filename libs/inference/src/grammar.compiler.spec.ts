@@ -60,7 +60,7 @@ describe('GrammarCompiler', () => {
   it('converts on a worker thread: the event loop keeps turning during a large conversion', async () => {
     const c = compiler(async (gbnf) => ({ gbnf }), { ...LIMITS, maxBytes: 8 * 1024 * 1024, maxEnumValues: 1_000_000 });
     // Warm the worker (its first job loads the converter).
-    await c.compile(enumSchema(2));
+    await c.compileSchema(enumSchema(2));
     let ticks = 0;
     let worstGap = 0;
     let last = performance.now();
@@ -72,7 +72,7 @@ describe('GrammarCompiler', () => {
     }, 2);
     // 60,000 values: a grammar far over the cap, whose conversion takes a few hundred ms.
     const started = performance.now();
-    const err = await c.compile(enumSchema(60_000)).catch((e: unknown) => e as InferenceException);
+    const err = await c.compileSchema(enumSchema(60_000)).catch((e: unknown) => e as InferenceException);
     const elapsed = performance.now() - started;
     clearInterval(timer);
     expect((err as InferenceException).code).toBe('schema_too_complex');
@@ -85,12 +85,17 @@ describe('GrammarCompiler', () => {
   it('compiles a schema once: concurrent and later requests share the compiled grammar, keyed by the schema text', async () => {
     let parsed = 0;
     const c = compiler(async (gbnf) => ({ gbnf, n: ++parsed }));
-    const [a, b] = await Promise.all([c.compile(enumSchema(3)), c.compile(enumSchema(3))]);
+    const [a, b] = await Promise.all([c.compileSchema(enumSchema(3)), c.compileSchema(enumSchema(3))]);
     expect(a).toBe(b);
-    expect(await c.compile(JSON.parse(JSON.stringify(enumSchema(3))) as object)).toBe(a);
+    expect(await c.compileSchema(JSON.parse(JSON.stringify(enumSchema(3))) as object)).toBe(a);
     expect(parsed).toBe(1);
     expect(c.cachedEntries).toBe(1);
     expect(c.cachedBytes).toBe(Buffer.byteLength((a as { gbnf: string }).gbnf));
+  });
+
+  it('a schema the converter refuses (on the worker) is a 400 unsupported_schema naming the field', async () => {
+    const c = compiler();
+    await expect(c.compileSchema({ not: { type: 'string' } }, 'response_format')).rejects.toMatchObject({ code: 'unsupported_schema', options: { param: 'response_format' } });
   });
 
   it('a native parse failure is a 400 unsupported_schema and is not cached', async () => {
@@ -99,7 +104,7 @@ describe('GrammarCompiler', () => {
       calls++;
       throw new Error('Failed to parse grammar');
     });
-    for (let i = 0; i < 2; i++) await expect(c.compile(enumSchema(2))).rejects.toMatchObject({ code: 'unsupported_schema' });
+    for (let i = 0; i < 2; i++) await expect(c.compileSchema(enumSchema(2))).rejects.toMatchObject({ code: 'unsupported_schema' });
     expect(calls).toBe(2);
     expect(c.cachedEntries).toBe(0);
   });
@@ -108,10 +113,10 @@ describe('GrammarCompiler', () => {
     const worker = new GrammarWorker(1);
     const c = new GrammarCompiler({ ...LIMITS, maxBytes: 8 * 1024 * 1024, maxEnumValues: 1_000_000 }, async (gbnf) => ({ gbnf }), worker);
     compilers.push(c);
-    await expect(c.compile(enumSchema(50_000))).rejects.toMatchObject({ code: 'schema_too_complex', message: expect.stringMatching(/took longer than 1 ms/) });
+    await expect(c.compileSchema(enumSchema(50_000))).rejects.toMatchObject({ code: 'schema_too_complex', message: expect.stringMatching(/took longer than 1 ms/) });
     // The next job gets a fresh worker (given time).
     const patient = new GrammarCompiler(LIMITS, async (gbnf) => ({ gbnf }));
     compilers.push(patient);
-    await expect(patient.compile(enumSchema(2))).resolves.toMatchObject({ gbnf: expect.stringContaining('root ::=') });
+    await expect(patient.compileSchema(enumSchema(2))).resolves.toMatchObject({ gbnf: expect.stringContaining('root ::=') });
   });
 });

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 
@@ -35,10 +35,12 @@ const SUBSCHEMA_MAPS = ['properties', '$defs', 'definitions', 'patternProperties
 const SUBSCHEMA_LISTS = ['anyOf', 'oneOf', 'allOf', 'prefixItems'];
 const SUBSCHEMA_ONE = ['items', 'additionalProperties', 'not', 'contains', 'if', 'then', 'else', 'unevaluatedProperties', 'unevaluatedItems'];
 
-function tooComplex(message: string): InferenceException {
-  return new InferenceException(InferenceErrorCode.SchemaTooComplex, `response_format schema is too complex: ${message}`, {
-    param: 'response_format',
-  });
+function tooComplex(message: string, param = 'response_format'): InferenceException {
+  return new InferenceException(InferenceErrorCode.SchemaTooComplex, `${param} schema is too complex: ${message}`, { param });
+}
+
+function unsupported(message: string, param: string): InferenceException {
+  return new InferenceException(InferenceErrorCode.UnsupportedSchema, `${param} schema is not supported: ${message}`, { param });
 }
 
 /**
@@ -46,18 +48,18 @@ function tooComplex(message: string): InferenceException {
  * a 400 `schema_too_complex` naming the first limit it breaks. Linear in the schema's size.
  * Returns the schema's JSON text.
  */
-export function checkSchemaComplexity(schema: object, limits: SchemaLimits): string {
+export function checkSchemaComplexity(schema: object, limits: SchemaLimits, param = 'response_format'): string {
   let enums = 0;
   let properties = 0;
   const stack: [unknown, number][] = [[schema, 1]];
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!;
     if (node === null || typeof node !== 'object' || Array.isArray(node)) continue;
-    if (depth > limits.maxDepth) throw tooComplex(`subschemas nested ${depth} deep; at most ${limits.maxDepth} (SCHEMA_MAX_DEPTH)`);
+    if (depth > limits.maxDepth) throw tooComplex(`subschemas nested ${depth} deep; at most ${limits.maxDepth} (SCHEMA_MAX_DEPTH)`, param);
     const s = node as Record<string, unknown>;
     if (Array.isArray(s.enum)) enums += s.enum.length;
     if ('const' in s) enums += 1;
-    if (enums > limits.maxEnumValues) throw tooComplex(`more than ${limits.maxEnumValues} enum/const values (SCHEMA_MAX_ENUM_VALUES)`);
+    if (enums > limits.maxEnumValues) throw tooComplex(`more than ${limits.maxEnumValues} enum/const values (SCHEMA_MAX_ENUM_VALUES)`, param);
     for (const key of SUBSCHEMA_MAPS) {
       const map = s[key];
       if (map === null || typeof map !== 'object' || Array.isArray(map)) continue;
@@ -65,7 +67,7 @@ export function checkSchemaComplexity(schema: object, limits: SchemaLimits): str
       if (key === 'properties') properties += children.length;
       for (const child of children) stack.push([child, depth + 1]);
     }
-    if (properties > limits.maxProperties) throw tooComplex(`more than ${limits.maxProperties} object properties (SCHEMA_MAX_PROPERTIES)`);
+    if (properties > limits.maxProperties) throw tooComplex(`more than ${limits.maxProperties} object properties (SCHEMA_MAX_PROPERTIES)`, param);
     for (const key of SUBSCHEMA_LISTS) if (Array.isArray(s[key])) for (const child of s[key] as unknown[]) stack.push([child, depth + 1]);
     for (const key of SUBSCHEMA_ONE) {
       const child = s[key];
@@ -76,22 +78,38 @@ export function checkSchemaComplexity(schema: object, limits: SchemaLimits): str
   // After the walk: JSON.stringify recurses, and the depth limit keeps it within the stack.
   const text = JSON.stringify(schema);
   const bytes = Buffer.byteLength(text, 'utf8');
-  if (bytes > limits.maxBytes) throw tooComplex(`${bytes} bytes of JSON; at most ${limits.maxBytes} (SCHEMA_MAX_BYTES)`);
+  if (bytes > limits.maxBytes) throw tooComplex(`${bytes} bytes of JSON; at most ${limits.maxBytes} (SCHEMA_MAX_BYTES)`, param);
   return text;
 }
 
 /**
- * The conversion worker's code (CommonJS, evaluated): node-llama-cpp's own JSON-schema → GBNF
- * converter, loaded by file URL (the package's export map does not expose it; the version is
- * pinned exactly). One conversion at a time; the answer carries the job id.
+ * The JSON-schema → GBNF converter (json-schema.grammar.ts, free of imports) as the worker loads
+ * it: the compiled file next to this one, or, when this runs from the TypeScript sources (a test
+ * runner), the source, transpiled by the worker itself.
  */
+function converterModule(): { file: string; typescript?: string } {
+  const compiled = join(__dirname, 'grammar', 'json-schema.grammar.js');
+  if (existsSync(compiled)) return { file: compiled };
+  return { file: join(__dirname, 'grammar', 'json-schema.grammar.ts'), typescript: require.resolve('typescript') };
+}
+
+/** The conversion worker's code (CommonJS, evaluated). One conversion at a time; answers carry the job id. */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
-let convert;
-parentPort.on('message', async ({ id, schema, maxBytes }) => {
+let converter;
+function load() {
+  if (!workerData.typescript) return require(workerData.file);
+  const ts = require(workerData.typescript);
+  const source = require('node:fs').readFileSync(workerData.file, 'utf8');
+  const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText;
+  const m = { exports: {} };
+  new Function('exports', 'require', 'module', js)(m.exports, require, m);
+  return m.exports;
+}
+parentPort.on('message', ({ id, schema, maxBytes }) => {
   try {
-    convert ??= (await import(workerData.converter)).getGbnfGrammarForGbnfJsonSchema;
-    const gbnf = convert(JSON.parse(schema));
+    converter ??= load();
+    const gbnf = converter.grammarForJsonSchema(JSON.parse(schema));
     const bytes = Buffer.byteLength(gbnf, 'utf8');
     // An oversized grammar is not even sent back: copying it to the event loop has a cost too.
     parentPort.postMessage(bytes > maxBytes ? { id, tooLarge: bytes } : { id, gbnf });
@@ -104,12 +122,13 @@ interface Job {
   readonly id: number;
   /** The schema's JSON text: a string crosses to the worker far cheaper than a cloned object. */
   readonly schema: string;
+  readonly param: string;
   resolve(gbnf: string): void;
   reject(err: Error): void;
 }
 
-function grammarTooLarge(bytes: number): InferenceException {
-  return tooComplex(`its grammar would have ${bytes} bytes; at most ${MAX_GRAMMAR_BYTES}`);
+function grammarTooLarge(bytes: number, param: string): InferenceException {
+  return tooComplex(`its grammar would have ${bytes} bytes; at most ${MAX_GRAMMAR_BYTES}`, param);
 }
 
 /**
@@ -119,22 +138,22 @@ function grammarTooLarge(bytes: number): InferenceException {
  * and far longer on a loaded machine): on the event loop it froze every other request and probe.
  */
 export class GrammarWorker {
-  readonly #converter: string;
+  readonly #module = converterModule();
   #worker: Worker | null = null;
   #idle: NodeJS.Timeout | undefined;
   #queue: Job[] = [];
   #running: { job: Job; timer: NodeJS.Timeout } | null = null;
   #nextId = 1;
 
-  constructor(readonly timeoutMs = GRAMMAR_COMPILE_TIMEOUT_MS) {
-    const index = require.resolve('node-llama-cpp');
-    this.#converter = pathToFileURL(join(dirname(index), 'utils', 'gbnfJson', 'getGbnfGrammarForGbnfJsonSchema.js')).href;
-  }
+  constructor(readonly timeoutMs = GRAMMAR_COMPILE_TIMEOUT_MS) {}
 
-  /** GBNF for a schema given as JSON text; rejects with schema_too_complex past MAX_GRAMMAR_BYTES or the timeout. */
-  convert(schema: string): Promise<string> {
+  /**
+   * GBNF for a schema given as JSON text. Rejects with a 400 `schema_too_complex` past
+   * MAX_GRAMMAR_BYTES or the deadline, `unsupported_schema` when the converter refuses it.
+   */
+  convert(schema: string, param = 'response_format'): Promise<string> {
     return new Promise<string>((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, schema, resolve, reject });
+      this.#queue.push({ id: this.#nextId++, schema, param, resolve, reject });
       this.#pump();
     });
   }
@@ -161,7 +180,7 @@ export class GrammarWorker {
       this.#running = null;
       this.#worker = null;
       void worker.terminate();
-      job.reject(tooComplex(`converting it to a grammar took longer than ${this.timeoutMs} ms`));
+      job.reject(tooComplex(`converting it to a grammar took longer than ${this.timeoutMs} ms`, job.param));
       this.#pump();
     }, this.timeoutMs);
     this.#running = { job, timer };
@@ -170,7 +189,7 @@ export class GrammarWorker {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker;
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { converter: this.#converter } });
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: this.#module });
     // Never keeps the process alive: shutdown does not wait for an idle converter.
     worker.unref();
     worker.on('message', (msg: { id: number; gbnf?: string; tooLarge?: number; error?: string }) => {
@@ -178,9 +197,12 @@ export class GrammarWorker {
       if (!running || running.job.id !== msg.id) return;
       clearTimeout(running.timer);
       this.#running = null;
-      if (msg.gbnf !== undefined) running.job.resolve(msg.gbnf);
-      else if (msg.tooLarge !== undefined) running.job.reject(grammarTooLarge(msg.tooLarge));
-      else running.job.reject(new Error(msg.error ?? 'conversion failed'));
+      const { job } = running;
+      if (msg.gbnf !== undefined) job.resolve(msg.gbnf);
+      else if (msg.tooLarge !== undefined) job.reject(grammarTooLarge(msg.tooLarge, job.param));
+      // The converter's refusals (SchemaGrammarError: `not`, if/then/else, a $ref it cannot resolve)
+      // and its failures on a hostile schema alike: the client's schema is the cause.
+      else job.reject(unsupported(msg.error ?? 'conversion failed', job.param));
       this.#afterJob();
     });
     worker.on('error', (err) => {
@@ -221,11 +243,11 @@ interface CacheEntry {
 }
 
 /**
- * Structured-output grammars: schema limits checked first (a 400 `schema_too_complex` costs
- * microseconds), the conversion to GBNF on a worker thread, a cap on the grammar's size (the
- * native parse that follows runs on the event loop, and again for each request's grammar state),
- * and a cache of compiled grammars by the schema's SHA-256, bounded in entries and in bytes.
- * Concurrent requests for one schema share one compilation.
+ * Output grammars (structured output, tool calls): schema limits checked first (a 400
+ * `schema_too_complex` costs microseconds), a schema's conversion to GBNF on a worker thread, a
+ * cap on every grammar's size (the native parse that follows runs on the event loop, and again for
+ * each request's grammar state), and a cache of compiled grammars by SHA-256, bounded in entries
+ * and in bytes. Concurrent requests for one grammar share one compilation.
  */
 export class GrammarCompiler {
   readonly #cache = new Map<string, CacheEntry>();
@@ -249,9 +271,27 @@ export class GrammarCompiler {
     return this.#cache.size;
   }
 
-  /** The compiled grammar for a JSON schema; throws InferenceException 400 for schemas it refuses. */
-  compile(schema: object): Promise<unknown> {
-    const text = checkSchemaComplexity(schema, this.limits);
+  /** Throws 400 `schema_too_complex` when `schema` breaks SCHEMA_MAX_*; returns its JSON text. */
+  check(schema: object, param = 'response_format'): string {
+    return checkSchemaComplexity(schema, this.limits, param);
+  }
+
+  /** The compiled grammar for a JSON schema (converted on the worker); 400 for schemas it refuses. */
+  compileSchema(schema: object, param = 'response_format'): Promise<unknown> {
+    const text = this.check(schema, param);
+    return this.#cached(`schema:${text}`, async () => this.#parse(await this.#worker.convert(text, param), param));
+  }
+
+  /** A grammar written elsewhere (any JSON object, tool calls): size cap, parse, cache. */
+  compileGbnf(gbnf: string, param: string): Promise<unknown> {
+    return this.#cached(`gbnf:${gbnf}`, () => this.#parse(gbnf, param));
+  }
+
+  close(): Promise<void> {
+    return this.#worker.close();
+  }
+
+  #cached(text: string, build: () => Promise<{ grammar: unknown; bytes: number }>): Promise<unknown> {
     const key = createHash('sha256').update(text).digest('hex');
     const cached = this.#cache.get(key);
     if (cached) {
@@ -261,7 +301,7 @@ export class GrammarCompiler {
       return cached.grammar;
     }
     const entry: CacheEntry = { grammar: Promise.resolve(), bytes: 0 };
-    const grammar = this.#build(text).then(
+    const grammar = build().then(
       ({ grammar, bytes }) => {
         if (this.#cache.get(key) === entry) {
           entry.bytes = bytes;
@@ -281,28 +321,13 @@ export class GrammarCompiler {
     return grammar;
   }
 
-  close(): Promise<void> {
-    return this.#worker.close();
-  }
-
-  async #build(schema: string): Promise<{ grammar: unknown; bytes: number }> {
-    let gbnf: string;
-    try {
-      gbnf = await this.#worker.convert(schema);
-    } catch (err) {
-      if (err instanceof InferenceException) throw err;
-      throw new InferenceException(InferenceErrorCode.UnsupportedSchema, `response_format schema is not supported: ${(err as Error).message}`, {
-        param: 'response_format',
-      });
-    }
+  async #parse(gbnf: string, param: string): Promise<{ grammar: unknown; bytes: number }> {
     const bytes = Buffer.byteLength(gbnf, 'utf8');
-    if (bytes > MAX_GRAMMAR_BYTES) throw grammarTooLarge(bytes);
+    if (bytes > MAX_GRAMMAR_BYTES) throw grammarTooLarge(bytes, param);
     try {
       return { grammar: await this.parse(gbnf), bytes };
     } catch (err) {
-      throw new InferenceException(InferenceErrorCode.UnsupportedSchema, `response_format schema is not supported: ${(err as Error).message}`, {
-        param: 'response_format',
-      });
+      throw unsupported((err as Error).message, param);
     }
   }
 

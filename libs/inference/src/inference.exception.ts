@@ -9,6 +9,7 @@ export enum InferenceErrorCode {
   GenerationFailed = 'generation_failed',
   UnsupportedSchema = 'unsupported_schema',
   SchemaTooComplex = 'schema_too_complex',
+  InvalidToken = 'invalid_token',
 }
 
 const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
@@ -20,6 +21,7 @@ const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
   [InferenceErrorCode.GenerationFailed]: { status: 500, type: ErrorType.Server },
   [InferenceErrorCode.UnsupportedSchema]: { status: 400, type: ErrorType.InvalidRequest },
   [InferenceErrorCode.SchemaTooComplex]: { status: 400, type: ErrorType.InvalidRequest },
+  [InferenceErrorCode.InvalidToken]: { status: 400, type: ErrorType.InvalidRequest },
 };
 
 export class InferenceException extends ApiError<InferenceErrorCode> {

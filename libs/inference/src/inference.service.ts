@@ -8,10 +8,12 @@ import {
   SchedulerSnapshot,
   SlotState,
   SubmitOptions,
+  TextLogprob,
 } from '@app/batching';
 import type { RequestOutcome, SchedulerObserver } from '@app/batching';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor } from './inference.types';
+import { ToolCallSyntax, ToolDefinition } from './tools/tool.types';
 import { LlamaAdapter } from './llama.adapter';
 import { TokenTextDecoder } from './token-text.decoder';
 
@@ -33,6 +35,11 @@ export interface GenerationRequest {
   readonly prompt: PreparedPrompt;
   readonly sampling: SamplingParams;
   readonly stop?: readonly string[];
+  /**
+   * Control tokens come out as their text (default false: they have none). For tool calling,
+   * whose syntax may use them (Mistral's `[TOOL_CALLS]`).
+   */
+  readonly specialTokens?: boolean;
 }
 
 export interface Usage {
@@ -168,10 +175,44 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.#fit(this.adapter.tokenize(prompt), [], maxTokens, defaultMaxTokens);
   }
 
-  prepareChat(messages: readonly ChatMessage[], maxTokens: number | undefined): PreparedPrompt {
+  /** A prompt given as token ids (OpenAI's token prompts); each must be in the vocabulary. */
+  prepareTokens(tokens: readonly number[], maxTokens: number | undefined, defaultMaxTokens: number | 'fill', param = 'prompt'): PreparedPrompt {
+    this.assertTokens(tokens, param);
+    return this.#fit([...tokens], [], maxTokens, defaultMaxTokens);
+  }
+
+  /** Throws a 400 naming `param` unless every id is a token of the model (llama.cpp aborts on others). */
+  assertTokens(tokens: readonly number[], param: string): void {
     this.#assertReady();
-    const rendered = this.adapter.renderChat(messages);
+    const vocab = this.adapter.descriptor.vocabularySize;
+    const bad = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
+    if (bad >= 0) {
+      throw new InferenceException(InferenceErrorCode.InvalidToken, `${param}[${bad}] = ${tokens[bad]} is not a token id of this model (0 to ${vocab - 1})`, { param });
+    }
+  }
+
+  prepareChat(messages: readonly ChatMessage[], maxTokens: number | undefined, tools: readonly ToolDefinition[] = []): PreparedPrompt {
+    this.#assertReady();
+    const rendered = this.adapter.renderChat(messages, tools);
     return this.#fit(rendered.tokens, rendered.stop, maxTokens, 'fill');
+  }
+
+  /** How the served model writes function calls: its chat template's syntax, or the generic one. */
+  get toolSyntax(): ToolCallSyntax {
+    this.#assertReady();
+    return this.adapter.toolSyntax;
+  }
+
+  /** A compiled constraint that makes the model call `tools` (see SamplingParams.constraint). */
+  toolConstraint(tools: readonly ToolDefinition[], parallel: boolean): Promise<unknown> {
+    this.#assertReady();
+    return this.adapter.toolCallGrammar(tools, parallel);
+  }
+
+  /** Text of token ids (e.g. to echo a token prompt); every id must be a token of the model. */
+  detokenize(tokens: readonly number[]): string {
+    this.assertTokens(tokens, 'tokens');
+    return this.adapter.detokenize(tokens);
   }
 
   /**
@@ -185,21 +226,39 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     const adapter = this.adapter;
     const stops = [...request.prompt.templateStop, ...(request.stop ?? [])];
     const job = { prompt: request.prompt.tokens, maxTokens: request.prompt.maxTokens, sampling: request.sampling };
+    const special = request.specialTokens === true;
     return {
       [Symbol.asyncIterator]: async function* (): AsyncGenerator<GenerationEvent> {
-        const decoder = new TokenTextDecoder((tokens, context) => adapter.detokenize(tokens, context), stops);
+        const decoder = new TokenTextDecoder((tokens, context) => adapter.detokenize(tokens, context, special), stops);
         let received = 0;
         let cached = 0;
         let unreported = 0;
+        // Log-probabilities of the tokens behind text not yet emitted, and the tokens before them.
+        let logprobs: TextLogprob[] = [];
+        // The tokens before each one, as the text decoder sees them (none before the first).
+        let recent: number[] = [];
         for await (const event of scheduler.submit(job, options)) {
           if (event.kind === 'token') {
             received++;
             cached = event.cachedPromptTokens ?? cached;
             unreported++;
+            if (event.logprobs) {
+              const piece = (token: number) => adapter.tokenPiece(token, recent, special);
+              const own = piece(event.token);
+              logprobs.push({
+                token: event.token,
+                text: own.text,
+                bytes: own.bytes,
+                logprob: event.logprobs.logprob,
+                top: event.logprobs.top.map((t) => ({ token: t.token, logprob: t.logprob, ...piece(t.token) })),
+              });
+              recent = [...recent.slice(-3), event.token];
+            }
             const text = decoder.push(event.token);
             if (text) {
-              yield { kind: 'text', text, tokens: unreported };
+              yield logprobs.length ? { kind: 'text', text, tokens: unreported, logprobs } : { kind: 'text', text, tokens: unreported };
               unreported = 0;
+              logprobs = [];
             }
             if (decoder.stopped) {
               // Leaving the loop cancels the scheduler's stream: the slot is freed at the next step.
@@ -208,7 +267,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
             }
           } else {
             const rest = decoder.flush();
-            if (rest) yield { kind: 'text', text: rest, tokens: unreported };
+            if (rest) yield logprobs.length ? { kind: 'text', text: rest, tokens: unreported, logprobs } : { kind: 'text', text: rest, tokens: unreported };
             yield event;
           }
         }
@@ -233,7 +292,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   /** Embeds with the served model, or with the GGUF at `modelPath` (loaded on first use). */
-  embed(texts: readonly string[], options: { modelPath?: string } = {}): Promise<EmbeddingResult> {
+  embed(texts: readonly (string | readonly number[])[], options: { modelPath?: string } = {}): Promise<EmbeddingResult> {
     this.#assertReady();
     return this.adapter.embed(texts, options.modelPath);
   }

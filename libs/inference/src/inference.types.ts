@@ -1,3 +1,5 @@
+import type { ToolCall } from './tools/tool.types';
+
 /** What `GET /v1/models`, `model info` and the health routes say about the served model. */
 export interface ModelDescriptor {
   /** Model id used in API requests and responses. */
@@ -18,6 +20,10 @@ export interface ModelDescriptor {
   readonly gpuFallbackReason: string | null;
   readonly slots: number;
   readonly threads: number;
+  /** What drives decode calls: the engine addon (persistent threadpool) or node-llama-cpp's binding. */
+  readonly engine: 'addon' | 'node-llama-cpp';
+  /** Why the engine is what it is (for logs and `model info`). */
+  readonly engineNote: string;
   readonly batchSize: number;
   /** `gguf` when the file carries its own chat template, else `fallback` (see README). */
   readonly chatTemplate: 'gguf' | 'fallback';
@@ -25,8 +31,12 @@ export interface ModelDescriptor {
 }
 
 export interface ChatMessage {
-  readonly role: 'system' | 'developer' | 'user' | 'assistant';
+  readonly role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
   readonly content: string;
+  /** Assistant messages: the calls the model made in that turn. */
+  readonly toolCalls?: readonly ToolCall[];
+  /** Tool messages: the call this is the result of (an id from an earlier `toolCalls`). */
+  readonly toolCallId?: string;
 }
 
 /** A chat rendered by the model's template: tokens to evaluate and template stop strings. */

@@ -1,14 +1,19 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { existsSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig, LruMap } from '@app/common';
-import { BatchItem, DecodeRuntime, SamplingParams } from '@app/batching';
+import { BatchItem, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/batching';
+import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
+import { AdaptiveThreadPolicy } from './engine/thread.policy';
 import { probeGpu } from './gpu.probe';
 import { GrammarCompiler } from './grammar.compiler';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
+import { grammarForJsonObject, SchemaGrammarError } from './grammar/json-schema.grammar';
+import { grammarForToolCalls } from './tools/tool-call.grammar';
+import { GENERIC_TOOL_SYNTAX, ToolCallSyntax, ToolDefinition } from './tools/tool.types';
 
 type Lib = typeof NodeLlamaCpp;
 
@@ -28,12 +33,24 @@ export const FALLBACK_CHAT_TEMPLATE = {
   system: (text: string) => `${escapeRoleMarkers(text)}\n\n`,
   user: (text: string) => `User: ${escapeRoleMarkers(text)}\n`,
   assistant: (text: string) => `Assistant: ${escapeRoleMarkers(text)}\n`,
+  /** A tool's result (the answer to a call in the generic tool syntax). */
+  tool: (text: string) => `Tool: ${escapeRoleMarkers(text)}\n`,
+  /** Written before the first message when the request has tools (one JSON line per tool). */
+  tools: (lines: readonly string[]) =>
+    `You can call these functions:\n${lines.join('\n')}\n` +
+    `To call functions, answer with one line per call: ${GENERIC_TOOL_SYNTAX.prefix}<function name>${GENERIC_TOOL_SYNTAX.paramsPrefix}<arguments as JSON>${GENERIC_TOOL_SYNTAX.suffix}\n\n`,
   generationPrompt: 'Assistant:',
   stop: ['\nUser:'],
 } as const;
 
 /** Default top-k when a request does not set one: llama.cpp's server default, and cheap to sample. */
 const DEFAULT_TOP_K = 40;
+/** OpenAI's logit_bias of -100 is a ban: the token is never sampled, whatever its logit. */
+const BAN_BIAS = -100;
+/** What OpenAI reports for a token whose probability underflows to 0. */
+const MIN_LOGPROB = -9999;
+/** Most top logprobs per token (OpenAI's top_logprobs bound); the engine addon's output layout. */
+const LOGPROB_TOP_MAX = 20;
 /** Tokens of history the repetition penalties look at (llama.cpp's default penalty_last_n). */
 const PENALTY_WINDOW = 64;
 const NO_TOKENS = new Uint32Array(0);
@@ -49,6 +66,8 @@ interface NativeContext {
   addToBatch(sequenceId: number, firstTokenPosition: number, tokens: Uint32Array, logitIndexes: Uint32Array): Uint32Array;
   decodeBatch(): Promise<void>;
   sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
+  /** With `true`: [token, [id, probability, id, probability, …]] over the sampler's candidates, most likely first. */
+  sampleToken(batchLogitIndex: number, sampler: NativeSampler, probabilities: true): Promise<[number, number[] | undefined]>;
   removeTokenCellsFromSequence(sequenceId: number, start: number, end: number): boolean;
   disposeSequence(sequenceId: number): void;
   saveSequenceStateToFile(path: string, sequenceId: number, tokens: Uint32Array): Promise<number>;
@@ -59,6 +78,13 @@ interface NativeSampler {
   dispose(): void;
 }
 
+/** The engine addon as the runtime uses it: its functions, the thread ceiling, and the policy below it (none = fixed THREADS). */
+interface Engine {
+  readonly addon: EngineAddon;
+  readonly maxThreads: number;
+  readonly policy: AdaptiveThreadPolicy | null;
+}
+
 /**
  * One batch per step over the shared context's sequences: the scheduler's DecodeRuntime.
  * Sequence i of the context is slot i.
@@ -67,11 +93,28 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   readonly #logitIndex: number[];
   readonly #stateDir: string;
   #copies = 0;
+  /** Threads the context decodes with now (changed per step by threadsForStep). */
+  #threads: number;
+  /** The engine addon's step layout, reused across steps (grown when a step needs more). */
+  #spec = new Int32Array(1024);
+  /** Tokens the last fused step sampled, by slot (engine addon only). */
+  readonly #sampled: number[] = [];
 
   readonly #samplers: NativeSampler[];
 
   /** Grammar states of constrained requests, kept alive while their slot samples with them. */
   readonly #grammarStates: unknown[] = [];
+  /** Alternatives each slot reports (SamplingParams.logprobs), undefined when it reports none. */
+  readonly #logprobTop: (number | undefined)[] = [];
+  /** What the last sample() found for each slot that reports log-probabilities. */
+  readonly #lastLogprobs: (SampledLogprobs | undefined)[] = [];
+  /**
+   * Greedy samplers without bias, penalties or grammar, one per slot, created on first use: asked
+   * for probabilities they return the softmax of the raw logits over the whole vocabulary, which
+   * is what OpenAI's logprobs are (the slot's own sampler reports its candidates after top-k and
+   * temperature instead).
+   */
+  readonly #probes: (NativeSampler | undefined)[] = [];
 
   constructor(
     private readonly ctx: NativeContext,
@@ -82,7 +125,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     readonly contextSize: number,
     private readonly isEog: (token: number) => boolean,
     private readonly eogTokens: readonly number[],
+    private readonly engine: Engine | null,
   ) {
+    this.#threads = engine?.maxThreads ?? 0;
     this.#samplers = Array.from({ length: slotCount }, () => newSampler());
     this.#logitIndex = this.#samplers.map(() => -1);
     this.#stateDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
@@ -108,10 +153,15 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#grammarStates[slot] = state;
       config.grammarEvaluationState = state._state;
     }
-    if (s.ignoreEos && this.eogTokens.length) {
-      config.tokenBiasKeys = Uint32Array.from(this.eogTokens);
-      config.tokenBiasValues = new Float32Array(this.eogTokens.length).fill(-Infinity);
+    const bias = new Map<number, number>();
+    for (const [token, value] of s.logitBias ?? []) bias.set(token, value <= BAN_BIAS ? -Infinity : value);
+    if (s.ignoreEos) for (const token of this.eogTokens) bias.set(token, -Infinity);
+    if (bias.size) {
+      config.tokenBiasKeys = Uint32Array.from(bias.keys());
+      config.tokenBiasValues = Float32Array.from(bias.values());
     }
+    this.#logprobTop[slot] = s.logprobs;
+    this.#lastLogprobs[slot] = undefined;
     // A fresh sampler per request: no RNG state, penalty history or bias left by the previous
     // one (the native sampler keeps its RNG running when the seed is unchanged).
     this.#samplers[slot].dispose();
@@ -119,7 +169,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     this.#samplers[slot].applyConfig(config);
   }
 
-  async decode(items: readonly BatchItem[]): Promise<void> {
+  async decode(items: readonly BatchItem[]): Promise<number | void> {
+    const engine = this.engine;
+    if (engine) return this.#step(engine, items);
     let total = 0;
     for (const item of items) total += item.tokens.length;
     this.ctx.initBatch(total);
@@ -128,11 +180,90 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       const indexes = this.ctx.addToBatch(item.slot, item.position, Uint32Array.from(item.tokens), logits);
       if (item.logits) this.#logitIndex[item.slot] = indexes[0];
     }
-    await this.ctx.decodeBatch();
+    return this.ctx.decodeBatch();
+  }
+
+  /**
+   * With the engine addon, decode and sampling are one native call per step: the batch is
+   * written into one typed array, every slot that wants logits is sampled on the worker thread
+   * right after the decode, and sample() then just hands those tokens out.
+   */
+  async #step(engine: Engine, items: readonly BatchItem[]): Promise<number> {
+    let length = 0;
+    let total = 0;
+    let sampling = 0;
+    for (const item of items) {
+      length += 4 + item.tokens.length;
+      total += item.tokens.length;
+      if (item.logits) sampling++;
+    }
+    if (this.#spec.length < length) this.#spec = new Int32Array(Math.max(length, this.#spec.length * 2));
+    const spec = this.#spec;
+    const samplers: NativeSampler[] = [];
+    let at = 0;
+    for (const item of items) {
+      spec[at++] = item.slot;
+      spec[at++] = item.position;
+      spec[at++] = item.tokens.length;
+      spec[at++] = item.logits ? 1 : 0;
+      for (const token of item.tokens) spec[at++] = token;
+      if (item.logits) samplers.push(this.#samplers[item.slot]);
+    }
+    const threads = engine.policy ? engine.policy.choose(items.length, total) : engine.maxThreads;
+    if (threads !== this.#threads) {
+      engine.addon.setThreads(this.ctx, threads);
+      this.#threads = threads;
+    }
+    const out = new Int32Array(sampling);
+    // Slots whose request asked for logprobs get them from the same native call.
+    let top: Int32Array | undefined;
+    let k = 0;
+    for (const item of items) {
+      if (!item.logits) continue;
+      const want = this.#logprobTop[item.slot];
+      if (want !== undefined) (top ??= new Int32Array(sampling).fill(-1))[k] = want;
+      k++;
+    }
+    const lpTokens = top ? new Int32Array(sampling * LOGPROB_TOP_MAX) : undefined;
+    const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
+    const ms = await engine.addon.step(this.ctx, spec, samplers, out, length, top, lpTokens, lpValues);
+    engine.policy?.record(items.length, total, threads, ms);
+    k = 0;
+    for (const item of items) {
+      if (!item.logits) continue;
+      this.#sampled[item.slot] = out[k];
+      if (top && lpTokens && lpValues && top[k] >= 0) {
+        const best: { token: number; logprob: number }[] = [];
+        for (let i = 0; i < top[k]; i++) best.push({ token: lpTokens[k * LOGPROB_TOP_MAX + i], logprob: lpValues[k * (LOGPROB_TOP_MAX + 1) + 1 + i] });
+        this.#lastLogprobs[item.slot] = { logprob: lpValues[k * (LOGPROB_TOP_MAX + 1)], top: best };
+      }
+      k++;
+    }
+    return ms;
   }
 
   sample(slots: readonly number[]): Promise<number[]> {
-    return Promise.all(slots.map((slot) => this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot])));
+    if (this.engine) return Promise.resolve(slots.map((slot) => this.#sampled[slot]));
+    return Promise.all(
+      slots.map(async (slot) => {
+        const top = this.#logprobTop[slot];
+        if (top === undefined) return this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
+        // The probe reads the same logits first; it changes no state the real sampler uses.
+        if (!this.#probes[slot]) {
+          // An empty config is a bare greedy sampler (a sampler never configured has no chain at all).
+          this.#probes[slot] = this.newSampler();
+          this.#probes[slot].applyConfig({});
+        }
+        const [, probabilities] = await this.ctx.sampleToken(this.#logitIndex[slot], this.#probes[slot] as NativeSampler, true);
+        const token = await this.ctx.sampleToken(this.#logitIndex[slot], this.#samplers[slot]);
+        this.#lastLogprobs[slot] = logprobsOf(token, probabilities ?? [], top);
+        return token;
+      }),
+    );
+  }
+
+  sampledLogprobs(slot: number): SampledLogprobs | undefined {
+    return this.#lastLogprobs[slot];
   }
 
   isEndOfGeneration(token: number): boolean {
@@ -164,7 +295,23 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   dispose(): void {
     for (const sampler of this.#samplers) sampler.dispose();
+    for (const probe of this.#probes) probe?.dispose();
   }
+}
+
+/** Picks the sampled token's and the `top` best log-probabilities out of [id, p, id, p, …] (best first). */
+function logprobsOf(token: number, flat: readonly number[], top: number): SampledLogprobs {
+  const lp = (p: number): number => (p > 0 ? Math.max(MIN_LOGPROB, Math.log(p)) : MIN_LOGPROB);
+  let logprob = MIN_LOGPROB;
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i] === token) {
+      logprob = lp(flat[i + 1]);
+      break;
+    }
+  }
+  const best: { token: number; logprob: number }[] = [];
+  for (let i = 0; i < flat.length && best.length < top; i += 2) best.push({ token: flat[i], logprob: lp(flat[i + 1]) });
+  return { logprob, top: best };
 }
 
 /**
@@ -184,9 +331,13 @@ export class LlamaAdapter {
   #model: NodeLlamaCpp.LlamaModel | null = null;
   #context: NodeLlamaCpp.LlamaContext | null = null;
   #runtime: LlamaDecodeRuntime | null = null;
+  /** Set while the addon's threadpool is attached to #context: detached before the context goes. */
+  #engineAddon: EngineAddon | null = null;
+  /** Threads the generation context was given (THREADS, or the automatic choice). */
+  #threads = 1;
   readonly #progressListeners = new Set<(fraction: number) => void>();
-  #jsonGrammar: Promise<unknown> | null = null;
-  #grammarCompiler: GrammarCompiler | null = null;
+  /** Output grammars (structured output, tool calls): see GrammarCompiler. */
+  #grammars: GrammarCompiler | null = null;
   /**
    * Tokens of recently seen prompt texts. Clients repeat prompts (retries, cache hits, shared
    * system prompts) and the exact cache's key needs the tokens before it can answer: a cache hit
@@ -199,6 +350,9 @@ export class LlamaAdapter {
   #otherEmbedding: Promise<{ model: NodeLlamaCpp.LlamaModel; context: NodeLlamaCpp.LlamaEmbeddingContext }> | null = null;
   #descriptor: ModelDescriptor | null = null;
   #bosPrepended = false;
+  /** The GGUF's token texts (byte-fallback tokens are `<0xNN>`). */
+  #vocab: readonly unknown[] | null = null;
+  #toolSyntax: ToolCallSyntax | null = null;
 
   constructor(private readonly config: AppConfig) {}
 
@@ -225,7 +379,13 @@ export class LlamaAdapter {
       throw new Error(`Model file not found: ${modelPath} (set MODEL_PATH to a GGUF file)`);
     }
     const probe = await probeGpu(this.config.gpu, modelPath);
-    if (probe.fallbackReason) this.#logger.warn(`${probe.fallbackReason}; falling back to CPU`);
+    if (probe.fallbackReason) {
+      // The usual cause on NVIDIA: node-llama-cpp's prebuilt backend needs a CUDA 13.1 driver.
+      const fix = /cuda|auto/.test(this.config.gpu)
+        ? '. If the GPU is NVIDIA and the prebuilt CUDA backend cannot run on this driver, build one for this machine: `npm run cli -- gpu build` (README, "GPU")'
+        : '';
+      this.#logger.warn(`${probe.fallbackReason}; falling back to CPU${fix}`);
+    }
     this.#lib = await import('node-llama-cpp');
     this.#llama = await this.#lib.getLlama({
       gpu: probe.gpu,
@@ -253,10 +413,16 @@ export class LlamaAdapter {
     const model = this.#model;
     const trainContextSize = model.trainContextSize;
     const contextSize = this.config.contextSize ?? Math.min(trainContextSize, 4096);
+    const addon = this.config.engineAddon === 'off' ? null : loadEngineAddon(this.config.engineAddonPath);
+    // With the addon's persistent threadpool every core computes; without it ggml starts fresh
+    // threads in every decode call, and one core is best left to Node (docs/PERFORMANCE.md).
+    const cores = availableParallelism();
+    const fallbackThreads = this.config.threads ?? Math.max(1, cores - 1);
+    let threads = this.config.threads ?? (addon?.addon ? cores : fallbackThreads);
     this.#context = await model.createContext({
       sequences: this.config.parallelSlots,
       contextSize,
-      threads: this.config.threads,
+      threads,
       batchSize: this.config.batchSize,
     });
     const lib = this.#lib;
@@ -268,6 +434,35 @@ export class LlamaAdapter {
     const bindings = (this.#context as unknown as Internals)._llama._bindings;
     const nativeModel = (model as unknown as ModelInternals)._model;
     const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
+    let engine: Engine | null = null;
+    let engineNote: string;
+    if (addon === null) {
+      engineNote = 'engine addon off (ENGINE_ADDON=off)';
+    } else if (addon.addon === null) {
+      engineNote = addon.reason;
+    } else {
+      try {
+        addon.addon.probe(nativeContext);
+        addon.addon.attachThreadpool(nativeContext, threads, this.config.threadPoll);
+        // THREADS set: exactly that. Unset: up to every core, chosen per step by measurement.
+        const policy = this.config.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
+        engine = { addon: addon.addon, maxThreads: threads, policy };
+        this.#engineAddon = addon.addon;
+        engineNote =
+          `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
+          ` (poll ${this.config.threadPoll})`;
+      } catch (err) {
+        engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
+      }
+    }
+    if (!engine) {
+      if (threads !== fallbackThreads) {
+        (nativeContext as unknown as { setThreads(n: number): void }).setThreads(fallbackThreads);
+        threads = fallbackThreads;
+      }
+      if (addon !== null) this.#logger.warn(`${engineNote}; running on node-llama-cpp's own decode path (slower with more than one thread)`);
+    }
+    this.#threads = threads;
     this.#runtime = new LlamaDecodeRuntime(
       nativeContext,
       () => new bindings.AddonSampler(nativeModel),
@@ -278,6 +473,7 @@ export class LlamaAdapter {
       this.#context.contextSize,
       (token) => model.isEogToken(token as NodeLlamaCpp.Token),
       eog,
+      engine,
     );
     const template = (model.fileInfo.metadata as { tokenizer?: { chat_template?: unknown } }).tokenizer?.chat_template;
     this.#chatWrapper = typeof template === 'string' && template.length > 0 ? this.#lib.resolveChatWrapper(model) : null;
@@ -288,6 +484,8 @@ export class LlamaAdapter {
       ? tensors.reduce((sum, t) => sum + t.dimensions.reduce<number>((a, b) => a * Number(b), 1), 0)
       : null;
     const tokenList = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: readonly unknown[] } } }).tokenizer?.ggml?.tokens;
+    this.#vocab = tokenList ?? null;
+    this.#toolSyntax = this.#chatWrapper ? this.#wrapperToolSyntax(this.#chatWrapper) : GENERIC_TOOL_SYNTAX;
     this.#descriptor = {
       id: this.config.modelName,
       path: modelPath,
@@ -303,7 +501,9 @@ export class LlamaAdapter {
       gpuLayers: model.gpuLayers,
       gpuFallbackReason: probe.fallbackReason,
       slots: this.config.parallelSlots,
-      threads: this.config.threads,
+      threads,
+      engine: engine ? 'addon' : 'node-llama-cpp',
+      engineNote,
       batchSize: this.config.batchSize,
       chatTemplate: this.#chatWrapper ? 'gguf' : 'fallback',
       loadMs: Date.now() - started,
@@ -311,7 +511,7 @@ export class LlamaAdapter {
     const d = this.#descriptor;
     this.#logger.log(
       `Model ${d.id} ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
-        `context ${d.contextSize} x ${d.slots} slots, ${d.threads} threads, ` +
+        `context ${d.contextSize} x ${d.slots} slots, ${d.threads} threads (${d.engine === 'addon' ? 'persistent pool' : 'per-call threads'}), ` +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );
     return d;
@@ -330,9 +530,20 @@ export class LlamaAdapter {
     return [...tokens];
   }
 
-  /** Text of `tokens`; `context` (the tokens just before) lets SentencePiece place spaces right. */
-  detokenize(tokens: readonly number[], context?: readonly number[]): string {
-    return this.#requireModel().detokenize(tokens as NodeLlamaCpp.Token[], false, context as NodeLlamaCpp.Token[] | undefined);
+  /**
+   * Text of `tokens`; `context` (the tokens just before) lets SentencePiece place spaces right.
+   * `special`: control tokens as their text (to parse a tool-call syntax that uses them).
+   */
+  detokenize(tokens: readonly number[], context?: readonly number[], special = false): string {
+    return this.#requireModel().detokenize(tokens as NodeLlamaCpp.Token[], special, context as NodeLlamaCpp.Token[] | undefined);
+  }
+
+  /** One token's text (after `context`) and its own bytes: a byte-fallback token is that byte. */
+  tokenPiece(token: number, context: readonly number[], special = false): { text: string; bytes: number[] } {
+    const text = this.detokenize([token], context, special);
+    const raw = this.#vocab?.[token];
+    const byte = typeof raw === 'string' ? /^<0x([0-9A-Fa-f]{2})>$/.exec(raw) : null;
+    return { text, bytes: byte ? [parseInt(byte[1], 16)] : [...Buffer.from(text, 'utf8')] };
   }
 
   /** The engine the scheduler drives; available once loaded. */
@@ -352,26 +563,43 @@ export class LlamaAdapter {
     return this.#bosPrepended ? 1 : 0;
   }
 
-  /** Renders chat messages with the GGUF's template, or the documented fallback. */
-  renderChat(messages: readonly ChatMessage[]): RenderedChat {
+  /** Renders chat messages (and the tools they may call) with the GGUF's template, or the documented fallback. */
+  renderChat(messages: readonly ChatMessage[], tools: readonly ToolDefinition[] = []): RenderedChat {
     const model = this.#requireModel();
-    if (!this.#chatWrapper) {
-      const t = FALLBACK_CHAT_TEMPLATE;
-      const text =
-        messages
-          .map((m) => (m.role === 'user' ? t.user(m.content) : m.role === 'assistant' ? t.assistant(m.content) : t.system(m.content)))
-          .join('') + t.generationPrompt;
-      return { tokens: this.tokenize(text), stop: [...t.stop] };
+    if (!this.#chatWrapper) return this.#renderFallback(messages, tools);
+    const history: NodeLlamaCpp.ChatHistoryItem[] = [];
+    const calls = new Map<string, NodeLlamaCpp.ChatModelFunctionCall>();
+    // After a turn's calls and their results, the model's turn goes on (node-llama-cpp keeps the
+    // calls, results and the text after them in one model response).
+    let turnOpen = false;
+    for (const m of messages) {
+      if (m.role === 'user') {
+        history.push({ type: 'user', text: m.content });
+        turnOpen = false;
+      } else if (m.role === 'system' || m.role === 'developer') {
+        history.push({ type: 'system', text: m.content });
+        turnOpen = false;
+      } else if (m.role === 'tool') {
+        const call = m.toolCallId === undefined ? undefined : calls.get(m.toolCallId);
+        if (call) call.result = parseJsonOr(m.content);
+      } else {
+        const last = history.at(-1);
+        const item: NodeLlamaCpp.ChatModelResponse = turnOpen && last?.type === 'model' ? last : { type: 'model', response: [] };
+        if (item !== last) history.push(item);
+        if (m.content) item.response.push(m.content);
+        for (const [i, c] of (m.toolCalls ?? []).entries()) {
+          const call: NodeLlamaCpp.ChatModelFunctionCall = { type: 'functionCall', name: c.name, params: parseJsonOr(c.arguments), result: undefined, startsNewChunk: i === 0 };
+          item.response.push(call);
+          calls.set(c.id, call);
+        }
+        turnOpen = (m.toolCalls?.length ?? 0) > 0;
+      }
     }
-    const history: NodeLlamaCpp.ChatHistoryItem[] = messages.map((m) =>
-      m.role === 'user'
-        ? { type: 'user', text: m.content }
-        : m.role === 'assistant'
-          ? { type: 'model', response: [m.content] }
-          : { type: 'system', text: m.content },
-    );
-    history.push({ type: 'model', response: [] });
-    const state = this.#chatWrapper.generateContextState({ chatHistory: history });
+    if (!turnOpen) history.push({ type: 'model', response: [] });
+    const availableFunctions = tools.length
+      ? Object.fromEntries(tools.map((t) => [t.name, { description: t.description, params: (t.parameters ?? { type: 'object' }) as NodeLlamaCpp.GbnfJsonSchema }]))
+      : undefined;
+    const state = this.#chatWrapper.generateContextState({ chatHistory: history, availableFunctions, documentFunctionParams: true });
     let tokens = state.contextText.tokenize(model.tokenizer) as number[];
     // BOS is added by withBos() for every prompt; a template that writes it too would double it.
     if (this.#bosPrepended && tokens[0] === model.tokens.bos) tokens = tokens.slice(1);
@@ -382,24 +610,105 @@ export class LlamaAdapter {
     return { tokens, stop };
   }
 
+  /** How the served model writes function calls (its template's syntax, or the generic one). */
+  get toolSyntax(): ToolCallSyntax {
+    this.#requireModel();
+    return this.#toolSyntax ?? GENERIC_TOOL_SYNTAX;
+  }
+
+  /** The documented fallback template (README), tools in the generic syntax. */
+  #renderFallback(messages: readonly ChatMessage[], tools: readonly ToolDefinition[]): RenderedChat {
+    const t = FALLBACK_CHAT_TEMPLATE;
+    const g = GENERIC_TOOL_SYNTAX;
+    const parts: string[] = [];
+    if (tools.length) {
+      parts.push(t.tools(tools.map((tool) => JSON.stringify({ name: tool.name, description: tool.description, parameters: tool.parameters ?? { type: 'object' } }))));
+    }
+    for (const m of messages) {
+      if (m.role === 'user') parts.push(t.user(m.content));
+      else if (m.role === 'tool') parts.push(t.tool(m.content));
+      else if (m.role === 'assistant') {
+        const calls = (m.toolCalls ?? []).map((c) => `${g.prefix}${c.name}${g.paramsPrefix}${c.arguments.trim() || '{}'}${g.suffix}`);
+        parts.push(t.assistant([m.content, ...calls].filter(Boolean).join(calls.length ? g.parallel?.betweenCalls ?? '\n' : '')));
+      } else parts.push(t.system(m.content));
+    }
+    return { tokens: this.tokenize(parts.join('') + t.generationPrompt), stop: [...t.stop] };
+  }
+
+  /** The chat wrapper's function-call syntax as text; special tokens as their text, cut at an end-of-generation token. */
+  #wrapperToolSyntax(wrapper: NodeLlamaCpp.ChatWrapper): ToolCallSyntax {
+    const f = wrapper.settings.functions;
+    const call = this.#syntaxText(f.call.suffix);
+    const parallel = f.parallelism?.call;
+    return {
+      prefix: this.#syntaxText(f.call.prefix).text,
+      paramsPrefix: this.#syntaxText(f.call.paramsPrefix).text,
+      suffix: call.text,
+      suffixEndsTurn: call.endsTurn,
+      optionalPrefixSpace: f.call.optionalPrefixSpace === true,
+      parallel: parallel
+        ? {
+            sectionPrefix: this.#syntaxText(parallel.sectionPrefix).text,
+            betweenCalls: this.#syntaxText(parallel.betweenCalls ?? '').text,
+            sectionSuffix: this.#syntaxText(parallel.sectionSuffix ?? '').text,
+          }
+        : null,
+      source: wrapper.wrapperName,
+    };
+  }
+
+  /** LlamaText (or a string) as text, up to its first end-of-generation token. */
+  #syntaxText(value: unknown): { text: string; endsTurn: boolean } {
+    const lib = this.#lib;
+    const model = this.#requireModel();
+    const text = lib.LlamaText(value as NodeLlamaCpp.LlamaText);
+    let out = '';
+    for (const v of text.values) {
+      const tokens = typeof v === 'string' ? null : (v.tokenize(model.tokenizer) as number[]);
+      if (tokens?.some((token) => model.isEogToken(token as NodeLlamaCpp.Token))) return { text: out, endsTurn: true };
+      out += typeof v === 'string' ? v : model.detokenize(tokens as NodeLlamaCpp.Token[], true);
+    }
+    return { text: out, endsTurn: false };
+  }
+
   /**
-   * Compiles an output constraint for SamplingParams.constraint: any JSON (`json`) or JSON that
-   * matches a schema. Schemas go through the GrammarCompiler: limits first (400
-   * `schema_too_complex`), the JSON-schema → GBNF conversion on a worker thread, then the native
-   * parse of a size-capped grammar, cached by the schema's hash within a memory bound.
+   * Compiles an output constraint for SamplingParams.constraint: any JSON object (`json`) or JSON
+   * that matches a schema, ending with the value (see json-schema.grammar.ts). Through the
+   * GrammarCompiler: SCHEMA_MAX_* limits first (400 `schema_too_complex`), the schema's conversion
+   * to GBNF on a worker thread, a size cap before the native parse, a bounded cache.
    */
-  async grammarFor(format: 'json' | object): Promise<unknown> {
+  grammarFor(format: 'json' | object, param = 'response_format'): Promise<unknown> {
+    const compiler = this.#grammarCompiler();
+    return format === 'json' ? compiler.compileGbnf(grammarForJsonObject(), param) : compiler.compileSchema(format, param);
+  }
+
+  /**
+   * A constraint that makes the model call one of `tools` (one or, with `parallel`, several calls).
+   * The tools' parameter schemas are held to the same limits as a response_format schema, all of
+   * them together (their grammar is built here, on the event loop).
+   */
+  toolCallGrammar(tools: readonly ToolDefinition[], parallel: boolean): Promise<unknown> {
+    const compiler = this.#grammarCompiler();
+    compiler.check({ anyOf: tools.map((t) => t.parameters ?? {}) }, 'tools');
+    let gbnf: string;
+    try {
+      gbnf = grammarForToolCalls(this.toolSyntax, tools, parallel);
+    } catch (err) {
+      throw this.#schemaError(err, 'tools');
+    }
+    return compiler.compileGbnf(gbnf, 'tools');
+  }
+
+  #schemaError(err: unknown, param: string): unknown {
+    if (!(err instanceof SchemaGrammarError)) return err;
+    return new InferenceException(InferenceErrorCode.UnsupportedSchema, `${param} schema is not supported: ${err.message}`, { param });
+  }
+
+  #grammarCompiler(): GrammarCompiler {
     const llama = this.#llama;
     if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
-    if (format === 'json') {
-      this.#jsonGrammar ??= llama.getGrammarFor('json').catch((err: unknown) => {
-        this.#jsonGrammar = null;
-        throw err;
-      });
-      return this.#jsonGrammar;
-    }
-    this.#grammarCompiler ??= new GrammarCompiler(this.config.schemaLimits, (grammar) => llama.createGrammar({ grammar }));
-    return this.#grammarCompiler.compile(format);
+    this.#grammars ??= new GrammarCompiler(this.config.schemaLimits, (grammar) => llama.createGrammar({ grammar }));
+    return this.#grammars;
   }
 
   /**
@@ -407,14 +716,14 @@ export class LlamaAdapter {
    * served model or, with `modelPath`, of another GGUF loaded on first use (EMBEDDING_MODEL_PATH
    * for the semantic cache).
    */
-  embed(texts: readonly string[], modelPath?: string): Promise<EmbeddingResult> {
+  embed(texts: readonly (string | readonly number[])[], modelPath?: string): Promise<EmbeddingResult> {
     const run = async (): Promise<EmbeddingResult> => {
       const model = this.#requireModel();
       let context: NodeLlamaCpp.LlamaEmbeddingContext;
       let tokenizer = model;
       let limit = Math.min(model.trainContextSize, 2048);
       if (modelPath === undefined || modelPath === this.config.modelPath) {
-        this.#embedding ??= model.createEmbeddingContext({ contextSize: limit, threads: this.config.threads });
+        this.#embedding ??= model.createEmbeddingContext({ contextSize: limit, threads: this.#embeddingThreads });
         context = await this.#embedding;
       } else {
         const other = await this.#otherEmbedder(modelPath);
@@ -426,7 +735,7 @@ export class LlamaAdapter {
       let promptTokens = 0;
       const vectors: Float32Array[] = [];
       for (const [index, text] of texts.entries()) {
-        const count = tokenizer.tokenize(text).length + bos;
+        const count = (typeof text === 'string' ? tokenizer.tokenize(text).length : text.length) + bos;
         if (count > limit) {
           throw new InferenceException(
             InferenceErrorCode.EmbeddingInputTooLong,
@@ -435,7 +744,7 @@ export class LlamaAdapter {
           );
         }
         promptTokens += count;
-        const embedding = await context.getEmbeddingFor(text);
+        const embedding = await context.getEmbeddingFor(typeof text === 'string' ? text : ([...text] as NodeLlamaCpp.Token[]));
         vectors.push(Float32Array.from(embedding.vector));
       }
       return { vectors, promptTokens };
@@ -467,7 +776,7 @@ export class LlamaAdapter {
       if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
       if (!existsSync(modelPath)) throw new Error(`Embedding model file not found: ${modelPath}`);
       const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-      const context = await model.createEmbeddingContext({ contextSize: Math.min(model.trainContextSize, 2048), threads: this.config.threads });
+      const context = await model.createEmbeddingContext({ contextSize: Math.min(model.trainContextSize, 2048), threads: this.#embeddingThreads });
       return { model, context };
     })();
     // A failed load is retried on the next call rather than cached forever.
@@ -481,6 +790,16 @@ export class LlamaAdapter {
     await (await embedding?.catch(() => null))?.dispose();
     this.#runtime?.dispose();
     this.#runtime = null;
+    if (this.#engineAddon && this.#context) {
+      try {
+        const native = (this.#context as unknown as { _ctx: object })._ctx;
+        this.#engineAddon.release(native);
+        this.#engineAddon.detachThreadpool(native);
+      } catch (err) {
+        this.#logger.warn(`detaching the engine threadpool failed: ${(err as Error).message}`);
+      }
+      this.#engineAddon = null;
+    }
     const other = await this.#otherEmbedding?.catch(() => null);
     this.#otherEmbedding = null;
     await other?.context.dispose();
@@ -489,6 +808,11 @@ export class LlamaAdapter {
     await this.#model?.dispose();
     await this.#llama?.dispose();
     this.#context = this.#model = this.#llama = null;
+  }
+
+  /** Embedding contexts have no persistent pool: threads per call, one core left to Node. */
+  get #embeddingThreads(): number {
+    return this.config.threads ?? Math.max(1, availableParallelism() - 1);
   }
 
   #requireModel(): NodeLlamaCpp.LlamaModel {
@@ -503,4 +827,13 @@ export class LlamaAdapter {
  */
 function usableEmbeddingTokens(contextSize: number): number {
   return contextSize - 2;
+}
+
+/** A JSON text as its value (tool arguments and results are JSON by convention), else the text itself. */
+function parseJsonOr(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }

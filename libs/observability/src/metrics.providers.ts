@@ -15,6 +15,8 @@ export const METRIC = {
   interTokenLatency: 'llm_inter_token_latency_seconds',
   batchStep: 'llm_batch_step_seconds',
   batchTokens: 'llm_batch_tokens',
+  batchHostOverhead: 'llm_batch_host_overhead_seconds',
+  batchCompute: 'llm_batch_compute_seconds',
   queueWait: 'llm_queue_wait_seconds',
   promptTokens: 'llm_prompt_tokens_total',
   promptTokensCached: 'llm_prompt_tokens_cached_total',
@@ -36,6 +38,12 @@ export const METRIC = {
   gpuAvailable: 'gpu_available',
   gpuMemoryUsed: 'gpu_memory_used_bytes',
   gpuMemoryTotal: 'gpu_memory_total_bytes',
+  budgetExceeded: 'llm_budget_exceeded_total',
+  usageFlushDuration: 'llm_usage_flush_duration_seconds',
+  usageFlushLag: 'llm_usage_flush_lag_seconds',
+  usageFlushFailures: 'llm_usage_flush_failures_total',
+  usageDropped: 'llm_usage_dropped_total',
+  usageBuffered: 'llm_usage_buffered_buckets',
 } as const;
 
 /** The seed's request-duration buckets (seconds). */
@@ -43,6 +51,8 @@ export const REQUEST_DURATION_BUCKETS = [0.1, 0.5, 1, 2, 5, 10];
 /** Fine below the 500 ms TTFT objective, coarse above it. */
 export const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30];
 export const INTER_TOKEN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+/** Per-step host overhead: the target is <= 0.3 ms at 8 slots, so fine below a millisecond. */
+export const HOST_OVERHEAD_BUCKETS = [0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05];
 export const QUEUE_WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** Registered once in the global prom-client registry (a second app in one process reuses them). */
@@ -78,6 +88,18 @@ export const METRIC_PROVIDERS = [
     buckets: INTER_TOKEN_BUCKETS,
   }),
   makeHistogramProvider({
+    name: METRIC.batchCompute,
+    help: 'Time the engine computed inside one decode call (llama_decode), in seconds; needs the engine addon',
+    buckets: INTER_TOKEN_BUCKETS,
+  }),
+  makeHistogramProvider({
+    name: METRIC.batchHostOverhead,
+    help:
+      'Per step of the batching loop, everything that is not engine compute (sampling, scheduling, dispatch and ' +
+      'completion latency), for steps that follow the previous one without a pause; needs the engine addon',
+    buckets: HOST_OVERHEAD_BUCKETS,
+  }),
+  makeHistogramProvider({
     name: METRIC.batchTokens,
     help: 'Tokens evaluated by one decode call (generated tokens of every streaming slot plus prompt chunks)',
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
@@ -108,7 +130,11 @@ export const METRIC_PROVIDERS = [
   makeGaugeProvider({ name: METRIC.kvCacheTokens, help: 'Tokens held in the KV cache across all slots' }),
   makeGaugeProvider({ name: METRIC.kvCacheCapacity, help: 'KV-cache capacity in tokens across all slots (CONTEXT_SIZE x PARALLEL_SLOTS)' }),
   makeGaugeProvider({ name: METRIC.modelReady, help: '1 when the model is loaded and serving, 0 while loading or after a failed load' }),
-  makeGaugeProvider({ name: METRIC.modelInfo, help: 'Served model and compute backend (value is always 1)', labelNames: ['model', 'backend'] }),
+  makeGaugeProvider({
+    name: METRIC.modelInfo,
+    help: 'Served model, compute backend, decode engine (addon = persistent threadpool) and threads (value is always 1)',
+    labelNames: ['model', 'backend', 'engine', 'threads'],
+  }),
   makeCounterProvider({
     name: METRIC.cacheLookups,
     help: 'Response-cache lookups by cache (exact, semantic) and result (hit, miss, error)',
@@ -126,4 +152,24 @@ export const METRIC_PROVIDERS = [
   }),
   makeGaugeProvider({ name: METRIC.gpuMemoryUsed, help: 'GPU memory used in bytes (nvidia-smi)', labelNames: ['gpu_id'] }),
   makeGaugeProvider({ name: METRIC.gpuMemoryTotal, help: 'GPU memory in bytes (nvidia-smi)', labelNames: ['gpu_id'] }),
+  makeCounterProvider({
+    name: METRIC.budgetExceeded,
+    help: 'Requests refused with 429 budget_exceeded, by the budget period that was spent (day, month)',
+    labelNames: ['period'],
+  }),
+  makeHistogramProvider({
+    name: METRIC.usageFlushDuration,
+    help: 'Duration of one usage-ledger write to the database (seconds), failed ones included',
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  }),
+  makeGaugeProvider({
+    name: METRIC.usageFlushLag,
+    help: 'Age of the oldest usage not yet written to the database (seconds); 0 when everything is written',
+  }),
+  makeCounterProvider({ name: METRIC.usageFlushFailures, help: 'Usage-ledger writes that failed (kept and retried at the next flush)' }),
+  makeCounterProvider({
+    name: METRIC.usageDropped,
+    help: 'Usage records dropped because the ledger buffer was full (USAGE_BUFFER_MAX) while the database was unreachable',
+  }),
+  makeGaugeProvider({ name: METRIC.usageBuffered, help: 'Usage buckets (key, model, route, hour) waiting to be written' }),
 ];

@@ -9,6 +9,12 @@ import { withSpan } from './tracing.api';
 /** Refreshes gauges that are read rather than pushed (model state, KV cache) just before a scrape. */
 export type MetricsCollector = () => void | Promise<void>;
 
+/** One series' samples as `/metrics` would show them (histograms: their `_count` and `_sum` only). */
+export interface MetricSample {
+  readonly labels: Readonly<Record<string, string | number>>;
+  readonly value: number;
+}
+
 /**
  * The metrics API for the rest of the platform: response-cache lookups and rate-limit rejections
  * (counters with bounded labels, shown at 0 from the start so dashboards and alerts have a series),
@@ -77,6 +83,24 @@ export class MetricsService {
   addCollector(collector: MetricsCollector): () => void {
     this.#collectors.add(collector);
     return () => this.#collectors.delete(collector);
+  }
+
+  /**
+   * The current samples of the named series, after the same refresh a scrape runs: the data
+   * `/metrics` shows, as JSON (for the admin status route and the console). Unknown names are absent.
+   */
+  async read(names: readonly string[]): Promise<Record<string, MetricSample[]>> {
+    await this.refresh();
+    const out: Record<string, MetricSample[]> = {};
+    for (const name of names) {
+      const metric = register.getSingleMetric(name);
+      if (!metric) continue;
+      const { values } = await metric.get();
+      out[name] = values
+        .filter((v) => !('metricName' in v) || v.metricName === undefined || /_(count|sum)$/.test(String(v.metricName)))
+        .map((v) => ({ labels: { ...v.labels, ...('metricName' in v && v.metricName ? { series: String(v.metricName) } : {}) }, value: v.value }));
+    }
+    return out;
   }
 
   /** Brings read-on-demand gauges up to date; a failing collector is logged, never fatal to the scrape. */

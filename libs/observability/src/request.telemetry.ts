@@ -29,6 +29,8 @@ export class RequestTelemetry {
   /** e.g. `exact:hit`, `semantic:miss`: the last lookup wins (exact first, semantic after). */
   cache: string | undefined;
   rateLimited: RateLimitKind | undefined;
+  /** The model id the request ran on, for the usage ledger; unset = the served model (MODEL_NAME). */
+  model: string | undefined;
   promptTokens = 0;
   cachedPromptTokens = 0;
   completionTokens = 0;

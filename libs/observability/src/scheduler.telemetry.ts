@@ -19,6 +19,14 @@ export interface SchedulerStateView {
   readonly accepting: boolean;
 }
 
+/** One loop step (structurally the batching library's StepStats). */
+export interface StepView {
+  readonly tokens: number;
+  readonly ms: number;
+  readonly computeMs?: number;
+  readonly hostMs?: number;
+}
+
 /** How a generation ended (structurally the batching library's RequestOutcome). */
 export interface GenerationOutcomeView {
   readonly finishReason: string;
@@ -66,6 +74,8 @@ export class SchedulerTelemetry {
     @InjectMetric(METRIC.queueWait) private readonly queueWait: Histogram,
     @InjectMetric(METRIC.batchStep) private readonly batchStep: Histogram,
     @InjectMetric(METRIC.batchTokens) private readonly batchTokens: Histogram,
+    @InjectMetric(METRIC.batchCompute) private readonly batchCompute: Histogram,
+    @InjectMetric(METRIC.batchHostOverhead) private readonly batchHost: Histogram,
     @InjectMetric(METRIC.tokensGenerated) private readonly tokensGenerated: Counter<'model'>,
     @InjectMetric(METRIC.promptTokens) private readonly promptTokens: Counter<'model'>,
     @InjectMetric(METRIC.promptTokensCached) private readonly promptTokensCached: Counter<'model'>,
@@ -108,9 +118,11 @@ export class SchedulerTelemetry {
     if (this.#pending.length > MAX_PENDING) this.#pending.splice(0, this.#pending.length - MAX_PENDING);
   }
 
-  onStep(tokens: number, ms: number): void {
-    this.batchStep.observe(ms / 1000);
-    this.batchTokens.observe(tokens);
+  onStep(step: StepView): void {
+    this.batchStep.observe(step.ms / 1000);
+    this.batchTokens.observe(step.tokens);
+    if (step.computeMs !== undefined) this.batchCompute.observe(step.computeMs / 1000);
+    if (step.hostMs !== undefined) this.batchHost.observe(step.hostMs / 1000);
   }
 
   onRejected(code: string): void {

@@ -38,6 +38,7 @@ export function cacheableRequest(
       presencePenalty: s.presencePenalty,
       frequencyPenalty: s.frequencyPenalty,
       ignoreEos: s.ignoreEos,
+      logitBias: s.logitBias?.size ? JSON.stringify([...s.logitBias].sort(([a], [b]) => a - b)) : undefined,
       format,
       retrieval: retrievedContext ? createHash('sha256').update(retrievedContext).digest('hex').slice(0, 32) : undefined,
     },

@@ -5,11 +5,13 @@ import { Caller, Principal } from '@app/auth';
 import { CacheDirectivesParam } from '@app/caching';
 import type { CacheDirectives } from '@app/caching';
 import { ClientSignal, sendReply } from '@app/common';
+import { Metered } from '@app/usage';
 import { GenerateRequestDto } from './generate.dto';
 import { GenerateService } from './generate.service';
 
 @ApiTags('generate')
 @ApiSecurity('api-key')
+@Metered()
 @Controller('v1/generate')
 export class GenerateController {
   constructor(private readonly service: GenerateService) {}
@@ -23,7 +25,7 @@ export class GenerateController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.generate(dto, cache, signal, caller));
+    return sendReply(res, await this.service.generate(dto, { directives: cache, signal, caller }));
   }
 
   @Post('stream')
@@ -35,6 +37,6 @@ export class GenerateController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.stream(dto, cache, signal, caller));
+    return sendReply(res, await this.service.generate(dto, { directives: cache, signal, caller }, true));
   }
 }

@@ -13,7 +13,7 @@ export class InferenceMetricsCollector implements OnModuleInit, OnModuleDestroy 
     private readonly inference: InferenceService,
     private readonly metrics: MetricsService,
     @InjectMetric(METRIC.modelReady) private readonly modelReady: Gauge,
-    @InjectMetric(METRIC.modelInfo) private readonly modelInfo: Gauge<'model' | 'backend'>,
+    @InjectMetric(METRIC.modelInfo) private readonly modelInfo: Gauge<'model' | 'backend' | 'engine' | 'threads'>,
     @InjectMetric(METRIC.kvCacheTokens) private readonly kvTokens: Gauge,
     @InjectMetric(METRIC.kvCacheCapacity) private readonly kvCapacity: Gauge,
   ) {}
@@ -37,6 +37,6 @@ export class InferenceMetricsCollector implements OnModuleInit, OnModuleDestroy 
     this.kvTokens.set(this.inference.kvCacheTokens);
     this.kvCapacity.set(model.contextSize * model.slots);
     this.modelInfo.reset();
-    this.modelInfo.set({ model: model.id, backend: model.gpu || 'cpu' }, 1);
+    this.modelInfo.set({ model: model.id, backend: model.gpu || 'cpu', engine: model.engine, threads: String(model.threads) }, 1);
   }
 }

@@ -3,6 +3,7 @@ import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { Caller, Principal } from '@app/auth';
 import { ClientSignal, sendReply } from '@app/common';
+import { Metered } from '@app/usage';
 import { CacheDirectivesParam } from '@app/caching';
 import type { CacheDirectives } from '@app/caching';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto } from './openai.dto';
@@ -25,6 +26,7 @@ export class OpenAIController {
   }
 
   @Post('completions')
+  @Metered()
   @HttpCode(200)
   async completions(
     @Body() dto: CompletionRequestDto,
@@ -33,10 +35,11 @@ export class OpenAIController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.completions(dto, cache, signal, caller));
+    return sendReply(res, await this.service.completions(dto, { directives: cache, signal, caller }));
   }
 
   @Post('chat/completions')
+  @Metered()
   @HttpCode(200)
   async chat(
     @Body() dto: ChatCompletionRequestDto,
@@ -45,10 +48,11 @@ export class OpenAIController {
     @Caller() caller: Principal | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    return sendReply(res, await this.service.chat(dto, cache, signal, caller));
+    return sendReply(res, await this.service.chat(dto, { directives: cache, signal, caller }));
   }
 
   @Post('embeddings')
+  @Metered()
   @HttpCode(200)
   embeddings(@Body() dto: EmbeddingRequestDto, @Caller() caller: Principal | undefined): Promise<object> {
     return this.service.embeddings(dto, caller);

@@ -1,8 +1,9 @@
 import { Module } from '@nestjs/common';
 import { InferenceModule } from '@app/inference';
+import { GenerationModule } from '../generation/generation.module';
 import { UsageModule } from '../usage/usage.module';
 import { OpenAIController } from './openai.controller';
 import { OpenAIService } from './openai.service';
 
-@Module({ imports: [InferenceModule, UsageModule], controllers: [OpenAIController], providers: [OpenAIService] })
+@Module({ imports: [InferenceModule, GenerationModule, UsageModule], controllers: [OpenAIController], providers: [OpenAIService] })
 export class OpenAIModule {}

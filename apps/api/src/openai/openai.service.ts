@@ -1,35 +1,38 @@
 import { Injectable } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
-import { Principal } from '@app/auth';
-import { asArray, InputGuardService, Reply } from '@app/common';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { AppConfig, CommonErrorCode, CommonException, Reply } from '@app/common';
 import { SamplingParams } from '@app/batching';
-import { ChatMessage, GenerationRequest, InferenceService, PreparedPrompt, toUsage, Usage } from '@app/inference';
-import { CacheDirectives, collectCompletion, ResponseCacheService } from '@app/caching';
-import { RetrievalService } from '@app/retrieval';
-import { cacheableRequest } from '../cache/cacheable';
-import { lastUserMessage, messagesWithContext, promptWithContext, retrieveFor } from '../retrieval/context.assembly';
+import { Principal } from '@app/auth';
+import { ChatMessage, InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
+import { GenerationContext, GenerationPipeline } from '../generation/generation.pipeline';
+import { PromptInput } from '../generation/generation.types';
+import { ChatPresenter } from '../generation/presenters/chat.presenter';
+import { CompletionsPresenter } from '../generation/presenters/completions.presenter';
+import { lastUserMessage, messagesWithContext, promptWithContext } from '../retrieval/context.assembly';
+import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, ResponseFormatDto, SamplingDto } from './openai.dto';
 import { UsageMeterService } from '../usage/usage-meter.service';
-import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, SamplingDto } from './openai.dto';
 
-type Finish = 'stop' | 'length';
+const unsupported = (param: string, message: string): CommonException =>
+  new CommonException(CommonErrorCode.UnsupportedParameter, message, { param });
+const invalid = (param: string, message: string): CommonException =>
+  new CommonException(CommonErrorCode.ValidationFailed, message, { param, details: [{ field: param, message }] });
 
 /**
- * OpenAI's wire format over the inference service, so the official SDKs work unchanged; through
- * the response caches, at the caller's priority, charged to the caller's token budget.
+ * OpenAI's wire format: requests mapped onto the generation pipeline (chat with tools, structured
+ * output, logprobs, n, logit_bias; completions with prompt arrays, token prompts and echo), the
+ * answers rendered by the chat and completions presenters; embeddings and models.
  */
 @Injectable()
 export class OpenAIService {
   constructor(
     private readonly inference: InferenceService,
-    private readonly cache: ResponseCacheService,
+    private readonly pipeline: GenerationPipeline,
+    private readonly config: AppConfig,
     private readonly usage: UsageMeterService,
-    private readonly retrieval: RetrievalService,
-    private readonly guard: InputGuardService,
   ) {}
 
   listModels(): object {
-    const m = this.inference.model;
-    return { object: 'list', data: [this.#model(m.id)] };
+    return { object: 'list', data: [this.#model(this.inference.model.id)] };
   }
 
   getModel(id: string): object {
@@ -37,169 +40,135 @@ export class OpenAIService {
     return this.#model(this.inference.model.id);
   }
 
-  async completions(dto: CompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
+  async completions(dto: CompletionRequestDto, context: Omit<GenerationContext, 'stream'>): Promise<Reply> {
     this.inference.assertModel(dto.model);
-    const text = asArray(dto.prompt)[0];
-    // The client's own text is checked, not the retrieved context around it.
-    this.guard.check([{ field: 'prompt', text }]);
-    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, text, caller);
-    const sources = retrieved ? { sources: retrieved.sources } : {};
-    const prompt = this.inference.prepareText(promptWithContext(text, retrieved), dto.max_tokens, 16);
-    const request = this.#request(dto, prompt);
-    const cacheable = cacheableRequest('completions', request, text, dto.max_tokens, undefined, retrieved?.context);
-    const run = await this.cache.run(cacheable, directives, () =>
-      this.#generate(request, signal, caller),
-    );
-    // A cached answer is a new response: fresh id and created time.
-    const meta = { id: `cmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
-    if (dto.stream) {
-      const events = run.events;
-      const includeUsage = dto.stream_options?.include_usage === true;
-      const chunk = (text: string, finish: Finish | null): object => ({
-        ...meta,
-        object: 'text_completion',
-        choices: [{ index: 0, text, logprobs: null, finish_reason: finish }],
-        ...(includeUsage ? { usage: null } : {}),
-      });
-      return {
-        kind: 'sse',
-        terminator: '[DONE]',
-        headers: run.headers,
-        events: (async function* () {
-          for await (const e of events) {
-            if (e.kind === 'text') yield chunk(e.text, null);
-            else {
-              yield chunk('', finish(e.finishReason));
-              if (includeUsage) yield { ...meta, object: 'text_completion', choices: [], usage: toUsage(e) };
-              // Shaped like the usage chunk (no choices), so SDK stream readers pass over it.
-              if (retrieved) yield { ...meta, object: 'text_completion', choices: [], ...sources };
+    const n = this.#n(dto);
+    if (dto.best_of !== undefined && dto.best_of !== n) throw unsupported('best_of', `best_of must equal n (${n}): choosing the best of several completions server-side is not implemented`);
+    if (dto.echo && dto.logprobs !== undefined) throw unsupported('echo', 'echo together with logprobs (log-probabilities of the prompt tokens) is not implemented');
+    const prompts = normalizePrompt(dto.prompt);
+    prompts.forEach((p, i) => typeof p !== 'string' && this.inference.assertTokens(p, prompts.length > 1 ? `prompt[${i}]` : 'prompt'));
+    if (dto.retrieval && prompts.length > 1) throw unsupported('retrieval', 'retrieval works with one prompt per request');
+    const texts = prompts.filter((p): p is string => typeof p === 'string');
+    const sampling = await this.#sampling(dto, dto.logprobs, dto.response_format);
+    return this.pipeline.run(
+      {
+        family: 'completions',
+        guard: texts.map((text, i) => ({ field: prompts.length > 1 ? `prompt[${i}]` : 'prompt', text })),
+        retrieval: dto.retrieval ? { option: dto.retrieval, query: texts[0] ?? this.inference.detokenize(prompts[0] as number[]) } : undefined,
+        prepare: (retrieved) => ({
+          prompts: prompts.map((p, i): PromptInput => {
+            const param = prompts.length > 1 ? `prompt[${i}]` : 'prompt';
+            if (typeof p === 'string') {
+              return { prompt: this.inference.prepareText(promptWithContext(p, retrieved), dto.max_tokens, 16), cacheText: p, echo: dto.echo ? p : undefined };
             }
-          }
-        })(),
-      };
-    }
-    const r = await collectCompletion(run.events);
-    return {
-      kind: 'json',
-      headers: run.headers,
-      body: {
-        ...meta,
-        object: 'text_completion',
-        choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: finish(r.finishReason) }],
-        usage: this.#usage(toUsage(r), r.cachedPromptTokens),
-        ...sources,
+            const context = retrieved?.context ? this.inference.tokenize(retrieved.context) : [];
+            const text = this.inference.detokenize(p);
+            return { prompt: this.inference.prepareTokens([...context, ...p], dto.max_tokens, 16, param), cacheText: text, echo: dto.echo ? text : undefined };
+          }),
+          n,
+          sampling: sampling.params,
+          stop: asArray(dto.stop),
+          requestedMaxTokens: dto.max_tokens,
+          format: sampling.format,
+        }),
       },
-    };
+      { ...context, stream: dto.stream === true },
+      new CompletionsPresenter(this.#meta('cmpl'), { includeUsage: dto.stream_options?.include_usage === true, logprobs: dto.logprobs }),
+    );
   }
 
-  async chat(dto: ChatCompletionRequestDto, directives: CacheDirectives, signal: AbortSignal, caller?: Principal): Promise<Reply> {
+  async chat(dto: ChatCompletionRequestDto, context: Omit<GenerationContext, 'stream'>): Promise<Reply> {
     this.inference.assertModel(dto.model);
-    const asked: ChatMessage[] = dto.messages.map((m) => ({
-      role: m.role,
-      content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
-    }));
-    this.guard.check(asked.map((m, i) => ({ field: `messages[${i}].content`, text: m.content })));
-    const retrieved = await retrieveFor(this.retrieval, dto.retrieval, lastUserMessage(asked), caller);
-    const sources = retrieved ? { sources: retrieved.sources } : {};
-    const messages = messagesWithContext(asked, retrieved);
-    const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
-    const prompt = this.inference.prepareChat(messages, requestedMax);
-    const request = this.#request(dto, prompt);
+    const n = this.#n(dto);
+    if (dto.modalities && (dto.modalities.length !== 1 || dto.modalities[0] !== 'text')) throw unsupported('modalities', 'modalities must be ["text"]: only text output is supported');
+    if (dto.top_logprobs !== undefined && dto.logprobs !== true) throw invalid('top_logprobs', 'top_logprobs needs logprobs: true');
+    const asked = toChatMessages(dto);
+    const { tools, choice, legacy } = toolsOf(dto);
+    const calling = tools.length > 0 && choice.mode !== 'none';
+    const forced = calling && (choice.mode === 'required' || choice.mode === 'function');
     const format = dto.response_format && dto.response_format.type !== 'text' ? dto.response_format : undefined;
-    if (format) {
-      request.sampling.constraint = await this.inference.constraintFor(
-        format.type === 'json_object' ? 'json' : (format.json_schema as { schema: object }).schema,
-      );
+    if (forced && format) throw unsupported('response_format', 'response_format cannot be combined with a forced tool call (tool_choice required or a named function)');
+    const logprobs = dto.logprobs ? (dto.top_logprobs ?? 0) : undefined;
+    const sampling = await this.#sampling(dto, logprobs, format);
+    if (forced) {
+      if (dto.ignore_eos) throw unsupported('ignore_eos', 'ignore_eos cannot be combined with a forced tool call: the call ends the output');
+      const callable = choice.mode === 'function' ? tools.filter((t) => t.name === choice.name) : tools;
+      const parallel = choice.mode === 'required' && dto.parallel_tool_calls !== false;
+      sampling.params.constraint = await this.inference.toolConstraint(callable, parallel);
     }
-    // The semantic cache compares whole conversations, roles included.
-    const conversation = asked.map((m) => `${m.role}: ${m.content}`).join('\n');
-    const cacheable = cacheableRequest('chat', request, conversation, requestedMax, format && JSON.stringify(format), retrieved?.context);
-    const run = await this.cache.run(cacheable, directives, () => this.#generate(request, signal, caller));
-    const meta = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
-    if (dto.stream) {
-      const events = run.events;
-      const includeUsage = dto.stream_options?.include_usage === true;
-      const chunk = (delta: object, finish: Finish | null): object => ({
-        ...meta,
-        object: 'chat.completion.chunk',
-        system_fingerprint: null,
-        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
-        ...(includeUsage ? { usage: null } : {}),
-      });
-      return {
-        kind: 'sse',
-        terminator: '[DONE]',
-        headers: run.headers,
-        events: (async function* () {
-          let first = true;
-          for await (const e of events) {
-            if (e.kind === 'text') {
-              yield chunk(first ? { role: 'assistant', content: e.text } : { content: e.text }, null);
-              first = false;
-            } else {
-              yield chunk(first ? { role: 'assistant', content: '' } : {}, finish(e.finishReason));
-              if (includeUsage) {
-                yield { ...meta, object: 'chat.completion.chunk', system_fingerprint: null, choices: [], usage: toUsage(e) };
-              }
-              if (retrieved) yield { ...meta, object: 'chat.completion.chunk', system_fingerprint: null, choices: [], ...sources };
-            }
-          }
-        })(),
-      };
-    }
-    const r = await collectCompletion(run.events);
-    return {
-      kind: 'json',
-      headers: run.headers,
-      body: {
-        ...meta,
-        object: 'chat.completion',
-        system_fingerprint: null,
-        choices: [
-          { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finish(r.finishReason) },
-        ],
-        usage: this.#usage(toUsage(r), r.cachedPromptTokens),
-        ...sources,
+    const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
+    // Tools, calls and results are part of the conversation the semantic cache compares.
+    const conversation = [
+      ...(calling ? [`tools: ${JSON.stringify(tools)}`] : []),
+      ...asked.map((m) => `${m.role}: ${m.content}${m.toolCalls?.length ? ` ${JSON.stringify(m.toolCalls.map((c) => [c.name, c.arguments]))}` : ''}`),
+    ].join('\n');
+    return this.pipeline.run(
+      {
+        family: 'chat',
+        guard: asked.map((m, i) => ({ field: `messages[${i}].content`, text: m.content })),
+        retrieval: dto.retrieval ? { option: dto.retrieval, query: lastUserMessage(asked) } : undefined,
+        prepare: (retrieved) => ({
+          prompts: [{ prompt: this.inference.prepareChat(messagesWithContext(asked, retrieved), requestedMax, calling ? tools : []), cacheText: conversation }],
+          n,
+          sampling: sampling.params,
+          stop: asArray(dto.stop),
+          requestedMaxTokens: requestedMax,
+          format: JSON.stringify([sampling.format ?? null, calling ? { choice, parallel: dto.parallel_tool_calls !== false } : null]),
+          toolSyntax: calling ? this.inference.toolSyntax : undefined,
+        }),
       },
-    };
+      { ...context, stream: dto.stream === true },
+      new ChatPresenter(this.#meta('chatcmpl'), { includeUsage: dto.stream_options?.include_usage === true, topLogprobs: logprobs, legacyFunctions: legacy }),
+    );
   }
 
   /** Embeddings are charged in tokens like generations: reserved at admission, settled to the count. */
   async embeddings(dto: EmbeddingRequestDto, caller?: Principal): Promise<object> {
     this.inference.assertModel(dto.model);
-    const texts = asArray(dto.input);
-    // Each input as the embedding model sees it, plus its begin/end tokens: an upper bound.
-    const reservation = await this.usage.reserve(caller, texts.reduce((n, t) => n + this.inference.tokenize(t).length + 2, 0));
-    let result: Awaited<ReturnType<InferenceService['embed']>>;
+    const dimension = this.inference.model.embeddingLength;
+    if (dto.dimensions !== undefined && dto.dimensions !== dimension) {
+      throw unsupported('dimensions', `this model's embeddings have ${dimension} dimensions and cannot be shortened; omit dimensions or send ${dimension}`);
+    }
+    const inputs = normalizeEmbeddingInput(dto.input);
+    inputs.forEach((input, i) => typeof input !== 'string' && this.inference.assertTokens(input, inputs.length > 1 ? `input[${i}]` : 'input'));
+    // Each input as the model sees it, plus its begin/end tokens: an upper bound, settled to the count.
+    const bound = inputs.reduce((n, input) => n + (typeof input === 'string' ? this.inference.tokenize(input).length : input.length) + 2, 0);
+    const reservation = await this.usage.reserve(caller, bound);
+    let embedded: Awaited<ReturnType<InferenceService['embed']>>;
     try {
-      result = await this.inference.embed(texts);
+      embedded = await this.inference.embed(inputs);
     } catch (err) {
       await reservation.release();
       throw err;
     }
-    await reservation.settle(result.promptTokens);
-    const { vectors, promptTokens } = result;
+    const { vectors, promptTokens } = embedded;
+    await reservation.settle(promptTokens);
+    this.usage.embedded(promptTokens);
     const base64 = dto.encoding_format === 'base64';
     return {
       object: 'list',
       model: this.inference.model.id,
-      data: vectors.map((v, index) => ({
-        object: 'embedding',
-        index,
+      data: vectors.map((raw, index) => {
+        // Unit length, like OpenAI's: cosine similarity is then a dot product.
+        const v = normalize(raw);
         // base64 is little-endian float32, which is what the official SDKs decode by default.
-        embedding: base64 ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v),
-      })),
+        return { object: 'embedding', index, embedding: base64 ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v) };
+      }),
       usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
     };
   }
 
-  #generate(request: GenerationRequest, signal: AbortSignal, caller?: Principal) {
-    const events = this.inference.generate(request, this.usage.submitOptions(caller, signal));
-    return this.usage.meter(events, caller, request.prompt);
+  #n(dto: SamplingDto): number {
+    const n = dto.n ?? 1;
+    if (n > this.config.parallelSlots) {
+      throw unsupported('n', `n must be at most ${this.config.parallelSlots} (PARALLEL_SLOTS): the choices are generated side by side`);
+    }
+    return n;
   }
 
-  #request(dto: SamplingDto, prompt: PreparedPrompt): GenerationRequest {
-    const sampling: SamplingParams = {
+  /** Sampling of a request, its logit_bias checked against the vocabulary, its response_format compiled. */
+  async #sampling(dto: SamplingDto, logprobs: number | undefined, format: ResponseFormatDto | undefined): Promise<{ params: SamplingParams; format?: string }> {
+    const params: SamplingParams = {
       temperature: dto.temperature ?? 1,
       topP: dto.top_p,
       topK: dto.top_k,
@@ -209,12 +178,27 @@ export class OpenAIService {
       presencePenalty: dto.presence_penalty,
       frequencyPenalty: dto.frequency_penalty,
       ignoreEos: dto.ignore_eos,
+      logprobs,
     };
-    return { prompt, sampling, stop: asArray(dto.stop) };
+    if (dto.logit_bias && Object.keys(dto.logit_bias).length) {
+      const vocab = this.inference.model.vocabularySize;
+      const bias = new Map<number, number>();
+      for (const [key, value] of Object.entries(dto.logit_bias)) {
+        const token = Number(key);
+        if (vocab > 0 && token >= vocab) throw invalid('logit_bias', `logit_bias names token ${token}, but the vocabulary has ${vocab} tokens (0 to ${vocab - 1})`);
+        bias.set(token, value);
+      }
+      params.logitBias = bias;
+    }
+    const constrained = format && format.type !== 'text' ? format : undefined;
+    if (!constrained) return { params };
+    if (dto.ignore_eos) throw unsupported('ignore_eos', 'ignore_eos cannot be combined with response_format: the JSON value ends the output');
+    params.constraint = await this.inference.constraintFor(constrained.type === 'json_object' ? 'json' : (constrained.json_schema as { schema: object }).schema);
+    return { params, format: JSON.stringify(constrained) };
   }
 
-  #usage(usage: Usage, cached: number): object {
-    return { ...usage, prompt_tokens_details: { cached_tokens: cached } };
+  #meta(prefix: string): { id: string; created: number; model: string } {
+    return { id: `${prefix}-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
   }
 
   #model(id: string): object {
@@ -229,6 +213,93 @@ export class OpenAIService {
   }
 }
 
-function finish(reason: string): Finish {
-  return reason === 'length' ? 'length' : 'stop';
+function asArray(value: string | string[] | undefined): string[] {
+  return value === undefined ? [] : typeof value === 'string' ? [value] : value;
+}
+
+/** A completions prompt as a list of prompts: strings or token-id arrays. */
+function normalizePrompt(prompt: CompletionRequestDto['prompt']): (string | number[])[] {
+  if (typeof prompt === 'string') return [prompt];
+  if (prompt.every((p) => typeof p === 'number')) return [prompt as number[]];
+  return prompt as (string | number[])[];
+}
+
+function normalizeEmbeddingInput(input: EmbeddingRequestDto['input']): (string | number[])[] {
+  if (typeof input === 'string') return [input];
+  if (input.every((p) => typeof p === 'number')) return [input as number[]];
+  return input as (string | number[])[];
+}
+
+function normalize(v: Float32Array): Float32Array {
+  let sum = 0;
+  for (const x of v) sum += x * x;
+  const norm = Math.sqrt(sum);
+  return norm > 0 ? v.map((x) => x / norm) : v;
+}
+
+function text(content: ChatCompletionRequestDto['messages'][number]['content']): string {
+  if (content === null || content === undefined) return '';
+  return typeof content === 'string' ? content : content.map((p) => p.text).join('');
+}
+
+/**
+ * OpenAI messages as the inference layer's: tool calls and results paired by id (legacy
+ * function calls and `function` messages by order and name); a result for no earlier call is a 400.
+ */
+function toChatMessages(dto: ChatCompletionRequestDto): ChatMessage[] {
+  const calls = new Map<string, string>();
+  const legacyOpen: { id: string; name: string }[] = [];
+  return dto.messages.map((m, i): ChatMessage => {
+    if (m.role === 'assistant') {
+      const toolCalls = (m.tool_calls ?? []).map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments }));
+      if (m.function_call) {
+        const id = `call_${randomBytes(12).toString('hex')}`;
+        legacyOpen.push({ id, name: m.function_call.name });
+        toolCalls.push({ id, name: m.function_call.name, arguments: m.function_call.arguments });
+      }
+      for (const c of toolCalls) calls.set(c.id, c.name);
+      return { role: 'assistant', content: text(m.content), ...(toolCalls.length ? { toolCalls } : {}) };
+    }
+    if (m.role === 'tool') {
+      if (!calls.has(m.tool_call_id as string)) {
+        throw invalid(`messages[${i}].tool_call_id`, `messages[${i}].tool_call_id ${JSON.stringify(m.tool_call_id)} answers no tool call of an earlier assistant message`);
+      }
+      return { role: 'tool', content: text(m.content), toolCallId: m.tool_call_id };
+    }
+    if (m.role === 'function') {
+      const at = legacyOpen.findIndex((c) => c.name === m.name);
+      if (at < 0) throw invalid(`messages[${i}].name`, `messages[${i}] is a function result for ${JSON.stringify(m.name)}, which no earlier assistant message called`);
+      const [call] = legacyOpen.splice(at, 1);
+      return { role: 'tool', content: text(m.content), toolCallId: call.id };
+    }
+    return { role: m.role, content: text(m.content) };
+  });
+}
+
+/** The request's tools (or legacy functions) and how the model may use them. */
+function toolsOf(dto: ChatCompletionRequestDto): { tools: ToolDefinition[]; choice: ToolChoice; legacy: boolean } {
+  if (dto.tools && dto.functions) throw invalid('functions', 'send tools or the legacy functions, not both');
+  const legacy = dto.functions !== undefined;
+  const tools: ToolDefinition[] = (dto.tools?.map((t) => t.function) ?? dto.functions ?? []).map((f) => ({
+    name: f.name,
+    description: f.description,
+    parameters: f.parameters,
+  }));
+  const names = new Set<string>();
+  for (const t of tools) {
+    if (names.has(t.name)) throw invalid(legacy ? 'functions' : 'tools', `two tools are named ${JSON.stringify(t.name)}`);
+    names.add(t.name);
+  }
+  const raw = legacy ? dto.function_call : dto.tool_choice;
+  const param = legacy ? 'function_call' : 'tool_choice';
+  let choice: ToolChoice;
+  if (raw === undefined) choice = { mode: tools.length ? 'auto' : 'none' };
+  else if (typeof raw === 'string') choice = { mode: raw };
+  else {
+    const name = 'function' in raw ? raw.function.name : raw.name;
+    if (!names.has(name)) throw invalid(param, `${param} names ${JSON.stringify(name)}, which is not one of the request's tools`);
+    choice = { mode: 'function', name };
+  }
+  if ((choice.mode === 'required' || choice.mode === 'function') && tools.length === 0) throw invalid(param, `${param} asks for a tool call but the request has no tools`);
+  return { tools, choice, legacy };
 }

@@ -1,31 +1,32 @@
 import { Injectable } from '@nestjs/common';
 import { GenerationEvent, SubmitOptions } from '@app/batching';
 import { Principal, priorityOf, RateLimitService, TokenReservation } from '@app/auth';
-
-/** What a generation may use at most: its prompt and its completion budget. */
-export interface TokenBudget {
-  readonly promptTokens: number;
-  /** max_tokens as resolved (the request's, or the context's remainder). */
-  readonly maxTokens: number;
-}
+import { RequestTelemetry } from '@app/observability';
+import { BudgetReservation, BudgetService } from '@app/usage';
 
 /**
- * Connects work to the caller's key: submits at the key's priority class, and charges tokens to its
- * tokens-per-window limit by reservation. A generation holds prompt + max_tokens from admission
- * (refused with a 429 when the window cannot hold them: parallel requests cannot overshoot the
- * limit), settled to the real count as soon as it is known, before the client sees the end of the
- * response (so the next request is judged on it). The same reserve → settle/release hook serves
- * embeddings and document uploads (`reserve`).
+ * Connects generation to the caller's key: submits at the key's priority class, and holds the
+ * request's worst case (prompt + max tokens) before the model runs, of the key's tokens-per-window
+ * limit (RateLimitService.reserve: refused with 429 `token_rate_limit_exceeded` when the window
+ * cannot hold it, so parallel requests cannot overshoot the limit) and of its budgets
+ * (BudgetService.reserve: 429 `budget_exceeded`). Both reservations are settled to the real
+ * prompt + completion tokens as soon as they are known, before the client sees the end of the
+ * response (so the next request is judged on them). The usage ledger records the request when its
+ * response ends (UsageAdmission). Embeddings and document uploads use `reserve()` (the
+ * tokens-per-window limit; the budgets cover generations).
  */
 @Injectable()
 export class UsageMeterService {
-  constructor(private readonly limits: RateLimitService) {}
+  constructor(
+    private readonly limits: RateLimitService,
+    private readonly budgets: BudgetService,
+  ) {}
 
   submitOptions(caller: Principal | undefined, signal: AbortSignal): SubmitOptions {
     return { signal, priority: priorityOf(caller) };
   }
 
-  /** Holds `tokens` of the caller's window (429 when it cannot); settle or release it when done. */
+  /** Holds `tokens` of the caller's tokens-per-window limit (429 when it cannot); settle or release it when done. */
   reserve(caller: Principal | undefined, tokens: number): Promise<TokenReservation> {
     return this.limits.reserve(caller, tokens);
   }
@@ -35,14 +36,29 @@ export class UsageMeterService {
     return this.limits.charge(caller, usage.total_tokens);
   }
 
+  /** Notes the prompt tokens of a request that ran no generation (embeddings) for the ledger and the log line. */
+  embedded(promptTokens: number): void {
+    const telemetry = RequestTelemetry.current();
+    if (telemetry) telemetry.promptTokens += promptTokens;
+  }
+
   /**
-   * Passes a generation's events through: reserves the budget before the first event (a refusal
-   * surfaces on the first `next()`, before any response header), settles to prompt + completion at
-   * the `done` event; a stream cut short (client gone, error) is settled to the prompt and the
-   * tokens it produced, and one that produced nothing gives its reservation back.
+   * Passes a generation's events through. Before the first one, reserves `promptTokens +
+   * maxTokens` of the caller's tokens-per-window limit and budgets (a refusal surfaces on the first
+   * `next()`, before any output); at the `done` event both are settled to the real tokens. A stream
+   * cut short (client gone, error) is settled to the prompt and the tokens it produced, or to
+   * nothing if it produced none.
    */
-  async *meter(events: AsyncIterable<GenerationEvent>, caller: Principal | undefined, budget: TokenBudget): AsyncGenerator<GenerationEvent> {
-    const reservation = await this.limits.reserve(caller, budget.promptTokens + budget.maxTokens);
+  async *meter(events: AsyncIterable<GenerationEvent>, caller: Principal | undefined, promptTokens: number, maxTokens = 0): AsyncGenerator<GenerationEvent> {
+    const worst = promptTokens + maxTokens;
+    const window: TokenReservation = await this.limits.reserve(caller, worst);
+    let budget: BudgetReservation;
+    try {
+      budget = await this.budgets.reserve(caller, worst);
+    } catch (err) {
+      await window.release();
+      throw err;
+    }
     let completion = 0;
     let settled = false;
     try {
@@ -50,12 +66,16 @@ export class UsageMeterService {
         if (event.kind === 'text') completion += event.tokens;
         else {
           settled = true;
-          await reservation.settle(event.promptTokens + event.completionTokens);
+          const used = event.promptTokens + event.completionTokens;
+          await Promise.all([window.settle(used), budget.settle(used)]);
         }
         yield event;
       }
     } finally {
-      if (!settled) await (completion > 0 ? reservation.settle(budget.promptTokens + completion) : reservation.release());
+      if (!settled) {
+        const used = completion > 0 ? promptTokens + completion : 0;
+        await Promise.all([window.settle(used), budget.settle(used)]);
+      }
     }
   }
 }

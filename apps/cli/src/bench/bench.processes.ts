@@ -1,5 +1,6 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '@app/common';
 import { freePort, startBenchServer } from './bench.support';
@@ -38,7 +39,8 @@ function stopper(child: ChildProcess): () => Promise<void> {
 export interface EngineSettings {
   readonly model: string;
   readonly slots: number;
-  readonly threads: number;
+  /** This server's THREADS; undefined = its default (what a user gets without tuning). */
+  readonly threads?: number;
   readonly contextPerSlot: number;
   readonly batchSize: number;
 }
@@ -48,7 +50,7 @@ export async function startOurs(s: EngineSettings, env: Record<string, string> =
   const server = await startBenchServer({
     MODEL_PATH: s.model,
     PARALLEL_SLOTS: String(s.slots),
-    THREADS: String(s.threads),
+    ...(s.threads === undefined ? {} : { THREADS: String(s.threads) }),
     CONTEXT_SIZE: String(s.contextPerSlot),
     BATCH_SIZE: String(s.batchSize),
     QUEUE_MAX: '10000',
@@ -59,19 +61,31 @@ export async function startOurs(s: EngineSettings, env: Record<string, string> =
   return { url: server.url, label: 'this server', apiKey: server.key, stop: () => server.stop() };
 }
 
-/** Path of llama.cpp's server built from node-llama-cpp's bundled source (built and cached on first use). */
-export function llamaServerBinary(explicit?: string): string {
+/**
+ * Path of llama.cpp's server built from node-llama-cpp's bundled source (built and cached on
+ * first use); with `cuda`, a build with ggml's CUDA backend (for a GPU comparison).
+ */
+export function llamaServerBinary(explicit?: string, cuda = false): string {
   if (explicit) {
     if (!existsSync(explicit)) throw new Error(`llama-server not found at ${explicit}`);
     return explicit;
   }
   const script = join(projectRoot(), 'scripts', 'build-llama-server.sh');
   process.stderr.write('Locating llama-server (builds it from node-llama-cpp\'s llama.cpp source on first use, ~10 min on 2 cores)...\n');
-  return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
+  const env = { ...process.env, ...(cuda ? { LLAMA_SERVER_CUDA: '1' } : {}) };
+  return execFileSync('bash', [script], { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
 }
 
-/** llama.cpp's own HTTP server with the same model, slots, threads, context and batch. */
-export async function startLlamaServer(binary: string, s: EngineSettings): Promise<RunningServer> {
+/** Thread counts llama.cpp's server is measured at by default: cores - 1 and cores (1,2 on 2 cores). */
+export function defaultReferenceThreads(cores = availableParallelism()): number[] {
+  return [...new Set([Math.max(1, cores - 1), cores])];
+}
+
+/**
+ * llama.cpp's own HTTP server with the same model, slots, context and batch, at `threads`;
+ * `gpu` offloads every layer (as this server does on a GPU backend).
+ */
+export async function startLlamaServer(binary: string, s: EngineSettings, threads: number, gpu = false): Promise<RunningServer> {
   const port = await freePort();
   const child = spawn(
     binary,
@@ -81,11 +95,11 @@ export async function startLlamaServer(binary: string, s: EngineSettings): Promi
       '--port', String(port),
       '-np', String(s.slots),
       '-c', String(s.contextPerSlot * s.slots),
-      '-t', String(s.threads),
-      '-tb', String(s.threads),
+      '-t', String(threads),
+      '-tb', String(threads),
       '-b', String(s.batchSize),
       '-ub', String(s.batchSize),
-      '-ngl', '0',
+      '-ngl', gpu ? '999' : '0',
       '--no-webui',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -95,5 +109,5 @@ export async function startLlamaServer(binary: string, s: EngineSettings): Promi
   child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
   const url = `http://127.0.0.1:${port}`;
   await waitHealthy(url, child, () => out, () => true);
-  return { url, label: 'llama.cpp server', stop: stopper(child) };
+  return { url, label: `llama-server -t ${threads}`, stop: stopper(child) };
 }

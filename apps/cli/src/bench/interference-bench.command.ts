@@ -1,10 +1,9 @@
-import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
 import { ReferenceBenchCommand } from './reference-bench.command';
-import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
+import { defaultReferenceThreads, EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { InterferenceResult, runInterference } from './load.generator';
 import { positiveInt } from '../support/options';
 
@@ -13,6 +12,7 @@ interface InterferenceOptions {
   streams?: number;
   promptTokens?: number;
   threads?: number;
+  referenceThreads?: number[];
   reference?: boolean;
   llamaServer?: string;
   json?: boolean;
@@ -28,7 +28,7 @@ export class InterferenceBenchCommand extends ReferenceBenchCommand {
     const settings: EngineSettings = {
       model,
       slots: streams + 1,
-      threads: o.threads ?? Math.max(1, availableParallelism() - 1),
+      threads: o.threads,
       contextPerSlot: 4096,
       batchSize: 512,
     };
@@ -44,11 +44,14 @@ export class InterferenceBenchCommand extends ReferenceBenchCommand {
       await ours.stop();
     }
     if (o.reference !== false) {
-      const ref = await startLlamaServer(llamaServerBinary(o.llamaServer), settings);
-      try {
-        await measure(ref);
-      } finally {
-        await ref.stop();
+      const binary = llamaServerBinary(o.llamaServer);
+      for (const threads of o.referenceThreads ?? defaultReferenceThreads()) {
+        const ref = await startLlamaServer(binary, settings, threads);
+        try {
+          await measure(ref);
+        } finally {
+          await ref.stop();
+        }
       }
     }
     if (o.json) {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { BUNDLED_MODEL, projectRoot } from '@app/common';
-import { GgmlType, SYNTH_PRESETS, SynthShape, synthesizeModel, synthParameters } from '@app/inference';
+import { CHAT_TEMPLATES, ChatTemplateName, GgmlType, SYNTH_PRESETS, SynthShape, synthesizeModel, synthParameters } from '@app/inference';
 import { ProgressBar } from '../support/progress.bar';
 import { BaseCommand } from '../base.command';
 import { positiveInt } from '../support/options';
@@ -18,6 +18,7 @@ interface SynthOptions {
   vocab?: number;
   context?: number;
   type?: 'q8_0' | 'f16' | 'f32';
+  chatTemplate?: ChatTemplateName;
   json?: boolean;
 }
 
@@ -41,9 +42,17 @@ export class ModelSynthCommand extends BaseCommand {
     const out = o.out ?? join(projectRoot(), 'models', `synth-${o.preset ?? '110m'}.gguf`);
     const started = Date.now();
     const bar = new ProgressBar('Writing tensors', !o.json);
-    const bytes = synthesizeModel(out, shape, BUNDLED_MODEL, o.seed ?? 1, (done, total) => bar.update(done / total, `${done}/${total}`));
+    const bytes = synthesizeModel(out, shape, BUNDLED_MODEL, o.seed ?? 1, (done, total) => bar.update(done / total, `${done}/${total}`), o.chatTemplate);
     bar.done();
-    const summary = { path: out, bytes, parameters: synthParameters(shape), shape: { ...shape, type: GgmlType[shape.type] }, seed: o.seed ?? 1, ms: Date.now() - started };
+    const summary = {
+      path: out,
+      bytes,
+      parameters: synthParameters(shape),
+      shape: { ...shape, type: GgmlType[shape.type] },
+      seed: o.seed ?? 1,
+      chatTemplate: o.chatTemplate ?? null,
+      ms: Date.now() - started,
+    };
     process.stdout.write(
       o.json
         ? `${JSON.stringify(summary, null, 2)}\n`
@@ -74,6 +83,14 @@ export class ModelSynthCommand extends BaseCommand {
   @Option({ flags: '--type <t>', description: 'q8_0 | f16 | f32' })
   parseType(v: string): string {
     if (!(v in TYPES)) throw new Error('--type must be q8_0, f16 or f32');
+    return v;
+  }
+  @Option({
+    flags: '--chat-template <family>',
+    description: `Write a model family's real chat template and its special tokens into the GGUF: ${Object.keys(CHAT_TEMPLATES).join(' | ')}`,
+  })
+  parseChatTemplate(v: string): string {
+    if (!(v in CHAT_TEMPLATES)) throw new Error(`--chat-template must be one of ${Object.keys(CHAT_TEMPLATES).join(', ')}`);
     return v;
   }
   @Option({ flags: '--json', description: 'Machine-readable output' })

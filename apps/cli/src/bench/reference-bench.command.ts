@@ -12,9 +12,16 @@ export abstract class ReferenceBenchCommand extends BaseCommand {
   parseModel(v: string): string {
     return v;
   }
-  @Option({ flags: '--threads <n>', description: 'CPU threads for both (default cores - 1)' })
+  @Option({ flags: '--threads <n>', description: "This server's THREADS (default: its own default, as a user gets it)" })
   parseThreads(v: string): number {
     return positiveInt(v);
+  }
+  @Option({
+    flags: '--reference-threads <list>',
+    description: "llama.cpp server thread counts to measure; ratios use the best one per level (default: cores - 1 and cores)",
+  })
+  parseReferenceThreads(v: string): number[] {
+    return [...new Set(v.split(',').map((t) => positiveInt(t.trim())))];
   }
   @Option({ flags: '--no-reference', description: 'Skip llama.cpp\'s server' })
   parseNoReference(): boolean {

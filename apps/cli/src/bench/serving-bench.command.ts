@@ -1,10 +1,9 @@
-import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
 import { ReferenceBenchCommand } from './reference-bench.command';
-import { EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
+import { defaultReferenceThreads, EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { ProgressBar } from '../support/progress.bar';
 import { distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
 import { positiveInt } from '../support/options';
@@ -13,6 +12,7 @@ interface ServingOptions {
   model?: string;
   slots?: number;
   threads?: number;
+  referenceThreads?: number[];
   concurrency?: string;
   requests?: number;
   maxTokens?: number;
@@ -24,17 +24,35 @@ interface ServingOptions {
   json?: boolean;
 }
 
-interface Row {
+/** Per-step engine figures of this server over one level, from its /metrics (deltas). */
+export interface StepFigures {
+  readonly steps: number;
+  /** Mean tokens per decode call. */
+  readonly tokensPerStep: number;
+  /** Mean wall time of a decode call as the loop saw it, ms. */
+  readonly stepMs: number;
+  /** Mean engine compute per decode call (llama_decode), ms; null without the engine addon. */
+  readonly computeMs: number | null;
+  /** Mean per-step host overhead (everything but compute, back-to-back steps only), ms. */
+  readonly hostMs: number | null;
+}
+
+export interface Row {
   target: string;
   concurrency: number;
   result: LoadResult;
+  steps?: StepFigures;
 }
 
+const OURS = 'this server';
+
 /**
- * Streaming load against this server and, in the same run with the same model, slots,
- * threads, context and batch, against llama.cpp's own HTTP server; prints both and the ratios.
+ * Streaming load against this server with its defaults and, in the same run with the same
+ * model, slots, context and batch, against llama.cpp's own HTTP server at each reference thread
+ * count; prints every row, this server's per-step host overhead, and ratios against the best
+ * reference at each level.
  */
-@SubCommand({ name: 'serve', description: 'Streaming throughput/latency vs llama.cpp\'s server, same model and settings, same run' })
+@SubCommand({ name: 'serve', description: "Streaming throughput/latency vs llama.cpp's server (best of its thread settings), same model, same run" })
 export class ServingBenchCommand extends ReferenceBenchCommand {
   async run(_args: string[], o: ServingOptions): Promise<void> {
     const model = o.model ?? join(projectRoot(), 'models', 'synth-110m.gguf');
@@ -44,18 +62,19 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
     const settings: EngineSettings = {
       model,
       slots: o.slots ?? 8,
-      threads: o.threads ?? Math.max(1, availableParallelism() - 1),
+      threads: o.threads,
       contextPerSlot: o.context ?? 2048,
       batchSize: o.batch ?? 512,
     };
-    const levels = (o.concurrency ?? '1,8').split(',').map((c) => positiveInt(c.trim()));
+    const referenceThreads = o.referenceThreads ?? defaultReferenceThreads();
+    const levels = (o.concurrency ?? '1,2,4,8').split(',').map((c) => positiveInt(c.trim()));
     const maxTokens = o.maxTokens ?? 64;
     const workload = o.workload ?? 'distinct';
     const prompt = workload === 'shared-prefix' ? sharedPrefixPrompt : distinctPrompt;
     const rows: Row[] = [];
     const log = (m: string): void => void process.stderr.write(`${m}\n`);
 
-    const measure = async (server: RunningServer, apiKey?: string): Promise<void> => {
+    const measure = async (server: RunningServer, apiKey?: string, metrics = false): Promise<void> => {
       // Warm-up: first decode allocations, page cache; not measured.
       await runLoad({ url: server.url, apiKey, concurrency: 1, requests: 1, maxTokens: 8, prompt: () => 'Warm up.' });
       for (const concurrency of levels) {
@@ -65,6 +84,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
         // level must not stand in for prefill (llama.cpp's server keeps prompt states in RAM).
         const offset = 1000 * (levels.indexOf(concurrency) + 1);
         const bar = new ProgressBar('   ', !o.json);
+        const before = metrics ? await scrapeSteps(server.url) : null;
         const result = await runLoad({
           url: server.url,
           apiKey,
@@ -75,30 +95,44 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
           onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
         });
         bar.done();
-        rows.push({ target: server.label, concurrency, result });
-        log(`    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p99 ${result.ttftMs.p99.toFixed(0)} ms, errors ${result.errors}`);
+        const steps = before ? stepDelta(before, await scrapeSteps(server.url)) : undefined;
+        rows.push({ target: server.label, concurrency, result, steps });
+        log(
+          `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
+            (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step` : ''),
+        );
         for (const sample of result.errorSamples) log(`    error: ${sample}`);
       }
     };
 
-    log(`Model ${model}; ${settings.slots} slots, ${settings.threads} threads, context ${settings.contextPerSlot}/slot, batch ${settings.batchSize}`);
+    log(
+      `Model ${model}; ${settings.slots} slots, this server's THREADS ${settings.threads ?? 'default'}, ` +
+        `llama-server -t ${referenceThreads.join(' and -t ')}, context ${settings.contextPerSlot}/slot, batch ${settings.batchSize}`,
+    );
     const ours = await startOurs(settings);
+    let backend = 'cpu';
     try {
-      await measure(ours, ours.apiKey);
+      backend = await servedBackend(ours.url);
+      await measure(ours, ours.apiKey, true);
     } finally {
       await ours.stop();
     }
     if (o.reference !== false) {
-      const binary = llamaServerBinary(o.llamaServer);
-      const ref = await startLlamaServer(binary, settings);
-      try {
-        await measure(ref);
-      } finally {
-        await ref.stop();
+      // On a GPU, the reference runs on the same GPU: a CUDA build of llama-server, all layers offloaded.
+      const gpu = backend !== 'cpu';
+      if (gpu) log(`  this server ran on ${backend}: llama-server gets a CUDA build and -ngl 999`);
+      const binary = llamaServerBinary(o.llamaServer, gpu);
+      for (const threads of referenceThreads) {
+        const ref = await startLlamaServer(binary, settings, threads, gpu);
+        try {
+          await measure(ref);
+        } finally {
+          await ref.stop();
+        }
       }
     }
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ settings, workload, maxTokens, rows }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ settings, referenceThreads, workload, maxTokens, rows }, null, 2)}\n`);
       return;
     }
     process.stdout.write(formatTable(rows));
@@ -108,7 +142,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   parseSlots(v: string): number {
     return positiveInt(v);
   }
-  @Option({ flags: '--concurrency <list>', description: 'Comma list of client counts (default 1,8)' })
+  @Option({ flags: '--concurrency <list>', description: 'Comma list of client counts (default 1,2,4,8)' })
   parseConcurrency(v: string): string {
     return v;
   }
@@ -135,8 +169,52 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   }
 }
 
+/** The compute backend the server reports (llm_model_info{backend}): cpu, cuda, ... */
+async function servedBackend(url: string): Promise<string> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return /^llm_model_info\{[^}]*backend="([^"]+)"/m.exec(text)?.[1] ?? 'cpu';
+}
+
+type StepCounters = Record<'steps' | 'stepSeconds' | 'tokens' | 'computeCount' | 'computeSeconds' | 'hostCount' | 'hostSeconds', number>;
+
+/** The batching loop's step histograms from this server's /metrics (sums and counts). */
+export async function scrapeSteps(url: string): Promise<StepCounters> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return parseStepCounters(text);
+}
+
+export function parseStepCounters(text: string): StepCounters {
+  const value = (name: string): number => {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+  return {
+    steps: value('llm_batch_step_seconds_count'),
+    stepSeconds: value('llm_batch_step_seconds_sum'),
+    tokens: value('llm_batch_tokens_sum'),
+    computeCount: value('llm_batch_compute_seconds_count'),
+    computeSeconds: value('llm_batch_compute_seconds_sum'),
+    hostCount: value('llm_batch_host_overhead_seconds_count'),
+    hostSeconds: value('llm_batch_host_overhead_seconds_sum'),
+  };
+}
+
+export function stepDelta(a: StepCounters, b: StepCounters): StepFigures {
+  const steps = b.steps - a.steps;
+  const compute = b.computeCount - a.computeCount;
+  const host = b.hostCount - a.hostCount;
+  return {
+    steps,
+    tokensPerStep: steps ? (b.tokens - a.tokens) / steps : 0,
+    stepMs: steps ? ((b.stepSeconds - a.stepSeconds) * 1000) / steps : 0,
+    computeMs: compute ? ((b.computeSeconds - a.computeSeconds) * 1000) / compute : null,
+    hostMs: host ? ((b.hostSeconds - a.hostSeconds) * 1000) / host : null,
+  };
+}
+
 export function formatTable(rows: Row[]): string {
-  const head = ['target', 'clients', 'tok/s', 'req/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'errors'];
+  const head = ['target', 'clients', 'tok/s', 'req/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'errors', 'tok/step', 'step', 'compute', 'host/step'];
+  const ms = (v: number | null | undefined, digits = 2): string => (v == null ? '–' : `${v.toFixed(digits)} ms`);
   const lines = rows.map((r) => [
     r.target,
     String(r.concurrency),
@@ -147,21 +225,27 @@ export function formatTable(rows: Row[]): string {
     `${r.result.itlMs.p50.toFixed(1)} ms`,
     `${r.result.itlMs.p99.toFixed(1)} ms`,
     String(r.result.errors),
+    r.steps ? r.steps.tokensPerStep.toFixed(1) : '–',
+    ms(r.steps?.stepMs),
+    ms(r.steps?.computeMs),
+    ms(r.steps?.hostMs, 3),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const fmt = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
   let out = `${fmt(head)}\n|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|\n${lines.map(fmt).join('\n')}\n`;
-  const ours = rows.filter((r) => r.target === 'this server');
-  const ref = rows.filter((r) => r.target !== 'this server');
-  if (ref.length) {
-    out += '\nRatios (this server / llama.cpp server):\n';
+  const ours = rows.filter((r) => r.target === OURS);
+  const refs = rows.filter((r) => r.target !== OURS);
+  if (refs.length) {
+    out += '\nRatios (this server / the best llama.cpp server setting at that level, by throughput):\n';
     for (const o of ours) {
-      const r = ref.find((x) => x.concurrency === o.concurrency);
-      if (!r) continue;
+      const best = refs
+        .filter((x) => x.concurrency === o.concurrency)
+        .sort((a, b) => b.result.tokensPerSecond - a.result.tokensPerSecond)[0];
+      if (!best) continue;
       out +=
-        `  ${o.concurrency} clients: throughput ${(o.result.tokensPerSecond / r.result.tokensPerSecond).toFixed(2)}x, ` +
-        `TTFT p50 ${(o.result.ttftMs.p50 / r.result.ttftMs.p50).toFixed(2)}x, TTFT p99 ${(o.result.ttftMs.p99 / r.result.ttftMs.p99).toFixed(2)}x, ` +
-        `ITL p50 ${(o.result.itlMs.p50 / r.result.itlMs.p50).toFixed(2)}x\n`;
+        `  ${o.concurrency} clients vs ${best.target}: throughput ${(o.result.tokensPerSecond / best.result.tokensPerSecond).toFixed(2)}x, ` +
+        `TTFT p50 ${(o.result.ttftMs.p50 / best.result.ttftMs.p50).toFixed(2)}x, TTFT p99 ${(o.result.ttftMs.p99 / best.result.ttftMs.p99).toFixed(2)}x, ` +
+        `ITL p50 ${(o.result.itlMs.p50 / best.result.itlMs.p50).toFixed(2)}x\n`;
     }
   }
   return out;

@@ -8,7 +8,9 @@ describe('AppConfig', () => {
     expect(c).toMatchObject({ port: 8000, host: '0.0.0.0', gpu: 'auto', parallelSlots: 4, bodyLimit: 1024 * 1024, apiKeys: [] });
     expect(c.modelPath).toBe(BUNDLED_MODEL);
     expect(c.modelName).toBe('stories260K');
-    expect(c.threads).toBeGreaterThanOrEqual(1);
+    // THREADS unset = chosen when the model loads (all cores with the engine addon, else cores - 1).
+    expect(c.threads).toBeUndefined();
+    expect(c).toMatchObject({ threadPoll: 50, engineAddon: 'auto', engineAddonPath: undefined });
   });
 
   it('parses the cache settings, the embedding model defaulting to the served one', () => {

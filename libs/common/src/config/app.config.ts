@@ -287,7 +287,13 @@ export const CONFIG_SPEC = {
   GPU: oneOf('GPU', ['auto', 'cuda', 'vulkan', 'metal', 'cpu'] as const, 'auto',
     'Compute backend; a GPU backend is probed in a child process first and falls back to CPU'),
   GPU_LAYERS: int('GPU_LAYERS', 0, 100000, undefined, 'Layers to offload to the GPU; auto = as many as fit'),
-  THREADS: int('THREADS', 1, 1024, undefined, 'CPU threads for llama.cpp; auto = cores - 1 (leaves the event loop a core)'),
+  THREADS: int('THREADS', 1, 1024, undefined,
+    'CPU threads for llama.cpp; auto = every core when the engine addon runs (persistent threadpool), else cores - 1'),
+  THREAD_POLL: int('THREAD_POLL', 0, 100, 50,
+    'How hard the engine addon\'s threads busy-wait between decode calls (ggml poll level): 0 = sleep at once, 100 = spin longest'),
+  ENGINE_ADDON: oneOf('ENGINE_ADDON', ['auto', 'off'] as const, 'auto',
+    'Engine addon (persistent ggml threadpool, timed decode, built by npm ci): auto = use it when built and compatible, off = node-llama-cpp\'s binding only'),
+  ENGINE_ADDON_PATH: str('', 'Where the engine addon is loaded from', 'libs/inference/native/build/Release/llm_engine.node'),
   CONTEXT_SIZE: int('CONTEXT_SIZE', 64, 1048576, undefined,
     'KV-cache tokens per slot (prompt + completion); auto = the model\'s training context, at most 4096'),
   PARALLEL_SLOTS: int('PARALLEL_SLOTS', 1, 256, 4, 'Concurrent generations (sequences of the shared context)'),
@@ -326,6 +332,15 @@ export const CONFIG_SPEC = {
   CORS_ORIGINS: origins('CORS_ORIGINS', 'Browser origins allowed to call the API (CORS), a comma list or *; empty = no CORS headers (browsers on other origins are refused)'),
   INPUT_MAX_CHARS: int('INPUT_MAX_CHARS', 0, 100000000, 0, 'Input guard: most characters of prompt text per request (prompt, or all chat messages together), 400 `input_too_long` above; 0 = off'),
   INPUT_GUARD_PATTERNS: regexList('INPUT_GUARD_PATTERNS', 'Input guard: JSON array of regular expressions (case-insensitive) refused in prompts and chat messages with 400 `input_rejected`; empty = off'),
+  USAGE_FLUSH_INTERVAL_MS: int('USAGE_FLUSH_INTERVAL_MS', 100, 3600000, 5000,
+    'How often the usage ledger writes its buffered counts to the database (also on shutdown); a crash loses at most this much usage'),
+  USAGE_BUFFER_MAX: int('USAGE_BUFFER_MAX', 1, 10000000, 10000,
+    'Most (key, model, route, hour) buckets the ledger buffers while the database is unreachable; usage of new buckets beyond it is dropped and counted'),
+  BUDGET_FAIL_MODE: oneOf('BUDGET_FAIL_MODE', ['open', 'closed'] as const, 'open',
+    'When the budget counters (Redis, else the database) cannot be reached: `open` = serve without enforcing budgets; `closed` = 503 `budget_unavailable` for keys with a budget'),
+  BUDGET_WARN_FRACTION: fraction('BUDGET_WARN_FRACTION', 0.1,
+    'Responses carry X-Budget-Remaining-Tokens once a key has less than this fraction of a budget left (1 = always)'),
+  CONSOLE_ENABLED: bool('CONSOLE_ENABLED', true, 'Serve the operator web console at /console (sign-in with an admin key)'),
   BODY_LIMIT: bytes('BODY_LIMIT', '1mb', 'Largest accepted request body (413 above)'),
   BODY_TIMEOUT_MS: int('BODY_TIMEOUT_MS', 100, 600000, 30000, 'Longest time a client may take to send a request body once its headers arrived (408 `request_timeout` beyond, connection closed)'),
   LOG_LEVEL: oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info', 'Log level'),
@@ -381,7 +396,12 @@ export class AppConfig {
   readonly host: string;
   readonly gpu: GpuChoice;
   readonly gpuLayers: number | undefined;
-  readonly threads: number;
+  /** THREADS; undefined = chosen at model load (every core with the engine addon, else cores - 1). */
+  readonly threads: number | undefined;
+  readonly threadPoll: number;
+  readonly engineAddon: 'auto' | 'off';
+  /** Resolved path of the engine addon; undefined = the default build location. */
+  readonly engineAddonPath: string | undefined;
   readonly contextSize: number | undefined;
   readonly parallelSlots: number;
   readonly batchSize: number;
@@ -415,6 +435,14 @@ export class AppConfig {
   readonly inputMaxChars: number;
   /** Input guard: patterns refused in prompts and chat messages; empty = none. */
   readonly inputGuardPatterns: readonly RegExp[];
+  /** How often buffered usage is written (default 5000 ms). */
+  readonly usageFlushIntervalMs: number;
+  /** Bound of the ledger's buffer in buckets (default 10,000). */
+  readonly usageBufferMax: number;
+  readonly budgetFailMode: FailMode;
+  /** Remaining fraction of a budget below which X-Budget-Remaining-Tokens is sent (default 0.1). */
+  readonly budgetWarnFraction: number;
+  readonly consoleEnabled: boolean;
   readonly bodyLimit: number;
   /** Longest wait for a request body after its headers (default 30,000 ms; 408 beyond). */
   readonly bodyTimeoutMs: number;
@@ -460,7 +488,10 @@ export class AppConfig {
     this.host = p.HOST;
     this.gpu = p.GPU;
     this.gpuLayers = p.GPU_LAYERS;
-    this.threads = p.THREADS ?? Math.max(1, availableParallelism() - 1);
+    this.threads = p.THREADS;
+    this.threadPoll = p.THREAD_POLL as number;
+    this.engineAddon = p.ENGINE_ADDON;
+    this.engineAddonPath = p.ENGINE_ADDON_PATH ? resolve(p.ENGINE_ADDON_PATH) : undefined;
     this.contextSize = p.CONTEXT_SIZE;
     this.parallelSlots = p.PARALLEL_SLOTS as number;
     this.batchSize = p.BATCH_SIZE as number;
@@ -492,6 +523,11 @@ export class AppConfig {
     this.corsOrigins = p.CORS_ORIGINS;
     this.inputMaxChars = p.INPUT_MAX_CHARS as number;
     this.inputGuardPatterns = p.INPUT_GUARD_PATTERNS;
+    this.usageFlushIntervalMs = p.USAGE_FLUSH_INTERVAL_MS as number;
+    this.usageBufferMax = p.USAGE_BUFFER_MAX as number;
+    this.budgetFailMode = p.BUDGET_FAIL_MODE;
+    this.budgetWarnFraction = p.BUDGET_WARN_FRACTION;
+    this.consoleEnabled = p.CONSOLE_ENABLED;
     this.bodyLimit = p.BODY_LIMIT;
     this.bodyTimeoutMs = p.BODY_TIMEOUT_MS as number;
     this.logLevel = p.LOG_LEVEL;

@@ -46,6 +46,29 @@ export interface RenderedError {
 }
 
 /**
+ * Turns a library's transport-free error (a code and data) into an ApiError, or says it is not
+ * one of its own (undefined). The API registers one per library whose errors carry no HTTP
+ * mapping themselves (the scheduler's), so that status codes and headers are chosen in one place.
+ */
+export type ErrorTranslator = (exception: unknown) => ApiError | undefined;
+const translators: ErrorTranslator[] = [];
+
+/** Adds a translator for renderError (idempotent for the same function). */
+export function registerErrorTranslator(translator: ErrorTranslator): void {
+  if (!translators.includes(translator)) translators.push(translator);
+}
+
+/** The ApiError a registered translator makes of `exception`, or `exception` itself. */
+export function translateError(exception: unknown): unknown {
+  if (exception instanceof ApiError) return exception;
+  for (const translate of translators) {
+    const translated = translate(exception);
+    if (translated) return translated;
+  }
+  return exception;
+}
+
+/**
  * Turns anything thrown into the one error envelope. Exported so that places outside Nest's
  * filter chain (express error middleware, SSE streams already under way) render identically.
  */
@@ -56,6 +79,8 @@ export function renderError(exception: unknown): RenderedError {
     body.error.message = redactSecrets(body.error.message);
     return { status: exception.status, headers: exception.headers, body };
   }
+  const translated = translateError(exception);
+  if (translated !== exception) return renderError(translated);
   const parserType = (exception as { type?: unknown } | null)?.type;
   if (typeof parserType === 'string' && BODY_PARSER_ERRORS[parserType]) {
     return renderError(BODY_PARSER_ERRORS[parserType]());
@@ -88,7 +113,8 @@ export function renderError(exception: unknown): RenderedError {
 export class AllExceptionsFilter implements ExceptionFilter {
   readonly #logger = new Logger('Errors');
 
-  catch(exception: unknown, host: ArgumentsHost): void {
+  catch(thrown: unknown, host: ArgumentsHost): void {
+    const exception = translateError(thrown);
     const ctx = host.switchToHttp();
     const res = ctx.getResponse<Response>();
     const req = ctx.getRequest<Request & { id?: unknown }>();

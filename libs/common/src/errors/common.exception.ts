@@ -2,6 +2,8 @@ import { ApiError, ErrorMapping, ErrorType } from './api-error';
 
 export enum CommonErrorCode {
   ValidationFailed = 'validation_error',
+  /** A field (or value) that would change the output and is not implemented. */
+  UnsupportedParameter = 'unsupported_parameter',
   MalformedJson = 'malformed_json',
   InvalidBodyEncoding = 'invalid_body_encoding',
   NestingTooDeep = 'json_too_deep',
@@ -18,6 +20,7 @@ export enum CommonErrorCode {
 
 const MAPPING: Record<CommonErrorCode, ErrorMapping> = {
   [CommonErrorCode.ValidationFailed]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.UnsupportedParameter]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.MalformedJson]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.InvalidBodyEncoding]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.NestingTooDeep]: { status: 400, type: ErrorType.InvalidRequest },

@@ -11,6 +11,8 @@ export type Reply =
       /** Sent after the last event; OpenAI streams end with `[DONE]`. */
       readonly terminator?: string;
       readonly headers?: Record<string, string>;
+      /** Events are `{event?, data}` frames: `data` is sent, and `event` as the SSE event name. */
+      readonly named?: boolean;
     };
 
 export async function sendReply(res: Response, reply: Reply): Promise<void> {
@@ -26,7 +28,10 @@ export async function sendReply(res: Response, reply: Reply): Promise<void> {
     return;
   }
   await writeSse(res, reply.events, {
-    encode: (event) => JSON.stringify(event),
+    encode: reply.named
+      ? (frame) => JSON.stringify((frame as { data: unknown }).data)
+      : (event) => JSON.stringify(event),
+    eventName: reply.named ? (frame) => (frame as { event?: string }).event : undefined,
     terminator: reply.terminator,
     headers: reply.headers,
   });

@@ -5,6 +5,8 @@ import { renderError } from '../errors/all-exceptions.filter';
 export interface SseOptions<T> {
   /** Serialises one item to the `data:` payload. */
   encode(item: T): string;
+  /** The item's SSE `event:` name, if it has one. */
+  eventName?(item: T): string | undefined;
   /** Sent after the last item (e.g. `[DONE]` for OpenAI clients). Default: nothing. */
   terminator?: string;
   /** Extra response headers, e.g. X-Cache. */
@@ -32,7 +34,8 @@ export async function writeSse<T>(res: Response, items: AsyncIterable<T>, option
   try {
     while (!next.done) {
       if (res.writableEnded || res.destroyed) break;
-      res.write(`data: ${options.encode(next.value)}\n\n`);
+      const name = options.eventName?.(next.value);
+      res.write(`${name ? `event: ${name}\n` : ''}data: ${options.encode(next.value)}\n\n`);
       next = await iterator.next();
     }
     if (!res.destroyed && options.terminator !== undefined) res.write(`data: ${options.terminator}\n\n`);

@@ -3,6 +3,7 @@ import type { ValidationPipeOptions } from '@nestjs/common';
 import { LruMap } from '../collections/lru.map';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
 import { jsonSourceOf } from './json-body.middleware';
+import { checkFieldPolicy } from '../validation/field-policy';
 
 /** Bodies remembered per DTO class once validated, and the longest body text remembered. */
 const MEMO_ENTRIES = 256;
@@ -82,6 +83,7 @@ class MemoizingValidationPipe extends ValidationPipe {
     const dto = metadata.type === 'body' && metadata.data === undefined && this.toValidate(metadata) ? metadata.metatype : undefined;
     const text = dto ? jsonSourceOf(value) : undefined;
     if (!dto || text === undefined || text.length > MEMO_MAX_CHARS) {
+      if (dto) checkFieldPolicy(dto, value);
       const detached = dto ? detachFreeForm(value, dto) : [];
       if (detached.length === 0) return super.transform(value, metadata);
       try {
@@ -96,6 +98,7 @@ class MemoizingValidationPipe extends ValidationPipe {
     let memo = this.#memo.get(dto);
     const known = memo?.get(text);
     if (known !== undefined) return copyOf(known);
+    checkFieldPolicy(dto, value);
     const result: unknown = await super.transform(value, metadata);
     if (!memo) this.#memo.set(dto, (memo = new LruMap(MEMO_ENTRIES)));
     memo.set(text, copyOf(result));

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { GgmlType, GgufArray, GgufType, Q8_0_BLOCK } from './gguf.format';
 import { readGgufMetadata } from './gguf.reader';
 import { TensorSpec, TypedValue, writeGguf } from './gguf.writer';
+import { CHAT_TEMPLATES, ChatTemplateFamily, ChatTemplateName } from './chat-templates';
 
 /** Shape of a synthetic Llama model. */
 export interface SynthShape {
@@ -122,6 +123,10 @@ function ones(name: string, n: number): TensorSpec {
   return { name, dims: [n], type: GgmlType.F32, fill: (write) => write(Buffer.from(new Float32Array(n).fill(1).buffer)) };
 }
 
+function zeros(name: string, n: number): TensorSpec {
+  return { name, dims: [n], type: GgmlType.F32, fill: (write) => write(Buffer.alloc(n * 4)) };
+}
+
 /** Parameters of a shape (weights only). */
 export function synthParameters(s: SynthShape): number {
   const headDim = s.dim / s.heads;
@@ -147,42 +152,68 @@ export function validateShape(s: SynthShape): void {
  * padded to `vocab` tokens. Same seed, same bytes. The work per token does not depend on the
  * weights' values, so these files measure speed honestly; their text is noise.
  */
-export function synthesizeModel(out: string, shape: SynthShape, tokenizerFrom: string, seed = 1, onProgress?: (done: number, total: number) => void): number {
+export function synthesizeModel(
+  out: string,
+  shape: SynthShape,
+  tokenizerFrom: string,
+  seed = 1,
+  onProgress?: (done: number, total: number) => void,
+  /** A model family's chat template and special tokens to write into the file. */
+  chatTemplate?: ChatTemplateName,
+): number {
   validateShape(shape);
+  const family: ChatTemplateFamily | undefined = chatTemplate ? CHAT_TEMPLATES[chatTemplate] : undefined;
+  if (chatTemplate && !family) throw new RangeError(`unknown chat template ${chatTemplate}; use ${Object.keys(CHAT_TEMPLATES).join(', ')}`);
   const source = readGgufMetadata(tokenizerFrom);
   const tokens = source.get('tokenizer.ggml.tokens') as GgufArray;
   const scores = source.get('tokenizer.ggml.scores') as GgufArray;
   const types = source.get('tokenizer.ggml.token_type') as GgufArray;
   const base = tokens.items.length;
-  const padded = <T extends string | number>(items: readonly unknown[], filler: (i: number) => T): T[] => [
+  // Special tokens the template writes that the bundled tokenizer lacks: control tokens right
+  // after the bundled ones (llama.cpp then matches them as single tokens and, for <|eot_id|>,
+  // <|im_end|> and the like, as end-of-generation).
+  const specials = (family?.specialTokens ?? []).filter((t) => !(tokens.items as unknown[]).includes(t));
+  if (base + specials.length > shape.vocab) throw new RangeError(`vocab must be at least ${base + specials.length} for the ${chatTemplate} template's special tokens`);
+  const padded = <T extends string | number>(items: readonly unknown[], special: (i: number) => T, filler: (i: number) => T): T[] => [
     ...(items.slice(0, Math.min(base, shape.vocab)) as T[]),
-    ...Array.from({ length: Math.max(0, shape.vocab - base) }, (_, i) => filler(base + i)),
+    ...specials.map((_, i) => special(i)),
+    ...Array.from({ length: Math.max(0, shape.vocab - base - specials.length) }, (_, i) => filler(base + specials.length + i)),
   ];
+  const tokenId = (text: string): number => {
+    const at = (tokens.items as unknown[]).indexOf(text);
+    return at >= 0 ? at : base + specials.indexOf(text);
+  };
   const u32 = (value: number): TypedValue => ({ type: GgufType.UINT32, value });
   const headDim = shape.dim / shape.heads;
   const fileType = shape.type === GgmlType.Q8_0 ? 7 : shape.type === GgmlType.F16 ? 1 : 0;
+  const arch = family?.architecture ?? 'llama';
   const metadata = new Map<string, TypedValue>([
-    ['general.architecture', { type: GgufType.STRING, value: 'llama' }],
-    ['general.name', { type: GgufType.STRING, value: `synthetic-llama-${(synthParameters(shape) / 1e6).toFixed(0)}M-seed${seed}` }],
+    ['general.architecture', { type: GgufType.STRING, value: arch }],
+    ['general.name', { type: GgufType.STRING, value: family?.name ?? `synthetic-llama-${(synthParameters(shape) / 1e6).toFixed(0)}M-seed${seed}` }],
     ['general.file_type', u32(fileType)],
-    ['llama.context_length', u32(shape.context)],
-    ['llama.embedding_length', u32(shape.dim)],
-    ['llama.block_count', u32(shape.layers)],
-    ['llama.feed_forward_length', u32(shape.ffn)],
-    ['llama.attention.head_count', u32(shape.heads)],
-    ['llama.attention.head_count_kv', u32(shape.kvHeads)],
-    ['llama.rope.dimension_count', u32(headDim)],
-    ['llama.rope.freq_base', { type: GgufType.FLOAT32, value: 10000 }],
-    ['llama.attention.layer_norm_rms_epsilon', { type: GgufType.FLOAT32, value: 1e-5 }],
-    ['llama.vocab_size', u32(shape.vocab)],
+    [`${arch}.context_length`, u32(shape.context)],
+    [`${arch}.embedding_length`, u32(shape.dim)],
+    [`${arch}.block_count`, u32(shape.layers)],
+    [`${arch}.feed_forward_length`, u32(shape.ffn)],
+    [`${arch}.attention.head_count`, u32(shape.heads)],
+    [`${arch}.attention.head_count_kv`, u32(shape.kvHeads)],
+    [`${arch}.rope.dimension_count`, u32(headDim)],
+    [`${arch}.rope.freq_base`, { type: GgufType.FLOAT32, value: 10000 }],
+    [`${arch}.attention.layer_norm_rms_epsilon`, { type: GgufType.FLOAT32, value: 1e-5 }],
+    [`${arch}.vocab_size`, u32(shape.vocab)],
     ['tokenizer.ggml.model', { type: GgufType.STRING, value: 'llama' }],
-    ['tokenizer.ggml.tokens', { type: GgufType.ARRAY, value: { itemType: GgufType.STRING, items: padded<string>(tokens.items, (i) => `\u2581w${i}`) } }],
-    ['tokenizer.ggml.scores', { type: GgufType.ARRAY, value: { itemType: GgufType.FLOAT32, items: padded<number>(scores.items, (i) => -1000 - i) } }],
-    ['tokenizer.ggml.token_type', { type: GgufType.ARRAY, value: { itemType: GgufType.INT32, items: padded<number>(types.items, () => 1) } }],
+    ['tokenizer.ggml.tokens', { type: GgufType.ARRAY, value: { itemType: GgufType.STRING, items: padded<string>(tokens.items, (i) => specials[i], (i) => `\u2581w${i}`) } }],
+    ['tokenizer.ggml.scores', { type: GgufType.ARRAY, value: { itemType: GgufType.FLOAT32, items: padded<number>(scores.items, () => 0, (i) => -1000 - i) } }],
+    // 3 = control token.
+    ['tokenizer.ggml.token_type', { type: GgufType.ARRAY, value: { itemType: GgufType.INT32, items: padded<number>(types.items, () => 3, () => 1) } }],
     ['tokenizer.ggml.unknown_token_id', u32(0)],
-    ['tokenizer.ggml.bos_token_id', u32(1)],
-    ['tokenizer.ggml.eos_token_id', u32(2)],
+    ['tokenizer.ggml.bos_token_id', u32(family?.bos ? tokenId(family.bos) : 1)],
+    ['tokenizer.ggml.eos_token_id', u32(family ? tokenId(family.eos) : 2)],
   ]);
+  if (family) {
+    metadata.set('tokenizer.ggml.add_bos_token', { type: GgufType.BOOL, value: family.addBos });
+    metadata.set('tokenizer.chat_template', { type: GgufType.STRING, value: family.template });
+  }
   const kv = shape.kvHeads * headDim;
   const m = (name: string, dims: [number, number]): TensorSpec => matrix(name, dims, shape.type, seed);
   const tensors: TensorSpec[] = [m('token_embd.weight', [shape.dim, shape.vocab]), ones('output_norm.weight', shape.dim), m('output.weight', [shape.dim, shape.vocab])];
@@ -193,6 +224,8 @@ export function synthesizeModel(out: string, shape: SynthShape, tokenizerFrom: s
       m(`blk.${l}.attn_k.weight`, [shape.dim, kv]),
       m(`blk.${l}.attn_v.weight`, [shape.dim, kv]),
       m(`blk.${l}.attn_output.weight`, [shape.dim, shape.dim]),
+      // Qwen2 has biases on q, k and v.
+      ...(arch === 'qwen2' ? [zeros(`blk.${l}.attn_q.bias`, shape.dim), zeros(`blk.${l}.attn_k.bias`, kv), zeros(`blk.${l}.attn_v.bias`, kv)] : []),
       ones(`blk.${l}.ffn_norm.weight`, shape.dim),
       m(`blk.${l}.ffn_gate.weight`, [shape.dim, shape.ffn]),
       m(`blk.${l}.ffn_up.weight`, [shape.dim, shape.ffn]),

@@ -1,0 +1,598 @@
+// The engine addon: what node-llama-cpp 3.21.1's binding does not offer and the serving loop
+// needs to run at llama.cpp's own speed.
+//
+// - A persistent ggml threadpool attached to the context. node-llama-cpp never attaches one,
+//   so ggml-cpu creates and joins fresh worker threads inside every decode call when threads >
+//   1; llama.cpp's server attaches one (common_threadpools::init). Measured on 2 cores: a
+//   2-thread decode went from 11-17 ms to 5.9 ms per token (docs/PERFORMANCE.md).
+// - Threads per decode call (llama_set_n_threads), so that the scheduler can pick them per step.
+// - A decode call that reports how long llama_decode itself took, so that the per-step host
+//   overhead (everything in a step that is not llama.cpp) can be measured and exported.
+// - One native call per scheduler step: build the batch of every slot's tokens, decode, and
+//   sample each slot with its node-llama-cpp sampler, on one worker thread. node-llama-cpp's
+//   binding needs an addToBatch call per slot, a decode call, and then a sampleToken call per
+//   slot, each sampling call its own thread-pool job and promise.
+//
+// Nothing of llama.cpp is linked: the context object is node-llama-cpp's (napi_unwrap gives its
+// AddonContext*, whose layout comes from the pinned package's own header), and every llama/ggml
+// function is looked up in the shared libraries node-llama-cpp already loaded, so the CPU
+// prebuilt, the CUDA prebuilt and a locally built backend all work alike. A layout mismatch is
+// caught by a sanity check (the context must point back at its model and report its size)
+// before anything else is touched.
+
+#include <dlfcn.h>
+#include <link.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "napi.h"
+#include "llama.h"
+#include "ggml-backend.h"
+#include "AddonContext.h"
+#include "AddonModel.h"
+#include "AddonSampler.h"
+
+namespace {
+
+struct Api {
+  uint32_t (*n_ctx)(const llama_context*) = nullptr;
+  const llama_model* (*get_model)(const llama_context*) = nullptr;
+  void (*attach)(llama_context*, ggml_threadpool_t, ggml_threadpool_t) = nullptr;
+  void (*detach)(llama_context*) = nullptr;
+  void (*set_n_threads)(llama_context*, int32_t, int32_t) = nullptr;
+  int32_t (*n_threads)(llama_context*) = nullptr;
+  int32_t (*decode)(llama_context*, llama_batch) = nullptr;
+  void (*synchronize)(llama_context*) = nullptr;
+  ggml_threadpool_params (*params_default)(int) = nullptr;
+  ggml_backend_dev_t (*dev_by_type)(enum ggml_backend_dev_type) = nullptr;
+  ggml_backend_reg_t (*dev_backend_reg)(ggml_backend_dev_t) = nullptr;
+  void* (*reg_proc)(ggml_backend_reg_t, const char*) = nullptr;
+  llama_batch (*batch_init)(int32_t, int32_t, int32_t) = nullptr;
+  void (*batch_free)(llama_batch) = nullptr;
+  float* (*get_logits)(llama_context*) = nullptr;
+  float* (*get_logits_ith)(llama_context*, int32_t) = nullptr;
+  const llama_vocab* (*model_get_vocab)(const llama_model*) = nullptr;
+  int32_t (*vocab_n_tokens)(const llama_vocab*) = nullptr;
+  // node-llama-cpp's own sampler (its addon exports these C++ members): sampling stays exactly
+  // what its sampleToken does, grammar and token bias included.
+  void (*sampler_rebuild)(AddonSampler*) = nullptr;
+  void (*sampler_sample)(AddonSampler*, llama_context*, int32_t, llama_token_data_array&, bool) = nullptr;
+  void (*sampler_accept)(AddonSampler*, llama_token) = nullptr;
+  ggml_threadpool_t (*pool_new)(ggml_threadpool_params*) = nullptr;
+  void (*pool_free)(ggml_threadpool_t) = nullptr;
+  void (*pool_pause)(ggml_threadpool_t) = nullptr;
+  std::string error;
+  std::vector<std::string> libraries;
+};
+
+Api g_api;
+std::once_flag g_api_once;
+
+int CollectLibrary(struct dl_phdr_info* info, size_t, void* data) {
+  auto* list = static_cast<std::vector<std::string>*>(data);
+  const char* name = info->dlpi_name;
+  if (name == nullptr || *name == '\0') return 0;
+  const char* base = std::strrchr(name, '/');
+  base = base ? base + 1 : name;
+  if (std::strncmp(base, "libllama", 8) == 0 || std::strncmp(base, "libggml", 7) == 0 || std::strcmp(base, "llama-addon.node") == 0) {
+    list->emplace_back(name);
+  }
+  return 0;
+}
+
+/** The first definition of `symbol` among the llama/ggml libraries already in the process. */
+void* Find(const char* symbol) {
+  for (const auto& path : g_api.libraries) {
+    void* handle = dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == nullptr) continue;
+    void* fn = dlsym(handle, symbol);
+    dlclose(handle);  // RTLD_NOLOAD took a reference; node-llama-cpp still holds its own.
+    if (fn != nullptr) return fn;
+  }
+  return nullptr;
+}
+
+template <typename T>
+bool Resolve(T& slot, const char* symbol) {
+  slot = reinterpret_cast<T>(Find(symbol));
+  if (slot == nullptr && g_api.error.empty()) g_api.error = std::string("symbol not found in the loaded llama.cpp libraries: ") + symbol;
+  return slot != nullptr;
+}
+
+void LoadApi() {
+  dl_iterate_phdr(CollectLibrary, &g_api.libraries);
+  if (g_api.libraries.empty()) {
+    g_api.error = "no llama.cpp library is loaded (node-llama-cpp must load the model first)";
+    return;
+  }
+  bool ok = Resolve(g_api.n_ctx, "llama_n_ctx") & Resolve(g_api.get_model, "llama_get_model") &
+            Resolve(g_api.attach, "llama_attach_threadpool") & Resolve(g_api.detach, "llama_detach_threadpool") &
+            Resolve(g_api.set_n_threads, "llama_set_n_threads") & Resolve(g_api.n_threads, "llama_n_threads") &
+            Resolve(g_api.decode, "llama_decode") & Resolve(g_api.synchronize, "llama_synchronize") &
+            Resolve(g_api.params_default, "ggml_threadpool_params_default") &
+            Resolve(g_api.dev_by_type, "ggml_backend_dev_by_type") &
+            Resolve(g_api.dev_backend_reg, "ggml_backend_dev_backend_reg") &
+            Resolve(g_api.reg_proc, "ggml_backend_reg_get_proc_address") &
+            Resolve(g_api.batch_init, "llama_batch_init") & Resolve(g_api.batch_free, "llama_batch_free") &
+            Resolve(g_api.get_logits, "llama_get_logits") & Resolve(g_api.get_logits_ith, "llama_get_logits_ith") &
+            Resolve(g_api.model_get_vocab, "llama_model_get_vocab") & Resolve(g_api.vocab_n_tokens, "llama_vocab_n_tokens") &
+            Resolve(g_api.sampler_rebuild, "_ZN12AddonSampler20rebuildChainIfNeededEv") &
+            Resolve(g_api.sampler_sample, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb") &
+            Resolve(g_api.sampler_accept, "_ZN12AddonSampler11acceptTokenEi");
+  if (!ok) return;
+  // The CPU backend is a dynamically loaded variant (zen4, haswell, ...): its threadpool
+  // functions are reached through its registry, as llama.cpp's common code does.
+  ggml_backend_dev_t cpu = g_api.dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+  ggml_backend_reg_t reg = cpu ? g_api.dev_backend_reg(cpu) : nullptr;
+  if (reg == nullptr) {
+    g_api.error = "no CPU backend is registered";
+    return;
+  }
+  g_api.pool_new = reinterpret_cast<ggml_threadpool_t (*)(ggml_threadpool_params*)>(g_api.reg_proc(reg, "ggml_threadpool_new"));
+  g_api.pool_free = reinterpret_cast<void (*)(ggml_threadpool_t)>(g_api.reg_proc(reg, "ggml_threadpool_free"));
+  // Not in the registry's list; exported by the CPU variant library itself.
+  g_api.pool_pause = reinterpret_cast<void (*)(ggml_threadpool_t)>(Find("ggml_threadpool_pause"));
+  if (g_api.pool_new == nullptr || g_api.pool_free == nullptr || g_api.pool_pause == nullptr) {
+    g_api.error = "the CPU backend has no threadpool functions";
+  }
+}
+
+const Api& GetApi(Napi::Env env) {
+  std::call_once(g_api_once, LoadApi);
+  if (!g_api.error.empty()) throw Napi::Error::New(env, g_api.error);
+  return g_api;
+}
+
+/** node-llama-cpp's AddonContext behind its JS context object, checked before use. */
+AddonContext* Unwrap(const Napi::Env& env, const Napi::Value& value) {
+  const Api& api = GetApi(env);
+  if (!value.IsObject()) throw Napi::TypeError::New(env, "expected node-llama-cpp's native context object");
+  void* raw = nullptr;
+  if (napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
+    throw Napi::TypeError::New(env, "the object does not wrap a native context");
+  }
+  auto* context = static_cast<AddonContext*>(static_cast<Napi::ObjectWrap<AddonContext>*>(raw));
+  if (context->disposed || context->ctx == nullptr) throw Napi::Error::New(env, "the context is disposed");
+  // Layout check: a wrong AddonContext layout would read garbage here, never matching both.
+  if (context->model == nullptr || api.get_model(context->ctx) != context->model->model ||
+      api.n_ctx(context->ctx) != context->context_params.n_ctx) {
+    throw Napi::Error::New(env, "node-llama-cpp's native context layout differs from the headers this addon was built with");
+  }
+  return context;
+}
+
+/**
+ * The persistent pools of one context, one per thread count in use (created on first use): a
+ * step that runs on fewer threads gets a smaller pool attached, and the larger one is paused so
+ * that its idle workers sleep instead of spinning on cores the step or Node need.
+ */
+struct Pools {
+  std::vector<ggml_threadpool_t> byThreads;  // index = thread count; nullptr until used
+  int max = 0;
+  int current = 0;
+  uint32_t poll = 50;
+};
+std::unordered_map<llama_context*, Pools> g_pools;
+
+ggml_threadpool_t PoolFor(Napi::Env env, Pools& pools, int threads) {
+  if (pools.byThreads[threads] == nullptr) {
+    ggml_threadpool_params params = g_api.params_default(threads);
+    params.poll = pools.poll;
+    pools.byThreads[threads] = g_api.pool_new(&params);
+    if (pools.byThreads[threads] == nullptr) throw Napi::Error::New(env, "ggml_threadpool_new failed");
+  }
+  return pools.byThreads[threads];
+}
+
+void UsePool(Napi::Env env, llama_context* ctx, Pools& pools, int threads) {
+  if (threads == pools.current) return;
+  ggml_threadpool_t next = PoolFor(env, pools, threads);
+  if (pools.current > 1 && pools.byThreads[pools.current] != nullptr) g_api.pool_pause(pools.byThreads[pools.current]);
+  g_api.attach(ctx, next, next);
+  g_api.set_n_threads(ctx, threads, threads);
+  pools.current = threads;
+}
+
+void FreePools(Pools& pools) {
+  for (auto* pool : pools.byThreads) {
+    if (pool != nullptr) g_api.pool_free(pool);
+  }
+  pools.byThreads.assign(pools.byThreads.size(), nullptr);
+}
+
+/** The batch step() fills, kept per context and grown when a step needs more room. */
+struct StepBatch {
+  llama_batch batch{};
+  int32_t capacity = 0;
+  bool busy = false;
+};
+std::unordered_map<llama_context*, StepBatch> g_batches;
+
+/** probe(context) -> { contextSize, threads, libraries }: checks the layout and the symbols. */
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("contextSize", Napi::Number::New(env, g_api.n_ctx(context->ctx)));
+  out.Set("threads", Napi::Number::New(env, g_api.n_threads(context->ctx)));
+  Napi::Array libs = Napi::Array::New(env, g_api.libraries.size());
+  for (size_t i = 0; i < g_api.libraries.size(); i++) libs.Set(i, g_api.libraries[i]);
+  out.Set("libraries", libs);
+  return out;
+}
+
+/**
+ * attachThreadpool(context, threads, poll): persistent pools for up to `threads` workers, for
+ * generation and prompt batches alike, starting with all `threads`. `poll` is ggml's busy-wait
+ * level between graphs (0 = sleep at once, 50 = llama.cpp's default, 100 = spin hardest).
+ * Replaces pools attached before.
+ */
+Napi::Value AttachThreadpool(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  const int threads = info[1].As<Napi::Number>().Int32Value();
+  const int poll = info[2].As<Napi::Number>().Int32Value();
+  if (threads < 1 || threads > GGML_MAX_N_THREADS) throw Napi::RangeError::New(env, "threads out of range");
+  if (poll < 0 || poll > 100) throw Napi::RangeError::New(env, "poll must be 0..100");
+  Pools fresh;
+  fresh.byThreads.assign(threads + 1, nullptr);
+  fresh.max = threads;
+  fresh.poll = static_cast<uint32_t>(poll);
+  UsePool(env, context->ctx, fresh, threads);
+  auto previous = g_pools.find(context->ctx);
+  if (previous != g_pools.end()) FreePools(previous->second);
+  g_pools[context->ctx] = std::move(fresh);
+  return env.Undefined();
+}
+
+/** detachThreadpool(context): back to per-call threads; frees the pools. Call before disposing. */
+Napi::Value DetachThreadpool(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  auto it = g_pools.find(context->ctx);
+  if (it == g_pools.end()) return Napi::Boolean::New(env, false);
+  g_api.detach(context->ctx);
+  FreePools(it->second);
+  g_pools.erase(it);
+  return Napi::Boolean::New(env, true);
+}
+
+/** release(context): frees what step() allocated for this context. Call before disposing it. */
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  auto it = g_batches.find(context->ctx);
+  if (it == g_batches.end()) return Napi::Boolean::New(env, false);
+  if (it->second.busy) throw Napi::Error::New(env, "a step is still running on this context");
+  g_api.batch_free(it->second.batch);
+  g_batches.erase(it);
+  return Napi::Boolean::New(env, true);
+}
+
+/**
+ * setThreads(context, threads): threads of the next decode calls. With pools attached, switches
+ * to the pool of that size (at most the attached maximum) and pauses the one in use before.
+ */
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  int threads = info[1].As<Napi::Number>().Int32Value();
+  if (threads < 1) throw Napi::RangeError::New(env, "threads must be >= 1");
+  auto it = g_pools.find(context->ctx);
+  if (it == g_pools.end()) {
+    g_api.set_n_threads(context->ctx, threads, threads);
+    return env.Undefined();
+  }
+  UsePool(env, context->ctx, it->second, std::min(threads, it->second.max));
+  return env.Undefined();
+}
+
+/**
+ * decode(context) -> Promise<number>: llama_decode of the batch node-llama-cpp's initBatch/
+ * addToBatch filled (its decodeBatch, plus timing). Resolves with the milliseconds spent in
+ * llama_decode + synchronize on the worker thread.
+ */
+class DecodeWorker : public Napi::AsyncWorker {
+ public:
+  DecodeWorker(Napi::Env env, AddonContext* context)
+      : Napi::AsyncWorker(env, "LlmEngineDecode"), context_(context), deferred_(Napi::Promise::Deferred::New(env)) {
+    context_->Ref();  // the context object stays alive (and undisposed by GC) while we run
+  }
+  ~DecodeWorker() override { context_->Unref(); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    const auto start = std::chrono::steady_clock::now();
+    const int32_t r = g_api.decode(context_->ctx, context_->batch);
+    if (r != 0) {
+      SetError(r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
+                      : "llama_decode failed with status " + std::to_string(r));
+      return;
+    }
+    g_api.synchronize(context_->ctx);
+    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), ms_)); }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  AddonContext* context_;
+  Napi::Promise::Deferred deferred_;
+  double ms_ = 0;
+};
+
+Napi::Value Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (!context->has_batch) throw Napi::Error::New(env, "no batch: call initBatch and addToBatch first");
+  auto* worker = new DecodeWorker(env, context);
+  worker->Queue();
+  return worker->Promise();
+}
+
+
+/**
+ * step(context, spec, samplers, out) -> Promise<number>: one scheduler step in one call.
+ *
+ * `spec` (Int32Array) lists the step's items one after another as
+ *   [sequence, firstPosition, tokenCount, sample (0|1), ...tokens]
+ * and `samplers[k]` is node-llama-cpp's AddonSampler of the k-th item that samples (its last
+ * token's logits). On the worker thread: fill the batch, llama_decode, synchronize, then for each
+ * sampling item rebuild its chain if needed, sample and accept exactly as sampleToken does.
+ * Writes the k-th sampled token to out[k] (-1 when the sampler gave none) and resolves with the
+ * milliseconds llama_decode took (sampling excluded).
+ *
+ * Optional logprobs: `top` (Int32Array, one entry per sampling item, -1 = none, else 0..20)
+ * asks for the item's raw distribution (log-softmax of the logits over the whole vocabulary,
+ * before temperature, top-k/p, penalties, biases and grammar: OpenAI's meaning). The sampled
+ * token's logprob goes to lpValues[k * 21], the `top` best tokens (most likely first) to
+ * lpTokens[k * 20 + i] and lpValues[k * 21 + 1 + i].
+ */
+class StepWorker : public Napi::AsyncWorker {
+ public:
+  static constexpr int kTop = 20;
+
+  StepWorker(Napi::Env env, AddonContext* context, StepBatch* batch, std::vector<int32_t> spec, std::vector<AddonSampler*> samplers,
+             Napi::Int32Array out, std::vector<int32_t> top)
+      : Napi::AsyncWorker(env, "LlmEngineStep"),
+        context_(context),
+        batch_(batch),
+        spec_(std::move(spec)),
+        samplers_(std::move(samplers)),
+        tokens_(samplers_.size(), -1),
+        top_(std::move(top)),
+        deferred_(Napi::Promise::Deferred::New(env)) {
+    out_ = Napi::Persistent(out);
+    if (!top_.empty()) {
+      lpTokens_.assign(samplers_.size() * kTop, -1);
+      lpValues_.assign(samplers_.size() * (kTop + 1), 0.0f);
+    }
+    context_->Ref();
+    for (auto* sampler : samplers_) sampler->Ref();
+    batch_->busy = true;
+  }
+  ~StepWorker() override {
+    batch_->busy = false;
+    for (auto* sampler : samplers_) sampler->Unref();
+    context_->Unref();
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    llama_batch& b = batch_->batch;
+    b.n_tokens = 0;
+    std::vector<int32_t> logitRows;
+    logitRows.reserve(samplers_.size());
+    for (size_t i = 0; i < spec_.size();) {
+      const int32_t seq = spec_[i], position = spec_[i + 1], count = spec_[i + 2], sample = spec_[i + 3];
+      const int32_t* tokens = spec_.data() + i + 4;
+      for (int32_t t = 0; t < count; t++) {
+        const int32_t row = b.n_tokens++;
+        b.token[row] = tokens[t];
+        b.pos[row] = position + t;
+        b.n_seq_id[row] = 1;
+        b.seq_id[row][0] = seq;
+        b.logits[row] = sample != 0 && t == count - 1;
+        if (b.logits[row]) logitRows.push_back(row);
+      }
+      i += 4 + count;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const int32_t r = g_api.decode(context_->ctx, b);
+    if (r != 0) {
+      SetError(r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
+                      : "llama_decode failed with status " + std::to_string(r));
+      return;
+    }
+    g_api.synchronize(context_->ctx);
+    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (samplers_.empty()) return;
+    if (g_api.get_logits(context_->ctx) == nullptr) {
+      SetError("This model does not support token generation");
+      return;
+    }
+    try {
+      for (size_t k = 0; k < samplers_.size(); k++) {
+        AddonSampler* sampler = samplers_[k];
+        const bool wantsLogprobs = !top_.empty() && top_[k] >= 0;
+        // Read before sampling: the raw logits, whatever the sampler then does with its copy.
+        if (wantsLogprobs) Distribution(logitRows[k]);
+        g_api.sampler_rebuild(sampler);
+        llama_token_data_array candidates;
+        g_api.sampler_sample(sampler, context_->ctx, logitRows[k], candidates, false);
+        if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) continue;
+        const llama_token token = candidates.data[candidates.selected].id;
+        g_api.sampler_accept(sampler, token);
+        tokens_[k] = token;
+        if (wantsLogprobs) Logprobs(k, token);
+      }
+    } catch (const std::exception& e) {
+      SetError(std::string("sampling failed: ") + e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Int32Array out = out_.Value().As<Napi::Int32Array>();
+    for (size_t k = 0; k < tokens_.size() && k < out.ElementLength(); k++) out[k] = tokens_[k];
+    if (!top_.empty()) {
+      Napi::Int32Array lpTokens = lpTokensRef_.Value().As<Napi::Int32Array>();
+      Napi::Float32Array lpValues = lpValuesRef_.Value().As<Napi::Float32Array>();
+      for (size_t i = 0; i < lpTokens_.size() && i < lpTokens.ElementLength(); i++) lpTokens[i] = lpTokens_[i];
+      for (size_t i = 0; i < lpValues_.size() && i < lpValues.ElementLength(); i++) lpValues[i] = lpValues_[i];
+    }
+    deferred_.Resolve(Napi::Number::New(Env(), ms_));
+  }
+
+ public:
+  void SetLogprobOutputs(Napi::Int32Array tokens, Napi::Float32Array values) {
+    lpTokensRef_ = Napi::Persistent(tokens);
+    lpValuesRef_ = Napi::Persistent(values);
+  }
+
+ private:
+  /** Log-softmax of row `row`'s logits, kept for Logprobs() of the same item. */
+  void Distribution(int32_t row) {
+    const float* logits = g_api.get_logits_ith(context_->ctx, row);
+    const int32_t n = g_api.vocab_n_tokens(g_api.model_get_vocab(g_api.get_model(context_->ctx)));
+    logprobs_.resize(n);
+    float max = -INFINITY;
+    for (int32_t i = 0; i < n; i++) max = std::max(max, logits[i]);
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += std::exp(static_cast<double>(logits[i] - max));
+    const float logSum = static_cast<float>(std::log(sum));
+    for (int32_t i = 0; i < n; i++) logprobs_[i] = logits[i] - max - logSum;
+  }
+
+  void Logprobs(size_t k, llama_token token) {
+    const int n = std::min<int>(std::min(top_[k], kTop), static_cast<int>(logprobs_.size()));
+    const float floor = -9999.0f;  // JSON has no -Infinity; OpenAI's own floor
+    auto clamp = [&](float v) { return std::isfinite(v) ? std::max(v, floor) : floor; };
+    lpValues_[k * (kTop + 1)] = token >= 0 && token < static_cast<llama_token>(logprobs_.size()) ? clamp(logprobs_[token]) : floor;
+    if (n <= 0) return;
+    std::vector<int32_t> order(logprobs_.size());
+    for (size_t i = 0; i < order.size(); i++) order[i] = static_cast<int32_t>(i);
+    std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
+      return logprobs_[a] > logprobs_[b] || (logprobs_[a] == logprobs_[b] && a < b);
+    });
+    for (int i = 0; i < n; i++) {
+      lpTokens_[k * kTop + i] = order[i];
+      lpValues_[k * (kTop + 1) + 1 + i] = clamp(logprobs_[order[i]]);
+    }
+  }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  AddonContext* context_;
+  StepBatch* batch_;
+  std::vector<int32_t> spec_;
+  std::vector<AddonSampler*> samplers_;
+  std::vector<llama_token> tokens_;
+  std::vector<int32_t> top_;
+  std::vector<float> logprobs_;
+  std::vector<int32_t> lpTokens_;
+  std::vector<float> lpValues_;
+  Napi::Reference<Napi::Int32Array> out_;
+  Napi::Reference<Napi::Int32Array> lpTokensRef_;
+  Napi::Reference<Napi::Float32Array> lpValuesRef_;
+  Napi::Promise::Deferred deferred_;
+  double ms_ = 0;
+};
+
+Napi::Value Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (!info[1].IsTypedArray() || !info[2].IsArray() || !info[3].IsTypedArray()) {
+    throw Napi::TypeError::New(env, "step(context, Int32Array spec, samplers[], Int32Array out)");
+  }
+  Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
+  Napi::Array samplerArray = info[2].As<Napi::Array>();
+  Napi::Int32Array out = info[3].As<Napi::Int32Array>();
+  const size_t specLength = info.Length() > 4 ? info[4].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
+  if (specLength > specArray.ElementLength()) throw Napi::RangeError::New(env, "spec length exceeds the array");
+  std::vector<int32_t> spec(specArray.Data(), specArray.Data() + specLength);
+
+  // Validate the layout here, on the main thread, so the worker cannot overrun the batch.
+  int64_t tokens = 0;
+  size_t sampling = 0;
+  const int32_t n_ctx = static_cast<int32_t>(context->context_params.n_ctx);
+  const int32_t n_seq = static_cast<int32_t>(context->context_params.n_seq_max);
+  for (size_t i = 0; i < spec.size();) {
+    if (i + 4 > spec.size()) throw Napi::RangeError::New(env, "truncated step spec");
+    const int32_t seq = spec[i], position = spec[i + 1], count = spec[i + 2];
+    if (seq < 0 || seq >= n_seq || position < 0 || count < 1 || position + count > n_ctx || i + 4 + count > spec.size()) {
+      throw Napi::RangeError::New(env, "bad item in step spec");
+    }
+    if (spec[i + 3] != 0) sampling++;
+    tokens += count;
+    i += 4 + static_cast<size_t>(count);
+  }
+  if (tokens == 0) throw Napi::RangeError::New(env, "empty step");
+  if (tokens > static_cast<int64_t>(context->context_params.n_batch)) throw Napi::RangeError::New(env, "step exceeds the batch size");
+  if (sampling != samplerArray.Length() || out.ElementLength() < sampling) {
+    throw Napi::RangeError::New(env, "one sampler (and one out slot) per sampling item");
+  }
+  std::vector<AddonSampler*> samplers;
+  samplers.reserve(sampling);
+  for (uint32_t k = 0; k < samplerArray.Length(); k++) {
+    void* raw = nullptr;
+    Napi::Value value = samplerArray.Get(k);
+    if (!value.IsObject() || napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
+      throw Napi::TypeError::New(env, "samplers must be node-llama-cpp AddonSampler objects");
+    }
+    auto* sampler = static_cast<AddonSampler*>(static_cast<Napi::ObjectWrap<AddonSampler>*>(raw));
+    if (sampler->disposed) throw Napi::Error::New(env, "a sampler is disposed");
+    samplers.push_back(sampler);
+  }
+
+  StepBatch& batch = g_batches[context->ctx];
+  if (batch.busy) throw Napi::Error::New(env, "a step is already running on this context");
+  if (batch.capacity < tokens) {
+    if (batch.capacity > 0) g_api.batch_free(batch.batch);
+    const int32_t capacity = static_cast<int32_t>(context->context_params.n_batch);
+    batch.batch = g_api.batch_init(capacity, 0, 1);
+    batch.capacity = capacity;
+  }
+  std::vector<int32_t> top;
+  if (info.Length() > 7 && info[5].IsTypedArray()) {
+    Napi::Int32Array topArray = info[5].As<Napi::Int32Array>();
+    if (topArray.ElementLength() < sampling || !info[6].IsTypedArray() || !info[7].IsTypedArray()) {
+      throw Napi::RangeError::New(env, "logprobs: top needs one entry per sampling item, plus token and value outputs");
+    }
+    Napi::Int32Array lpTokens = info[6].As<Napi::Int32Array>();
+    Napi::Float32Array lpValues = info[7].As<Napi::Float32Array>();
+    if (lpTokens.ElementLength() < sampling * StepWorker::kTop || lpValues.ElementLength() < sampling * (StepWorker::kTop + 1)) {
+      throw Napi::RangeError::New(env, "logprobs outputs are too small (20 tokens and 21 values per sampling item)");
+    }
+    top.assign(topArray.Data(), topArray.Data() + sampling);
+    auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
+    worker->SetLogprobOutputs(lpTokens, lpValues);
+    worker->Queue();
+    return worker->Promise();
+  }
+  auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
+  worker->Queue();
+  return worker->Promise();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("probe", Napi::Function::New(env, Probe));
+  exports.Set("attachThreadpool", Napi::Function::New(env, AttachThreadpool));
+  exports.Set("detachThreadpool", Napi::Function::New(env, DetachThreadpool));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("decode", Napi::Function::New(env, Decode));
+  exports.Set("step", Napi::Function::New(env, Step));
+  exports.Set("release", Napi::Function::New(env, Release));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(llm_engine, Init)

@@ -1,0 +1,60 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { projectRoot } from '@app/common';
+
+/**
+ * The engine addon's functions (libs/inference/native, built by `npm ci`). Each takes
+ * node-llama-cpp's native context object (`LlamaContext._ctx`) and checks its layout first.
+ */
+export interface EngineAddon {
+  /** Layout and symbol check; throws when this addon cannot drive that context. */
+  probe(context: object): { contextSize: number; threads: number; libraries: string[] };
+  /** Attaches a persistent ggml threadpool (`poll`: ggml's busy-wait level 0..100). */
+  attachThreadpool(context: object, threads: number, poll: number): void;
+  /** Detaches and frees it; call before the context is disposed. */
+  detachThreadpool(context: object): boolean;
+  /** Threads of the next decode calls (capped at the pool's size). */
+  setThreads(context: object, generation: number, batch?: number): void;
+  /** node-llama-cpp's decodeBatch plus the time llama_decode took, in ms. */
+  decode(context: object): Promise<number>;
+  /**
+   * One scheduler step: `spec` lists items as [sequence, firstPosition, tokenCount, sample 0|1,
+   * ...tokens] (the first `specLength` entries are read); the k-th sampling item is sampled with
+   * `samplers[k]` (node-llama-cpp AddonSampler objects) into `out[k]` (-1 = no token). Resolves
+   * with the ms llama_decode took. With `top` (one entry per sampling item: -1 = none, else
+   * 0..20), the item's raw log-probabilities: the sampled token's in `lpValues[k * 21]`, the best
+   * `top[k]` tokens in `lpTokens[k * 20 + i]` / `lpValues[k * 21 + 1 + i]`.
+   */
+  step(
+    context: object,
+    spec: Int32Array,
+    samplers: readonly object[],
+    out: Int32Array,
+    specLength?: number,
+    top?: Int32Array,
+    lpTokens?: Int32Array,
+    lpValues?: Float32Array,
+  ): Promise<number>;
+  /** Frees what step() allocated for the context; call before disposing it. */
+  release(context: object): boolean;
+}
+
+/** Where `npm ci` (scripts/build-native.js) puts the addon. */
+export const DEFAULT_ENGINE_ADDON_PATH = join(projectRoot(), 'libs', 'inference', 'native', 'build', 'Release', 'llm_engine.node');
+
+export type EngineAddonLoad = { readonly addon: EngineAddon; readonly path: string } | { readonly addon: null; readonly reason: string };
+
+/** Loads the addon, or says why not (missing, wrong platform, failed to load): never throws. */
+export function loadEngineAddon(path: string = DEFAULT_ENGINE_ADDON_PATH): EngineAddonLoad {
+  if (!existsSync(path)) return { addon: null, reason: `engine addon not built (${path} is missing; run \`node scripts/build-native.js\`)` };
+  try {
+    const addon = createRequire(__filename)(path) as EngineAddon;
+    for (const fn of ['probe', 'attachThreadpool', 'detachThreadpool', 'setThreads', 'decode', 'step', 'release'] as const) {
+      if (typeof addon[fn] !== 'function') return { addon: null, reason: `engine addon at ${path} has no ${fn}()` };
+    }
+    return { addon, path };
+  } catch (err) {
+    return { addon: null, reason: `engine addon at ${path} failed to load: ${(err as Error).message.split('\n')[0]}` };
+  }
+}

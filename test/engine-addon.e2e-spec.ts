@@ -1,0 +1,82 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { metric, scrape } from './support/metrics';
+import { ROOT, startServer, waitForModel } from './support/server-process';
+
+const ADDON = join(ROOT, 'libs', 'inference', 'native', 'build', 'Release', 'llm_engine.node');
+const KEY = 'sk-engine-test-0123456789abcdef';
+
+async function complete(url: string, prompt: string): Promise<{ text: string; tokens: number }> {
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}`, 'Cache-Control': 'no-cache, no-store' },
+    body: JSON.stringify({ prompt, max_tokens: 24, temperature: 0, ignore_eos: true }),
+  });
+  expect(res.status).toBe(200);
+  const body = (await res.json()) as { choices: { text: string }[]; usage: { completion_tokens: number } };
+  return { text: body.choices[0].text, tokens: body.usage.completion_tokens };
+}
+
+/**
+ * The engine addon (libs/inference/native, built by npm ci): the compiled server uses it by
+ * default, and runs on node-llama-cpp's own decode path when it is missing or switched off.
+ */
+describe('engine addon', () => {
+  it('is built by npm ci', () => {
+    // CI runs `npm ci` on a fresh clone: its install step must have produced the addon.
+    expect(existsSync(ADDON)).toBe(true);
+  });
+
+  it('the server starts with it, generates, and reports compute and per-step host overhead', async () => {
+    const server = await startServer({ API_KEYS: KEY, THREADS: '2' });
+    try {
+      await waitForModel(server);
+      const text = await scrape(server.url);
+      expect(metric(text, 'llm_model_info', { engine: 'addon', threads: '2' })).toBe(1);
+      const first = await complete(server.url, 'Once upon a time');
+      expect(first.tokens).toBe(24);
+      // Same prompt again at temperature 0: same text (the pool changes scheduling, not math).
+      expect((await complete(server.url, 'Once upon a time')).text).toBe(first.text);
+      const after = await scrape(server.url);
+      expect(metric(after, 'llm_batch_compute_seconds_count')).toBeGreaterThanOrEqual(48);
+      expect(metric(after, 'llm_batch_host_overhead_seconds_count')).toBeGreaterThan(40);
+      expect(server.output()).not.toMatch(/engine addon .*(missing|cannot|failed)/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('falls back to node-llama-cpp when the addon is missing, with a warning, and still generates the same text', async () => {
+    const withAddon = await startServer({ API_KEYS: KEY });
+    let expected: string;
+    try {
+      await waitForModel(withAddon);
+      expected = (await complete(withAddon.url, 'The little dog')).text;
+    } finally {
+      await withAddon.stop();
+    }
+    const server = await startServer({ API_KEYS: KEY, ENGINE_ADDON_PATH: join(ROOT, 'no-such-dir', 'llm_engine.node') });
+    try {
+      await waitForModel(server);
+      expect(server.output()).toMatch(/engine addon not built .*no-such-dir.*node-llama-cpp's own decode path/);
+      expect(metric(await scrape(server.url), 'llm_model_info', { engine: 'node-llama-cpp' })).toBe(1);
+      expect((await complete(server.url, 'The little dog')).text).toBe(expected);
+      // Without the addon there is no compute time to report, so no host-overhead figure either.
+      expect(metric(await scrape(server.url), 'llm_batch_host_overhead_seconds_count')).toBe(0);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('ENGINE_ADDON=off runs without it and says so in the metrics, without a warning', async () => {
+    const server = await startServer({ API_KEYS: KEY, ENGINE_ADDON: 'off' });
+    try {
+      await waitForModel(server);
+      expect(metric(await scrape(server.url), 'llm_model_info', { engine: 'node-llama-cpp' })).toBe(1);
+      expect(server.output()).not.toMatch(/engine addon/);
+      expect((await complete(server.url, 'Once upon a time')).tokens).toBe(24);
+    } finally {
+      await server.stop();
+    }
+  });
+});
