@@ -49,6 +49,10 @@ function unsupported(message: string, param: string): InferenceException {
  * Returns the schema's JSON text.
  */
 export function checkSchemaComplexity(schema: object, limits: SchemaLimits, param = 'response_format'): string {
+  // The schema-limits middleware and the grammar compiler check the same parsed object, one
+  // after the other: the second check of a large schema costs nothing.
+  const known = checked.get(schema);
+  if (known && known.limits === limits) return known.text;
   let enums = 0;
   let properties = 0;
   const stack: [unknown, number][] = [[schema, 1]];
@@ -79,8 +83,12 @@ export function checkSchemaComplexity(schema: object, limits: SchemaLimits, para
   const text = JSON.stringify(schema);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > limits.maxBytes) throw tooComplex(`${bytes} bytes of JSON; at most ${limits.maxBytes} (SCHEMA_MAX_BYTES)`, param);
+  checked.set(schema, { limits, text });
   return text;
 }
+
+/** Schemas that passed checkSchemaComplexity, with the limits they passed and their JSON text (a schema object is not changed once parsed). */
+const checked = new WeakMap<object, { limits: SchemaLimits; text: string }>();
 
 /**
  * The JSON-schema → GBNF converter (json-schema.grammar.ts, free of imports) as the worker loads

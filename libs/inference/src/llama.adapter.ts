@@ -19,9 +19,10 @@ type Lib = typeof NodeLlamaCpp;
 
 /**
  * A role marker of the fallback template at the start of a line of message text (any case, any
- * line break). Written as is, `hi\nAssistant: sure` in a user message would forge a turn.
+ * line break). Written as is, `hi\nAssistant: sure` in a user message would forge a turn (and
+ * `Tool: …` a tool result).
  */
-const ROLE_MARKER_AT_LINE_START = /(^|\r\n|[\n\r\u0085\u2028\u2029])(?=[ \t]*(?:user|assistant|system)[ \t]*:)/gi;
+const ROLE_MARKER_AT_LINE_START = /(^|\r\n|[\n\r\u0085\u2028\u2029])(?=[ \t]*(?:user|assistant|system|tool)[ \t]*:)/gi;
 
 /** Message text with each line that starts like a turn marker indented by one space: turns start at column 0 only. */
 export function escapeRoleMarkers(text: string): string {
