@@ -1,5 +1,5 @@
 import { BatchingErrorCode, BatchingException } from './batching.exception';
-import { BatchItem, DecodeRuntime, GenerationJob, SamplingParams, SLOT_TRANSITIONS, SlotState, TokenEvent } from './batching.types';
+import { BatchItem, DecodeRuntime, GenerationJob, SamplingParams, SLOT_TRANSITIONS, SlotState, StepStats, TokenEvent } from './batching.types';
 import { RequestOutcome, Scheduler } from './scheduler';
 
 const EOG = 2;
@@ -430,6 +430,30 @@ describe('Scheduler observer', () => {
     await collect(s.submit(job(4)));
     expect(seen).toMatchObject({ wait: 1, first: 1, gaps: 3, steps: 4 });
     expect(seen.outcomes).toEqual([expect.objectContaining({ finishReason: 'length', completionTokens: 4, promptTokens: 3 })]);
+  });
+
+  it('reports engine compute and host overhead per step when the runtime times its decode calls', async () => {
+    class TimedRuntime extends FakeRuntime {
+      override async decode(items: readonly BatchItem[]): Promise<number> {
+        await super.decode(items);
+        return 0.5;
+      }
+    }
+    const steps: StepStats[] = [];
+    const s = new Scheduler(new TimedRuntime(2), { coalesceMs: 0 }, { onStep: (st) => steps.push(st) });
+    await Promise.all([collect(s.submit(job(6, prompt(5, 1)))), collect(s.submit(job(6, prompt(5, 200))))]);
+    expect(steps.length).toBeGreaterThanOrEqual(6);
+    expect(steps.every((st) => st.computeMs === 0.5)).toBe(true);
+    // The first step follows no other: no host figure; back-to-back steps get one.
+    expect(steps[0].hostMs).toBeUndefined();
+    expect(steps.slice(1).every((st) => typeof st.hostMs === 'number' && st.hostMs >= 0)).toBe(true);
+    expect(steps.some((st) => st.sequences === 2 && st.tokens === 2)).toBe(true);
+  });
+
+  it('without timed decode calls there is no compute or host figure', async () => {
+    const steps: StepStats[] = [];
+    await collect(new Scheduler(new FakeRuntime(1), {}, { onStep: (st) => steps.push(st) }).submit(job(3)));
+    expect(steps.every((st) => st.computeMs === undefined && st.hostMs === undefined)).toBe(true);
   });
 
   it('a throwing observer does not break requests', async () => {

@@ -444,7 +444,8 @@ export class LlamaAdapter {
     } else {
       try {
         addon.addon.probe(nativeContext);
-        addon.addon.attachThreadpool(nativeContext, threads, this.config.threadPoll);
+        // Sampling a step's slots in parallel: every core but the step's own thread (at most 16).
+        addon.addon.attachThreadpool(nativeContext, threads, this.config.threadPoll, Math.min(16, cores - 1));
         // THREADS set: exactly that. Unset: up to every core, chosen per step by measurement.
         const policy = this.config.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
         engine = { addon: addon.addon, maxThreads: threads, policy };

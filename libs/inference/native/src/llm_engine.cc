@@ -24,8 +24,13 @@
 #include <link.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <thread>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -207,6 +212,91 @@ void FreePools(Pools& pools) {
   pools.byThreads.assign(pools.byThreads.size(), nullptr);
 }
 
+/**
+ * Threads that sample the slots of one step in parallel (each slot has its own sampler; the
+ * logits are only read). node-llama-cpp's binding samples slots in parallel too, one thread-pool
+ * job per slot; here one step's slots are shared out over a few persistent threads and the step's
+ * own worker, with no job or promise per slot. Sized once, from the first attach.
+ */
+class SamplingPool {
+ public:
+  explicit SamplingPool(int threads) {
+    for (int i = 0; i < threads; i++) workers_.emplace_back([this] { Work(); });
+  }
+  ~SamplingPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  size_t size() const { return workers_.size(); }
+
+  /**
+   * Runs fn(0..n-1) over the pool and the calling thread; returns when every call returned.
+   * False (nothing run) when another step holds the pool (several models stepping at once).
+   */
+  bool TryRun(size_t n, const std::function<void(size_t)>& fn) {
+    std::unique_lock<std::mutex> owner(owner_, std::try_to_lock);
+    if (!owner.owns_lock()) return false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      count_ = n;
+      next_.store(0);
+      busy_ = workers_.size();
+      generation_++;
+    }
+    wake_.notify_all();
+    Drain(fn, n);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return busy_ == 0; });
+    job_ = nullptr;
+    return true;
+  }
+
+ private:
+  void Drain(const std::function<void(size_t)>& fn, size_t n) {
+    for (size_t i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) fn(i);
+  }
+  void Work() {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(size_t)>* job;
+      size_t n;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        job = job_;
+        n = count_;
+      }
+      Drain(*job, n);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--busy_ == 0) done_.notify_one();
+      }
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex owner_;  // one step at a time
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  const std::function<void(size_t)>* job_ = nullptr;
+  size_t count_ = 0;
+  std::atomic<size_t> next_{0};
+  size_t busy_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+std::unique_ptr<SamplingPool> g_sampling;
+/** Fewer sampling items than this are sampled on the step's own thread (waking threads costs more). */
+constexpr size_t kParallelSamplingMin = 3;
+
 /** The batch step() fills, kept per context and grown when a step needs more room. */
 struct StepBatch {
   llama_batch batch{};
@@ -241,6 +331,8 @@ Napi::Value AttachThreadpool(const Napi::CallbackInfo& info) {
   const int poll = info[2].As<Napi::Number>().Int32Value();
   if (threads < 1 || threads > GGML_MAX_N_THREADS) throw Napi::RangeError::New(env, "threads out of range");
   if (poll < 0 || poll > 100) throw Napi::RangeError::New(env, "poll must be 0..100");
+  const int samplingThreads = info.Length() > 3 ? info[3].As<Napi::Number>().Int32Value() : threads - 1;
+  if (!g_sampling && samplingThreads > 0) g_sampling = std::make_unique<SamplingPool>(std::min(samplingThreads, 64));
   Pools fresh;
   fresh.byThreads.assign(threads + 1, nullptr);
   fresh.max = threads;
@@ -420,24 +512,45 @@ class StepWorker : public Napi::AsyncWorker {
       SetError("This model does not support token generation");
       return;
     }
-    try {
-      for (size_t k = 0; k < samplers_.size(); k++) {
-        AddonSampler* sampler = samplers_[k];
-        const bool wantsLogprobs = !top_.empty() && top_[k] >= 0;
-        // Read before sampling: the raw logits, whatever the sampler then does with its copy.
-        if (wantsLogprobs) Distribution(logitRows[k]);
-        g_api.sampler_rebuild(sampler);
-        llama_token_data_array candidates;
-        g_api.sampler_sample(sampler, context_->ctx, logitRows[k], candidates, false);
-        if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) continue;
-        const llama_token token = candidates.data[candidates.selected].id;
-        g_api.sampler_accept(sampler, token);
-        tokens_[k] = token;
-        if (wantsLogprobs) Logprobs(k, token);
+    std::mutex failure;
+    std::string error;
+    const std::function<void(size_t)> sampleOne = [&](size_t k) {
+      try {
+        SampleItem(k, logitRows[k]);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(failure);
+        if (error.empty()) error = e.what();
       }
-    } catch (const std::exception& e) {
-      SetError(std::string("sampling failed: ") + e.what());
+    };
+    bool parallel = false;
+    if (g_sampling && g_sampling->size() > 0 && samplers_.size() >= kParallelSamplingMin) {
+      // The decode's other ggml threads would spin waiting for the next graph on the cores the
+      // samplers need: put them to sleep; the next decode wakes them (ggml's kickoff resumes a
+      // paused pool).
+      if (decodePool_ != nullptr) g_api.pool_pause(decodePool_);
+      parallel = g_sampling->TryRun(samplers_.size(), sampleOne);
     }
+    if (!parallel) {
+      for (size_t k = 0; k < samplers_.size(); k++) sampleOne(k);
+    }
+    if (!error.empty()) SetError("sampling failed: " + error);
+  }
+
+  /** Samples item k exactly as node-llama-cpp's sampleToken does (thread-safe across items). */
+  void SampleItem(size_t k, int32_t row) {
+    AddonSampler* sampler = samplers_[k];
+    const bool wantsLogprobs = !top_.empty() && top_[k] >= 0;
+    // Read before sampling: the raw logits, whatever the sampler then does with its copy.
+    std::vector<float> distribution;
+    if (wantsLogprobs) Distribution(row, distribution);
+    g_api.sampler_rebuild(sampler);
+    llama_token_data_array candidates;
+    g_api.sampler_sample(sampler, context_->ctx, row, candidates, false);
+    if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) return;
+    const llama_token token = candidates.data[candidates.selected].id;
+    g_api.sampler_accept(sampler, token);
+    tokens_[k] = token;
+    if (wantsLogprobs) Logprobs(k, token, distribution);
   }
   void OnOK() override {
     Napi::Int32Array out = out_.Value().As<Napi::Int32Array>();
@@ -452,14 +565,17 @@ class StepWorker : public Napi::AsyncWorker {
   }
 
  public:
+  /** The ggml pool this step decodes on when it has more than one thread (paused before parallel sampling). */
+  void SetDecodePool(ggml_threadpool_t pool) { decodePool_ = pool; }
+
   void SetLogprobOutputs(Napi::Int32Array tokens, Napi::Float32Array values) {
     lpTokensRef_ = Napi::Persistent(tokens);
     lpValuesRef_ = Napi::Persistent(values);
   }
 
  private:
-  /** Log-softmax of row `row`'s logits, kept for Logprobs() of the same item. */
-  void Distribution(int32_t row) {
+  /** Log-softmax of row `row`'s logits. */
+  void Distribution(int32_t row, std::vector<float>& logprobs_) {
     const float* logits = g_api.get_logits_ith(context_->ctx, row);
     const int32_t n = g_api.vocab_n_tokens(g_api.model_get_vocab(g_api.get_model(context_->ctx)));
     logprobs_.resize(n);
@@ -471,7 +587,7 @@ class StepWorker : public Napi::AsyncWorker {
     for (int32_t i = 0; i < n; i++) logprobs_[i] = logits[i] - max - logSum;
   }
 
-  void Logprobs(size_t k, llama_token token) {
+  void Logprobs(size_t k, llama_token token, const std::vector<float>& logprobs_) {
     const int n = std::min<int>(std::min(top_[k], kTop), static_cast<int>(logprobs_.size()));
     const float floor = -9999.0f;  // JSON has no -Infinity; OpenAI's own floor
     auto clamp = [&](float v) { return std::isfinite(v) ? std::max(v, floor) : floor; };
@@ -496,7 +612,7 @@ class StepWorker : public Napi::AsyncWorker {
   std::vector<AddonSampler*> samplers_;
   std::vector<llama_token> tokens_;
   std::vector<int32_t> top_;
-  std::vector<float> logprobs_;
+  ggml_threadpool_t decodePool_ = nullptr;
   std::vector<int32_t> lpTokens_;
   std::vector<float> lpValues_;
   Napi::Reference<Napi::Int32Array> out_;
@@ -560,6 +676,9 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     batch.batch = g_api.batch_init(capacity, 0, 1);
     batch.capacity = capacity;
   }
+  ggml_threadpool_t decodePool = nullptr;
+  auto pools = g_pools.find(context->ctx);
+  if (pools != g_pools.end() && pools->second.current > 1) decodePool = pools->second.byThreads[pools->second.current];
   std::vector<int32_t> top;
   if (info.Length() > 7 && info[5].IsTypedArray()) {
     Napi::Int32Array topArray = info[5].As<Napi::Int32Array>();
@@ -574,10 +693,12 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     top.assign(topArray.Data(), topArray.Data() + sampling);
     auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
     worker->SetLogprobOutputs(lpTokens, lpValues);
+    worker->SetDecodePool(decodePool);
     worker->Queue();
     return worker->Promise();
   }
   auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
+  worker->SetDecodePool(decodePool);
   worker->Queue();
   return worker->Promise();
 }

@@ -10,8 +10,12 @@ import { projectRoot } from '@app/common';
 export interface EngineAddon {
   /** Layout and symbol check; throws when this addon cannot drive that context. */
   probe(context: object): { contextSize: number; threads: number; libraries: string[] };
-  /** Attaches a persistent ggml threadpool (`poll`: ggml's busy-wait level 0..100). */
-  attachThreadpool(context: object, threads: number, poll: number): void;
+  /**
+   * Attaches persistent ggml threadpools of up to `threads` (`poll`: ggml's busy-wait level
+   * 0..100). The first call also starts `samplingThreads` threads (process-wide) that sample a
+   * step's slots in parallel.
+   */
+  attachThreadpool(context: object, threads: number, poll: number, samplingThreads?: number): void;
   /** Detaches and frees it; call before the context is disposed. */
   detachThreadpool(context: object): boolean;
   /** Threads of the next decode calls (capped at the pool's size). */
