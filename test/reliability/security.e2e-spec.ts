@@ -516,11 +516,19 @@ describe('issue 17: what an outside probe found, on the compiled server', () => 
     expect(r.body.error.message).toBe('max_tokens must be an integer number');
     const res = await fetch(`${server.url}/health`);
     expect(res.headers.get('x-replica')).toBeNull();
+    // Tools' parameter schemas are held to the schema limits too (before validation copies them).
+    const parameters = { type: 'object', properties: Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`p${i}`, { type: 'string' }])) };
+    const tools = await post(server.url, '/v1/chat/completions', KEY, {
+      messages: [{ role: 'user', content: 'Hi' }],
+      tools: [{ type: 'function', function: { name: 'f', parameters } }],
+      tool_choice: 'required',
+    });
+    expect([tools.status, tools.body.error?.code, tools.body.error?.param]).toEqual([400, 'schema_too_complex', 'tools']);
     record({
       section: 'security',
-      check: 'max_tokens "5"; X-Replica without INSTANCE_ID',
-      tried: 2,
-      result: `"${r.body.error.message}"; X-Replica absent (sent only with INSTANCE_ID)`,
+      check: 'max_tokens "5"; X-Replica without INSTANCE_ID; a tool with 1,001 parameters',
+      tried: 3,
+      result: `"${r.body.error.message}"; X-Replica absent (sent only with INSTANCE_ID); tools: ${tools.status} ${tools.body.error?.code}`,
       ok: true,
     });
   });

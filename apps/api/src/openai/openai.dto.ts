@@ -449,8 +449,8 @@ function IsToolChoice(legacy: boolean): PropertyDecorator {
     verbosity: 'the served model has no verbosity setting',
   },
 })
-/** The JSON schema is free-form: validated as an object, not copied field by field (see FreeFormFields). */
-@FreeFormFields('response_format.json_schema.schema')
+/** JSON schemas are free-form: validated as objects, not copied field by field (see FreeFormFields). */
+@FreeFormFields('response_format.json_schema.schema', 'tools.*.function.parameters', 'functions.*.parameters')
 export class ChatCompletionRequestDto extends SamplingDto {
   @ApiProperty({ type: [ChatMessageDto] })
   @IsArray()

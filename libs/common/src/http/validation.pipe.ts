@@ -27,13 +27,31 @@ function copyOf<T>(value: T): T {
 const FREE_FORM = Symbol('validation:free-form');
 
 /**
- * Declares fields of a body DTO (dotted paths from it, e.g. `response_format.json_schema.schema`)
- * that hold free-form JSON objects, such as a JSON schema: validated as objects, but handed over
- * as parsed instead of being copied and walked by class-transformer and Nest's body sanitizers.
- * A megabyte schema cost about 100 ms of event loop in those copies.
+ * Declares fields of a body DTO (dotted paths from it, e.g. `response_format.json_schema.schema`;
+ * `*` stands for every item of an array, e.g. `tools.*.function.parameters`) that hold free-form
+ * JSON objects, such as a JSON schema: validated as objects, but handed over as parsed instead of
+ * being copied and walked by class-transformer and Nest's body sanitizers. A megabyte schema cost
+ * about 100 ms of event loop in those copies.
  */
 export function FreeFormFields(...paths: string[]): ClassDecorator {
   return (target) => Reflect.defineMetadata(FREE_FORM, paths.map((p) => p.split('.')), target);
+}
+
+/** The concrete paths (array indexes in place of `*`) of `path` in `value` whose parent is an object. */
+function expand(value: unknown, path: string[], prefix: string[] = []): string[][] {
+  if (path.length === 1) return [[...prefix, path[0]]];
+  if (value === null || typeof value !== 'object') return [];
+  const [head, ...rest] = path;
+  if (head === '*') {
+    return Array.isArray(value) ? value.flatMap((item, i) => expand(item, rest, [...prefix, String(i)])) : [];
+  }
+  return Object.prototype.hasOwnProperty.call(value, head) ? expand((value as Record<string, unknown>)[head], rest, [...prefix, head]) : [];
+}
+
+function parentOf(root: unknown, path: string[]): Record<string, unknown> | undefined {
+  let parent: unknown = root;
+  for (const key of path.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>)[key] : undefined;
+  return parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>) : undefined;
 }
 
 /** Takes each declared free-form object out of `body` (a `{}` stands in for validation); returns them by path. */
@@ -41,15 +59,14 @@ function detachFreeForm(body: unknown, dto: object): [string[], object][] {
   const paths = Reflect.getMetadata(FREE_FORM, dto) as string[][] | undefined;
   if (!paths || body === null || typeof body !== 'object') return [];
   const detached: [string[], object][] = [];
-  for (const path of paths) {
-    let parent: unknown = body;
-    for (const key of path.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>)[key] : undefined;
-    if (parent === null || typeof parent !== 'object') continue;
+  for (const path of paths.flatMap((p) => expand(body, p))) {
+    const parent = parentOf(body, path);
     const leaf = path[path.length - 1];
-    const value = Object.prototype.hasOwnProperty.call(parent, leaf) ? (parent as Record<string, unknown>)[leaf] : undefined;
+    if (!parent || Array.isArray(parent) || !Object.prototype.hasOwnProperty.call(parent, leaf)) continue;
+    const value = parent[leaf];
     if (value === null || typeof value !== 'object' || Array.isArray(value)) continue;
     detached.push([path, value]);
-    (parent as Record<string, unknown>)[leaf] = {};
+    parent[leaf] = {};
   }
   return detached;
 }
@@ -58,9 +75,8 @@ function detachFreeForm(body: unknown, dto: object): [string[], object][] {
 function reattachFreeForm(targets: unknown[], detached: [string[], object][]): void {
   for (const [path, value] of detached) {
     for (const target of targets) {
-      let parent: unknown = target;
-      for (const key of path.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>)[key] : undefined;
-      if (parent !== null && typeof parent === 'object') (parent as Record<string, unknown>)[path[path.length - 1]] = value;
+      const parent = parentOf(target, path);
+      if (parent) parent[path[path.length - 1]] = value;
     }
   }
 }
