@@ -3,11 +3,12 @@
 # node-llama-cpp ships, so that benchmarks compare against the same engine version.
 # Cached outside the repository: prints the binary's path. ~10 min on 2 cores the first time.
 #
-# CPU: with the instruction-set features of the CPU variant node-llama-cpp loads on this machine
-# (e.g. zen4, sapphirerapids, as ggml's CMakeLists defines them) and, like node-llama-cpp's own
-# build, GGML_NATIVE=OFF and GGML_OPENMP=OFF: both servers run the same kernels and ggml's own
-# threadpool. (GGML_NATIVE=ON is not the same code: seen here, on a VM that advertises AMX, its
-# AMX kernels died with SIGILL at the first decode. It is the fallback when the variant is unknown.)
+# CPU: like node-llama-cpp's own build (GGML_NATIVE=OFF, GGML_OPENMP=OFF, backends loaded at run
+# time), with no CPU backend of its own: it loads node-llama-cpp's CPU backend library for this
+# machine (libggml-cpu-zen4.so, -sapphirerapids.so, ...), so both servers run the very same
+# kernels and ggml's own threadpool. (A GGML_NATIVE=ON build is not the same code: seen here, on a
+# VM that advertises AMX, its AMX kernels died with SIGILL at the first decode. It is the
+# fallback when node-llama-cpp's CPU library cannot be found.)
 # LLAMA_SERVER_CUDA=1 builds it with ggml's CUDA backend (for the GPU side-by-side benchmark;
 # CUDA_ARCHITECTURES, default: the visible GPUs' compute capability).
 set -euo pipefail
@@ -39,14 +40,16 @@ if [ ! -d "$src/.git" ]; then
 fi
 
 variant=""
-flags=(-DGGML_NATIVE=ON)
-# That variant's instruction-set features, as ggml's own CMakeLists lists them, e.g.
-#   ggml_add_cpu_backend_variant(zen4 SSE42 AVX F16C FMA AVX2 BMI2 AVX512 ...)
-features="$( [ -n "$cpu_variant" ] && grep -oE "ggml_add_cpu_backend_variant\($cpu_variant( +[A-Z0-9_]+)+\)" "$src/ggml/src/CMakeLists.txt" | head -1 | tr -d '()' | cut -d' ' -f2- | xargs -n1 | tail -n +2 || true)"
-if [ -n "$features" ]; then
-  variant="-$cpu_variant"
-  flags=(-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF)
-  for f in $features; do flags+=("-DGGML_$f=ON"); done
+flags=(-DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF)
+cpu_library=""
+if [ -n "$cpu_variant" ]; then
+  # node-llama-cpp's own CPU backend library (the same file, not a rebuild), loaded at run time
+  # by a llama-server built with dynamically loaded backends and no CPU backend of its own.
+  cpu_library="$(ls "$root"/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-cpu-"$cpu_variant".so 2>/dev/null | head -1)"
+fi
+if [ -n "$cpu_library" ]; then
+  variant="-nlc-$cpu_variant"
+  flags=(-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU=OFF -DBUILD_SHARED_LIBS=ON)
 fi
 if [ "${LLAMA_SERVER_CUDA:-0}" = 1 ]; then
   arch="${CUDA_ARCHITECTURES:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')}"
@@ -58,8 +61,12 @@ out="$cache/llama-server-$rev$variant/bin"
 if [ -x "$out/llama-server" ]; then echo "$out/llama-server"; exit 0; fi
 build="$src/build$variant"
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-  -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF "${flags[@]}" >&2
+  -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON "${flags[@]}" >&2
 cmake --build "$build" --target llama-server -j "$(nproc)" >&2
 mkdir -p "$out"
 cp "$build/bin/llama-server" "$out/"
+# Its shared libraries next to it (found through its RUNPATH or the folder ggml searches), and
+# for a backend-DL build node-llama-cpp's CPU backend itself.
+find "$build/bin" -maxdepth 1 -name '*.so*' -exec cp -P {} "$out/" \;
+if [ -n "$cpu_library" ]; then cp "$cpu_library" "$out/"; fi
 echo "$out/llama-server"

@@ -67,8 +67,10 @@ ${security}
 ## What each suite does
 
 - \`test/reliability/hostile-input.e2e-spec.ts\`: fast-check properties over \`/v1/generate\`,
-  \`/v1/generate/stream\`, \`/v1/completions\`, \`/v1/chat/completions\`, \`/v1/embeddings\` and
-  \`/admin/cache\`, through real HTTP on the real app and model (\`CONTEXT_SIZE\` 512, \`BODY_LIMIT\` 1mb).
+  \`/v1/generate/stream\`, \`/v1/completions\`, \`/v1/chat/completions\`, \`/v1/embeddings\`,
+  \`/v1/responses\`, \`/v1/messages\`, \`/v1/messages/count_tokens\` (Anthropic's error shape),
+  \`/tokenize\`, \`/detokenize\`, \`/v1/rerank\` (the synthetic reranker) and \`/admin/cache\`, through
+  real HTTP on the real app and model (\`CONTEXT_SIZE\` 512, \`BODY_LIMIT\` 1mb).
 - \`test/reliability/load.e2e-spec.ts\`: the compiled server (\`dist/apps/api/src/main.js\`, as
   \`npm start\` runs it) with 2 slots and \`QUEUE_MAX\` 8; each client its own TCP connection;
   "complete" means the stream ended with its final event. Slots and queue are read from

@@ -1,5 +1,10 @@
 import fc from 'fast-check';
+import { mkdtempSync } from 'node:fs';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BUNDLED_MODEL } from '@app/common';
+import { synthesizeReranker } from '@app/inference';
 import { startTestApp, TestApp } from '../support/test-app';
 import { record, size } from './reliability.support';
 
@@ -72,7 +77,63 @@ const ENDPOINTS: readonly Endpoint[] = [
     path: '/v1/embeddings', method: 'POST', base: { input: 'Hi' },
     fields: { model: 'string', input: 'stringOrArray', encoding_format: 'string' },
   },
+  {
+    path: '/v1/responses', method: 'POST', base: { input: 'Hi', max_output_tokens: 1 },
+    fields: { model: 'string', input: 'stringOrArray', instructions: 'string', max_output_tokens: 'int', temperature: 'number', top_p: 'number', stream: 'boolean', tools: 'array', text: 'object', previous_response_id: 'string', metadata: 'object', store: 'boolean' },
+  },
+  {
+    path: '/v1/messages', method: 'POST', base: { model: 'stories260K', max_tokens: 1, messages: USER },
+    fields: { model: 'string', max_tokens: 'int', messages: 'array', system: 'stringOrArray', stop_sequences: 'array', temperature: 'number', top_k: 'int', stream: 'boolean', tools: 'array', tool_choice: 'object' },
+  },
+  {
+    path: '/v1/messages/count_tokens', method: 'POST', base: { model: 'stories260K', messages: USER },
+    fields: { model: 'string', messages: 'array', system: 'stringOrArray', tools: 'array' },
+  },
+  { path: '/tokenize', method: 'POST', base: { content: 'Hi' }, fields: { content: 'string', add_special: 'boolean', parse_special: 'boolean', with_pieces: 'boolean' } },
+  { path: '/detokenize', method: 'POST', base: { tokens: [1] }, fields: { tokens: 'array' } },
+  {
+    path: '/v1/rerank', method: 'POST', base: { query: 'Hi', documents: ['a'] },
+    fields: { model: 'string', query: 'string', documents: 'array', top_n: 'int', return_documents: 'boolean' },
+  },
 ];
+/** Anthropic's routes answer errors in Anthropic's shape. */
+const ANTHROPIC_PATH = /^\/v1\/messages/;
+
+/**
+ * The text-carrying body of an endpoint, for the tests that put hostile text into prompts:
+ * `nasty` puts the text everywhere text goes (stop strings too), `long` makes a prompt longer than
+ * the context (repeated three times, except on /v1/generate whose prompt field is bounded). Null:
+ * the endpoint has no such case.
+ */
+function textBody(ep: Endpoint, text: string, mode: 'nasty' | 'long'): Record<string, unknown> | null {
+  const long = mode === 'long';
+  const t3 = long ? text.repeat(3) : text;
+  switch (ep.path) {
+    case '/v1/chat/completions':
+      return long ? { max_tokens: 1, messages: [{ role: 'user', content: t3 }] } : { max_tokens: 1, messages: [{ role: 'user', content: text }, { role: 'system', content: text }], stop: [text] };
+    case '/v1/embeddings':
+      return { input: long ? t3 : [text, text] };
+    case '/v1/responses':
+      return long ? { input: t3, max_output_tokens: 1 } : { input: text, instructions: text, max_output_tokens: 1 };
+    case '/v1/messages':
+      return { model: 'stories260K', max_tokens: 1, messages: [{ role: 'user', content: t3 }], ...(long ? {} : { system: text, stop_sequences: [text] }) };
+    case '/v1/messages/count_tokens':
+      // Counting never refuses a long prompt (it does not generate).
+      return long ? null : { model: 'stories260K', system: text, messages: [{ role: 'user', content: text }] };
+    case '/tokenize':
+      return long ? null : { content: text };
+    case '/detokenize':
+      return null;
+    case '/v1/rerank':
+      return { query: text, documents: [t3] };
+    case '/v1/completions':
+      return { prompt: t3, max_tokens: 1, ...(long ? {} : { stop: [text] }) };
+    default:
+      // /v1/generate: the prompt field holds 4,096 characters at most, so it is not repeated.
+      return { prompt: text, max_tokens: 1, ...(long ? {} : { stop_sequences: [text] }) };
+  }
+}
+
 /** DELETE /admin/cache reads a query, but a body sent to it still goes through the parsers. */
 const ADMIN: Endpoint = { path: '/admin/cache', method: 'DELETE', base: {}, fields: {} };
 
@@ -105,7 +166,10 @@ describe('hostile input: every JSON endpoint answers a 4xx envelope, never a 5xx
   const results: Record<string, Tally> = {};
 
   beforeAll(async () => {
-    t = await startTestApp({ CONTEXT_SIZE: '512', BODY_LIMIT: '1mb' });
+    // A reranker too, so that /v1/rerank answers valid input (and its long inputs reach the model's check).
+    const reranker = join(mkdtempSync(join(tmpdir(), 'llm-hostile-')), 'reranker.gguf');
+    synthesizeReranker(reranker, BUNDLED_MODEL, 'overlap');
+    t = await startTestApp({ CONTEXT_SIZE: '512', BODY_LIMIT: '1mb', RERANK_MODEL_PATH: reranker });
   });
   afterAll(async () => {
     await t?.close();
@@ -128,13 +192,17 @@ describe('hostile input: every JSON endpoint answers a 4xx envelope, never a 5xx
     }
     if (res.status < 400 || res.status >= 500) throw new Error(`not a 4xx: ${what}`);
     tally.client++;
-    let envelope: { error?: { message?: unknown; type?: unknown; code?: unknown } };
+    let envelope: { type?: unknown; error?: { message?: unknown; type?: unknown; code?: unknown } };
     try {
       envelope = JSON.parse(res.body);
     } catch {
       throw new Error(`4xx without a JSON envelope: ${what}`);
     }
     const e = envelope.error;
+    if (ANTHROPIC_PATH.test(path)) {
+      if (envelope.type !== 'error' || !e || typeof e.message !== 'string' || typeof e.type !== 'string') throw new Error(`4xx without Anthropic's error shape: ${what}`);
+      return;
+    }
     if (!e || typeof e.message !== 'string' || typeof e.type !== 'string' || typeof e.code !== 'string') throw new Error(`4xx without the envelope: ${what}`);
   }
 
@@ -208,16 +276,18 @@ describe('hostile input: every JSON endpoint answers a 4xx envelope, never a 5xx
 
   it('invalid UTF-8 inside JSON strings', async () => {
     const bytes = fc.uint8Array({ minLength: 1, maxLength: 64 }).map((b) => Buffer.from(b.map((x) => x | 0x80)));
-    for (const ep of ENDPOINTS) {
+    // (count_tokens has no max_tokens; the messages body below carries one.)
+    for (const ep of ENDPOINTS.filter((e) => e.path !== '/v1/messages/count_tokens')) {
       const [field] = Object.keys(ep.base);
       const arb = fc.tuple(bytes, fc.boolean());
       await property(arb, ([b, asKey]) => {
         const rest = JSON.stringify({ ...ep.base, [field]: undefined }).slice(1, -1);
         const head = Buffer.from(asKey ? `{"` : `{${rest}${rest ? ',' : ''}"${field}":"`);
         const tail = Buffer.from(asKey ? `":1,${rest}}` : '"}');
-        // Chat carries its text inside messages: replace the content instead.
-        const body = field === 'messages'
-          ? Buffer.concat([Buffer.from('{"max_tokens":1,"messages":[{"role":"user","content":"'), b, Buffer.from('"}]}')])
+        // Chat and Anthropic's routes carry their text inside messages: replace the content instead.
+        const inMessages = field === 'messages' || ANTHROPIC_PATH.test(ep.path);
+        const body = inMessages
+          ? Buffer.concat([Buffer.from('{"model":"stories260K","max_tokens":1,"messages":[{"role":"user","content":"'), b, Buffer.from('"}]}')])
           : Buffer.concat([head, b, tail]);
         // Replaced by U+FFFD by the decoder, the text is a legitimate prompt.
         return check('invalid UTF-8', ep, body, json, true);
@@ -230,14 +300,8 @@ describe('hostile input: every JSON endpoint answers a 4xx envelope, never a 5xx
       .array(fc.oneof(fc.integer({ min: 0, max: 0x1f }), fc.integer({ min: 0x7f, max: 0x9f }), fc.integer({ min: 0xd800, max: 0xdfff }), fc.constantFrom(0xfeff, 0x202e, 0x200b, 0xfffe, 0xffff)), { minLength: 1, maxLength: 64 })
       .map((codes) => String.fromCharCode(...codes));
     for (const ep of ENDPOINTS) {
-      await property(nasty, (text) => {
-        const body = ep.path === '/v1/chat/completions'
-          ? { max_tokens: 1, messages: [{ role: 'user', content: text }, { role: 'system', content: text }] }
-          : ep.path === '/v1/embeddings' ? { input: [text, text] } : { ...ep.base, prompt: text, stop: [text], stop_sequences: [text] };
-        if (ep.path.startsWith('/v1/generate')) delete (body as Record<string, unknown>).stop;
-        if (!ep.path.startsWith('/v1/generate')) delete (body as Record<string, unknown>).stop_sequences;
-        return check('control characters', ep, JSON.stringify(body), json, true);
-      });
+      if (!textBody(ep, 'x', 'nasty')) continue;
+      await property(nasty, (text) => check('control characters', ep, JSON.stringify(textBody(ep, text, 'nasty')), json, true));
     }
   });
 
@@ -245,12 +309,8 @@ describe('hostile input: every JSON endpoint answers a 4xx envelope, never a 5xx
     // CONTEXT_SIZE 512: some thousand tokens, still under the 4,096-character field limit.
     const long = fc.integer({ min: 600, max: 1000 }).map((n) => Array.from({ length: n }, (_, i) => (i % 2 ? 'x' : 'q')).join(' ').slice(0, 4000));
     for (const ep of ENDPOINTS) {
-      await property(long, (text) => {
-        const body = ep.path === '/v1/chat/completions' ? { max_tokens: 1, messages: [{ role: 'user', content: text.repeat(3) }] }
-          : ep.path === '/v1/embeddings' ? { input: text.repeat(3) }
-          : { prompt: ep.path === '/v1/completions' ? text.repeat(3) : text, max_tokens: 1 };
-        return check('prompt longer than the context', ep, JSON.stringify(body), json);
-      }, Math.max(3, Math.floor(runs / 3)));
+      if (!textBody(ep, 'x', 'long')) continue;
+      await property(long, (text) => check('prompt longer than the context', ep, JSON.stringify(textBody(ep, text, 'long')), json), Math.max(3, Math.floor(runs / 3)));
     }
   });
 

@@ -12,11 +12,13 @@ import {
   jsonBody,
   jsonDepthLimit,
   jsonOnly,
+  registerErrorFormat,
   registerErrorTranslator,
 } from '@app/common';
 import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
 import { schemaLimits } from './openai/schema-limits.middleware';
 import { translateBatchingError } from './errors/batching-error.mapping';
+import { ANTHROPIC_ERRORS } from './anthropic/anthropic.errors';
 import { consoleHandlers } from './console/console.static';
 
 /**
@@ -38,7 +40,7 @@ export function configureApp(app: NestExpressApplication): void {
     app.enableCors({
       origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
       methods: ['GET', 'POST', 'DELETE'],
-      allowedHeaders: ['Authorization', 'X-API-Key', 'Content-Type', 'Cache-Control', 'X-Cache-Sampled', 'X-Request-Id'],
+      allowedHeaders: ['Authorization', 'X-API-Key', 'Content-Type', 'Cache-Control', 'X-Cache-Sampled', 'X-Request-Id', 'anthropic-version', 'anthropic-beta', 'anthropic-dangerous-direct-browser-access'],
       exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Cache', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
       maxAge: 600,
     });
@@ -69,6 +71,8 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(schemaLimits(config.schemaLimits));
   // The scheduler's errors carry codes and data only; their HTTP status and headers are chosen here.
   registerErrorTranslator(translateBatchingError);
+  // Anthropic's routes answer errors in Anthropic's shape, including those refused before routing.
+  registerErrorFormat(ANTHROPIC_ERRORS);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   // Only traces need the route template while the request runs (to name the server span); logs

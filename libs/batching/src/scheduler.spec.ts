@@ -39,7 +39,7 @@ class FakeRuntime implements DecodeRuntime {
     this.seeds[slot] = sampling.seed ?? 0;
   }
 
-  async decode(items: readonly BatchItem[]): Promise<void> {
+  async decode(items: readonly BatchItem[]): Promise<number | void> {
     if (this.manual) await new Promise<void>((r) => this.#gate.push(r));
     else if (this.slow) await new Promise((r) => setImmediate(r));
     else await Promise.resolve();

@@ -10,6 +10,8 @@ export type CompletionEvent =
       readonly promptTokens: number;
       readonly completionTokens: number;
       readonly cachedPromptTokens: number;
+      /** The stop string that ended the text, when one did (Anthropic's `stop_sequence`). */
+      readonly stopSequence?: string;
     };
 
 /** Sampling as the model receives it; `undefined` means the runtime's default. */
@@ -64,6 +66,8 @@ export interface CachedCompletion {
   readonly chunks: readonly string[];
   readonly finishReason: string;
   readonly completionTokens: number;
+  /** The stop string that ended it, when one did (absent in records written before it was kept). */
+  readonly stop?: string;
   /** Epoch ms when the model produced it. */
   readonly createdAt: number;
   /** Hash of the caller that stored it: `Age` is only sent on a hit by that same caller. */

@@ -319,7 +319,7 @@ export class ResponseCacheService implements OnModuleInit {
           yield event;
         }
         if (store && done && STORABLE_FINISH.has(done.finishReason)) {
-          await store({ v: 1, chunks, finishReason: done.finishReason, completionTokens: done.completionTokens, createdAt: Date.now(), by });
+          await store({ v: 1, chunks, finishReason: done.finishReason, completionTokens: done.completionTokens, ...(done.stopSequence === undefined ? {} : { stop: done.stopSequence }), createdAt: Date.now(), by });
         }
       })(),
     };
@@ -376,12 +376,13 @@ function isRecord(value: unknown): value is CachedCompletion {
     Array.isArray(r.chunks) &&
     r.chunks.every((c) => typeof c === 'string') &&
     typeof r.finishReason === 'string' &&
+    (r.stop === undefined || typeof r.stop === 'string') &&
     Number.isInteger(r.completionTokens) &&
     typeof r.createdAt === 'number'
   );
 }
 
-type Completion = { text: string; finishReason: string; promptTokens: number; completionTokens: number; cachedPromptTokens: number };
+type Completion = { text: string; finishReason: string; promptTokens: number; completionTokens: number; cachedPromptTokens: number; stopSequence?: string };
 
 /**
  * A stored answer as the model's events (same chunks, usage of this request's prompt), and, for a
@@ -405,6 +406,7 @@ class Replay implements AsyncIterable<CompletionEvent> {
       completionTokens: this.#record.completionTokens,
       // No prompt token was evaluated for this answer.
       cachedPromptTokens: this.#promptTokens,
+      ...(this.#record.stop === undefined ? {} : { stopSequence: this.#record.stop }),
     };
   }
 

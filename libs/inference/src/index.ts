@@ -16,3 +16,7 @@ export { ToolCallParser } from './tools/tool-call.parser';
 export type { ToolParseEvent } from './tools/tool-call.parser';
 export { CHAT_TEMPLATES } from './gguf/chat-templates';
 export type { ChatTemplateName, ChatTemplateFamily } from './gguf/chat-templates';
+export { RerankerService } from './ranking/reranker.service';
+export * from './ranking/ranking.exception';
+export { synthesizeReranker } from './gguf/reranker.synth';
+export type { RerankerSynthMode } from './gguf/reranker.synth';

@@ -57,6 +57,11 @@ export interface CompletedGeneration {
 
 export type ModelState = 'loading' | 'ready' | 'failed';
 
+/** On a `done` event of generate(): the stop string (template's or request's) that ended the text, if one did. */
+export interface StopDetail {
+  readonly stopSequence?: string;
+}
+
 /**
  * Optional provider: metrics (and anything else) that want the scheduler's events register a
  * SchedulerObserver under this token.
@@ -197,6 +202,12 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.#fit(rendered.tokens, rendered.stop, maxTokens, 'fill');
   }
 
+  /** Prompt tokens of a chat (template, tools, BOS) without the context check: what prepareChat would evaluate. */
+  countChatTokens(messages: readonly ChatMessage[], tools: readonly ToolDefinition[] = []): number {
+    this.#assertReady();
+    return this.adapter.withBos(this.adapter.renderChat(messages, tools).tokens).length;
+  }
+
   /** How the served model writes function calls: its chat template's syntax, or the generic one. */
   get toolSyntax(): ToolCallSyntax {
     this.#assertReady();
@@ -209,10 +220,31 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.adapter.toolCallGrammar(tools, parallel);
   }
 
-  /** Text of token ids (e.g. to echo a token prompt); every id must be a token of the model. */
-  detokenize(tokens: readonly number[]): string {
+  /**
+   * Text of token ids (e.g. to echo a token prompt); every id must be a token of the model.
+   * `special`: control tokens (BOS, `<|im_end|>`) come out as their text instead of nothing.
+   */
+  detokenize(tokens: readonly number[], options: { special?: boolean } = {}): string {
     this.assertTokens(tokens, 'tokens');
-    return this.adapter.detokenize(tokens);
+    return this.adapter.detokenize(tokens, undefined, options.special === true);
+  }
+
+  /**
+   * Each token's text as it appears after the tokens before it (so the pieces join into the
+   * detokenized text), or its bytes when the token is part of a UTF-8 character (byte fallback).
+   */
+  tokenPieces(tokens: readonly number[], options: { special?: boolean } = {}): (string | number[])[] {
+    this.assertTokens(tokens, 'tokens');
+    return tokens.map((token, i) => {
+      const { text, bytes } = this.adapter.tokenPiece(token, tokens.slice(Math.max(0, i - 4), i), options.special === true);
+      return Buffer.from(text, 'utf8').equals(Buffer.from(bytes)) ? text : bytes;
+    });
+  }
+
+  /** Tokens as evaluated: BOS first when the model adds one (llama.cpp's add_special). */
+  withSpecialTokens(tokens: readonly number[]): number[] {
+    this.#assertReady();
+    return this.adapter.withBos(tokens);
   }
 
   /**
@@ -262,7 +294,8 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
             }
             if (decoder.stopped) {
               // Leaving the loop cancels the scheduler's stream: the slot is freed at the next step.
-              yield { kind: 'done', finishReason: 'stop', promptTokens: job.prompt.length, completionTokens: received, cachedPromptTokens: cached };
+              const done: GenerationEvent & StopDetail = { kind: 'done', finishReason: 'stop', promptTokens: job.prompt.length, completionTokens: received, cachedPromptTokens: cached, stopSequence: decoder.matchedStop };
+              yield done;
               return;
             }
           } else {
@@ -308,9 +341,10 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.#generatedTokens;
   }
 
-  tokenize(text: string): number[] {
+  /** Tokens of `text` (no BOS); `special`: control-token texts such as `<s>` become those tokens. */
+  tokenize(text: string, options: { special?: boolean } = {}): number[] {
     this.#assertReady();
-    return this.adapter.tokenize(text);
+    return this.adapter.tokenize(text, options.special === true);
   }
 
   /** Tokens held in the KV cache across all slots (0 before the model is loaded). */

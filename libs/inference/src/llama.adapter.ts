@@ -361,6 +361,11 @@ export class LlamaAdapter {
     return this.#descriptor !== null;
   }
 
+  /** The loaded backend, for models of their own (the reranker); null before load() and after dispose(). */
+  get llama(): NodeLlamaCpp.Llama | null {
+    return this.#llama;
+  }
+
   get descriptor(): ModelDescriptor {
     if (!this.#descriptor) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
     return this.#descriptor;
@@ -519,9 +524,10 @@ export class LlamaAdapter {
     return d;
   }
 
-  /** Tokens of `text` as the model sees it, without BOS. */
-  tokenize(text: string): number[] {
+  /** Tokens of `text` as the model sees it, without BOS; `special`: control-token texts (`<s>`, `<|im_end|>`) become those tokens. */
+  tokenize(text: string, special = false): number[] {
     const model = this.#requireModel();
+    if (special) return model.tokenize(text, true) as number[];
     if (text.length > TOKEN_MEMO_MAX_CHARS) return model.tokenize(text) as number[];
     let tokens = this.#tokenMemo.get(text);
     if (tokens === undefined) {

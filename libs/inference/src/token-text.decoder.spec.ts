@@ -52,4 +52,16 @@ describe('TokenTextDecoder', () => {
   it('uses the earliest of several stop strings', () => {
     expect(run([0, 1, 2, 3], ['!', 'wor']).out).toBe('Hello ');
   });
+
+  it('reports which stop string ended the text (the earliest in the text)', () => {
+    const d = new TokenTextDecoder(detok, ['!', ' wor']);
+    expect(d.matchedStop).toBeUndefined();
+    for (const t of [0, 1, 2, 3]) d.push(t);
+    expect(d.stopped).toBe(true);
+    expect(d.matchedStop).toBe(' wor');
+    const none = new TokenTextDecoder(detok, ['zzz']);
+    none.push(0);
+    none.flush();
+    expect(none.matchedStop).toBeUndefined();
+  });
 });

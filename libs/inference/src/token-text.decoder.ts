@@ -15,6 +15,7 @@ export class TokenTextDecoder {
   /** Text held back because it may begin a stop string. */
   #held = '';
   #stopped = false;
+  #matched: string | undefined;
 
   constructor(detokenize: (tokens: readonly number[], context: readonly number[]) => string, stops: readonly string[]) {
     this.#detokenize = detokenize;
@@ -24,6 +25,11 @@ export class TokenTextDecoder {
 
   get stopped(): boolean {
     return this.#stopped;
+  }
+
+  /** The stop string that ended the text (undefined until one did). */
+  get matchedStop(): string | undefined {
+    return this.#matched;
   }
 
   /** Text that is now final ('' when held back); after a stop string, `stopped` is true. */
@@ -41,7 +47,7 @@ export class TokenTextDecoder {
     let cut = -1;
     for (const stop of this.#stops) {
       const at = text.indexOf(stop);
-      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+      if (at >= 0 && (cut < 0 || at < cut)) [cut, this.#matched] = [at, stop];
     }
     if (cut >= 0) {
       this.#stopped = true;

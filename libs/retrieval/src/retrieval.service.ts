@@ -35,6 +35,8 @@ export interface Source {
   readonly document_id: string;
   readonly chunk_index: number;
   readonly score: number;
+  /** The reranker's score (0 to 1), when the chunks were reranked (`rerank: true`). */
+  readonly relevance_score?: number;
 }
 
 /** What a generation with `retrieval` uses: the chunks and the context block put into the prompt. */
@@ -192,12 +194,17 @@ export class RetrievalService implements OnApplicationShutdown {
    * an INPUT_GUARD_PATTERNS rule is left out of the prompt (and logged), not passed to the model.
    */
   async retrieve(name: string, q: RetrievalQuery, who: CollectionAccessor): Promise<RetrievedContext> {
-    const hits = (await this.query(name, q, who)).filter((hit) => {
+    const hits = this.screen(name, await this.query(name, q, who));
+    return { hits, sources: hits.map(toSource), context: renderContext(hits) };
+  }
+
+  /** The hits of collection `name` that may go into a prompt: those no INPUT_GUARD_PATTERNS rule matches (the others are logged). */
+  screen(name: string, hits: readonly SearchHit[]): SearchHit[] {
+    return hits.filter((hit) => {
       const rule = this.guard.matches(hit.text);
       if (rule >= 0) this.#logger.warn(`retrieved chunk ${hit.id} of '${name}' left out: it matches INPUT_GUARD_PATTERNS rule ${rule + 1}`);
       return rule < 0;
     });
-    return { hits, sources: hits.map(toSource), context: renderContext(hits) };
   }
 
   async onApplicationShutdown(): Promise<void> {

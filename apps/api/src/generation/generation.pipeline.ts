@@ -4,7 +4,7 @@ import { Principal } from '@app/auth';
 import { InputGuardService, Reply } from '@app/common';
 import { TextLogprob } from '@app/batching';
 import { CacheDirectives, CompletionEvent, ResponseCacheService } from '@app/caching';
-import { GenerationRequest, InferenceService, ToolCallParser, ToolParseEvent } from '@app/inference';
+import { GenerationRequest, InferenceService, RerankerService, ToolCallParser, ToolParseEvent } from '@app/inference';
 import { RetrievalService } from '@app/retrieval';
 import { cacheableRequest } from '../cache/cacheable';
 import { retrieveFor } from '../retrieval/context.assembly';
@@ -43,11 +43,12 @@ export class GenerationPipeline {
     private readonly usage: UsageMeterService,
     private readonly retrieval: RetrievalService,
     private readonly guard: InputGuardService,
+    private readonly reranker: RerankerService,
   ) {}
 
   async run(input: GenerationInput, context: GenerationContext, presenter: GenerationPresenter): Promise<Reply> {
     this.guard.check(input.guard);
-    const retrieved = input.retrieval ? await retrieveFor(this.retrieval, input.retrieval.option, input.retrieval.query, context.caller) : null;
+    const retrieved = input.retrieval ? await retrieveFor(this.retrieval, input.retrieval.option, input.retrieval.query, this.reranker, context.caller) : null;
     const prepared = { ...(await input.prepare(retrieved)), retrievedContext: retrieved?.context };
     const sources = retrieved?.sources;
     const runs = await this.#start(input.family, prepared, context);
@@ -59,6 +60,7 @@ export class GenerationPipeline {
         terminator: presenter.terminator,
         headers,
         named: true,
+        errorEvent: presenter.streamError?.bind(presenter),
         events: (async function* () {
           const ends: Extract<GenerationStreamEvent, { type: 'choice-end' }>[] = [];
           for await (const event of events) {
@@ -88,6 +90,7 @@ export class GenerationPipeline {
         text: c.text,
         toolCalls: c.calls.map((call) => ({ ...call, arguments: call.arguments.trim() || '{}' })),
         finishReason: c.end?.finishReason ?? 'stop',
+        ...(c.end?.stopSequence === undefined ? {} : { stopSequence: c.end.stopSequence }),
         ...(logprobs ? { logprobs: c.logprobs ?? [] } : {}),
         usage: c.end?.usage ?? { promptTokens: 0, completionTokens: 0, cachedPromptTokens: 0 },
       }));
@@ -158,6 +161,7 @@ async function* choiceEvents(
         choice,
         finishReason,
         usage: { promptTokens: event.promptTokens, completionTokens: event.completionTokens, cachedPromptTokens: event.cachedPromptTokens },
+        ...(event.stopSequence === undefined ? {} : { stopSequence: event.stopSequence }),
       };
     }
   }

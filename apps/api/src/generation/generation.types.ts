@@ -1,4 +1,5 @@
 import type { SamplingParams, TextLogprob } from '@app/batching';
+import type { RenderedError } from '@app/common';
 import type { PreparedPrompt, ToolCall, ToolCallSyntax } from '@app/inference';
 import type { Source } from '@app/retrieval';
 import type { RetrievalOptionDto } from '../retrieval/retrieval.dto';
@@ -58,7 +59,14 @@ export type GenerationStreamEvent =
   | { readonly type: 'text'; readonly choice: number; readonly text: string; readonly logprobs?: readonly TextLogprob[] }
   | { readonly type: 'tool-call'; readonly choice: number; readonly index: number; readonly id: string; readonly name: string }
   | { readonly type: 'tool-arguments'; readonly choice: number; readonly index: number; readonly delta: string }
-  | { readonly type: 'choice-end'; readonly choice: number; readonly finishReason: ChoiceFinish; readonly usage: TokenUsage };
+  | {
+      readonly type: 'choice-end';
+      readonly choice: number;
+      readonly finishReason: ChoiceFinish;
+      readonly usage: TokenUsage;
+      /** The stop string (the template's or the request's) that ended the text, if one did. */
+      readonly stopSequence?: string;
+    };
 
 /** A choice's whole answer. */
 export interface ChoiceResult {
@@ -66,6 +74,8 @@ export interface ChoiceResult {
   readonly text: string;
   readonly toolCalls: readonly ToolCall[];
   readonly finishReason: ChoiceFinish;
+  /** The stop string that ended the text, if one did. */
+  readonly stopSequence?: string;
   /** Present when logprobs were asked for. */
   readonly logprobs?: readonly TextLogprob[];
   readonly usage: TokenUsage;
@@ -89,12 +99,14 @@ export interface SseFrame {
 
 /**
  * One wire format's rendering of a generation. The pipeline calls `body` for a JSON answer, or
- * `streamEvent` for each event and `streamEnd` once after the last for an SSE stream. Formats
- * to come (Responses API, Anthropic Messages) implement the same interface.
+ * `streamEvent` for each event and `streamEnd` once after the last for an SSE stream (seed API,
+ * OpenAI chat and completions, OpenAI Responses, Anthropic Messages).
  */
 export interface GenerationPresenter {
   /** Sent after the last SSE event (`[DONE]` for OpenAI's streams). */
   readonly terminator?: string;
+  /** The format's error event for an error once the stream has started (default: the error body as `data:`). */
+  streamError?(error: RenderedError): SseFrame;
   /** Frames for one event (none, one or several). */
   streamEvent(event: GenerationStreamEvent): readonly SseFrame[];
   /** Frames after every choice has ended (usage, sources). */

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { AppConfig, CommonErrorCode, CommonException, Reply } from '@app/common';
+import { AppConfig, Reply } from '@app/common';
+import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
 import { SamplingParams } from '@app/batching';
 import { Principal } from '@app/auth';
 import { ChatMessage, InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
@@ -8,14 +9,10 @@ import { GenerationContext, GenerationPipeline } from '../generation/generation.
 import { PromptInput } from '../generation/generation.types';
 import { ChatPresenter } from '../generation/presenters/chat.presenter';
 import { CompletionsPresenter } from '../generation/presenters/completions.presenter';
-import { lastUserMessage, messagesWithContext, promptWithContext } from '../retrieval/context.assembly';
+import { promptWithContext } from '../retrieval/context.assembly';
+import { chatGenerationInput, duplicateToolName, toolUse } from '../generation/chat.generation';
 import { ChatCompletionRequestDto, CompletionRequestDto, EmbeddingRequestDto, ResponseFormatDto, SamplingDto } from './openai.dto';
 import { UsageMeterService } from '../usage/usage-meter.service';
-
-const unsupported = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.UnsupportedParameter, message, { param });
-const invalid = (param: string, message: string): CommonException =>
-  new CommonException(CommonErrorCode.ValidationFailed, message, { param, details: [{ field: param, message }] });
 
 /**
  * OpenAI's wire format: requests mapped onto the generation pipeline (chat with tools, structured
@@ -82,41 +79,29 @@ export class OpenAIService {
     const n = this.#n(dto);
     if (dto.modalities && (dto.modalities.length !== 1 || dto.modalities[0] !== 'text')) throw unsupported('modalities', 'modalities must be ["text"]: only text output is supported');
     if (dto.top_logprobs !== undefined && dto.logprobs !== true) throw invalid('top_logprobs', 'top_logprobs needs logprobs: true');
-    const asked = toChatMessages(dto);
+    const messages = toChatMessages(dto);
     const { tools, choice, legacy } = toolsOf(dto);
-    const calling = tools.length > 0 && choice.mode !== 'none';
-    const forced = calling && (choice.mode === 'required' || choice.mode === 'function');
+    const { forced } = toolUse(tools, choice);
     const format = dto.response_format && dto.response_format.type !== 'text' ? dto.response_format : undefined;
     if (forced && format) throw unsupported('response_format', 'response_format cannot be combined with a forced tool call (tool_choice required or a named function)');
+    if (forced && dto.ignore_eos) throw unsupported('ignore_eos', 'ignore_eos cannot be combined with a forced tool call: the call ends the output');
     const logprobs = dto.logprobs ? (dto.top_logprobs ?? 0) : undefined;
     const sampling = await this.#sampling(dto, logprobs, format);
-    if (forced) {
-      if (dto.ignore_eos) throw unsupported('ignore_eos', 'ignore_eos cannot be combined with a forced tool call: the call ends the output');
-      const callable = choice.mode === 'function' ? tools.filter((t) => t.name === choice.name) : tools;
-      const parallel = choice.mode === 'required' && dto.parallel_tool_calls !== false;
-      sampling.params.constraint = await this.inference.toolConstraint(callable, parallel);
-    }
-    const requestedMax = dto.max_completion_tokens ?? dto.max_tokens;
-    // Tools, calls and results are part of the conversation the semantic cache compares.
-    const conversation = [
-      ...(calling ? [`tools: ${JSON.stringify(tools)}`] : []),
-      ...asked.map((m) => `${m.role}: ${m.content}${m.toolCalls?.length ? ` ${JSON.stringify(m.toolCalls.map((c) => [c.name, c.arguments]))}` : ''}`),
-    ].join('\n');
+    const input = await chatGenerationInput(this.inference, {
+      messages,
+      field: (i) => `messages[${i}].content`,
+      tools,
+      choice,
+      parallelToolCalls: dto.parallel_tool_calls !== false,
+      sampling: sampling.params,
+      format: sampling.format,
+      stop: asArray(dto.stop),
+      maxTokens: dto.max_completion_tokens ?? dto.max_tokens,
+      n,
+      retrieval: dto.retrieval,
+    });
     return this.pipeline.run(
-      {
-        family: 'chat',
-        guard: asked.map((m, i) => ({ field: `messages[${i}].content`, text: m.content })),
-        retrieval: dto.retrieval ? { option: dto.retrieval, query: lastUserMessage(asked) } : undefined,
-        prepare: (retrieved) => ({
-          prompts: [{ prompt: this.inference.prepareChat(messagesWithContext(asked, retrieved), requestedMax, calling ? tools : []), cacheText: conversation }],
-          n,
-          sampling: sampling.params,
-          stop: asArray(dto.stop),
-          requestedMaxTokens: requestedMax,
-          format: JSON.stringify([sampling.format ?? null, calling ? { choice, parallel: dto.parallel_tool_calls !== false } : null]),
-          toolSyntax: calling ? this.inference.toolSyntax : undefined,
-        }),
-      },
+      input,
       { ...context, stream: dto.stream === true },
       new ChatPresenter(this.#meta('chatcmpl'), { includeUsage: dto.stream_options?.include_usage === true, topLogprobs: logprobs, legacyFunctions: legacy }),
     );
@@ -285,11 +270,9 @@ function toolsOf(dto: ChatCompletionRequestDto): { tools: ToolDefinition[]; choi
     description: f.description,
     parameters: f.parameters,
   }));
-  const names = new Set<string>();
-  for (const t of tools) {
-    if (names.has(t.name)) throw invalid(legacy ? 'functions' : 'tools', `two tools are named ${JSON.stringify(t.name)}`);
-    names.add(t.name);
-  }
+  const twice = duplicateToolName(tools);
+  if (twice !== undefined) throw invalid(legacy ? 'functions' : 'tools', `two tools are named ${JSON.stringify(twice)}`);
+  const names = new Set(tools.map((t) => t.name));
   const raw = legacy ? dto.function_call : dto.tool_choice;
   const param = legacy ? 'function_call' : 'tool_choice';
   let choice: ToolChoice;

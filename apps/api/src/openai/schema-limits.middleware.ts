@@ -7,22 +7,30 @@ const isObject = (v: unknown): v is object => v !== null && typeof v === 'object
 
 /**
  * The JSON schemas of a request body, with the field each is reported under: a structured-output
- * schema (chat's `response_format`, or the Responses API's `text.format`), and the tools'
- * parameter schemas, all together (as the grammar compiler checks them).
+ * schema (chat's `response_format`, the Responses API's `text.format`, Anthropic's
+ * `output_config.format`), and the tools' parameter schemas, all together (as the grammar
+ * compiler checks them).
  */
 function schemasIn(body: unknown): [object, string][] {
   if (!isObject(body)) return [];
   const b = body as {
     response_format?: { json_schema?: { schema?: unknown } };
     text?: { format?: { schema?: unknown } };
+    output_config?: { format?: { schema?: unknown } };
     tools?: unknown;
     functions?: unknown;
   };
   const found: [object, string][] = [];
-  const format = b.response_format?.json_schema?.schema ?? b.text?.format?.schema;
+  const format = b.response_format?.json_schema?.schema;
   if (isObject(format)) found.push([format, 'response_format']);
+  const textFormat = b.text?.format?.schema;
+  if (isObject(textFormat)) found.push([textFormat, 'text.format']);
+  const outputFormat = b.output_config?.format?.schema;
+  if (isObject(outputFormat)) found.push([outputFormat, 'output_config.format']);
+  type Tool = { function?: { parameters?: unknown }; parameters?: unknown; input_schema?: unknown } | null;
   const tools = [
-    ...(Array.isArray(b.tools) ? b.tools.map((t: { function?: { parameters?: unknown } } | null) => t?.function?.parameters) : []),
+    // Chat's {function: {parameters}}, the Responses API's {parameters}, Anthropic's {input_schema}.
+    ...(Array.isArray(b.tools) ? b.tools.map((t: Tool) => t?.function?.parameters ?? t?.parameters ?? t?.input_schema) : []),
     ...(Array.isArray(b.functions) ? b.functions.map((f: { parameters?: unknown } | null) => f?.parameters) : []),
   ].filter(isObject);
   if (tools.length > 0) found.push([{ anyOf: tools }, 'tools']);

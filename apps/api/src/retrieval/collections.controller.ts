@@ -2,8 +2,10 @@ import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/co
 import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import { Caller, Principal, RequireScopes } from '@app/auth';
 import { ClientSignal } from '@app/common';
+import { RerankerService } from '@app/inference';
 import { RetrievalService, toSource } from '@app/retrieval';
 import { accessorOf } from './collection.access';
+import { searchReranked } from './context.assembly';
 import { DocumentUploadsService } from './document-uploads.service';
 import { AddDocumentDto, CreateCollectionDto, QueryDto } from './retrieval.dto';
 
@@ -18,6 +20,7 @@ import { AddDocumentDto, CreateCollectionDto, QueryDto } from './retrieval.dto';
 export class CollectionsController {
   constructor(
     private readonly retrieval: RetrievalService,
+    private readonly reranker: RerankerService,
     private readonly uploads: DocumentUploadsService,
   ) {}
 
@@ -64,7 +67,14 @@ export class CollectionsController {
   @Post(':name/query')
   @HttpCode(200)
   async query(@Param('name') name: string, @Body() dto: QueryDto, @Caller() caller: Principal | undefined): Promise<object> {
-    const hits = await this.retrieval.query(name, { query: dto.query, topK: dto.top_k, minScore: dto.min_score, filter: dto.filter }, accessorOf(caller));
-    return { object: 'list', data: hits.map((h) => ({ ...toSource(h), text: h.text, metadata: h.metadata })) };
+    const who = accessorOf(caller);
+    const q = { query: dto.query, topK: dto.top_k, minScore: dto.min_score, filter: dto.filter };
+    const ranked = dto.rerank
+      ? await searchReranked(this.retrieval, this.reranker, name, q, 'rerank', who)
+      : (await this.retrieval.query(name, q, who)).map((hit) => ({ hit, score: undefined }));
+    return {
+      object: 'list',
+      data: ranked.map(({ hit, score }) => ({ ...toSource(hit), ...(score === undefined ? {} : { relevance_score: score }), text: hit.text, metadata: hit.metadata })),
+    };
   }
 }

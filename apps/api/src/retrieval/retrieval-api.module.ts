@@ -13,6 +13,7 @@ import { DocumentUploadsService } from './document-uploads.service';
 @Module({
   imports: [
     UsageModule,
+    InferenceModule,
     RetrievalModule.forRoot({
       imports: [InferenceModule],
       embedder: {

@@ -7,6 +7,8 @@ const FINITE = { allowNaN: false, allowInfinity: false };
 const NAME_MESSAGE = "collection names are 1-64 characters: lowercase letters, digits, '_' and '-', starting with a letter or digit";
 /** Most chunks one query or generation may retrieve. */
 export const MAX_TOP_K = 32;
+/** With `rerank`, candidates searched per chunk kept. */
+export const RERANK_CANDIDATES = 4;
 
 /** Flat objects of string, number and boolean values, with at most 32 short keys. */
 function IsFlatMetadata(): PropertyDecorator {
@@ -82,6 +84,11 @@ export class RetrievalParamsDto {
   @IsObject()
   @IsFlatMetadata()
   filter?: Metadata;
+
+  @ApiPropertyOptional({ default: false, description: `Rerank: search ${RERANK_CANDIDATES}× top_k candidates (at most ${MAX_TOP_K}), keep the top_k the reranker (RERANK_MODEL_PATH) scores best` })
+  @IsOptional()
+  @IsBoolean()
+  rerank?: boolean;
 }
 
 export class QueryDto extends RetrievalParamsDto {

@@ -43,6 +43,35 @@ export class UsageMeterService {
   }
 
   /**
+   * Work that runs a model but no generation (reranking), charged in tokens: reserves `tokens` of
+   * the caller's tokens-per-window limit and budgets (429 here when either cannot hold them), runs
+   * `work`, then settles both to the tokens and notes them for the ledger and the log line.
+   * Work that fails or is abandoned is not charged. `model`: the model that does the work, when
+   * not the served one (the ledger's model column).
+   */
+  async chargeTokens<T>(caller: Principal | undefined, tokens: number, work: () => Promise<T>, model?: string): Promise<T> {
+    const telemetry = RequestTelemetry.current();
+    if (telemetry && model !== undefined) telemetry.model = model;
+    const window: TokenReservation = await this.limits.reserve(caller, tokens);
+    let reservation: BudgetReservation;
+    try {
+      reservation = await this.budgets.reserve(caller, tokens);
+    } catch (err) {
+      await window.release();
+      throw err;
+    }
+    let used = 0;
+    try {
+      const result = await work();
+      used = tokens;
+      return result;
+    } finally {
+      await Promise.all([window.settle(used), reservation.settle(used)]);
+      if (used > 0) this.embedded(used);
+    }
+  }
+
+  /**
    * Passes a generation's events through. Before the first one, reserves `promptTokens +
    * maxTokens` of the caller's tokens-per-window limit and budgets (a refusal surfaces on the first
    * `next()`, before any output); at the `done` event both are settled to the real tokens. A stream

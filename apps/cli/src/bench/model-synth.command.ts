@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { BUNDLED_MODEL, projectRoot } from '@app/common';
-import { CHAT_TEMPLATES, ChatTemplateName, GgmlType, SYNTH_PRESETS, SynthShape, synthesizeModel, synthParameters } from '@app/inference';
+import { CHAT_TEMPLATES, ChatTemplateName, GgmlType, RerankerSynthMode, SYNTH_PRESETS, SynthShape, synthesizeModel, synthesizeReranker, synthParameters } from '@app/inference';
 import { ProgressBar } from '../support/progress.bar';
 import { BaseCommand } from '../base.command';
 import { positiveInt } from '../support/options';
@@ -19,6 +19,7 @@ interface SynthOptions {
   context?: number;
   type?: 'q8_0' | 'f16' | 'f32';
   chatTemplate?: ChatTemplateName;
+  reranker?: RerankerSynthMode;
   json?: boolean;
 }
 
@@ -27,6 +28,7 @@ const TYPES = { q8_0: GgmlType.Q8_0, f16: GgmlType.F16, f32: GgmlType.F32 } as c
 @SubCommand({ name: 'synth', description: 'Write a random-weight Llama GGUF (deterministic for a seed) for benchmarks' })
 export class ModelSynthCommand extends BaseCommand {
   async run(_args: string[], o: SynthOptions): Promise<void> {
+    if (o.reranker) return this.#reranker(o, o.reranker);
     const preset = SYNTH_PRESETS[o.preset ?? '110m'];
     if (!preset) throw new Error(`unknown preset ${o.preset}; use 110m or 1.1b`);
     const shape: SynthShape = {
@@ -60,6 +62,16 @@ export class ModelSynthCommand extends BaseCommand {
     );
   }
 
+  /** A tiny reranking GGUF (fixed shape) for RERANK_MODEL_PATH: see synthesizeReranker. */
+  #reranker(o: SynthOptions, mode: RerankerSynthMode): void {
+    const shaped = [o.preset, o.dim, o.layers, o.heads, o.kvHeads, o.ffn, o.vocab, o.context, o.type, o.chatTemplate].some((v) => v !== undefined);
+    if (shaped) throw new Error('--reranker writes a fixed tiny shape: it takes only --out, --seed and --json');
+    const out = o.out ?? join(projectRoot(), 'models', `synth-reranker-${mode}.gguf`);
+    const bytes = synthesizeReranker(out, BUNDLED_MODEL, mode, o.seed ?? 1);
+    const summary = { path: out, bytes, reranker: mode, seed: o.seed ?? 1 };
+    process.stdout.write(o.json ? `${JSON.stringify(summary, null, 2)}\n` : `Wrote ${out}: ${(bytes / 1e6).toFixed(2)} MB reranker (${mode} weights), seed ${summary.seed}\n`);
+  }
+
   @Option({ flags: '--preset <name>', description: '110m (dim 768, 12 layers, Q8_0) or 1.1b (TinyLlama shape, F16); default 110m' })
   parsePreset(v: string): string {
     if (!(v in SYNTH_PRESETS)) throw new Error(`--preset must be one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
@@ -91,6 +103,14 @@ export class ModelSynthCommand extends BaseCommand {
   })
   parseChatTemplate(v: string): string {
     if (!(v in CHAT_TEMPLATES)) throw new Error(`--chat-template must be one of ${Object.keys(CHAT_TEMPLATES).join(', ')}`);
+    return v;
+  }
+  @Option({
+    flags: '--reranker <weights>',
+    description: 'Write a tiny reranking GGUF instead (for RERANK_MODEL_PATH): overlap (constructed: scores the share of document tokens found in the query) | random',
+  })
+  parseReranker(v: string): string {
+    if (v !== 'overlap' && v !== 'random') throw new Error('--reranker must be overlap or random');
     return v;
   }
   @Option({ flags: '--json', description: 'Machine-readable output' })

@@ -382,6 +382,9 @@ export const CONFIG_SPEC = {
   SCHEMA_MAX_ENUM_VALUES: int('SCHEMA_MAX_ENUM_VALUES', 1, 10000000, 1000, '`enum` values (and `const`s) one response_format schema may hold in all'),
   SCHEMA_MAX_DEPTH: int('SCHEMA_MAX_DEPTH', 1, 64, 10, 'Deepest nesting of subschemas (properties, items, anyOf…) in a response_format schema'),
   SCHEMA_MAX_PROPERTIES: int('SCHEMA_MAX_PROPERTIES', 1, 10000000, 1000, 'Object properties one response_format schema may declare in all'),
+  RESPONSES_RETENTION_SECONDS: int('RESPONSES_RETENTION_SECONDS', 60, 31536000, 2592000,
+    'How long a stored Responses API response (`store`, the default) is kept for `GET /v1/responses/{id}` and `previous_response_id`; expired ones are deleted hourly'),
+  RERANK_MODEL_PATH: str('', 'Reranking GGUF (a cross-encoder with a classifier head, e.g. bge-reranker, Qwen3-Reranker) served by `POST /v1/rerank` and `retrieval.rerank`; unset = no reranker (404)', '(unset)'),
 } as const;
 
 type Spec = typeof CONFIG_SPEC;
@@ -480,6 +483,10 @@ export class AppConfig {
   readonly retrievalUploadConcurrency: number;
   /** Limits of a response_format JSON schema (400 `schema_too_complex` beyond). */
   readonly schemaLimits: { readonly maxBytes: number; readonly maxEnumValues: number; readonly maxDepth: number; readonly maxProperties: number };
+  /** How long stored responses are kept, in seconds (default 30 days). */
+  readonly responsesRetentionSeconds: number;
+  /** Resolved path of the reranking model; undefined = no reranker. */
+  readonly rerankModelPath: string | undefined;
 
   private constructor(p: Parsed) {
     this.modelPath = resolve(p.MODEL_PATH);
@@ -565,6 +572,8 @@ export class AppConfig {
       maxDepth: p.SCHEMA_MAX_DEPTH as number,
       maxProperties: p.SCHEMA_MAX_PROPERTIES as number,
     };
+    this.responsesRetentionSeconds = p.RESPONSES_RETENTION_SECONDS as number;
+    this.rerankModelPath = p.RERANK_MODEL_PATH ? resolve(p.RERANK_MODEL_PATH) : undefined;
   }
 
   /** Parses and validates; throws ConfigError naming the first bad variable. */

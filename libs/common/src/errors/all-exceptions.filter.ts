@@ -108,7 +108,46 @@ export function renderError(exception: unknown): RenderedError {
   return renderError(new CommonException(CommonErrorCode.Internal, 'Internal server error'));
 }
 
-/** The single global filter: every error leaves the server as `{"error": {...}}`. */
+/**
+ * Another wire format's error shape for some routes (Anthropic's Messages API answers
+ * `{"type":"error","error":{...}}`): the error is rendered as usual (status, headers, envelope),
+ * then reshaped. Registered by the API at start-up, like the translators.
+ */
+export interface ErrorFormat {
+  /** Whether a request to this path (no query string) gets this format. */
+  matches(path: string): boolean;
+  /** The body to send instead of the envelope (the status may change too). */
+  reshape(rendered: RenderedError, requestId: string | undefined): { status: number; body: unknown };
+}
+const formats: ErrorFormat[] = [];
+
+/** Adds an error format (idempotent for the same object). */
+export function registerErrorFormat(format: ErrorFormat): void {
+  if (!formats.includes(format)) formats.push(format);
+}
+
+/** The format registered for `path` (its query string ignored), if any. */
+export function errorFormatFor(path: string | undefined): ErrorFormat | undefined {
+  if (path === undefined || formats.length === 0) return undefined;
+  const bare = path.split('?')[0];
+  return formats.find((f) => f.matches(bare));
+}
+
+/** What goes on the wire for `exception` on a request to `path`: the envelope, or the route's own shape. */
+export function renderErrorFor(path: string | undefined, exception: unknown, requestId?: string): { status: number; headers: Record<string, string>; body: unknown } {
+  const rendered = renderError(exception);
+  const format = errorFormatFor(path);
+  if (!format) return rendered;
+  return { headers: rendered.headers, ...format.reshape(rendered, requestId) };
+}
+
+/** Sends an error from an express middleware (before routing) in the route's format. */
+export function sendError(req: Request, res: Response, exception: unknown): void {
+  const r = renderErrorFor(req.originalUrl, exception);
+  res.status(r.status).set(r.headers).json(r.body);
+}
+
+/** The single global filter: every error leaves the server as `{"error": {...}}` (or its route's format). */
 @Catch()
 export class AllExceptionsFilter implements ExceptionFilter {
   readonly #logger = new Logger('Errors');
@@ -120,6 +159,7 @@ export class AllExceptionsFilter implements ExceptionFilter {
     const req = ctx.getRequest<Request & { id?: unknown }>();
     const rendered = renderError(exception);
     const requestId = req?.id === undefined ? undefined : String(req.id);
+    const format = errorFormatFor(req?.originalUrl);
     // A deliberate 5xx (model loading, queue timeout, not ready) says what is wrong; only the
     // unexpected ones are logged with their stack and have their message replaced.
     const unexpected = rendered.status >= 500 && (!(exception instanceof ApiError) || rendered.status === 500);
@@ -135,6 +175,7 @@ export class AllExceptionsFilter implements ExceptionFilter {
       if (!res.writableEnded) res.end();
       return;
     }
-    res.status(rendered.status).set(rendered.headers).json(rendered.body);
+    const out = format ? format.reshape(rendered, requestId) : rendered;
+    res.status(out.status).set(rendered.headers).json(out.body);
   }
 }

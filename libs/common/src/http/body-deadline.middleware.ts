@@ -1,5 +1,4 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { renderError } from '../errors/all-exceptions.filter';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
 import { sendEarlyRejection } from './json-only.middleware';
 
@@ -16,10 +15,9 @@ export function bodyDeadline(ms: number): RequestHandler {
     const timer = setTimeout(() => {
       if (req.complete) return;
       if (!res.headersSent) {
-        const r = renderError(new CommonException(CommonErrorCode.RequestTimeout, `The request body did not arrive within ${ms} ms`));
         res.setHeader('Connection', 'close');
         res.once('finish', () => req.socket.destroy());
-        sendEarlyRejection(req, res, r);
+        sendEarlyRejection(req, res, new CommonException(CommonErrorCode.RequestTimeout, `The request body did not arrive within ${ms} ms`));
       } else {
         req.socket.destroy();
       }

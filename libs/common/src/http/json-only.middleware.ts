@@ -1,7 +1,6 @@
-import { Logger } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
-import { renderError } from '../errors/all-exceptions.filter';
-import type { RenderedError } from '../errors/all-exceptions.filter';
+import { Logger } from '@nestjs/common';
+import { renderError, sendError } from '../errors/all-exceptions.filter';
 import { redactUrl } from './url.redaction';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
 import { isPlainJson } from './json-body.middleware';
@@ -10,21 +9,24 @@ const logger = new Logger('Http');
 
 /**
  * Answers a request turned away before routing (body parsing, Content-Type, nesting, body
- * deadline) and logs it: these answers leave before the request logger has seen the request, so
- * without this line a client's 400/408/413/415 would leave no trace in the logs.
+ * deadline, schema limits) in its route's error shape, and logs it: these answers leave before the
+ * request logger has seen the request, so without this line a client's 400/408/413/415 would leave
+ * no trace in the logs.
  */
-export function sendEarlyRejection(req: Request, res: Response, rendered: RenderedError, cause?: unknown): void {
+export function sendEarlyRejection(req: Request, res: Response, exception: unknown): void {
+  const { status, body } = renderError(exception);
   logger.warn(
     {
       method: req.method,
       url: redactUrl(req.originalUrl ?? req.url),
-      status: rendered.status,
-      code: rendered.body.error.code,
-      ...(cause instanceof Error ? { reason: cause.message } : {}),
+      status,
+      code: body.error.code,
+      // body-parser's kind of failure, never its message (a JSON parse error quotes the body).
+      ...(typeof (exception as { type?: unknown } | null)?.type === 'string' ? { reason: (exception as { type: string }).type } : {}),
     },
-    `request refused before routing: ${rendered.status} ${rendered.body.error.code}`,
+    `request refused before routing: ${status} ${body.error.code}`,
   );
-  res.status(rendered.status).set(rendered.headers).json(rendered.body);
+  sendError(req, res, exception);
 }
 
 /**
@@ -35,13 +37,14 @@ export function jsonOnly(req: Request, res: Response, next: NextFunction): void 
   if (isPlainJson(req.headers['content-type'])) return next();
   const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
   if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(req.method) && hasBody && !req.is('application/json')) {
-    const r = renderError(
+    sendEarlyRejection(
+      req,
+      res,
       new CommonException(
         CommonErrorCode.UnsupportedMediaType,
         `Content-Type must be application/json (got ${JSON.stringify(req.headers['content-type'] ?? '')})`,
       ),
     );
-    sendEarlyRejection(req, res, r);
     return;
   }
   next();
@@ -50,7 +53,7 @@ export function jsonOnly(req: Request, res: Response, next: NextFunction): void 
 /** Express error middleware: body-parser failures become the envelope too, and are logged. */
 export function bodyParserErrors(err: unknown, req: Request, res: Response, next: NextFunction): void {
   if (res.headersSent) return next(err);
-  sendEarlyRejection(req, res, renderError(err), err);
+  sendEarlyRejection(req, res, err);
 }
 
 /**
@@ -99,10 +102,7 @@ export function jsonDepth(value: unknown, limit = MAX_JSON_DEPTH): number {
  */
 export function jsonDepthLimit(req: Request, res: Response, next: NextFunction): void {
   if (req.body !== null && typeof req.body === 'object' && jsonDepth(req.body) > MAX_JSON_DEPTH) {
-    const r = renderError(
-      new CommonException(CommonErrorCode.NestingTooDeep, `Request body is nested deeper than ${MAX_JSON_DEPTH} levels`),
-    );
-    sendEarlyRejection(req, res, r);
+    sendEarlyRejection(req, res, new CommonException(CommonErrorCode.NestingTooDeep, `Request body is nested deeper than ${MAX_JSON_DEPTH} levels`));
     return;
   }
   next();

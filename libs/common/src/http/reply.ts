@@ -1,5 +1,6 @@
 import { createParamDecorator, ExecutionContext } from '@nestjs/common';
 import type { Response } from 'express';
+import type { RenderedError } from '../errors/all-exceptions.filter';
 import { clientAbortSignal, writeSse } from './sse.writer';
 
 /** What a service returns to a route that can answer with JSON or with an SSE stream. */
@@ -13,6 +14,8 @@ export type Reply =
       readonly headers?: Record<string, string>;
       /** Events are `{event?, data}` frames: `data` is sent, and `event` as the SSE event name. */
       readonly named?: boolean;
+      /** The wire format's own error event, for an error after the stream started (see writeSse). */
+      readonly errorEvent?: (error: RenderedError) => { event?: string; data: unknown };
     };
 
 export async function sendReply(res: Response, reply: Reply): Promise<void> {
@@ -34,6 +37,7 @@ export async function sendReply(res: Response, reply: Reply): Promise<void> {
     eventName: reply.named ? (frame) => (frame as { event?: string }).event : undefined,
     terminator: reply.terminator,
     headers: reply.headers,
+    errorEvent: reply.errorEvent,
   });
 }
 

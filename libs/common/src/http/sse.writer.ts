@@ -1,5 +1,5 @@
 import type { Response } from 'express';
-import { renderError } from '../errors/all-exceptions.filter';
+import { renderError, renderErrorFor, RenderedError } from '../errors/all-exceptions.filter';
 
 /** Options for {@link writeSse}. */
 export interface SseOptions<T> {
@@ -11,6 +11,11 @@ export interface SseOptions<T> {
   terminator?: string;
   /** Extra response headers, e.g. X-Cache. */
   headers?: Record<string, string>;
+  /**
+   * The event that reports an error once the stream has started (the wire format's own error
+   * event). Default: `data: <the error body>`, in the route's error format.
+   */
+  errorEvent?(error: RenderedError): { event?: string; data: unknown };
 }
 
 /**
@@ -40,7 +45,11 @@ export async function writeSse<T>(res: Response, items: AsyncIterable<T>, option
     }
     if (!res.destroyed && options.terminator !== undefined) res.write(`data: ${options.terminator}\n\n`);
   } catch (err) {
-    if (!res.destroyed) res.write(`data: ${JSON.stringify(renderError(err).body)}\n\n`);
+    if (!res.destroyed) {
+      const custom = options.errorEvent?.(renderError(err));
+      const frame = custom ?? { data: renderErrorFor(res.req?.originalUrl, err).body };
+      res.write(`${frame.event ? `event: ${frame.event}\n` : ''}data: ${JSON.stringify(frame.data)}\n\n`);
+    }
   } finally {
     if (!next.done) await iterator.return?.();
     if (!res.writableEnded) res.end();

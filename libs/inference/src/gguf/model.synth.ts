@@ -35,7 +35,7 @@ const WEIGHT_STD = 0.02;
 const CHUNK_ELEMENTS = 1 << 20;
 
 /** xorshift32 seeded from (seed, tensor name): each tensor's bytes depend only on those two. */
-function rng(seed: number, name: string): () => number {
+export function rng(seed: number, name: string): () => number {
   let s = createHash('sha256').update(`${seed}:${name}`).digest().readUInt32LE(0) || 0x9e3779b9;
   return () => {
     s ^= s << 13;
