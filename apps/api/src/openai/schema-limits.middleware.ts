@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { ApiError, renderError, sendEarlyRejection } from '@app/common';
+import { ApiError, sendEarlyRejection } from '@app/common';
 import { checkSchemaComplexity } from '@app/inference';
 import type { SchemaLimits } from '@app/inference';
 
@@ -50,7 +50,7 @@ export function schemaLimits(limits: SchemaLimits): RequestHandler {
     try {
       for (const [schema, param] of schemas) checkSchemaComplexity(schema, limits, param);
     } catch (err) {
-      if (err instanceof ApiError) return sendEarlyRejection(req, res, renderError(err));
+      if (err instanceof ApiError) return sendEarlyRejection(req, res, err);
       return next(err);
     }
     next();
