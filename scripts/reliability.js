@@ -27,9 +27,11 @@ rmSync(out, { recursive: true, force: true });
 const order = ['hostile input', 'load', 'faults', 'security'];
 figures.sort((a, b) => order.indexOf(a.section) - order.indexOf(b.section));
 const cell = (v) => String(v).replace(/\|/g, '\\|').replace(/\n/g, ' ');
-const rows = figures.map((f) => `| ${f.section} | ${cell(f.check)} | ${cell(f.tried)} | ${cell(f.result)} | ${f.ok ? 'pass' : 'FAIL'} |`);
-const table = ['| area | check | tried | measured | |', '|---|---|---|---|---|', ...rows].join('\n');
-console.log(`\nReliability (${profile} profile, ${seconds} s)\n\n${table}\n`);
+const tableOf = (list) =>
+  ['| area | check | tried | measured | |', '|---|---|---|---|---|', ...list.map((f) => `| ${f.section} | ${cell(f.check)} | ${cell(f.tried)} | ${cell(f.result)} | ${f.ok ? 'pass' : 'FAIL'} |`)].join('\n');
+const table = tableOf(figures.filter((f) => f.section !== 'security'));
+const security = tableOf(figures.filter((f) => f.section === 'security'));
+console.log(`\nReliability (${profile} profile, ${seconds} s)\n\n${table}\n\nSecurity\n\n${security}\n`);
 
 if (jest.status !== 0) {
   console.error(`A reliability suite failed (jest exit ${jest.status}): docs/RELIABILITY.md left as it was.`);
@@ -53,6 +55,15 @@ ${hostile} hostile requests in all; every one was answered, with a 4xx envelope
 that the decoder replaces with U+FFFD, control characters in a prompt, unknown query parameters),
 a 2xx; none with a 5xx, a dropped connection or a hang (20 s deadline per request).
 
+## Security
+
+Each row is a property of the compiled server (\`dist/apps/api/src/main.js\`, as \`npm start\` runs
+it), checked from outside as an attacker or a careless operator would. The rows after the first
+four re-check what an outside probe found (issue 17: event-loop stalls, auth bypasses, uncharged
+work, leaks between keys); each of them failed on the code before the fix.
+
+${security}
+
 ## What each suite does
 
 - \`test/reliability/hostile-input.e2e-spec.ts\`: fast-check properties over \`/v1/generate\`,
@@ -67,7 +78,14 @@ a 2xx; none with a 5xx, a dropped connection or a hang (20 s deadline per reques
 - \`test/reliability/faults.e2e-spec.ts\`: a private \`redis-server\` killed with SIGKILL and
   started again on the same port while 8 streaming clients run; a PostgreSQL URL to a closed port.
 - \`test/reliability/security.e2e-spec.ts\`: the compiled server's whole stdout/stderr, every
-  response body and a \`/metrics\` scrape searched for the keys used.
+  response body and a \`/metrics\` scrape searched for the keys used; then issue 17's findings on
+  two compiled servers (default limits; and \`AUTH_DISABLED=true\`, \`METRICS_PUBLIC=false\`, schema
+  limits raised to 2 MB): \`/health/live\` polled every 10 ms on its own connection while 1 MB
+  schemas are sent, spellings of \`/metrics\`, routes without a key, corrupt compressed bodies
+  (counted in the log and in \`llm_requests_total{status="500"}\`), 8 parallel requests on a key with
+  100 tokens per minute, embeddings and an upload on a key with a token limit (charges read back
+  from \`X-RateLimit-Remaining-Tokens\`), keys in URLs and request ids, two keys asking one prompt,
+  a private collection, and input-guard evasions.
 
 Covered elsewhere, not repeated here: missing or corrupt model file → one-line error and exit 1,
 and a GPU backend that cannot run → CPU fallback (\`test/process.e2e-spec.ts\`); missing, unknown,
@@ -83,6 +101,26 @@ escaping the per-IP limit (\`test/rate-limits.e2e-spec.ts\`); PostgreSQL going a
 - A \`DELETE\` with a non-JSON body was accepted; it is a 415 like the other methods now.
 - A key sent in the query string (\`?api_key=sk-…\`) was written into the request log lines; logged
   URLs now carry \`[redacted]\` for credential-like parameters (libs/observability/src/url.redaction.ts).
+
+Found by an outside probe (issue 17), fixed, and re-checked in the security table:
+
+- A ~1 MB \`response_format\` schema kept the event loop busy (grammar conversion and parse, validation
+  copies) while \`/health/live\` waited. Schemas are measured first (\`SCHEMA_MAX_*\`, 400
+  \`schema_too_complex\` before validation), converted on a worker thread, capped at 192 KiB of grammar,
+  cached within 16 MiB (libs/inference/src/grammar.compiler.ts).
+- \`/METRICS\`, \`/mEtRiCs\`, \`/Health/Ready\` answered without a key under \`METRICS_PUBLIC=false\` /
+  \`HEALTH_PUBLIC=false\`: probes are recognised by the route reached and by the normalized path.
+- \`AUTH_DISABLED=true\` opened admin and write routes too: it opens \`AUTH_DISABLED_SCOPES\` only.
+- A corrupt gzip/deflate/br body was an unlogged 500: now a logged 400 \`invalid_body_encoding\`.
+- A key with 100 tokens per minute spent 4,056 in 8 parallel requests, and embeddings and uploads
+  were free: prompt + max_tokens are reserved at admission; embeddings and uploads are charged;
+  uploads run one at a time per key.
+- Keys reached the logs through \`?x-api-key=\`, \`?bearer=\`, \`?sk=\`, \`?api_key[]=\`, the path, or
+  \`X-Request-Id\`: redaction by name and by value in logs, spans, error messages and echoed headers.
+- Caches were shared across keys (a hit and its \`Age\` told key B what key A asked):
+  \`CACHE_SCOPE=key\` by default.
+- The input guard missed spacing, invisible characters, look-alike letters and split messages;
+  retrieved chunks were not checked; message text could forge a turn of the fallback template.
 `;
 writeFileSync(join(root, 'docs', 'RELIABILITY.md'), doc);
 console.log('docs/RELIABILITY.md rewritten.');

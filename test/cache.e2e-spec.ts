@@ -1,5 +1,6 @@
 import OpenAI from 'openai';
 import request from 'supertest';
+import { ApiKeysService } from '@app/auth';
 import { ResponseCacheService } from '@app/caching';
 import { InferenceService } from '@app/inference';
 import { parseSse, startTestApp, TestApp } from './support/test-app';
@@ -151,5 +152,69 @@ describe('exact response cache (in-memory store) on the bundled model', () => {
     expect(stats.body.exact.evictions).toBeGreaterThanOrEqual(2);
     expect((await generate(body(0))).headers['x-cache']).toBe('MISS');
     expect((await generate(body(5))).headers['x-cache']).toBe('HIT');
+  });
+});
+
+/** Issue 17: a hit (or its Age) must not tell one key what another asked, or when. */
+describe('cache scope across API keys', () => {
+  const ask = (t: TestApp, key: string, prompt: string) =>
+    request(t.url).post('/v1/generate').set({ 'X-API-Key': key }).send({ prompt, max_tokens: 8, temperature: 0 }).expect(200);
+  const twoKeys = async (t: TestApp): Promise<[string, string]> => {
+    const keys = t.app.get(ApiKeysService);
+    return [(await keys.create({ name: `a${Date.now()}` })).key, (await keys.create({ name: `b${Date.now()}` })).key];
+  };
+
+  describe('CACHE_SCOPE=key (the default), exact and semantic caches on', () => {
+    let t: TestApp;
+    beforeAll(async () => {
+      t = await startTestApp({ SEMANTIC_CACHE_ENABLED: 'true' });
+    });
+    afterAll(() => t.close());
+
+    it('key B never gets key A\'s answer, nor its Age; key A does', async () => {
+      const [a, b] = await twoKeys(t);
+      const prompt = 'The secret plan of key A is';
+      expect((await ask(t, a, prompt)).headers['x-cache']).toBe('MISS');
+      const other = await ask(t, b, prompt);
+      expect(other.headers['x-cache']).toBe('MISS');
+      expect(other.headers.age).toBeUndefined();
+      const same = await ask(t, a, prompt);
+      expect(same.headers['x-cache']).toBe('HIT');
+      expect(same.headers.age).toMatch(/^\d+$/);
+    });
+  });
+
+  describe('CACHE_SCOPE=key with only the semantic cache', () => {
+    let t: TestApp;
+    beforeAll(async () => {
+      t = await startTestApp({ CACHE_ENABLED: 'false', SEMANTIC_CACHE_ENABLED: 'true' });
+    });
+    afterAll(() => t.close());
+
+    it('an identical prompt from another key is not a semantic hit', async () => {
+      const [a, b] = await twoKeys(t);
+      const prompt = 'Lily found a red ball under the big tree';
+      expect((await ask(t, a, prompt)).headers['x-cache']).toBe('MISS');
+      expect((await ask(t, b, prompt)).headers['x-cache']).toBe('MISS');
+      expect((await ask(t, a, prompt)).headers['x-cache']).toBe('SEMANTIC-HIT');
+    });
+  });
+
+  describe('CACHE_SCOPE=global', () => {
+    let t: TestApp;
+    beforeAll(async () => {
+      t = await startTestApp({ CACHE_SCOPE: 'global' });
+    });
+    afterAll(() => t.close());
+
+    it('keys share answers, but Age is only sent to the key whose request made the answer', async () => {
+      const [a, b] = await twoKeys(t);
+      const prompt = 'A shared question about a cat';
+      expect((await ask(t, a, prompt)).headers['x-cache']).toBe('MISS');
+      const other = await ask(t, b, prompt);
+      expect(other.headers['x-cache']).toBe('HIT');
+      expect(other.headers.age).toBeUndefined();
+      expect((await ask(t, a, prompt)).headers.age).toMatch(/^\d+$/);
+    });
   });
 });

@@ -104,3 +104,97 @@ describe('AUTH_DISABLED=true', () => {
     expect((await post(t.url, '/v1/generate', undefined, HI)).status).toBe(429);
   });
 });
+
+/** Every route of the app as Express registered it: method and path template. */
+function routesOf(t: TestApp): { method: string; path: string }[] {
+  const express = t.app.getHttpAdapter().getInstance() as { router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] } };
+  return express.router.stack
+    .filter((layer) => layer.route && typeof layer.route.path === 'string' && !layer.route.path.includes('*'))
+    .flatMap((layer) => Object.keys(layer.route!.methods).filter((m) => m !== '_all').map((method) => ({ method: method.toUpperCase(), path: layer.route!.path })));
+}
+
+/** Spellings of a path that Express may route to the same handler. */
+function spellings(path: string): string[] {
+  const mixed = path.replace(/[a-z]/g, (c, i: number) => (i % 2 ? c.toUpperCase() : c));
+  const encoded = path.replace(/\/([a-z])/, (_, c: string) => `/%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return [...new Set([path, path.toUpperCase(), mixed, `${path}/`, `/${path}`, encoded, `${path}?x=1`, `${path.toUpperCase()}/`])];
+}
+
+describe('METRICS_PUBLIC=false and HEALTH_PUBLIC=false: no spelling of a protected route answers without a key (issue 17)', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ METRICS_PUBLIC: 'false', HEALTH_PUBLIC: 'false' });
+  });
+  afterAll(() => t.close());
+
+  it('case, trailing or doubled slash, percent-encoding and HEAD over every route: 401 or 404, never an answer', async () => {
+    const routes = routesOf(t);
+    expect(routes.map((r) => `${r.method} ${r.path}`)).toEqual(expect.arrayContaining(['GET /metrics', 'GET /health/ready', 'DELETE /admin/cache', 'POST /v1/generate']));
+    const answered: string[] = [];
+    let tried = 0;
+    for (const { method, path } of routes) {
+      const concrete = path.replace(/:(\w+)/g, 'x1');
+      const methods = method === 'GET' ? ['GET', 'HEAD'] : [method];
+      for (const m of methods) {
+        for (const spelled of spellings(concrete)) {
+          tried++;
+          const res = await fetch(`${t.url}${spelled}`, { method: m, ...(m === 'POST' ? { headers: { 'Content-Type': 'application/json' }, body: '{}' } : {}) });
+          if (![401, 404].includes(res.status)) answered.push(`${m} ${spelled} → ${res.status}`);
+          await res.arrayBuffer();
+        }
+      }
+    }
+    expect(answered).toEqual([]);
+    expect(tried).toBeGreaterThan(150);
+    // The canonical spellings are refused for want of a key (they are routed), and served with one.
+    for (const path of ['/metrics', '/METRICS', '/mEtRiCs', '/Health/Ready', '/health/live/']) {
+      expect([path, (await fetch(`${t.url}${path}`)).status]).toEqual([path, 401]);
+    }
+    const { key: admin } = await t.app.get(ApiKeysService).create({ name: 'scraper', scopes: ['admin'] });
+    const { key: plain } = await t.app.get(ApiKeysService).create({ name: 'prober', scopes: ['generate'] });
+    expect((await fetch(`${t.url}/METRICS`, { headers: { 'X-API-Key': admin } })).status).toBe(200);
+    expect((await fetch(`${t.url}/Metrics/`, { headers: { 'X-API-Key': plain } })).status).toBe(403);
+    expect((await fetch(`${t.url}/HEALTH/live`, { headers: { 'X-API-Key': plain } })).status).toBe(200);
+  });
+});
+
+describe('AUTH_DISABLED=true opens generation only (issue 17)', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ AUTH_DISABLED: 'true', API_KEYS: '', METRICS_PUBLIC: 'false' });
+  });
+  afterAll(() => t.close());
+
+  it('generation and reads answer without a key; admin routes, retrieval writes and protected metrics still need one', async () => {
+    expect((await post(t.url, '/v1/generate', undefined, HI)).status).toBe(200);
+    expect((await fetch(`${t.url}/v1/collections`)).status).toBe(200);
+    const closed: [string, string][] = [
+      ['GET', '/admin/cache'],
+      ['DELETE', '/admin/cache'],
+      ['POST', '/v1/collections'],
+      ['DELETE', '/v1/collections/kb'],
+      ['POST', '/v1/collections/kb/documents'],
+      ['DELETE', '/v1/collections/kb/documents/d1'],
+      ['GET', '/metrics'],
+    ];
+    for (const [method, path] of closed) {
+      const res = await fetch(`${t.url}${path}`, { method, ...(method === 'POST' ? { headers: { 'Content-Type': 'application/json' }, body: '{"name":"kb","text":"x"}' } : {}) });
+      expect([method, path, res.status]).toEqual([method, path, 401]);
+    }
+    const { key } = await t.app.get(ApiKeysService).create({ name: 'operator', scopes: ['admin'] });
+    expect((await fetch(`${t.url}/admin/cache`, { method: 'DELETE', headers: { 'X-API-Key': key } })).status).toBe(200);
+    expect((await fetch(`${t.url}/metrics`, { headers: { 'X-API-Key': key } })).status).toBe(200);
+  });
+});
+
+describe('AUTH_DISABLED=true with AUTH_DISABLED_SCOPES=generate,retrieval,admin (the explicit second switch)', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ AUTH_DISABLED: 'true', AUTH_DISABLED_SCOPES: 'generate,retrieval,admin', API_KEYS: '' });
+  });
+  afterAll(() => t.close());
+
+  it('opens the routes of the scopes it names', async () => {
+    expect((await fetch(`${t.url}/admin/cache`, { method: 'DELETE' })).status).toBe(200);
+  });
+});

@@ -162,6 +162,40 @@ describe('request logs and traces (compiled server, tracing on)', () => {
     expect(server.output()).not.toContain(secret);
   });
 
+  it('keys by any other name, in the path or as X-Request-Id reach neither logs, spans nor echoed headers (issue 17)', async () => {
+    const secret = 'sk-llm-QpRsTuVwXyZ0123456789abcdefghij';
+    const urls = [
+      `/v1/models?x-api-key=${secret}`,
+      `/v1/models?bearer=${secret}`,
+      `/v1/models?sk=${secret}`,
+      `/v1/models?api_key[]=${secret}`,
+      `/v1/models/${secret}`,
+      `/v1/collections/${secret}/query`,
+    ];
+    const ids: string[] = [];
+    for (const [i, url] of urls.entries()) {
+      const id = `req-leak-${i}`;
+      ids.push(id);
+      const res = await fetch(`${server.url}${url}`, { headers: { Authorization: `Bearer ${KEY}`, 'X-Request-Id': id } });
+      expect(res.headers.get('x-request-id')).toBe(id);
+    }
+    // The key itself, or another one, sent as the request id: replaced, never echoed or logged.
+    for (const given of [KEY, secret]) {
+      const res = await fetch(`${server.url}/v1/models`, { headers: { Authorization: `Bearer ${KEY}`, 'X-Request-Id': given } });
+      const echoed = res.headers.get('x-request-id');
+      expect(echoed).toMatch(/^[0-9a-f-]{36}$/);
+      ids.push(echoed as string);
+    }
+    for (const id of ids) await waitFor(() => completionLine(server, id) !== undefined, 5000, 'log line');
+    const traceIds = new Set(ids.map((id) => completionLine(server, id)?.trace_id as string));
+    await waitFor(() => [...traceIds].every((tid) => receiver.spans.some((s) => s.traceId === tid)), 15_000, 'spans exported');
+    expect(server.output()).not.toContain(secret);
+    expect(server.output()).not.toContain(KEY);
+    expect(JSON.stringify(receiver.spans)).not.toContain(secret);
+    expect(JSON.stringify(receiver.spans)).not.toContain(KEY);
+    expect(String(completionLine(server, 'req-leak-4')?.req && (completionLine(server, 'req-leak-4')?.req as { url: string }).url)).toBe('/v1/models/[redacted]');
+  });
+
   it('neither logs nor traces probes and scrapes', async () => {
     for (const path of ['/health', '/health/ready', '/metrics']) expect((await fetch(`${server.url}${path}`)).status).toBe(200);
     await new Promise((r) => setTimeout(r, 1500));

@@ -122,9 +122,52 @@ describe('per-key limits', () => {
     expect(chat.status).toBe(200);
     expect(chat.headers.get('x-ratelimit-remaining-tokens')).toBe('35');
     expect(chat.body.usage.total_tokens).toBe(25);
+    // 10 tokens left, and the request may use 25: refused up front rather than overshooting.
     const third = await post(t.url, '/v1/completions', key, { ...STORY, model: 'stories260K' });
+    expect(third.status).toBe(429);
     expect(third.headers.get('x-ratelimit-remaining-tokens')).toBe('10');
     expect((await post(t.url, '/v1/generate', key, STORY)).status).toBe(429);
+  });
+
+  it('parallel requests cannot overshoot the tokens-per-window limit: prompt + max_tokens are reserved at admission', async () => {
+    const key = await createKey(t, { tpm: 100 });
+    const results = await Promise.all(Array.from({ length: 8 }, () => post(t.url, '/v1/generate', key, STORY)));
+    const served = results.filter((r) => r.status === 200);
+    const spent = served.reduce((n, r) => n + r.body.usage.total_tokens, 0);
+    expect(results.map((r) => r.status).sort()).toEqual([200, 200, 200, 200, 429, 429, 429, 429]);
+    expect(spent).toBe(100);
+    for (const r of results.filter((x) => x.status === 429)) {
+      expect(r.body.error.code).toBe('token_rate_limit_exceeded');
+      expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    }
+  });
+
+  it('a reservation is settled to the real count; a request larger than the whole limit is refused with what to change', async () => {
+    const key = await createKey(t, { tpm: 100 });
+    // max_tokens 50 reserved (55 with the prompt), but the stop string ends it after a few tokens.
+    const early = await post(t.url, '/v1/generate', key, { prompt: 'Once upon a time', max_tokens: 50, temperature: 0, stop_sequences: [' '] });
+    expect(early.status).toBe(200);
+    const used = early.body.usage.total_tokens as number;
+    expect(used).toBeLessThan(20);
+    const next = await post(t.url, '/v1/generate', key, { prompt: 'Hi', max_tokens: 1 });
+    expect(next.headers.get('x-ratelimit-remaining-tokens')).toBe(String(100 - used));
+    const huge = await post(t.url, '/v1/generate', key, { prompt: 'Once upon a time', max_tokens: 500 });
+    expect(huge.status).toBe(429);
+    expect(huge.body.error.message).toMatch(/may use up to 505 tokens, more than this API key's limit of 100 tokens per 60 s; lower max_tokens/);
+    expect(huge.headers.get('retry-after')).toBeNull();
+  });
+
+  it('embeddings are charged in tokens', async () => {
+    const key = await createKey(t, { tpm: 1000 });
+    const emb = await post(t.url, '/v1/embeddings', key, { input: ['Once upon a time there was a dog', 'and a cat'] });
+    expect(emb.status).toBe(200);
+    const tokens = emb.body.usage.total_tokens as number;
+    expect(tokens).toBeGreaterThan(5);
+    const next = await post(t.url, '/v1/embeddings', key, { input: 'x' });
+    expect(next.headers.get('x-ratelimit-remaining-tokens')).toBe(String(1000 - tokens));
+    const small = await createKey(t, { tpm: 5 });
+    const refused = await post(t.url, '/v1/embeddings', small, { input: 'Once upon a time there was a little dog named Max' });
+    expect([refused.status, refused.body.error?.code]).toEqual([429, 'token_rate_limit_exceeded']);
   });
 
   it('concurrent requests per key: the slot is held while streaming and freed when the client disconnects', async () => {
@@ -197,14 +240,17 @@ describe('Retry-After', () => {
   });
 
   it('for tokens: refused until the token window ends, served right after', async () => {
-    const key = await createKey(t, { tpm: 10 });
-    expect((await post(t.url, '/v1/generate', key, STORY)).status).toBe(200);
-    const refused = await post(t.url, '/v1/generate', key, STORY);
+    // 25 tokens per request: the second does not fit in what is left.
+    const key = await createKey(t, { tpm: 30 });
+    // Past the cache: a hit costs no model tokens.
+    const fresh = { 'Cache-Control': 'no-cache' };
+    expect((await post(t.url, '/v1/generate', key, STORY, fresh)).status).toBe(200);
+    const refused = await post(t.url, '/v1/generate', key, STORY, fresh);
     expect(refused.status).toBe(429);
     const retryAfter = Number(refused.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThanOrEqual(1);
     expect(retryAfter).toBeLessThanOrEqual(2);
     await sleep(retryAfter * 1000 + 50);
-    expect((await post(t.url, '/v1/generate', key, STORY)).status).toBe(200);
+    expect((await post(t.url, '/v1/generate', key, STORY, fresh)).status).toBe(200);
   });
 });

@@ -124,17 +124,25 @@ describe('rerank (synthetic token-overlap reranker)', () => {
 
   it('charged in tokens: the ledger holds the prompt tokens under the route; a tokens-per-window limit applies', async () => {
     const keys = t.app.get(ApiKeysService);
-    const k = await keys.create({ name: 'rerank-tpm', tpm: 40 });
+    // The tokens are reserved before the reranker runs (issue 17): a key whose window holds them
+    // is served once, then refused; one whose whole limit is smaller is refused at once.
+    const need = (await post(t.url, '/v1/rerank', t.key, { query, documents: documents.slice(0, 2) })).body.usage.prompt_tokens as number;
+    const k = await keys.create({ name: 'rerank-tpm', tpm: need + 1 });
     const first = await post(t.url, '/v1/rerank', k.key, { query, documents: documents.slice(0, 2) });
     expect(first.status).toBe(200);
-    expect(first.body.usage.prompt_tokens).toBeGreaterThan(40);
+    expect(first.body.usage.prompt_tokens).toBe(need);
     const second = await post(t.url, '/v1/rerank', k.key, { query, documents: documents.slice(0, 1) });
     expect(second.status).toBe(429);
     expect(second.body.error.code).toBe('token_rate_limit_exceeded');
-    // (A request the rate limit turns away is not a request of the route in the ledger.)
+    const small = await keys.create({ name: 'rerank-small', tpm: need - 1 });
+    const tooLarge = await post(t.url, '/v1/rerank', small.key, { query, documents: documents.slice(0, 2) });
+    expect([tooLarge.status, tooLarge.body.error.code]).toEqual([429, 'token_rate_limit_exceeded']);
+    expect(tooLarge.body.error.message).toMatch(/more than this API key's limit/);
+    // The second was refused by its reservation, inside the route (like a spent budget): a request
+    // of the route with an error and no tokens in the ledger.
     const report = await fetch(`${t.url}/admin/usage?group_by=key,route`, { headers: { Authorization: `Bearer ${t.key}` } });
     const rows = ((await report.json()) as { data: { key_id: string; route: string; requests: number; prompt_tokens: number; errors: number }[] }).data;
-    expect(rows).toContainEqual(expect.objectContaining({ key_id: k.record.id, route: '/v1/rerank', requests: 1, prompt_tokens: first.body.usage.prompt_tokens, completion_tokens: 0, errors: 0 }));
+    expect(rows).toContainEqual(expect.objectContaining({ key_id: k.record.id, route: '/v1/rerank', requests: 2, prompt_tokens: first.body.usage.prompt_tokens, completion_tokens: 0, errors: 1 }));
     // The ledger's model is the reranker's.
     const byModel = await fetch(`${t.url}/admin/usage?group_by=model,route`, { headers: { Authorization: `Bearer ${t.key}` } });
     const models = ((await byModel.json()) as { data: { model: string; route: string }[] }).data;

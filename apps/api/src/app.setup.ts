@@ -16,6 +16,7 @@ import {
   registerErrorTranslator,
 } from '@app/common';
 import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
+import { schemaLimits } from './openai/schema-limits.middleware';
 import { translateBatchingError } from './errors/batching-error.mapping';
 import { ANTHROPIC_ERRORS } from './anthropic/anthropic.errors';
 import { consoleHandlers } from './console/console.static';
@@ -44,11 +45,15 @@ export function configureApp(app: NestExpressApplication): void {
       maxAge: 600,
     });
   }
-  // Which replica answered, for operators behind a load balancer (and the nginx test).
-  app.use((_req: unknown, res: { setHeader(name: string, value: string): void }, next: () => void) => {
-    res.setHeader('X-Replica', config.instanceId);
-    next();
-  });
+  // Which replica answered, for operators behind a load balancer (and the nginx test). Only a
+  // name the operator chose (INSTANCE_ID): the host name would tell clients about the machine.
+  const replica = config.instanceId;
+  if (replica) {
+    app.use((_req: unknown, res: { setHeader(name: string, value: string): void }, next: () => void) => {
+      res.setHeader('X-Replica', replica);
+      next();
+    });
+  }
   app.use(helmet({ contentSecurityPolicy: false }));
   // The web console's static files, with their own strict CSP (CONSOLE_ENABLED=false: 404).
   if (config.consoleEnabled) app.use('/console', ...consoleHandlers());
@@ -63,6 +68,7 @@ export function configureApp(app: NestExpressApplication): void {
   app.use(jsonBody(config.bodyLimit));
   app.use(bodyParserErrors);
   app.use(jsonDepthLimit);
+  app.use(schemaLimits(config.schemaLimits));
   // The scheduler's errors carry codes and data only; their HTTP status and headers are chosen here.
   registerErrorTranslator(translateBatchingError);
   // Anthropic's routes answer errors in Anthropic's shape, including those refused before routing.

@@ -8,7 +8,7 @@ import { AuthStatsService } from './auth-stats.service';
 import { KeyAuthService } from './key-auth.service';
 import { Principal, Scope } from './key.types';
 import { AuthenticatedRequest } from './principal.decorator';
-import { IS_PUBLIC, REQUIRED_SCOPES } from './public.decorator';
+import { IS_PUBLIC, PROBE_ROUTE, ProbeKind, REQUIRED_SCOPES } from './public.decorator';
 
 /** The key a request presents: `X-API-Key` (the seed's header) or `Authorization: Bearer`. */
 export function presentedKey(req: Request): string | undefined {
@@ -24,58 +24,88 @@ export function presentedKey(req: Request): string | undefined {
 export type RouteAccess = { readonly open: true } | { readonly open: false; readonly scopes: readonly Scope[] };
 
 const HEALTH_PATH = /^\/health(\/|$)/;
-const METRICS_PATH = /^\/metrics\/?$/;
+const METRICS_PATH = /^\/metrics$/;
 
-/** The caller when AUTH_DISABLED=true: no per-key limits, only the per-IP ones. */
-export const ANONYMOUS: Principal = {
-  id: 'anonymous',
-  name: 'anonymous',
-  scopes: ['generate'],
-  limits: { rpm: 0, tpm: 0, concurrency: 0 },
-  priority: 'normal',
-  source: 'anonymous',
-};
+/**
+ * The path as routing sees it, for the path-based checks: percent-decoded, lower-case (Express
+ * matches routes case-insensitively), repeated and trailing slashes dropped. `/METRICS/`,
+ * `/%6Detrics` and `//metrics` are all `/metrics`.
+ */
+export function normalizedPath(path: string): string {
+  let decoded = path;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    /* a malformed escape: judge the raw path */
+  }
+  const collapsed = decoded.toLowerCase().replace(/\/{2,}/g, '/');
+  return collapsed.length > 1 ? collapsed.replace(/\/+$/, '') : collapsed;
+}
+
+/** The caller when AUTH_DISABLED=true (scopes: AUTH_DISABLED_SCOPES): no per-key limits, only the per-IP ones. */
+export function anonymousPrincipal(scopes: readonly string[]): Principal {
+  return {
+    id: 'anonymous',
+    name: 'anonymous',
+    scopes: scopes as Scope[],
+    limits: { rpm: 0, tpm: 0, concurrency: 0 },
+    priority: 'normal',
+    source: 'anonymous',
+  };
+}
+
+/** The anonymous caller with the default AUTH_DISABLED_SCOPES (its id and name, e.g. for usage reports). */
+export const ANONYMOUS: Principal = anonymousPrincipal(['generate']);
 
 /**
  * Authenticates every request to a protected route and attaches its Principal (`req.principal`,
- * `@Caller()`). `/health*` and `/metrics` are decided by HEALTH_PUBLIC / METRICS_PUBLIC (by path,
- * so that routes registered by other modules are covered too), other routes by `@Public()` and
- * `@RequireScopes()` (default: `generate`).
+ * `@Caller()`). Probe routes (`@ProbeRoute()`, and any `/health*` or `/metrics` path, however it
+ * is spelled, so that routes registered by other modules are covered too) are decided by
+ * HEALTH_PUBLIC / METRICS_PUBLIC, other routes by `@Public()` and `@RequireScopes()` (default:
+ * `generate`). With AUTH_DISABLED=true a request without a key gets the AUTH_DISABLED_SCOPES
+ * (default `generate`); a route that needs more (admin, retrieval writes, protected metrics)
+ * still needs a key that has it.
  */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
   /** Each handler's access, read from its decorators once (the metadata never changes). */
-  readonly #routes = new WeakMap<object, RouteAccess>();
+  readonly #routes = new WeakMap<object, RouteAccess | ProbeKind>();
+  readonly #anonymous: Principal;
 
   constructor(
     private readonly reflector: Reflector,
     private readonly auth: KeyAuthService,
     private readonly config: AppConfig,
     private readonly stats: AuthStatsService,
-  ) {}
+  ) {
+    this.#anonymous = anonymousPrincipal(config.authDisabledScopes);
+  }
 
   access(context: ExecutionContext): RouteAccess {
-    const path = context.switchToHttp().getRequest<Request>().path;
-    if (HEALTH_PATH.test(path)) return this.config.healthPublic ? { open: true } : { open: false, scopes: [] };
-    if (METRICS_PATH.test(path)) return this.config.metricsPublic ? { open: true } : { open: false, scopes: ['admin'] };
     const handler = context.getHandler();
-    let access = this.#routes.get(handler);
-    if (!access) {
+    let declared = this.#routes.get(handler);
+    if (!declared) {
       const targets = [handler, context.getClass()];
-      access = this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, targets)
-        ? { open: true }
-        : { open: false, scopes: this.reflector.getAllAndOverride<Scope[]>(REQUIRED_SCOPES, targets) ?? ['generate'] };
-      this.#routes.set(handler, access);
+      declared =
+        this.reflector.getAllAndOverride<ProbeKind>(PROBE_ROUTE, targets) ??
+        (this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, targets)
+          ? { open: true }
+          : { open: false, scopes: this.reflector.getAllAndOverride<Scope[]>(REQUIRED_SCOPES, targets) ?? ['generate'] });
+      this.#routes.set(handler, declared);
     }
-    return access;
+    const path = normalizedPath(context.switchToHttp().getRequest<Request>().path);
+    const probe = declared === 'health' || HEALTH_PATH.test(path) ? 'health' : declared === 'metrics' || METRICS_PATH.test(path) ? 'metrics' : null;
+    if (probe === 'health') return this.config.healthPublic ? { open: true } : { open: false, scopes: [] };
+    if (probe === 'metrics') return this.config.metricsPublic ? { open: true } : { open: false, scopes: ['admin'] };
+    return declared as RouteAccess;
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const access = this.access(context);
     if (access.open) return true;
     const req = context.switchToHttp().getRequest<AuthenticatedRequest>();
-    if (this.auth.disabled) {
-      req.principal = ANONYMOUS;
+    if (this.auth.disabled && access.scopes.every((s) => this.#anonymous.scopes.includes(s))) {
+      req.principal = this.#anonymous;
       return true;
     }
     return withSpan('auth', () => this.#authenticate(req, access.scopes), { 'auth.method': 'api_key' });

@@ -65,7 +65,12 @@ export class KeyAuthService implements OnModuleInit, OnModuleDestroy {
       });
     });
     if (this.config.authDisabled) {
-      this.#logger.warn('AUTH_DISABLED=true: generation routes accept requests without a key');
+      const open = this.config.authDisabledScopes;
+      const closed = SCOPES.filter((s) => !open.includes(s));
+      this.#logger.warn(
+        `AUTH_DISABLED=true: routes that need only the scope(s) ${open.join(', ')} accept requests without a key` +
+          (closed.length ? `; routes that need ${closed.join(' or ')} still need a key with it (AUTH_DISABLED_SCOPES)` : '; every route is open (AUTH_DISABLED_SCOPES)'),
+      );
     }
     try {
       await this.keys.ready();

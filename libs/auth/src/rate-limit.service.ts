@@ -21,6 +21,7 @@ export const LEASE_MS = 60_000;
 /** Token use of a key in the current window. */
 export interface TokenWindow {
   readonly limit: number;
+  /** Tokens charged, and reserved by requests still running. */
   readonly used: number;
   /** Seconds until the window (and its count) ends. */
   readonly resetSeconds: number;
@@ -33,12 +34,55 @@ export interface Lease {
   release(): void;
 }
 
-// Token counter: fixed window that starts with the first charge.
+/**
+ * Tokens held in a key's window for work that is running: taken at admission (`reserve`), then
+ * replaced by the real count (`settle`) or given back (`release`) when the work ends. Either call
+ * ends the reservation; later calls do nothing. Neither throws: the work is already done.
+ */
+export interface TokenReservation {
+  /** Tokens held. */
+  readonly tokens: number;
+  /** Replaces the reservation by what was really used (prompt + completion tokens). */
+  settle(actual: number): Promise<void>;
+  /** Gives the whole reservation back (nothing was used). */
+  release(): Promise<void>;
+}
+
+/** The reservation of a key without a token limit: nothing is counted. */
+const UNLIMITED: TokenReservation = { tokens: 0, settle: () => Promise.resolve(), release: () => Promise.resolve() };
+
+// Token window: a hash {used, start} that lives RATE_LIMIT_WINDOW_MS from its first charge. `start`
+// (Redis clock, ms) names the window, so that settling a reservation made in a window that has
+// since ended does not take tokens off the next one.
 const TOKENS_READ = `
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
 return {used, redis.call('PTTL', KEYS[1])}`;
-const TOKENS_CHARGE = `
-local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+// ARGV: tokens, limit, window ms → {ok, used, pttl, start}
+const TOKENS_RESERVE = `
+local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
+local n = tonumber(ARGV[1])
+if used + n > tonumber(ARGV[2]) then return {0, used, redis.call('PTTL', KEYS[1]), ''} end
+local start = redis.call('HGET', KEYS[1], 'start')
+if not start then
+  local t = redis.call('TIME')
+  start = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('HSET', KEYS[1], 'start', start)
+end
+used = redis.call('HINCRBY', KEYS[1], 'used', n)
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return {1, used, redis.call('PTTL', KEYS[1]), start}`;
+// ARGV: delta, window ms, reservation's window ('' for a plain charge), real count → used
+const TOKENS_ADJUST = `
+local start = redis.call('HGET', KEYS[1], 'start')
+local delta = tonumber(ARGV[1])
+if ARGV[3] ~= '' and start ~= ARGV[3] then delta = tonumber(ARGV[4]) end
+if delta == 0 or (not start and delta < 0) then return 0 end
+if not start then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'start', tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+end
+local used = redis.call('HINCRBY', KEYS[1], 'used', delta)
+if used < 0 then redis.call('HSET', KEYS[1], 'used', 0) used = 0 end
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return used`;
 // Concurrency: a sorted set of lease ids scored by expiry (Redis clock, shared by replicas).
@@ -58,9 +102,17 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), A
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
 
+interface MemoryWindow {
+  used: number;
+  readonly expiresAt: number;
+  /** Names the window (its start), like the Redis hash's `start`. */
+  readonly start: string;
+}
+
 interface LimitCommands {
   llmTokensRead(key: string): Promise<[number, number]>;
-  llmTokensCharge(key: string, tokens: number, windowMs: number): Promise<number>;
+  llmTokensReserve(key: string, tokens: number, limit: number, windowMs: number): Promise<[number, number, number, string]>;
+  llmTokensAdjust(key: string, delta: number, windowMs: number, start: string, actual: number): Promise<number>;
   llmLeaseAcquire(key: string, limit: number, lease: string, leaseMs: number): Promise<[number, number]>;
   llmLeaseRenew(key: string, leaseMs: number, ...leases: string[]): Promise<number>;
 }
@@ -80,7 +132,7 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
   readonly #redis: (Redis & LimitCommands) | null;
   readonly #redisThrottler: ThrottlerStorageRedisService | null;
   readonly #memoryThrottler = new ThrottlerStorageService();
-  readonly #memoryTokens = new Map<string, { used: number; expiresAt: number }>();
+  readonly #memoryTokens = new Map<string, MemoryWindow>();
   readonly #memoryLeases = new Map<string, Set<string>>();
   /** Redis leases held by this process, renewed until released: zset key → lease ids. */
   readonly #redisLeases = new Map<string, Set<string>>();
@@ -116,7 +168,8 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
       keyPrefix: config.redisKeyPrefix,
     }) as Redis & LimitCommands;
     redis.defineCommand('llmTokensRead', { numberOfKeys: 1, lua: TOKENS_READ });
-    redis.defineCommand('llmTokensCharge', { numberOfKeys: 1, lua: TOKENS_CHARGE });
+    redis.defineCommand('llmTokensReserve', { numberOfKeys: 1, lua: TOKENS_RESERVE });
+    redis.defineCommand('llmTokensAdjust', { numberOfKeys: 1, lua: TOKENS_ADJUST });
     redis.defineCommand('llmLeaseAcquire', { numberOfKeys: 1, lua: LEASE_ACQUIRE });
     redis.defineCommand('llmLeaseRenew', { numberOfKeys: 1, lua: LEASE_RENEW });
     // Connection errors surface as failed calls (logged once per outage); without a listener
@@ -168,47 +221,142 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
   async tokenWindow(principal: Principal): Promise<TokenWindow | null> {
     const limit = principal.limits.tpm;
     if (limit <= 0) return null;
-    const key = this.#key('tpm', principal.id);
+    const key = this.#key('tpmw', principal.id);
     const [used, pttl] = await this.#use(
       () => this.#redis!.llmTokensRead(key),
       async () => {
-        const entry = this.#memoryTokens.get(key);
-        return entry && entry.expiresAt > Date.now() ? [entry.used, entry.expiresAt - Date.now()] : [0, -2];
+        const entry = this.#memoryWindow(key);
+        return entry ? [entry.used, entry.expiresAt - Date.now()] : [0, -2];
       },
     );
     const resetMs = pttl > 0 ? pttl : this.config.rateLimitWindowMs;
     return { limit, used, resetSeconds: Math.ceil(resetMs / 1000) };
   }
 
-  /** Adds a finished request's tokens to the key's window. Never throws: usage is already served. */
+  /**
+   * Holds `tokens` (a request's prompt + max_tokens, or the count of an upload) in the key's
+   * window before the work starts, so that parallel requests cannot together spend more than the
+   * key's tokens per window: each is admitted only while the window can hold what it may use.
+   * Throws a 429 `token_rate_limit_exceeded` when it cannot (with Retry-After until the window
+   * ends, or none when the request alone is larger than the limit). A key without a token limit
+   * gets a reservation that counts nothing. Settle or release the reservation when the work ends.
+   */
+  async reserve(principal: Principal | undefined, tokens: number): Promise<TokenReservation> {
+    const limit = principal?.limits.tpm ?? 0;
+    if (!principal || limit <= 0) return UNLIMITED;
+    const n = Math.max(0, Math.round(tokens));
+    const key = this.#key('tpmw', principal.id);
+    const windowMs = this.config.rateLimitWindowMs;
+    const where = { redis: false };
+    const [ok, used, pttl, start] = await this.#use(
+      async () => {
+        const r = await this.#redis!.llmTokensReserve(key, n, limit, windowMs);
+        where.redis = true;
+        return r;
+      },
+      async (): Promise<[number, number, number, string]> => {
+        const now = Date.now();
+        const entry = this.#memoryWindow(key);
+        const current = entry?.used ?? 0;
+        if (current + n > limit) return [0, current, entry ? entry.expiresAt - now : -2, ''];
+        const window = entry ?? { used: 0, expiresAt: now + windowMs, start: `${now}:${randomUUID()}` };
+        window.used += n;
+        this.#memoryTokens.set(key, window);
+        return [1, window.used, window.expiresAt - now, window.start];
+      },
+    );
+    if (!ok) {
+      const resetSeconds = Math.max(1, Math.ceil((pttl > 0 ? pttl : windowMs) / 1000));
+      const headers: Record<string, string> = {
+        'X-RateLimit-Limit-Tokens': String(limit),
+        'X-RateLimit-Remaining-Tokens': String(Math.max(0, limit - used)),
+        'X-RateLimit-Reset-Tokens': String(resetSeconds),
+      };
+      this.stats.rejected(AuthErrorCode.TokensRateLimited, 'key_tokens');
+      if (n > limit) {
+        throw new AuthException(
+          AuthErrorCode.TokensRateLimited,
+          `This request may use up to ${n} tokens, more than this API key's limit of ${limit} tokens per ` +
+            `${Math.round(windowMs / 1000)} s; lower max_tokens (or send less text)`,
+          { headers },
+        );
+      }
+      throw new AuthException(
+        AuthErrorCode.TokensRateLimited,
+        `Token rate limit reached for this API key: ${used} of ${limit} tokens used or held by running requests in the ` +
+          `current window, and this request may use up to ${n}; retry in ${resetSeconds} s or lower max_tokens`,
+        { headers: { ...headers, 'Retry-After': String(resetSeconds) } },
+      );
+    }
+    let ended = false;
+    const end = async (actual: number): Promise<void> => {
+      if (ended) return;
+      ended = true;
+      const real = Math.max(0, Math.round(actual));
+      await this.#adjust(key, real - n, start, real, where.redis);
+    };
+    return { tokens: n, settle: (actual) => end(actual), release: () => end(0) };
+  }
+
+  /**
+   * Adds tokens to the key's window after the fact (work that was not reserved). Never throws:
+   * the work is already served.
+   */
   async charge(principal: Principal | undefined, tokens: number): Promise<void> {
     if (!principal || principal.limits.tpm <= 0 || !(tokens > 0)) return;
-    const key = this.#key('tpm', principal.id);
+    const real = Math.round(tokens);
+    await this.#adjust(this.#key('tpmw', principal.id), real, '', real, this.#redis !== null);
+  }
+
+  /**
+   * Moves a window's count by `delta`, or, when the reservation's window (`start`) has ended,
+   * charges the real count to the current one. `redis`: where the reservation was made (one taken
+   * in memory while Redis was down is settled in memory). Never throws.
+   */
+  async #adjust(key: string, delta: number, start: string, actual: number, redis: boolean): Promise<void> {
     const windowMs = this.config.rateLimitWindowMs;
+    const memory = async (): Promise<number> => {
+      const now = Date.now();
+      const entry = this.#memoryWindow(key);
+      const amount = start !== '' && entry?.start !== start ? actual : delta;
+      if (amount === 0 || (!entry && amount < 0)) return 0;
+      const window = entry ?? { used: 0, expiresAt: now + windowMs, start: `${now}:${randomUUID()}` };
+      window.used = Math.max(0, window.used + amount);
+      this.#memoryTokens.set(key, window);
+      return window.used;
+    };
     try {
-      await this.#use(
-        () => this.#redis!.llmTokensCharge(key, Math.round(tokens), windowMs),
-        async () => {
-          const now = Date.now();
-          const entry = this.#memoryTokens.get(key);
-          if (entry && entry.expiresAt > now) entry.used += Math.round(tokens);
-          else this.#memoryTokens.set(key, { used: Math.round(tokens), expiresAt: now + windowMs });
-          return 0;
-        },
-      );
+      if (!redis) await memory();
+      else await this.#use(() => this.#redis!.llmTokensAdjust(key, delta, windowMs, start, actual), memory);
     } catch {
       // Fail-closed and Redis down: the failure is logged and counted; the tokens go uncounted.
     }
+  }
+
+  #memoryWindow(key: string): MemoryWindow | undefined {
+    const entry = this.#memoryTokens.get(key);
+    if (entry && entry.expiresAt > Date.now()) return entry;
+    if (entry) this.#memoryTokens.delete(key);
+    return undefined;
   }
 
   /**
    * Takes one of the key's concurrency slots; null when the key has no concurrency limit.
    * Throws a 429 when all are taken.
    */
-  async acquire(principal: Principal): Promise<Lease | null> {
+  acquire(principal: Principal): Promise<Lease | null> {
     const limit = principal.limits.concurrency;
+    return this.acquireSlot(principal, 'conc', limit, `Too many concurrent requests for this API key (limit ${limit}); retry when one finishes`);
+  }
+
+  /**
+   * Takes one of `limit` slots of kind `kind` (`conc` for requests, `upload` for document uploads)
+   * for the key, shared by every replica with Redis; null when `limit` is 0 (unlimited). Throws a
+   * 429 `concurrency_limit_exceeded` with `message` when all are taken.
+   */
+  async acquireSlot(principal: Principal, kind: string, limit: number, message: string): Promise<Lease | null> {
     if (limit <= 0) return null;
-    const key = this.#key('conc', principal.id);
+    const key = this.#key(kind, principal.id);
     const lease = randomUUID();
     const taken = { where: 'memory' as 'redis' | 'memory' };
     const [ok, inFlight] = await this.#use(
@@ -226,11 +374,9 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
       },
     );
     if (!ok) {
-      throw new AuthException(
-        AuthErrorCode.ConcurrencyLimited,
-        `Too many concurrent requests for this API key (limit ${limit}); retry when one finishes`,
-        { headers: { 'Retry-After': '1', 'X-Concurrency-Limit': String(limit) } },
-      );
+      throw new AuthException(AuthErrorCode.ConcurrencyLimited, message, {
+        headers: { 'Retry-After': '1', 'X-Concurrency-Limit': String(limit) },
+      });
     }
     if (taken.where === 'redis') this.#track(key, lease);
     let released = false;

@@ -33,7 +33,12 @@ export function parseCacheDirectives(headers: IncomingHttpHeaders): CacheDirecti
   return { noCache: directives.includes('no-cache'), noStore: directives.includes('no-store'), sampled };
 }
 
-/** Injects the request's {@link CacheDirectives}. */
-export const CacheDirectivesParam = createParamDecorator(
-  (_: unknown, ctx: ExecutionContext): CacheDirectives => parseCacheDirectives(ctx.switchToHttp().getRequest<Request>().headers),
-);
+/**
+ * Injects the request's {@link CacheDirectives}, with the caller's key id (the `principal` that the
+ * auth guard attached; read by shape, since this library does not depend on the auth one).
+ */
+export const CacheDirectivesParam = createParamDecorator((_: unknown, ctx: ExecutionContext): CacheDirectives => {
+  const req = ctx.switchToHttp().getRequest<Request & { principal?: { id?: unknown } }>();
+  const caller = typeof req.principal?.id === 'string' ? req.principal.id : undefined;
+  return { ...parseCacheDirectives(req.headers), caller };
+});

@@ -64,6 +64,13 @@ describe('cache keys', () => {
     expect(scope({ sampling: { temperature: 0.2 } })).not.toBe(scope({}));
   });
 
+  it('CACHE_SCOPE=key: another caller never shares an exact key or a semantic scope', () => {
+    expect(exactKey(base, 'm1', 'key:key_a')).not.toBe(exactKey(base, 'm1', 'key:key_b'));
+    expect(exactKey(base, 'm1', 'key:key_a')).toBe(exactKey(base, 'm1', 'key:key_a'));
+    expect(semanticScope(base, 'm1', 'e1', 'key:key_a')).not.toBe(semanticScope(base, 'm1', 'e1', 'key:key_b'));
+    expect(exactKey(base, 'm1', '')).not.toBe(exactKey(base, 'm1', 'key:key_a'));
+  });
+
   it('fingerprints a model file by size, head and tail', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fp-'));
     const big = Buffer.alloc(3 * 1024 * 1024, 1);

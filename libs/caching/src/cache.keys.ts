@@ -56,13 +56,15 @@ export function isDeterministic(sampling: CacheSampling): boolean {
 /**
  * The exact-cache key: SHA-256 over the schema version, the model's fingerprint, the response
  * family and every resolved field that changes the output (prompt tokens after templating,
- * max_tokens, sampling, every stop string). The stream flag is not part of it: a streamed and a
+ * max_tokens, sampling, every stop string), and the cache scope (CACHE_SCOPE=key: the caller's
+ * key; '' when every key shares the cache). The stream flag is not part of it: a streamed and a
  * plain request share the answer, and each is rendered in its own format.
  */
-export function exactKey(request: CacheableRequest, model: string): string {
+export function exactKey(request: CacheableRequest, model: string, scope = ''): string {
   const header = JSON.stringify([
     CACHE_SCHEMA,
     model,
+    scope,
     request.endpoint,
     request.maxTokens,
     canonicalSampling(request.sampling),
@@ -76,15 +78,16 @@ export function exactKey(request: CacheableRequest, model: string): string {
 /**
  * The semantic cache's scope: a hit is only possible between requests with the same model, the
  * same embedding model, the same response family and the same output-shaping parameters
- * (max_tokens as requested, sampling, stop strings). The prompt itself is left out: that is what
- * the vectors compare.
+ * (max_tokens as requested, sampling, stop strings), and the same cache scope (the caller's key
+ * under CACHE_SCOPE=key). The prompt itself is left out: that is what the vectors compare.
  */
-export function semanticScope(request: CacheableRequest, model: string, embeddingModel: string): string {
+export function semanticScope(request: CacheableRequest, model: string, embeddingModel: string, scope = ''): string {
   return createHash('sha256')
     .update(
       JSON.stringify([
         CACHE_SCHEMA,
         model,
+        scope,
         embeddingModel,
         request.endpoint,
         request.requestedMaxTokens,

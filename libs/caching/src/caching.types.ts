@@ -51,6 +51,11 @@ export interface CacheDirectives {
   readonly noStore: boolean;
   /** `X-Cache-Sampled: true|false`: overrides CACHE_SAMPLED for this request. */
   readonly sampled?: boolean;
+  /**
+   * Who asks: the caller's API key id (undefined: no key, e.g. AUTH_DISABLED). With CACHE_SCOPE=key
+   * (the default) a request is only answered from entries stored by requests of the same caller.
+   */
+  readonly caller?: string;
 }
 
 export type CacheStatus = 'HIT' | 'SEMANTIC-HIT' | 'MISS';
@@ -65,6 +70,8 @@ export interface CachedCompletion {
   readonly stop?: string;
   /** Epoch ms when the model produced it. */
   readonly createdAt: number;
+  /** Hash of the caller that stored it: `Age` is only sent on a hit by that same caller. */
+  readonly by?: string;
 }
 
 /** A request answered through the caches: where the answer came from and its events. */

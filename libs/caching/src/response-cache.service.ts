@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, OnModuleInit, Optional } from '@nestjs/common';
 import { CACHE_MANAGER } from '@nestjs/cache-manager';
 import type { Cache } from 'cache-manager';
+import { hash } from 'node:crypto';
 import { AppConfig } from '@app/common';
 import { exactKey, isDeterministic, modelFingerprint, semanticScope } from './cache.keys';
 import { countKeys, deleteKeys, redisKeys } from './cache.redis';
@@ -118,15 +119,19 @@ export class ResponseCacheService implements OnModuleInit {
       this.#bypassed++;
       return this.#miss(generate(), null);
     }
-    const key = exactKey(request, model);
-    const scope = this.#semantic ? semanticScope(request, model, this.#embeddingModel as string) : '';
+    // CACHE_SCOPE=key: a caller's requests only ever meet entries its own requests stored, so a hit
+    // (or its Age) cannot tell one key what another asked, or when.
+    const owner = this.config.cacheScope === 'key' ? `key:${directives.caller ?? 'anonymous'}` : '';
+    const by = callerTag(directives.caller);
+    const key = exactKey(request, model, owner);
+    const scope = this.#semantic ? semanticScope(request, model, this.#embeddingModel as string, owner) : '';
     let vector: Float32Array | null | undefined;
     if (directives.noCache) {
       this.#bypassed++;
     } else {
       if (this.config.cacheEnabled) {
         const record = await this.#exactGet(key);
-        if (record) return this.#hit('HIT', request, record);
+        if (record) return this.#hit('HIT', request, record, by);
       }
       if (this.#semantic) {
         vector = await this.#embed(request.text);
@@ -135,12 +140,12 @@ export class ResponseCacheService implements OnModuleInit {
           // The very same request (entries are keyed by the exact key) whose exact entry is gone
           // (evicted, or Redis restarted empty): put it back, so the next one is an exact hit.
           if (found.id === key && this.config.cacheEnabled && !directives.noStore) this.#exactWrite(key, found.record);
-          return this.#hit('SEMANTIC-HIT', request, found.record, found.similarity);
+          return this.#hit('SEMANTIC-HIT', request, found.record, by, found.similarity);
         }
       }
     }
     const store = directives.noStore ? null : (record: CachedCompletion) => this.#write(key, scope, request.text, vector, record);
-    return this.#miss(generate(), store);
+    return this.#miss(generate(), store, by);
   }
 
   /** Counters kept since start (cheap: for metrics). */
@@ -287,11 +292,11 @@ export class ResponseCacheService implements OnModuleInit {
     );
   }
 
-  #hit(status: CacheStatus, request: CacheableRequest, record: CachedCompletion, similarity?: number): CachedRun {
-    const headers: Record<string, string> = {
-      'X-Cache': status,
-      Age: String(Math.max(0, Math.floor((Date.now() - record.createdAt) / 1000))),
-    };
+  #hit(status: CacheStatus, request: CacheableRequest, record: CachedCompletion, by: string, similarity?: number): CachedRun {
+    const headers: Record<string, string> = { 'X-Cache': status };
+    // Age says when the answer was made: only to the caller whose request made it (CACHE_SCOPE=global
+    // shares answers between keys, not the time another key asked).
+    if (record.by === by) headers.Age = String(Math.max(0, Math.floor((Date.now() - record.createdAt) / 1000)));
     if (similarity !== undefined) headers['X-Cache-Similarity'] = similarity.toFixed(4);
     return { status, similarity, headers, events: new Replay(record, request.billedPromptTokens) };
   }
@@ -301,7 +306,7 @@ export class ResponseCacheService implements OnModuleInit {
    * ended normally the answer is stored before the stream completes (so the next request sees
    * it). A consumer that stops early (client gone) leaves nothing stored.
    */
-  #miss(events: AsyncIterable<CompletionEvent>, store: ((record: CachedCompletion) => Promise<void>) | null): CachedRun {
+  #miss(events: AsyncIterable<CompletionEvent>, store: ((record: CachedCompletion) => Promise<void>) | null, by = ''): CachedRun {
     return {
       status: 'MISS',
       headers: { 'X-Cache': 'MISS' },
@@ -314,7 +319,7 @@ export class ResponseCacheService implements OnModuleInit {
           yield event;
         }
         if (store && done && STORABLE_FINISH.has(done.finishReason)) {
-          await store({ v: 1, chunks, finishReason: done.finishReason, completionTokens: done.completionTokens, ...(done.stopSequence === undefined ? {} : { stop: done.stopSequence }), createdAt: Date.now() });
+          await store({ v: 1, chunks, finishReason: done.finishReason, completionTokens: done.completionTokens, ...(done.stopSequence === undefined ? {} : { stop: done.stopSequence }), createdAt: Date.now(), by });
         }
       })(),
     };
@@ -355,6 +360,11 @@ export class ResponseCacheService implements OnModuleInit {
     this.#lastLog.set(kind, { at: now, suppressed: 0 });
     this.#logger.warn(`${kind} failed, answering from the model: ${(err as Error)?.message ?? String(err)}${more}`);
   }
+}
+
+/** A short, one-way tag of the caller stored with an entry (key ids are not secrets, but need not be in Redis). */
+function callerTag(caller: string | undefined): string {
+  return hash('sha256', `caller:${caller ?? 'anonymous'}`, 'hex').slice(0, 16);
 }
 
 function isRecord(value: unknown): value is CachedCompletion {

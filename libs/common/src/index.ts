@@ -13,4 +13,5 @@ export * from './validation/string-or-array.validator';
 export * from './input-guard/input-guard.service';
 export * from './collections/lru.map';
 export * from './http/url.redaction';
+export * from './input-guard/guard.normalize';
 export * from './validation/field-policy';

@@ -8,6 +8,7 @@ export enum InferenceErrorCode {
   EmbeddingInputTooLong = 'embedding_input_too_long',
   GenerationFailed = 'generation_failed',
   UnsupportedSchema = 'unsupported_schema',
+  SchemaTooComplex = 'schema_too_complex',
   InvalidToken = 'invalid_token',
 }
 
@@ -19,6 +20,7 @@ const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
   [InferenceErrorCode.EmbeddingInputTooLong]: { status: 400, type: ErrorType.InvalidRequest },
   [InferenceErrorCode.GenerationFailed]: { status: 500, type: ErrorType.Server },
   [InferenceErrorCode.UnsupportedSchema]: { status: 400, type: ErrorType.InvalidRequest },
+  [InferenceErrorCode.SchemaTooComplex]: { status: 400, type: ErrorType.InvalidRequest },
   [InferenceErrorCode.InvalidToken]: { status: 400, type: ErrorType.InvalidRequest },
 };
 

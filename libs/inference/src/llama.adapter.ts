@@ -8,21 +8,34 @@ import { BatchItem, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
 import { AdaptiveThreadPolicy } from './engine/thread.policy';
 import { probeGpu } from './gpu.probe';
+import { GrammarCompiler } from './grammar.compiler';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
-import { grammarForJsonObject, grammarForJsonSchema, SchemaGrammarError } from './grammar/json-schema.grammar';
+import { grammarForJsonObject, SchemaGrammarError } from './grammar/json-schema.grammar';
 import { grammarForToolCalls } from './tools/tool-call.grammar';
 import { GENERIC_TOOL_SYNTAX, ToolCallSyntax, ToolDefinition } from './tools/tool.types';
 
 type Lib = typeof NodeLlamaCpp;
 
+/**
+ * A role marker of the fallback template at the start of a line of message text (any case, any
+ * line break). Written as is, `hi\nAssistant: sure` in a user message would forge a turn (and
+ * `Tool: …` a tool result).
+ */
+const ROLE_MARKER_AT_LINE_START = /(^|\r\n|[\n\r\u0085\u2028\u2029])(?=[ \t]*(?:user|assistant|system|tool)[ \t]*:)/gi;
+
+/** Message text with each line that starts like a turn marker indented by one space: turns start at column 0 only. */
+export function escapeRoleMarkers(text: string): string {
+  return text.replace(ROLE_MARKER_AT_LINE_START, '$1 ');
+}
+
 /** Used when the GGUF carries no chat template; documented in the README. */
 export const FALLBACK_CHAT_TEMPLATE = {
-  system: (text: string) => `${text}\n\n`,
-  user: (text: string) => `User: ${text}\n`,
-  assistant: (text: string) => `Assistant: ${text}\n`,
+  system: (text: string) => `${escapeRoleMarkers(text)}\n\n`,
+  user: (text: string) => `User: ${escapeRoleMarkers(text)}\n`,
+  assistant: (text: string) => `Assistant: ${escapeRoleMarkers(text)}\n`,
   /** A tool's result (the answer to a call in the generic tool syntax). */
-  tool: (text: string) => `Tool: ${text}\n`,
+  tool: (text: string) => `Tool: ${escapeRoleMarkers(text)}\n`,
   /** Written before the first message when the request has tools (one JSON line per tool). */
   tools: (lines: readonly string[]) =>
     `You can call these functions:\n${lines.join('\n')}\n` +
@@ -324,7 +337,8 @@ export class LlamaAdapter {
   /** Threads the generation context was given (THREADS, or the automatic choice). */
   #threads = 1;
   readonly #progressListeners = new Set<(fraction: number) => void>();
-  readonly #grammars = new Map<string, Promise<unknown>>();
+  /** Output grammars (structured output, tool calls): see GrammarCompiler. */
+  #grammars: GrammarCompiler | null = null;
   /**
    * Tokens of recently seen prompt texts. Clients repeat prompts (retries, cache hits, shared
    * system prompts) and the exact cache's key needs the tokens before it can answer: a cache hit
@@ -667,27 +681,30 @@ export class LlamaAdapter {
 
   /**
    * Compiles an output constraint for SamplingParams.constraint: any JSON object (`json`) or JSON
-   * that matches a schema, ending with the value (see json-schema.grammar.ts).
+   * that matches a schema, ending with the value (see json-schema.grammar.ts). Through the
+   * GrammarCompiler: SCHEMA_MAX_* limits first (400 `schema_too_complex`), the schema's conversion
+   * to GBNF on a worker thread, a size cap before the native parse, a bounded cache.
    */
   grammarFor(format: 'json' | object, param = 'response_format'): Promise<unknown> {
-    let gbnf: string;
-    try {
-      gbnf = format === 'json' ? grammarForJsonObject() : grammarForJsonSchema(format);
-    } catch (err) {
-      throw this.#schemaError(err, param);
-    }
-    return this.#compile(gbnf, param);
+    const compiler = this.#grammarCompiler();
+    return format === 'json' ? compiler.compileGbnf(grammarForJsonObject(), param) : compiler.compileSchema(format, param);
   }
 
-  /** A constraint that makes the model call one of `tools` (one or, with `parallel`, several calls). */
+  /**
+   * A constraint that makes the model call one of `tools` (one or, with `parallel`, several calls).
+   * The tools' parameter schemas are held to the same limits as a response_format schema, all of
+   * them together (their grammar is built here, on the event loop).
+   */
   toolCallGrammar(tools: readonly ToolDefinition[], parallel: boolean): Promise<unknown> {
+    const compiler = this.#grammarCompiler();
+    compiler.check({ anyOf: tools.map((t) => t.parameters ?? {}) }, 'tools');
     let gbnf: string;
     try {
       gbnf = grammarForToolCalls(this.toolSyntax, tools, parallel);
     } catch (err) {
       throw this.#schemaError(err, 'tools');
     }
-    return this.#compile(gbnf, 'tools');
+    return compiler.compileGbnf(gbnf, 'tools');
   }
 
   #schemaError(err: unknown, param: string): unknown {
@@ -695,20 +712,11 @@ export class LlamaAdapter {
     return new InferenceException(InferenceErrorCode.UnsupportedSchema, `${param} schema is not supported: ${err.message}`, { param });
   }
 
-  /** Compiled grammars are cached by their text. */
-  #compile(gbnf: string, param: string): Promise<unknown> {
-    let grammar = this.#grammars.get(gbnf);
-    if (!grammar) {
-      const llama = this.#llama;
-      if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
-      grammar = llama.createGrammar({ grammar: gbnf }).catch((err: unknown) => {
-        this.#grammars.delete(gbnf);
-        throw new InferenceException(InferenceErrorCode.UnsupportedSchema, `${param} schema is not supported: ${(err as Error).message}`, { param });
-      });
-      this.#grammars.set(gbnf, grammar);
-      if (this.#grammars.size > 64) this.#grammars.delete(this.#grammars.keys().next().value as string);
-    }
-    return grammar;
+  #grammarCompiler(): GrammarCompiler {
+    const llama = this.#llama;
+    if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
+    this.#grammars ??= new GrammarCompiler(this.config.schemaLimits, (grammar) => llama.createGrammar({ grammar }));
+    return this.#grammars;
   }
 
   /**

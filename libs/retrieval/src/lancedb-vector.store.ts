@@ -1,7 +1,30 @@
 import type { Connection, Table, VectorQuery } from '@lancedb/lancedb';
 import { Field, FixedSizeList, Float32, Int32, List, Schema, Utf8 } from 'apache-arrow';
 import { RetrievalErrorCode, RetrievalException } from './retrieval.exception';
-import type { CollectionInfo, Metadata, SearchHit, SearchOptions, VectorRecord, VectorStore } from './retrieval.types';
+import { chmodSync, mkdirSync } from 'node:fs';
+import type { CollectionInfo, CollectionOwnership, Metadata, SearchHit, SearchOptions, VectorRecord, VectorStore } from './retrieval.types';
+
+/** Schema metadata keys that record a collection's ownership. */
+const OWNER = 'llm.owner';
+const SHARED = 'llm.shared';
+
+/** A local database folder (not an object-store URI). */
+function isLocal(uri: string): boolean {
+  return !/^[a-z][a-z0-9+.-]*:\/\//i.test(uri);
+}
+
+/**
+ * Creates a local folder readable by this user only (0700) and tightens an existing one that this
+ * user owns: document chunks are nobody else's business on a shared machine.
+ */
+export function ensurePrivateDir(path: string): void {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  try {
+    chmodSync(path, 0o700);
+  } catch {
+    /* not ours to change (a mounted volume): left as the operator made it */
+  }
+}
 
 /** The metadata key that filters on the document id (a column, not a metadata entry). */
 export const DOCUMENT_ID_FILTER = 'document_id';
@@ -32,10 +55,16 @@ export class LanceDbVectorStore implements VectorStore {
     if (!table) return null;
     const schema = await table.schema();
     const vector = schema.fields.find((f) => f.name === 'vector')?.type as FixedSizeList | undefined;
-    return { name, dimension: vector?.listSize ?? 0, chunks: await table.countRows() };
+    return {
+      name,
+      dimension: vector?.listSize ?? 0,
+      chunks: await table.countRows(),
+      owner: schema.metadata.get(OWNER) ?? null,
+      shared: schema.metadata.get(SHARED) === 'true',
+    };
   }
 
-  async createCollection(name: string, dimension: number): Promise<CollectionInfo> {
+  async createCollection(name: string, dimension: number, ownership: CollectionOwnership): Promise<CollectionInfo> {
     const db = await this.#db();
     const schema = new Schema([
       new Field('id', new Utf8(), false),
@@ -46,7 +75,7 @@ export class LanceDbVectorStore implements VectorStore {
       // `key=<JSON value>` per metadata entry: equality filters become array_has_all().
       new Field('tags', new List(new Field('item', new Utf8(), true)), false),
       new Field('vector', new FixedSizeList(dimension, new Field('item', new Float32(), true)), false),
-    ]);
+    ], new Map([[OWNER, ownership.owner], [SHARED, String(ownership.shared)]]));
     try {
       const table = await db.createEmptyTable(name, schema, { existOk: false });
       this.#tables.set(name, Promise.resolve(table));
@@ -56,7 +85,7 @@ export class LanceDbVectorStore implements VectorStore {
       }
       throw err;
     }
-    return { name, dimension, chunks: 0 };
+    return { name, dimension, chunks: 0, owner: ownership.owner, shared: ownership.shared };
   }
 
   async dropCollection(name: string): Promise<boolean> {
@@ -134,6 +163,7 @@ export class LanceDbVectorStore implements VectorStore {
   #db(): Promise<Connection> {
     this.#connection ??= (async () => {
       const { connect } = await import('@lancedb/lancedb');
+      if (isLocal(this.uri)) ensurePrivateDir(this.uri);
       return connect(this.uri);
     })().catch((err: unknown) => {
       this.#connection = null;

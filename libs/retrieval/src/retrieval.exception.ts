@@ -9,6 +9,8 @@ export enum RetrievalErrorCode {
   InvalidFilter = 'invalid_filter',
   DimensionMismatch = 'embedding_dimension_mismatch',
   StoreUnavailable = 'vector_store_unavailable',
+  CollectionForbidden = 'collection_forbidden',
+  UploadCancelled = 'upload_cancelled',
 }
 
 const MAPPING: Record<RetrievalErrorCode, ErrorMapping> = {
@@ -21,6 +23,10 @@ const MAPPING: Record<RetrievalErrorCode, ErrorMapping> = {
   // A collection made with another embedding model: its vectors cannot be compared with ours.
   [RetrievalErrorCode.DimensionMismatch]: { status: 409, type: ErrorType.InvalidRequest },
   [RetrievalErrorCode.StoreUnavailable]: { status: 503, type: ErrorType.Unavailable },
+  // A shared collection that another key owns: readable, not changeable.
+  [RetrievalErrorCode.CollectionForbidden]: { status: 403, type: ErrorType.Permission },
+  // The client went away during an upload: the rest of its chunks are not embedded.
+  [RetrievalErrorCode.UploadCancelled]: { status: 400, type: ErrorType.InvalidRequest },
 };
 
 /** Client mistakes about collections and documents, and an unreachable vector store. */

@@ -41,6 +41,34 @@ export interface CollectionInfo {
   readonly dimension: number;
   /** Stored chunks. */
   readonly chunks: number;
+  /** Id of the API key that created it; null for a collection created before owners were recorded. */
+  readonly owner: string | null;
+  /** Readable (queries, grounded generation) by every key; only its owner and admin keys change it. */
+  readonly shared: boolean;
+}
+
+/** Who created a collection, and whether every key may read it. */
+export interface CollectionOwnership {
+  readonly owner: string;
+  readonly shared: boolean;
+}
+
+/**
+ * The caller as retrieval sees it: its key id and whether it holds the admin scope. A key sees
+ * the collections it created, shared ones and (admin) all; it changes only its own (admin: all).
+ */
+export interface CollectionAccessor {
+  readonly id: string;
+  readonly admin: boolean;
+}
+
+/**
+ * Tokens held for an upload's embedding work (the API layer's token-rate reservation): settled
+ * to the tokens embedded, or released.
+ */
+export interface TokenHold {
+  settle(actual: number): Promise<void>;
+  release(): Promise<void>;
 }
 
 export interface SearchOptions {
@@ -71,7 +99,7 @@ export interface VectorStore {
   /** null when there is no such collection. */
   getCollection(name: string): Promise<CollectionInfo | null>;
   /** Throws RetrievalException(CollectionExists) when the name is taken. */
-  createCollection(name: string, dimension: number): Promise<CollectionInfo>;
+  createCollection(name: string, dimension: number, ownership: CollectionOwnership): Promise<CollectionInfo>;
   /** Removes the collection and its data; false when there was none. */
   dropCollection(name: string): Promise<boolean>;
   /** Adds records, replacing those with the same ids. */

@@ -20,7 +20,7 @@ import {
   registerDecorator,
   ValidationArguments,
 } from 'class-validator';
-import { FieldPolicy } from '@app/common';
+import { FieldPolicy, FreeFormFields } from '@app/common';
 import { MAX_TEXT } from '../openai/openai.dto';
 
 const FINITE = { allowNaN: false, allowInfinity: false };
@@ -192,6 +192,8 @@ export class AnthropicConversationDto {
     context_management: 'server-side context management is not implemented',
   },
 })
+/** JSON schemas are free-form: validated as objects, not copied field by field (see FreeFormFields). */
+@FreeFormFields('output_config.format.schema', 'tools.*.input_schema')
 export class AnthropicMessagesDto extends AnthropicConversationDto {
   @ApiProperty({ minimum: 1, description: 'Required, as on Anthropic\'s API' })
   @IsInt()

@@ -48,7 +48,7 @@ export class GenerationPipeline {
 
   async run(input: GenerationInput, context: GenerationContext, presenter: GenerationPresenter): Promise<Reply> {
     this.guard.check(input.guard);
-    const retrieved = input.retrieval ? await retrieveFor(this.retrieval, input.retrieval.option, input.retrieval.query, this.reranker) : null;
+    const retrieved = input.retrieval ? await retrieveFor(this.retrieval, input.retrieval.option, input.retrieval.query, this.reranker, context.caller) : null;
     const prepared = { ...(await input.prepare(retrieved)), retrievedContext: retrieved?.context };
     const sources = retrieved?.sources;
     const runs = await this.#start(input.family, prepared, context);

@@ -1,10 +1,10 @@
 import { Controller, Get } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
-import { Public } from '@app/auth';
+import { ProbeRoute } from '@app/auth';
 import { HealthService } from './health.service';
 
 @ApiTags('health')
-@Public()
+@ProbeRoute('health')
 @Controller('health')
 export class HealthController {
   constructor(private readonly service: HealthService) {}

@@ -2,12 +2,12 @@ import { Controller, Get, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import { PrometheusController } from '@willsoto/nestjs-prometheus';
 import type { Response } from 'express';
-import { Public } from '@app/auth';
+import { ProbeRoute } from '@app/auth';
 import { MetricsService } from '@app/observability';
 
-/** `GET /metrics` in the Prometheus text format; open like the probes (scrapers carry no key). */
+/** `GET /metrics` in the Prometheus text format; open unless METRICS_PUBLIC=false (then it needs an admin key). */
 @ApiExcludeController()
-@Public()
+@ProbeRoute('metrics')
 @Controller()
 export class MetricsController extends PrometheusController {
   constructor(private readonly metrics: MetricsService) {

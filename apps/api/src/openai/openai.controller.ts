@@ -54,7 +54,7 @@ export class OpenAIController {
   @Post('embeddings')
   @Metered()
   @HttpCode(200)
-  embeddings(@Body() dto: EmbeddingRequestDto): Promise<object> {
-    return this.service.embeddings(dto);
+  embeddings(@Body() dto: EmbeddingRequestDto, @Caller() caller: Principal | undefined): Promise<object> {
+    return this.service.embeddings(dto, caller);
   }
 }

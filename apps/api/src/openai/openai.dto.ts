@@ -20,7 +20,7 @@ import {
   registerDecorator,
   ValidationArguments,
 } from 'class-validator';
-import { FieldPolicy, IsStringOrStringArray } from '@app/common';
+import { FieldPolicy, FreeFormFields, IsStringOrStringArray } from '@app/common';
 import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 
 const FINITE = { allowNaN: false, allowInfinity: false };
@@ -449,6 +449,8 @@ function IsToolChoice(legacy: boolean): PropertyDecorator {
     verbosity: 'the served model has no verbosity setting',
   },
 })
+/** JSON schemas are free-form: validated as objects, not copied field by field (see FreeFormFields). */
+@FreeFormFields('response_format.json_schema.schema', 'tools.*.function.parameters', 'functions.*.parameters')
 export class ChatCompletionRequestDto extends SamplingDto {
   @ApiProperty({ type: [ChatMessageDto] })
   @IsArray()

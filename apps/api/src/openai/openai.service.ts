@@ -3,6 +3,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { AppConfig, Reply } from '@app/common';
 import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
 import { SamplingParams } from '@app/batching';
+import { Principal } from '@app/auth';
 import { ChatMessage, InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
 import { GenerationContext, GenerationPipeline } from '../generation/generation.pipeline';
 import { PromptInput } from '../generation/generation.types';
@@ -106,7 +107,8 @@ export class OpenAIService {
     );
   }
 
-  async embeddings(dto: EmbeddingRequestDto): Promise<object> {
+  /** Embeddings are charged in tokens like generations: reserved at admission, settled to the count. */
+  async embeddings(dto: EmbeddingRequestDto, caller?: Principal): Promise<object> {
     this.inference.assertModel(dto.model);
     const dimension = this.inference.model.embeddingLength;
     if (dto.dimensions !== undefined && dto.dimensions !== dimension) {
@@ -114,7 +116,18 @@ export class OpenAIService {
     }
     const inputs = normalizeEmbeddingInput(dto.input);
     inputs.forEach((input, i) => typeof input !== 'string' && this.inference.assertTokens(input, inputs.length > 1 ? `input[${i}]` : 'input'));
-    const { vectors, promptTokens } = await this.inference.embed(inputs);
+    // Each input as the model sees it, plus its begin/end tokens: an upper bound, settled to the count.
+    const bound = inputs.reduce((n, input) => n + (typeof input === 'string' ? this.inference.tokenize(input).length : input.length) + 2, 0);
+    const reservation = await this.usage.reserve(caller, bound);
+    let embedded: Awaited<ReturnType<InferenceService['embed']>>;
+    try {
+      embedded = await this.inference.embed(inputs);
+    } catch (err) {
+      await reservation.release();
+      throw err;
+    }
+    const { vectors, promptTokens } = embedded;
+    await reservation.settle(promptTokens);
     this.usage.embedded(promptTokens);
     const base64 = dto.encoding_format === 'base64';
     return {

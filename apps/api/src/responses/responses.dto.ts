@@ -19,7 +19,7 @@ import {
   registerDecorator,
   ValidationArguments,
 } from 'class-validator';
-import { FieldPolicy } from '@app/common';
+import { FieldPolicy, FreeFormFields } from '@app/common';
 import { MAX_TEXT } from '../openai/openai.dto';
 import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 
@@ -152,6 +152,8 @@ export class ResponsesStreamOptionsDto {
     moderation: 'moderation is not implemented',
   },
 })
+/** JSON schemas are free-form: validated as objects, not copied field by field (see FreeFormFields). */
+@FreeFormFields('text.format.schema', 'tools.*.parameters')
 export class ResponsesRequestDto {
   @ApiPropertyOptional({ description: 'Served model id (see GET /v1/models)' })
   @IsOptional()

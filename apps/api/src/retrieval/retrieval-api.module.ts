@@ -2,7 +2,9 @@ import { Module } from '@nestjs/common';
 import { AppConfig } from '@app/common';
 import { InferenceModule, InferenceService } from '@app/inference';
 import { RetrievalEmbedder, RetrievalModule } from '@app/retrieval';
+import { UsageModule } from '../usage/usage.module';
 import { CollectionsController } from './collections.controller';
+import { DocumentUploadsService } from './document-uploads.service';
 
 /**
  * Retrieval with the embedder taken from the inference layer (EMBEDDING_MODEL_PATH, default the
@@ -10,6 +12,7 @@ import { CollectionsController } from './collections.controller';
  */
 @Module({
   imports: [
+    UsageModule,
     InferenceModule,
     RetrievalModule.forRoot({
       imports: [InferenceModule],
@@ -23,5 +26,6 @@ import { CollectionsController } from './collections.controller';
     }),
   ],
   controllers: [CollectionsController],
+  providers: [DocumentUploadsService],
 })
 export class RetrievalApiModule {}

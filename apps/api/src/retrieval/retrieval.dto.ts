@@ -38,6 +38,11 @@ export class CreateCollectionDto {
   @IsString()
   @Matches(COLLECTION_NAME_PATTERN, { message: NAME_MESSAGE })
   name!: string;
+
+  @ApiPropertyOptional({ default: false, description: 'Every key may read (query, ground generations on) it; only its owner and admin keys change it' })
+  @IsOptional()
+  @IsBoolean()
+  shared?: boolean;
 }
 
 /** JSON form of an upload; a `text/plain` body becomes `{text: body, id: ?id}`. */

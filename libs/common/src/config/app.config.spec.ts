@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { AppConfig, BUNDLED_MODEL, CONFIG_SPEC, ConfigError, projectRoot } from './app.config';
 
@@ -100,8 +99,9 @@ describe('observability variables', () => {
     expect(c).toMatchObject({ logPrompts: true, redisUrl: 'redis://127.0.0.1:6379/3', otlpEndpoint: 'http://127.0.0.1:4318', gpuMetricsIntervalMs: 0 });
   });
 
-  it('names the replica by INSTANCE_ID, by default the host name', () => {
-    expect(AppConfig.fromEnv({}).instanceId).toBe(hostname().replace(/[^\w.:-]/g, '-').slice(0, 128));
+  it('names the replica by INSTANCE_ID only: unset means no name (the host name is never used)', () => {
+    expect(AppConfig.fromEnv({}).instanceId).toBeUndefined();
+    expect(AppConfig.fromEnv({ INSTANCE_ID: 'replica-7' }).instanceId).toBe('replica-7');
     expect(AppConfig.fromEnv({ INSTANCE_ID: 'llm-api-7d9f-x2' }).instanceId).toBe('llm-api-7d9f-x2');
     expect(() => AppConfig.fromEnv({ INSTANCE_ID: 'a b' })).toThrow(ConfigError);
     expect(() => AppConfig.fromEnv({ INSTANCE_ID: 'x'.repeat(129) })).toThrow('Invalid configuration: INSTANCE_ID must be up to 128');
@@ -110,6 +110,23 @@ describe('observability variables', () => {
   it('never echoes a password from a bad URL', () => {
     expect(() => AppConfig.fromEnv({ REDIS_URL: 'http://user:s3cret@host' })).toThrow(/REDIS_URL must be a URL.*\*\*\*@host/);
     expect(() => AppConfig.fromEnv({ REDIS_URL: 'http://user:s3cret@host' })).not.toThrow(/s3cret/);
+  });
+
+  it('AUTH_DISABLED_SCOPES defaults to generate and accepts only known scopes', () => {
+    expect(AppConfig.fromEnv({}).authDisabledScopes).toEqual(['generate']);
+    expect(AppConfig.fromEnv({ AUTH_DISABLED_SCOPES: 'generate, ADMIN,admin' }).authDisabledScopes).toEqual(['generate', 'admin']);
+    expect(() => AppConfig.fromEnv({ AUTH_DISABLED_SCOPES: 'generate,root' })).toThrow('AUTH_DISABLED_SCOPES must be a comma list of generate, retrieval, admin');
+  });
+
+  it('CACHE_SCOPE is key by default, global on request', () => {
+    expect(AppConfig.fromEnv({}).cacheScope).toBe('key');
+    expect(AppConfig.fromEnv({ CACHE_SCOPE: 'global' }).cacheScope).toBe('global');
+    expect(() => AppConfig.fromEnv({ CACHE_SCOPE: 'team' })).toThrow(ConfigError);
+  });
+
+  it('response_format schema limits default to OpenAI-like bounds', () => {
+    expect(AppConfig.fromEnv({}).schemaLimits).toEqual({ maxBytes: 64 * 1024, maxEnumValues: 1000, maxDepth: 10, maxProperties: 1000 });
+    expect(AppConfig.fromEnv({ SCHEMA_MAX_BYTES: '1mb', SCHEMA_MAX_DEPTH: '4' }).schemaLimits).toMatchObject({ maxBytes: 1024 * 1024, maxDepth: 4 });
   });
 });
 

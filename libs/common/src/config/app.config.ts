@@ -1,4 +1,4 @@
-import { availableParallelism, hostname } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
@@ -120,6 +120,36 @@ function pattern(name: string, re: RegExp, fallback: string, doc: string, what: 
       if (raw === undefined || raw.trim() === '') return fallback;
       if (!re.test(raw.trim())) throw new ConfigError(name, `must be ${what}`, raw);
       return raw.trim();
+    },
+  };
+}
+
+/** Like pattern(), but unset stays unset (undefined). */
+function optionalPattern(name: string, re: RegExp, doc: string, what: string): VarSpec<string | undefined> {
+  return {
+    doc,
+    defaultText: '(unset)',
+    parse(raw) {
+      if (raw === undefined || raw.trim() === '') return undefined;
+      if (!re.test(raw.trim())) throw new ConfigError(name, `must be ${what}`, raw);
+      return raw.trim();
+    },
+  };
+}
+
+/** Key scopes, as libs/auth defines them (config cannot import auth: the dependency points the other way). */
+export const KEY_SCOPES = ['generate', 'retrieval', 'admin'] as const;
+
+function scopes(name: string, fallback: string, doc: string): VarSpec<string[]> {
+  return {
+    doc,
+    defaultText: fallback,
+    parse(raw) {
+      const items = splitList(raw === undefined || raw.trim() === '' ? fallback : raw).map((s) => s.toLowerCase());
+      if (items.some((s) => !(KEY_SCOPES as readonly string[]).includes(s))) {
+        throw new ConfigError(name, `must be a comma list of ${KEY_SCOPES.join(', ')}`, raw);
+      }
+      return [...new Set(items)];
     },
   };
 }
@@ -273,7 +303,10 @@ export const CONFIG_SPEC = {
   QUEUE_MAX: int('QUEUE_MAX', 0, 100000, 64, 'Requests that may wait for a slot; beyond it: 429'),
   QUEUE_TIMEOUT_MS: int('QUEUE_TIMEOUT_MS', 1, 3600000, 30000, 'Longest wait for a slot before 503'),
   API_KEYS: list('Comma-separated static API keys (hashed at start; scopes generate and admin, default limits), kept alongside the key store'),
-  AUTH_DISABLED: bool('AUTH_DISABLED', false, 'Serve generation routes without an API key (trusted networks only); only the per-IP limits apply'),
+  AUTH_DISABLED: bool('AUTH_DISABLED', false,
+    'Serve routes that need only the AUTH_DISABLED_SCOPES (default: generation and reads) without an API key (trusted networks only); only the per-IP limits apply. Admin routes and retrieval writes still need a key'),
+  AUTH_DISABLED_SCOPES: scopes('AUTH_DISABLED_SCOPES', 'generate',
+    'With AUTH_DISABLED=true: the scopes a request without a key gets (comma list of generate, retrieval, admin); add retrieval or admin only to open those routes too'),
   DATA_DIR: str('./data', 'Writable folder for local state (the SQLite key store `keys.db`)'),
   DATABASE_URL: url('DATABASE_URL', 'PostgreSQL for the key store (postgres://user:pass@host:5432/db; migrated at start; readiness checks it); unset = SQLite file in DATA_DIR',
     ['postgres:', 'postgresql:']),
@@ -321,9 +354,9 @@ export const CONFIG_SPEC = {
   OTEL_EXPORTER_OTLP_ENDPOINT: url('OTEL_EXPORTER_OTLP_ENDPOINT',
     'OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); when set, traces are exported to <url>/v1/traces', ['http:', 'https:']),
   OTEL_SERVICE_NAME: str('llm-api', 'service.name of the exported traces'),
-  INSTANCE_ID: pattern('INSTANCE_ID', /^[\w.:-]{1,128}$/, hostname().replace(/[^\w.:-]/g, '-').slice(0, 128) || 'llm-api',
-    'Name of this replica, sent in the `X-Replica` response header (which replica behind a load balancer answered)',
-    'up to 128 letters, digits or _ . : -', 'host name'),
+  INSTANCE_ID: optionalPattern('INSTANCE_ID', /^[\w.:-]{1,128}$/,
+    'Name of this replica, sent in the `X-Replica` response header (which replica behind a load balancer answered); unset = no header (the host name is never sent)',
+    'up to 128 letters, digits or _ . : -'),
   CACHE_ENABLED: bool('CACHE_ENABLED', true, 'Exact response cache (see Caches)'),
   CACHE_TTL_SECONDS: int('CACHE_TTL_SECONDS', 1, 31536000, 3600, 'Lifetime of a cached response (exact and semantic)'),
   CACHE_MAX_ENTRIES: int('CACHE_MAX_ENTRIES', 1, 10000000, 10000,
@@ -331,6 +364,8 @@ export const CONFIG_SPEC = {
   CACHE_SAMPLED: bool('CACHE_SAMPLED', false,
     'Also cache sampled requests (temperature > 0 without a seed); per request: X-Cache-Sampled'),
   CACHE_NAMESPACE: namespace('CACHE_NAMESPACE', 'llm-cache', 'Prefix of every cache key in Redis'),
+  CACHE_SCOPE: oneOf('CACHE_SCOPE', ['key', 'global'] as const, 'key',
+    'Who shares cached answers (exact and semantic): `key` = each API key only its own; `global` = every key (more hits, but a hit tells a key what another asked)'),
   CACHE_TIMEOUT_MS: int('CACHE_TIMEOUT_MS', 1, 60000, 250,
     'Longest wait for one cache read or write; beyond it the request goes to the model'),
   SEMANTIC_CACHE_ENABLED: bool('SEMANTIC_CACHE_ENABLED', false, 'Semantic cache: answer near-identical prompts from the cache'),
@@ -341,6 +376,12 @@ export const CONFIG_SPEC = {
   RETRIEVAL_CHUNK_TOKENS: int('RETRIEVAL_CHUNK_TOKENS', 8, 2048, 256, 'Tokens (of the embedding model) per document chunk'),
   RETRIEVAL_CHUNK_OVERLAP: int('RETRIEVAL_CHUNK_OVERLAP', 0, 2047, 32, 'Tokens shared by consecutive chunks; must be below RETRIEVAL_CHUNK_TOKENS'),
   RETRIEVAL_UPLOAD_LIMIT: bytes('RETRIEVAL_UPLOAD_LIMIT', '1mb', 'Largest document upload (JSON or text/plain body; 413 above)'),
+  RETRIEVAL_UPLOAD_CONCURRENCY: int('RETRIEVAL_UPLOAD_CONCURRENCY', 0, 1000, 1,
+    'Document uploads one API key may have in progress at once (chunking and embedding); beyond it: 429; 0 = unlimited'),
+  SCHEMA_MAX_BYTES: bytes('SCHEMA_MAX_BYTES', '64kb', 'Largest `response_format` JSON schema (400 `schema_too_complex` above)'),
+  SCHEMA_MAX_ENUM_VALUES: int('SCHEMA_MAX_ENUM_VALUES', 1, 10000000, 1000, '`enum` values (and `const`s) one response_format schema may hold in all'),
+  SCHEMA_MAX_DEPTH: int('SCHEMA_MAX_DEPTH', 1, 64, 10, 'Deepest nesting of subschemas (properties, items, anyOf…) in a response_format schema'),
+  SCHEMA_MAX_PROPERTIES: int('SCHEMA_MAX_PROPERTIES', 1, 10000000, 1000, 'Object properties one response_format schema may declare in all'),
   RESPONSES_RETENTION_SECONDS: int('RESPONSES_RETENTION_SECONDS', 60, 31536000, 2592000,
     'How long a stored Responses API response (`store`, the default) is kept for `GET /v1/responses/{id}` and `previous_response_id`; expired ones are deleted hourly'),
   RERANK_MODEL_PATH: str('', 'Reranking GGUF (a cross-encoder with a classifier head, e.g. bge-reranker, Qwen3-Reranker) served by `POST /v1/rerank` and `retrieval.rerank`; unset = no reranker (404)', '(unset)'),
@@ -372,6 +413,8 @@ export class AppConfig {
   readonly queueTimeoutMs: number;
   readonly apiKeys: readonly string[];
   readonly authDisabled: boolean;
+  /** Scopes of a request without a key when AUTH_DISABLED=true (default `generate`). */
+  readonly authDisabledScopes: readonly string[];
   readonly dataDir: string;
   /** PostgreSQL connection string; undefined = the SQLite file `DATA_DIR/keys.db`. */
   readonly databaseUrl: string | undefined;
@@ -411,8 +454,8 @@ export class AppConfig {
   readonly healthCheckTimeoutMs: number;
   readonly gpuMetricsIntervalMs: number;
   readonly drainTimeoutMs: number;
-  /** INSTANCE_ID: this replica's name in `X-Replica` (default: the host name, the pod or container name). */
-  readonly instanceId: string;
+  /** INSTANCE_ID: this replica's name in `X-Replica`; unset = no X-Replica header. */
+  readonly instanceId: string | undefined;
   readonly otlpEndpoint: string | undefined;
   readonly otelServiceName: string;
   readonly cacheEnabled: boolean;
@@ -420,6 +463,8 @@ export class AppConfig {
   readonly cacheMaxEntries: number;
   readonly cacheSampled: boolean;
   readonly cacheNamespace: string;
+  /** `key` (default): cached answers are shared only by requests of one API key; `global`: by every key. */
+  readonly cacheScope: 'key' | 'global';
   readonly cacheTimeoutMs: number;
   readonly semanticCacheEnabled: boolean;
   readonly semanticCacheThreshold: number;
@@ -434,6 +479,10 @@ export class AppConfig {
   readonly retrievalChunkOverlap: number;
   /** Largest document upload in bytes (default 1 MiB). */
   readonly retrievalUploadLimit: number;
+  /** Uploads in progress per key (default 1; 0 = unlimited). */
+  readonly retrievalUploadConcurrency: number;
+  /** Limits of a response_format JSON schema (400 `schema_too_complex` beyond). */
+  readonly schemaLimits: { readonly maxBytes: number; readonly maxEnumValues: number; readonly maxDepth: number; readonly maxProperties: number };
   /** How long stored responses are kept, in seconds (default 30 days). */
   readonly responsesRetentionSeconds: number;
   /** Resolved path of the reranking model; undefined = no reranker. */
@@ -458,6 +507,7 @@ export class AppConfig {
     this.queueTimeoutMs = p.QUEUE_TIMEOUT_MS as number;
     this.apiKeys = p.API_KEYS;
     this.authDisabled = p.AUTH_DISABLED;
+    this.authDisabledScopes = p.AUTH_DISABLED_SCOPES;
     this.dataDir = resolve(p.DATA_DIR);
     this.databaseUrl = p.DATABASE_URL;
     this.databaseSchema = p.DATABASE_SCHEMA;
@@ -500,6 +550,7 @@ export class AppConfig {
     this.cacheMaxEntries = p.CACHE_MAX_ENTRIES as number;
     this.cacheSampled = p.CACHE_SAMPLED;
     this.cacheNamespace = p.CACHE_NAMESPACE;
+    this.cacheScope = p.CACHE_SCOPE;
     this.cacheTimeoutMs = p.CACHE_TIMEOUT_MS as number;
     this.semanticCacheEnabled = p.SEMANTIC_CACHE_ENABLED;
     this.semanticCacheThreshold = p.SEMANTIC_CACHE_THRESHOLD;
@@ -514,6 +565,13 @@ export class AppConfig {
       throw new ConfigError('RETRIEVAL_CHUNK_OVERLAP', `must be below RETRIEVAL_CHUNK_TOKENS (${this.retrievalChunkTokens})`, String(this.retrievalChunkOverlap));
     }
     this.retrievalUploadLimit = p.RETRIEVAL_UPLOAD_LIMIT;
+    this.retrievalUploadConcurrency = p.RETRIEVAL_UPLOAD_CONCURRENCY as number;
+    this.schemaLimits = {
+      maxBytes: p.SCHEMA_MAX_BYTES,
+      maxEnumValues: p.SCHEMA_MAX_ENUM_VALUES as number,
+      maxDepth: p.SCHEMA_MAX_DEPTH as number,
+      maxProperties: p.SCHEMA_MAX_PROPERTIES as number,
+    };
     this.responsesRetentionSeconds = p.RESPONSES_RETENTION_SECONDS as number;
     this.rerankModelPath = p.RERANK_MODEL_PATH ? resolve(p.RERANK_MODEL_PATH) : undefined;
   }

@@ -2,6 +2,7 @@ import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@n
 import type { Request, Response } from 'express';
 import { ApiError, ErrorEnvelope, ErrorType } from './api-error';
 import { CommonErrorCode, CommonException } from './common.exception';
+import { redactSecrets, redactUrl } from '../http/url.redaction';
 
 /** body-parser marks its errors with a `type`; these are the ones a client can cause. */
 const BODY_PARSER_ERRORS: Record<string, () => CommonException> = {
@@ -28,6 +29,15 @@ const TYPE_BY_STATUS: Record<number, ErrorType> = {
   429: ErrorType.RateLimit,
   503: ErrorType.Unavailable,
 };
+
+/**
+ * A zlib or brotli failure while body-parser inflated a `Content-Encoding: gzip|deflate|br` body:
+ * the client sent a corrupt or truncated stream (body-parser passes these on untyped).
+ */
+function isDecompressionError(exception: unknown): boolean {
+  const code = (exception as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^(Z_[A-Z_]+|ERR__ERROR_[A-Z0-9_]+|ERR_BROTLI_[A-Z_]+)$/.test(code);
+}
 
 export interface RenderedError {
   status: number;
@@ -64,13 +74,24 @@ export function translateError(exception: unknown): unknown {
  */
 export function renderError(exception: unknown): RenderedError {
   if (exception instanceof ApiError) {
-    return { status: exception.status, headers: exception.headers, body: exception.toEnvelope() };
+    const body = exception.toEnvelope();
+    // Messages may quote client input (a model name, a collection name): never echo a key.
+    body.error.message = redactSecrets(body.error.message);
+    return { status: exception.status, headers: exception.headers, body };
   }
   const translated = translateError(exception);
   if (translated !== exception) return renderError(translated);
   const parserType = (exception as { type?: unknown } | null)?.type;
   if (typeof parserType === 'string' && BODY_PARSER_ERRORS[parserType]) {
     return renderError(BODY_PARSER_ERRORS[parserType]());
+  }
+  if (isDecompressionError(exception)) {
+    return renderError(
+      new CommonException(
+        CommonErrorCode.InvalidBodyEncoding,
+        'Request body could not be decompressed: it does not match its Content-Encoding (gzip, deflate or br)',
+      ),
+    );
   }
   if (exception instanceof HttpException) {
     const status = exception.getStatus();
@@ -81,7 +102,7 @@ export function renderError(exception: unknown): RenderedError {
       return renderError(new CommonException(CommonErrorCode.PayloadTooLarge, 'Request body exceeds the size limit'));
     }
     const type = TYPE_BY_STATUS[status] ?? (status >= 500 ? ErrorType.Server : ErrorType.InvalidRequest);
-    const message = status >= 500 ? 'Internal server error' : exception.message;
+    const message = status >= 500 ? 'Internal server error' : redactSecrets(exception.message);
     return { status, headers: {}, body: { error: { message, type, code: `http_${status}` } } };
   }
   return renderError(new CommonException(CommonErrorCode.Internal, 'Internal server error'));
@@ -144,8 +165,8 @@ export class AllExceptionsFilter implements ExceptionFilter {
     const unexpected = rendered.status >= 500 && (!(exception instanceof ApiError) || rendered.status === 500);
     if (unexpected) {
       this.#logger.error(
-        { err: exception, requestId, route: req?.originalUrl },
-        `Unhandled error on ${req?.method} ${req?.originalUrl}`,
+        { err: exception, requestId, route: req?.originalUrl && redactUrl(req.originalUrl) },
+        `Unhandled error on ${req?.method} ${req?.originalUrl && redactUrl(req.originalUrl)}`,
       );
       if (requestId) rendered.body.error.message = `Internal server error (request id ${requestId})`;
     }

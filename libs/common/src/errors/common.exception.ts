@@ -5,6 +5,7 @@ export enum CommonErrorCode {
   /** A field (or value) that would change the output and is not implemented. */
   UnsupportedParameter = 'unsupported_parameter',
   MalformedJson = 'malformed_json',
+  InvalidBodyEncoding = 'invalid_body_encoding',
   NestingTooDeep = 'json_too_deep',
   InputTooLong = 'input_too_long',
   InputRejected = 'input_rejected',
@@ -21,6 +22,7 @@ const MAPPING: Record<CommonErrorCode, ErrorMapping> = {
   [CommonErrorCode.ValidationFailed]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.UnsupportedParameter]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.MalformedJson]: { status: 400, type: ErrorType.InvalidRequest },
+  [CommonErrorCode.InvalidBodyEncoding]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.NestingTooDeep]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.InputTooLong]: { status: 400, type: ErrorType.InvalidRequest },
   [CommonErrorCode.InputRejected]: { status: 400, type: ErrorType.InvalidRequest },

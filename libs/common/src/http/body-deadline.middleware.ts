@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { sendError } from '../errors/all-exceptions.filter';
 import { CommonErrorCode, CommonException } from '../errors/common.exception';
+import { sendEarlyRejection } from './json-only.middleware';
 
 /**
  * Bounds the time a client may take to send a request body, once its headers arrived. Without it a
@@ -17,7 +17,7 @@ export function bodyDeadline(ms: number): RequestHandler {
       if (!res.headersSent) {
         res.setHeader('Connection', 'close');
         res.once('finish', () => req.socket.destroy());
-        sendError(req, res, new CommonException(CommonErrorCode.RequestTimeout, `The request body did not arrive within ${ms} ms`));
+        sendEarlyRejection(req, res, new CommonException(CommonErrorCode.RequestTimeout, `The request body did not arrive within ${ms} ms`));
       } else {
         req.socket.destroy();
       }

@@ -1,12 +1,12 @@
 import 'reflect-metadata';
 import { ValidationPipe } from '@nestjs/common';
 import { Type } from 'class-transformer';
-import { IsInt, IsObject, IsOptional, IsString, Max, ValidateNested } from 'class-validator';
+import { IsInt, IsObject, IsOptional, IsString, Max, MaxLength, Min, ValidateNested } from 'class-validator';
 import express from 'express';
 import request from 'supertest';
 import { CommonException } from '../errors/common.exception';
 import { jsonBody } from './json-body.middleware';
-import { createValidationPipe } from './validation.pipe';
+import { createValidationPipe, FreeFormFields } from './validation.pipe';
 
 class InnerDto {
   @IsString()
@@ -109,5 +109,88 @@ describe('createValidationPipe (remembering validated bodies)', () => {
     expect(dto).toBeInstanceOf(OuterDto);
     expect(dto.n).toBe(2);
     await expect(pipe.transform({ prompt: 5 }, { type: 'body', metatype: OuterDto, data: undefined })).rejects.toBeInstanceOf(CommonException);
+  });
+});
+
+describe('validation messages (issue 17)', () => {
+  class LimitsDto {
+    @IsOptional()
+    @IsInt()
+    @Min(1)
+    @Max(2048)
+    max_tokens?: number;
+
+    @IsOptional()
+    @IsString()
+    @MaxLength(3)
+    model?: string;
+  }
+
+  const messages = async (body: object): Promise<{ field: string; message: string }[]> => {
+    try {
+      await createValidationPipe().transform(body, { type: 'body', metatype: LimitsDto, data: undefined });
+      return [];
+    } catch (err) {
+      return (err as CommonException).toEnvelope().error.details ?? [];
+    }
+  };
+
+  it('a value of the wrong type is reported as such, not by a bound it cannot be compared with', async () => {
+    expect(await messages({ max_tokens: '5' })).toEqual([{ field: 'max_tokens', message: 'max_tokens must be an integer number' }]);
+    expect(await messages({ model: 5 })).toEqual([{ field: 'model', message: 'model must be a string' }]);
+  });
+
+  it('a value of the right type reports the first bound it breaks, once', async () => {
+    expect(await messages({ max_tokens: 4096 })).toEqual([{ field: 'max_tokens', message: 'max_tokens must not be greater than 2048' }]);
+    expect(await messages({ max_tokens: 0 })).toEqual([{ field: 'max_tokens', message: 'max_tokens must not be less than 1' }]);
+    expect(await messages({ max_tokens: 1.5 })).toEqual([{ field: 'max_tokens', message: 'max_tokens must be an integer number' }]);
+  });
+});
+
+describe('FreeFormFields', () => {
+  class FnDto {
+    @IsString()
+    name!: string;
+
+    @IsOptional()
+    @IsObject()
+    parameters?: Record<string, unknown>;
+  }
+
+  class ToolDto {
+    @ValidateNested()
+    @Type(() => FnDto)
+    function!: FnDto;
+  }
+
+  @FreeFormFields('schema', 'tools.*.function.parameters')
+  class BodyDto {
+    @IsObject()
+    schema!: Record<string, unknown>;
+
+    @IsOptional()
+    @ValidateNested({ each: true })
+    @Type(() => ToolDto)
+    tools?: ToolDto[];
+  }
+
+  it('hands free-form objects over as parsed (not copied), still validated as objects, other fields as usual', async () => {
+    const schema = { type: 'object', properties: { a: { enum: Array.from({ length: 1000 }, (_, i) => `v${i}`) } }, __proto__: null };
+    const params = [{ type: 'object' }, { type: 'object', properties: { x: { type: 'string' } } }];
+    const body = { schema, tools: params.map((parameters, i) => ({ function: { name: `f${i}`, parameters, extra: 1 } })) };
+    const dto = (await createValidationPipe().transform(body, { type: 'body', metatype: BodyDto, data: undefined })) as BodyDto;
+    expect(dto).toBeInstanceOf(BodyDto);
+    expect(dto.schema).toBe(schema);
+    expect(dto.tools?.[0]).toBeInstanceOf(ToolDto);
+    expect(dto.tools?.map((t) => t.function.parameters)).toEqual(params);
+    expect(dto.tools?.[1].function.parameters).toBe(params[1]);
+    // Unknown fields around them are still stripped; the body keeps its objects too.
+    expect(dto.tools?.[0].function).not.toHaveProperty('extra');
+    expect(body.schema).toBe(schema);
+  });
+
+  it('a free-form field of the wrong type is refused as before', async () => {
+    await expect(createValidationPipe().transform({ schema: 'nope' }, { type: 'body', metatype: BodyDto, data: undefined })).rejects.toBeInstanceOf(CommonException);
+    await expect(createValidationPipe().transform({ schema: [1] }, { type: 'body', metatype: BodyDto, data: undefined })).rejects.toBeInstanceOf(CommonException);
   });
 });
