@@ -440,6 +440,7 @@ export class LlamaAdapter {
     const bindings = (this.#context as unknown as Internals)._llama._bindings;
     const nativeModel = (model as unknown as ModelInternals)._model;
     const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
+    const pristineStates = new WeakMap<NodeLlamaCpp.LlamaGrammar, NodeLlamaCpp.LlamaGrammarEvaluationState>();
     let engine: Engine | null = null;
     let engineNote: string;
     if (addon === null) {
@@ -473,8 +474,14 @@ export class LlamaAdapter {
     this.#runtime = new LlamaDecodeRuntime(
       nativeContext,
       () => new bindings.AddonSampler(nativeModel),
-      (grammar) =>
-        new lib.LlamaGrammarEvaluationState({ model, grammar: grammar as NodeLlamaCpp.LlamaGrammar }) as unknown as { _state: unknown },
+      (grammar) => {
+        // Creating an evaluation state parses the grammar text again (ms for a large schema);
+        // cloning a pristine one per grammar copies the parsed rules instead.
+        const key = grammar as NodeLlamaCpp.LlamaGrammar;
+        let pristine = pristineStates.get(key);
+        if (!pristine) pristineStates.set(key, (pristine = new lib.LlamaGrammarEvaluationState({ model, grammar: key })));
+        return pristine.clone() as unknown as { _state: unknown };
+      },
       this.config.parallelSlots,
       this.config.batchSize,
       this.#context.contextSize,
