@@ -150,11 +150,11 @@ export interface DecodeRuntime {
   /** Prepares the slot's sampler for a new job (sampling settings, penalty history). */
   configure(slot: number, sampling: SamplingParams, prompt: readonly number[]): void;
   /**
-   * Evaluates all items in one call; items arrive sorted by slot. Resolves with the milliseconds
-   * the engine itself computed (llama_decode), when it can tell, so that the scheduler can
-   * report the per-step host overhead (everything else in a step).
+   * Evaluates all items in one call; items arrive sorted by slot. Resolves with what the engine
+   * can tell about the call (its own compute time, the threads it used), so that the scheduler
+   * can report the per-step host overhead (everything else in a step).
    */
-  decode(items: readonly BatchItem[]): Promise<number | void>;
+  decode(items: readonly BatchItem[]): Promise<DecodeReport | void>;
   /** Samples the next token of each slot from its last item's logits (same order as `slots`). */
   sample(slots: readonly number[]): Promise<number[]>;
   /**
@@ -182,6 +182,14 @@ export interface SubmitOptions {
   deadline?: number;
 }
 
+/** What a runtime knows about one decode call. */
+export interface DecodeReport {
+  /** Milliseconds the engine itself computed (llama_decode). */
+  readonly computeMs: number;
+  /** CPU threads the call ran on. */
+  readonly threads?: number;
+}
+
 /** One step of the loop as the observer sees it. */
 export interface StepStats {
   /** Tokens evaluated by the decode call. */
@@ -192,6 +200,8 @@ export interface StepStats {
   readonly ms: number;
   /** Time the engine computed inside the call, when the runtime reports it, ms. */
   readonly computeMs?: number;
+  /** CPU threads the call ran on, when the runtime reports it. */
+  readonly threads?: number;
   /**
    * Everything in the step that is not engine compute, when this step followed the previous one
    * without a pause (queue empty, prefix copy): sampling, the loop's own work, dispatch and

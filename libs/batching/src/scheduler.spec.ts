@@ -1,5 +1,5 @@
 import { BatchingErrorCode, BatchingException } from './batching.exception';
-import { BatchItem, DecodeRuntime, GenerationJob, SamplingParams, SLOT_TRANSITIONS, SlotState, StepStats, TokenEvent } from './batching.types';
+import { BatchItem, DecodeReport, DecodeRuntime, GenerationJob, SamplingParams, SLOT_TRANSITIONS, SlotState, StepStats, TokenEvent } from './batching.types';
 import { RequestOutcome, Scheduler } from './scheduler';
 
 const EOG = 2;
@@ -39,7 +39,7 @@ class FakeRuntime implements DecodeRuntime {
     this.seeds[slot] = sampling.seed ?? 0;
   }
 
-  async decode(items: readonly BatchItem[]): Promise<number | void> {
+  async decode(items: readonly BatchItem[]): Promise<DecodeReport | void> {
     if (this.manual) await new Promise<void>((r) => this.#gate.push(r));
     else if (this.slow) await new Promise((r) => setImmediate(r));
     else await Promise.resolve();
@@ -434,16 +434,16 @@ describe('Scheduler observer', () => {
 
   it('reports engine compute and host overhead per step when the runtime times its decode calls', async () => {
     class TimedRuntime extends FakeRuntime {
-      override async decode(items: readonly BatchItem[]): Promise<number> {
+      override async decode(items: readonly BatchItem[]): Promise<DecodeReport> {
         await super.decode(items);
-        return 0.5;
+        return { computeMs: 0.5, threads: 2 };
       }
     }
     const steps: StepStats[] = [];
     const s = new Scheduler(new TimedRuntime(2), { coalesceMs: 0 }, { onStep: (st) => steps.push(st) });
     await Promise.all([collect(s.submit(job(6, prompt(5, 1)))), collect(s.submit(job(6, prompt(5, 200))))]);
     expect(steps.length).toBeGreaterThanOrEqual(6);
-    expect(steps.every((st) => st.computeMs === 0.5)).toBe(true);
+    expect(steps.every((st) => st.computeMs === 0.5 && st.threads === 2)).toBe(true);
     // The first step follows no other: no host figure; back-to-back steps get one.
     expect(steps[0].hostMs).toBeUndefined();
     expect(steps.slice(1).every((st) => typeof st.hostMs === 'number' && st.hostMs >= 0)).toBe(true);

@@ -3,6 +3,7 @@ import { AsyncChannel } from './async.channel';
 import { BatchingErrorCode, BatchingException } from './batching.exception';
 import {
   BatchItem,
+  DecodeReport,
   DecodeRuntime,
   FinishReason,
   GenerationJob,
@@ -338,9 +339,9 @@ export class Scheduler {
         continue;
       }
       const started = performance.now();
-      let computeMs: number | void;
+      let report: DecodeReport | void;
       try {
-        computeMs = await this.#runtime.decode(items);
+        report = await this.#runtime.decode(items);
       } catch (err) {
         this.#failItems(items, err);
         previousDone = null;
@@ -349,12 +350,13 @@ export class Scheduler {
       const done = performance.now();
       let tokens = 0;
       for (const item of items) tokens += item.tokens.length;
-      const compute = typeof computeMs === 'number' ? computeMs : undefined;
+      const compute = report ? report.computeMs : undefined;
       this.#emit('onStep', {
         tokens,
         sequences: items.length,
         ms: done - started,
         computeMs: compute,
+        threads: report ? report.threads : undefined,
         hostMs: compute !== undefined && previousDone !== null ? Math.max(0, done - previousDone - compute) : undefined,
       });
       previousDone = done;

@@ -4,7 +4,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig, LruMap } from '@app/common';
-import { BatchItem, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/batching';
+import { BatchItem, DecodeReport, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
 import { AdaptiveThreadPolicy } from './engine/thread.policy';
 import { probeGpu } from './gpu.probe';
@@ -170,7 +170,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     this.#samplers[slot].applyConfig(config);
   }
 
-  async decode(items: readonly BatchItem[]): Promise<number | void> {
+  async decode(items: readonly BatchItem[]): Promise<DecodeReport | void> {
     const engine = this.engine;
     if (engine) return this.#step(engine, items);
     let total = 0;
@@ -189,7 +189,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
    * written into one typed array, every slot that wants logits is sampled on the worker thread
    * right after the decode, and sample() then just hands those tokens out.
    */
-  async #step(engine: Engine, items: readonly BatchItem[]): Promise<number> {
+  async #step(engine: Engine, items: readonly BatchItem[]): Promise<DecodeReport> {
     let length = 0;
     let total = 0;
     let sampling = 0;
@@ -240,7 +240,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       }
       k++;
     }
-    return ms;
+    return { computeMs: ms, threads };
   }
 
   sample(slots: readonly number[]): Promise<number[]> {

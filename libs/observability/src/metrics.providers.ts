@@ -17,6 +17,7 @@ export const METRIC = {
   batchTokens: 'llm_batch_tokens',
   batchHostOverhead: 'llm_batch_host_overhead_seconds',
   batchCompute: 'llm_batch_compute_seconds',
+  batchThreads: 'llm_batch_threads',
   queueWait: 'llm_queue_wait_seconds',
   promptTokens: 'llm_prompt_tokens_total',
   promptTokensCached: 'llm_prompt_tokens_cached_total',
@@ -91,6 +92,11 @@ export const METRIC_PROVIDERS = [
     name: METRIC.batchCompute,
     help: 'Time the engine computed inside one decode call (llama_decode), in seconds; needs the engine addon',
     buckets: INTER_TOKEN_BUCKETS,
+  }),
+  makeHistogramProvider({
+    name: METRIC.batchThreads,
+    help: 'CPU threads one decode call ran on (chosen per step by measured compute unless THREADS is set); needs the engine addon',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
   }),
   makeHistogramProvider({
     name: METRIC.batchHostOverhead,

@@ -25,6 +25,7 @@ export interface StepView {
   readonly ms: number;
   readonly computeMs?: number;
   readonly hostMs?: number;
+  readonly threads?: number;
 }
 
 /** How a generation ended (structurally the batching library's RequestOutcome). */
@@ -76,6 +77,7 @@ export class SchedulerTelemetry {
     @InjectMetric(METRIC.batchTokens) private readonly batchTokens: Histogram,
     @InjectMetric(METRIC.batchCompute) private readonly batchCompute: Histogram,
     @InjectMetric(METRIC.batchHostOverhead) private readonly batchHost: Histogram,
+    @InjectMetric(METRIC.batchThreads) private readonly batchThreads: Histogram,
     @InjectMetric(METRIC.tokensGenerated) private readonly tokensGenerated: Counter<'model'>,
     @InjectMetric(METRIC.promptTokens) private readonly promptTokens: Counter<'model'>,
     @InjectMetric(METRIC.promptTokensCached) private readonly promptTokensCached: Counter<'model'>,
@@ -123,6 +125,7 @@ export class SchedulerTelemetry {
     this.batchTokens.observe(step.tokens);
     if (step.computeMs !== undefined) this.batchCompute.observe(step.computeMs / 1000);
     if (step.hostMs !== undefined) this.batchHost.observe(step.hostMs / 1000);
+    if (step.threads !== undefined) this.batchThreads.observe(step.threads);
   }
 
   onRejected(code: string): void {

@@ -47,6 +47,18 @@ describe('AdaptiveThreadPolicy', () => {
     expect(share(after.slice(500), 2)).toBeGreaterThan(0.95);
   });
 
+  it('exploring a much slower count costs little time: the slower it is, the rarer it is tried', () => {
+    const policy = new AdaptiveThreadPolicy(2);
+    // 2 threads 30x slower than 1 (another busy process on a 2-core machine).
+    const machine = (t: number): number => (t === 2 ? 300 : 10);
+    drive(policy, 100, machine);
+    const chosen = drive(policy, 5000, machine);
+    const time = chosen.reduce((sum, t) => sum + machine(t), 0);
+    const ideal = chosen.length * machine(1);
+    expect(time / ideal).toBeLessThan(1.06);
+    expect(share(chosen, 2)).toBeGreaterThan(0); // still tried now and then
+  });
+
   it('keeps separate estimates per kind of step (one sequence, many, prompt chunks)', () => {
     const policy = new AdaptiveThreadPolicy(2);
     // One sequence: 1 thread is faster here; 8 sequences and prompts: 2 threads are.

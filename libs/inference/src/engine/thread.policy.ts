@@ -1,8 +1,9 @@
 /** Options of {@link AdaptiveThreadPolicy}. */
 export interface ThreadPolicyOptions {
   /**
-   * One step in this many runs on a thread count that is not the best known for its kind of
-   * step, so that the estimates follow the machine (other processes, Node's own load). Default 24.
+   * A candidate that is not the best known for its kind of step is tried again after this many
+   * steps times how much slower it measured (so exploring costs about 1/exploreEvery of the
+   * time), so that the estimates follow the machine (other processes, Node's own load). Default 32.
    */
   readonly exploreEvery?: number;
   /** Weight of a new measurement in the running estimates (0..1). Default 0.2. */
@@ -38,13 +39,15 @@ interface Estimate {
  * on an idle machine, and many times slower than 1 as soon as another busy process (or Node's
  * own work on many streams) takes a core, because ggml's threads wait for each other at every
  * barrier. Which count wins depends on the moment, so the policy keeps a running estimate of
- * compute time per token for each candidate and kind of step, uses the best, and spends one step
- * in `exploreEvery` on another candidate to notice when the machine changes. Pure bookkeeping:
+ * compute time per token for each candidate and kind of step, uses the best, and now and then
+ * tries another (the slower it measured, the rarer) to notice when the machine changes. Pure bookkeeping:
  * the caller measures and applies.
  */
 export class AdaptiveThreadPolicy {
   readonly #candidates: readonly number[];
   readonly #estimates = new Map<string, Map<number, Estimate>>();
+  /** Per kind of step: when (in steps) each candidate was last explored. */
+  readonly #explorations = new Map<string, { explored: Map<number, number> }>();
   readonly #exploreEvery: number;
   readonly #alpha: number;
   readonly #warmup: number;
@@ -55,7 +58,7 @@ export class AdaptiveThreadPolicy {
     options: ThreadPolicyOptions = {},
   ) {
     this.#candidates = threadCandidates(maxThreads);
-    this.#exploreEvery = Math.max(2, options.exploreEvery ?? 24);
+    this.#exploreEvery = Math.max(2, options.exploreEvery ?? 32);
     this.#alpha = Math.min(1, Math.max(0.01, options.alpha ?? 0.2));
     this.#warmup = Math.max(1, options.warmup ?? 3);
   }
@@ -64,19 +67,29 @@ export class AdaptiveThreadPolicy {
   choose(sequences: number, tokens: number): number {
     if (this.#candidates.length === 1) return this.#candidates[0];
     this.#steps++;
-    const table = this.#table(stepKind(sequences, tokens));
+    const kind = stepKind(sequences, tokens);
+    const table = this.#table(kind);
     // Until each candidate has a few measurements, take them in turn (best guess first).
     for (const threads of this.#candidates) {
       if ((table.get(threads)?.samples ?? 0) < this.#warmup) return threads;
     }
     const best = this.#best(table);
-    // A clear winner is checked less often: exploring a candidate twice as slow costs a step.
-    const others = this.#candidates.filter((t) => t !== best);
-    const runnerUp = Math.min(...others.map((t) => table.get(t)?.msPerToken ?? Infinity));
-    const clear = runnerUp >= 1.5 * (table.get(best)?.msPerToken ?? Infinity);
-    if (this.#steps % (clear ? 4 * this.#exploreEvery : this.#exploreEvery) !== 0) return best;
-    // The other candidates in turn.
-    return others[Math.floor(this.#steps / this.#exploreEvery) % others.length];
+    const bestMs = table.get(best)?.msPerToken ?? Infinity;
+    // Exploring a candidate k times slower than the best costs k steps' time, so it is explored
+    // k times less often: exploration never takes more than about 1/exploreEvery of the time,
+    // however bad the alternative is right now (2 threads on a 2-core machine with another busy
+    // process can be 30x slower than 1).
+    const state = this.#kind(kind);
+    for (const threads of this.#candidates) {
+      if (threads === best) continue;
+      const ratio = Math.max(1, (table.get(threads)?.msPerToken ?? Infinity) / bestMs);
+      const since = this.#steps - (state.explored.get(threads) ?? 0);
+      if (Number.isFinite(ratio) && since >= this.#exploreEvery * ratio) {
+        state.explored.set(threads, this.#steps);
+        return threads;
+      }
+    }
+    return best;
   }
 
   /** Reports how long a step with `threads` took to compute (ms). */
@@ -103,6 +116,12 @@ export class AdaptiveThreadPolicy {
       out[kind] = Object.fromEntries([...table].map(([t, e]) => [t, e.msPerToken]));
     }
     return out;
+  }
+
+  #kind(kind: string): { explored: Map<number, number> } {
+    let state = this.#explorations.get(kind);
+    if (!state) this.#explorations.set(kind, (state = { explored: new Map() }));
+    return state;
   }
 
   #table(kind: string): Map<number, Estimate> {
