@@ -7,6 +7,11 @@ const COMMANDS: { path: string[]; json: boolean; bad?: true }[] = [
   { path: ['model'], json: false },
   { path: ['model', 'info'], json: true },
   { path: ['model', 'synth'], json: true, bad: true },
+  { path: ['model', 'list'], json: true, bad: true },
+  { path: ['model', 'load'], json: true },
+  { path: ['model', 'unload'], json: true },
+  { path: ['model', 'pull'], json: true, bad: true },
+  { path: ['model', 'rm'], json: true },
   { path: ['keys'], json: false },
   { path: ['keys', 'create'], json: true },
   { path: ['keys', 'list'], json: true, bad: true },
@@ -23,6 +28,8 @@ const COMMANDS: { path: string[]; json: boolean; bad?: true }[] = [
   { path: ['bench', 'serve'], json: true, bad: true },
   { path: ['bench', 'interference'], json: true },
   { path: ['bench', 'cache'], json: true, bad: true },
+  { path: ['bench', 'kv'], json: true },
+  { path: ['bench', 'multi'], json: true },
 ];
 
 /** A few at a time: each run boots Nest (about a second of CPU). */

@@ -82,7 +82,7 @@ describe('request logs and traces (compiled server, tracing on)', () => {
     await receiver.stop();
   });
 
-  it('a request id round-trips into one JSON log line with route, status, latency, tokens, key id and trace id', async () => {
+  it('a request id round-trips into one JSON log line with route, status, latency, model, tokens, key id and trace id', async () => {
     const res = await generate(server, 'req-logs-0001', { prompt: 'Once upon a time', max_tokens: 10, temperature: 0 });
     expect(res.status).toBe(200);
     expect(res.headers.get('x-request-id')).toBe('req-logs-0001');
@@ -93,6 +93,7 @@ describe('request logs and traces (compiled server, tracing on)', () => {
       msg: 'request completed',
       route: '/v1/generate',
       status: 200,
+      model: 'stories260K',
       tokens: { prompt: usage.prompt_tokens, cached: 0, completion: usage.completion_tokens },
       finish_reason: 'length',
       key_id: expect.stringMatching(/^(key_|static:)[0-9a-f]{12,16}$/),

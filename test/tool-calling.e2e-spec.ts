@@ -41,7 +41,7 @@ const checkWeather = (args: string): void => {
 function promptText(t: TestApp, messages: Parameters<InferenceService['prepareChat']>[0]): string {
   const inference = t.app.get(InferenceService);
   const tokens = inference.prepareChat(messages, 1).tokens;
-  return (inference as unknown as { adapter: { detokenize(t: number[], c: number[], s: boolean): string } }).adapter.detokenize(tokens, [], true);
+  return inference.detokenize(tokens, { special: true });
 }
 
 /**

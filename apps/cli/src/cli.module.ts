@@ -5,6 +5,8 @@ import { UsageLedgerModule } from '@app/usage';
 import { BenchCommand } from './bench/bench.command';
 import { CacheBenchCommand } from './bench/cache-bench.command';
 import { InterferenceBenchCommand } from './bench/interference-bench.command';
+import { KvBenchCommand } from './bench/kv-bench.command';
+import { MultiModelBenchCommand } from './bench/multi-model-bench.command';
 import { ModelSynthCommand } from './bench/model-synth.command';
 import { ServingBenchCommand } from './bench/serving-bench.command';
 import { CacheAdminClient } from './cache/cache-admin.client';
@@ -13,6 +15,8 @@ import { GpuBuildCommand, GpuCommand, GpuRestoreCommand, GpuStatusCommand } from
 import { HealthCommand } from './health.command';
 import { KeysCommand, KeysCreateCommand, KeysListCommand, KeysRevokeCommand, KeysRotateCommand, KeysUpdateCommand } from './keys.command';
 import { ModelCommand, ModelInfoCommand } from './model-info.command';
+import { ModelAdminClient } from './models/model-admin.client';
+import { ModelListCommand, ModelLoadCommand, ModelPullCommand, ModelRmCommand, ModelUnloadCommand } from './models/model.command';
 import { UsageCommand } from './usage.command';
 import { RetrievalClient } from './retrieval/retrieval.client';
 import {
@@ -32,6 +36,12 @@ import {
     ModelCommand,
     ModelInfoCommand,
     ModelSynthCommand,
+    ModelAdminClient,
+    ModelListCommand,
+    ModelLoadCommand,
+    ModelUnloadCommand,
+    ModelPullCommand,
+    ModelRmCommand,
     KeysCommand,
     KeysCreateCommand,
     KeysUpdateCommand,
@@ -58,6 +68,8 @@ import {
     ServingBenchCommand,
     InterferenceBenchCommand,
     CacheBenchCommand,
+    KvBenchCommand,
+    MultiModelBenchCommand,
   ],
 })
 export class CliModule {}

@@ -5,6 +5,8 @@ import {
   AuthException,
   parseBudget,
   parseExpiry,
+  parseModelLimit,
+  parseModels,
   parseLimit,
   parsePriority,
   parseScopes,
@@ -27,6 +29,9 @@ interface SettingsOptions extends OutputOptions {
   scopes?: string;
   expires?: string;
   priority?: string;
+  models?: string;
+  modelRpm?: string;
+  modelTpm?: string;
 }
 
 interface CreateOptions extends SettingsOptions {
@@ -45,6 +50,9 @@ function settings(o: SettingsOptions): UpdateKeyOptions {
     scopes: o.scopes === undefined ? undefined : parseScopes(o.scopes),
     priority: o.priority === undefined ? undefined : parsePriority(o.priority),
     expiresAt: o.expires === undefined ? undefined : parseExpiry(o.expires),
+    models: o.models === undefined ? undefined : parseModels(o.models),
+    modelRpm: o.modelRpm === undefined ? undefined : parseModelLimit('model-rpm', o.modelRpm),
+    modelTpm: o.modelTpm === undefined ? undefined : parseModelLimit('model-tpm', o.modelTpm),
   };
 }
 
@@ -107,6 +115,21 @@ abstract class KeySettingsCommand extends KeysSubCommand {
   parsePriority(v: string): string {
     return v;
   }
+
+  @Option({ flags: '--models <list>', description: 'Comma list of the models (ids or aliases) the key may use; all (default) = every model' })
+  parseModels(v: string): string {
+    return v;
+  }
+
+  @Option({ flags: '--model-rpm <model=n,...>', description: 'Requests per window on given models, besides --rpm; 0 removes a model\'s limit' })
+  parseModelRpm(v: string): string {
+    return v;
+  }
+
+  @Option({ flags: '--model-tpm <model=n,...>', description: 'Prompt + completion tokens per window on given models, besides --tpm; 0 removes a model\'s limit' })
+  parseModelTpm(v: string): string {
+    return v;
+  }
 }
 
 @SubCommand({ name: 'create', description: 'Create an API key and print it (the only time it is shown)' })
@@ -138,7 +161,7 @@ export class KeysCreateCommand extends KeySettingsCommand {
 @SubCommand({
   name: 'update',
   arguments: '<id-or-name>',
-  description: 'Change a key\'s limits, budgets, scopes, priority or expiry (running servers see it within KEY_CACHE_TTL_MS)',
+  description: 'Change a key\'s limits, budgets, scopes, models, priority or expiry (running servers see it within KEY_CACHE_TTL_MS)',
 })
 export class KeysUpdateCommand extends KeySettingsCommand {
   constructor(private readonly keys: ApiKeysService) {
@@ -148,7 +171,10 @@ export class KeysUpdateCommand extends KeySettingsCommand {
   async run(args: string[], o: SettingsOptions): Promise<void> {
     const changes = settings(o);
     if (Object.values(changes).every((v) => v === undefined)) {
-      throw new AuthException(AuthErrorCode.InvalidKeyOptions, 'keys update needs at least one of --rpm --tpm --concurrency --budget-day --budget-month --scopes --priority --expires');
+      throw new AuthException(
+        AuthErrorCode.InvalidKeyOptions,
+        'keys update needs at least one of --rpm --tpm --concurrency --budget-day --budget-month --scopes --priority --expires --models --model-rpm --model-tpm',
+      );
     }
     const record = await this.keys.update(oneRef(args, 'update'), changes);
     if (o.json) json(keyJson(record));

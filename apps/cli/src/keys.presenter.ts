@@ -18,6 +18,8 @@ export function formatKey(k: ApiKeyRecord): string {
     ['concurrency', limit(k.limits.concurrency)],
     ['budget/day', budget(k.budget.day)],
     ['budget/month', budget(k.budget.month)],
+    ['models', k.models ? k.models.join(',') : 'all'],
+    ...Object.entries(k.modelLimits).map(([model, l]): [string, string] => [`  ${model}`, `rpm ${limit(l.rpm)}, tpm ${limit(l.tpm)}`]),
     ['priority', k.priority],
     ['created', when(k.createdAt)],
     ['last used', when(k.lastUsedAt, 'never')],
@@ -37,13 +39,14 @@ export function formatIssued(verb: 'Created' | 'Rotated', issued: IssuedKey): st
 
 export function formatTable(keys: readonly ApiKeyRecord[]): string {
   if (keys.length === 0) return 'No API keys. Create one with: npm run cli -- keys create --name <name>\n';
-  const header = ['ID', 'NAME', 'KEY', 'STATUS', 'SCOPES', 'RPM', 'TPM', 'CONC', 'BUDGET/DAY', 'BUDGET/MONTH', 'PRIORITY', 'CREATED', 'LAST USED', 'EXPIRES'];
+  const header = ['ID', 'NAME', 'KEY', 'STATUS', 'SCOPES', 'MODELS', 'RPM', 'TPM', 'CONC', 'BUDGET/DAY', 'BUDGET/MONTH', 'PRIORITY', 'CREATED', 'LAST USED', 'EXPIRES'];
   const rows = keys.map((k) => [
     k.id,
     k.name,
     k.hint,
     keyStatus(k),
     k.scopes.join(','),
+    k.models ? k.models.join(',') : 'all',
     limit(k.limits.rpm),
     limit(k.limits.tpm),
     limit(k.limits.concurrency),

@@ -4,8 +4,9 @@ import { InferenceModule, InferenceService, ModelDescriptor } from '@app/inferen
 import { BaseCommand } from './base.command';
 import { ModelSynthCommand } from './bench/model-synth.command';
 import { ProgressBar } from './support/progress.bar';
+import { ModelListCommand, ModelLoadCommand, ModelPullCommand, ModelRmCommand, ModelUnloadCommand } from './models/model.command';
 
-@SubCommand({ name: 'info', description: 'Load the configured model (MODEL_PATH) and print its descriptor' })
+@SubCommand({ name: 'info', description: 'Load the default model (MODEL_PATH, or DEFAULT_MODEL of the registry) in this process and print its descriptor' })
 export class ModelInfoCommand extends BaseCommand {
   constructor(private readonly lazy: LazyModuleLoader) {
     super();
@@ -33,7 +34,11 @@ export class ModelInfoCommand extends BaseCommand {
   }
 }
 
-@Command({ name: 'model', description: 'Model commands', subCommands: [ModelInfoCommand, ModelSynthCommand] })
+@Command({
+  name: 'model',
+  description: 'Model commands: the registry of a running server (list, load, unload), downloads (pull, rm), info, synth',
+  subCommands: [ModelListCommand, ModelLoadCommand, ModelUnloadCommand, ModelPullCommand, ModelRmCommand, ModelInfoCommand, ModelSynthCommand],
+})
 export class ModelCommand extends BaseCommand {
   async run(): Promise<void> {
     this.command.help();
@@ -43,6 +48,7 @@ export class ModelCommand extends BaseCommand {
 export function formatDescriptor(d: ModelDescriptor): string {
   const rows: [string, string][] = [
     ['id', d.id],
+    ['kind', d.kind],
     ['path', d.path],
     ['size', `${(d.sizeBytes / 1e6).toFixed(2)} MB`],
     ['architecture', d.architecture],
@@ -56,6 +62,7 @@ export function formatDescriptor(d: ModelDescriptor): string {
     ['threads', String(d.threads)],
     ['engine', d.engine === 'addon' ? `engine addon (${d.engineNote.replace(/^engine addon: /, '')})` : `node-llama-cpp binding (${d.engineNote})`],
     ['batch size', String(d.batchSize)],
+    ['KV cache', `${d.kvCacheTypeK} / ${d.kvCacheTypeV}, flash attention ${d.flashAttention}`],
     ['backend', d.gpu ? `${d.gpu} (${d.gpuLayers}/${d.layers} layers offloaded)` : 'CPU'],
     ['chat template', d.chatTemplate],
     ['load time', `${d.loadMs} ms`],

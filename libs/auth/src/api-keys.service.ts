@@ -11,6 +11,7 @@ import {
   KEY_NAME_PATTERN,
   KeyChanges,
   keyHint,
+  ModelLimitMap,
   PRIORITY_CLASSES,
   PriorityClass,
   Scope,
@@ -33,6 +34,12 @@ export interface CreateKeyOptions {
   readonly priority?: PriorityClass;
   /** Default: never expires. */
   readonly expiresAt?: Date | null;
+  /** Models the key may use (ids or aliases); default (and null) every model. */
+  readonly models?: readonly string[] | null;
+  /** Requests per window on given models (0 removes a model's limit). */
+  readonly modelRpm?: Readonly<Record<string, number>>;
+  /** Prompt + completion tokens per window on given models (0 removes a model's limit). */
+  readonly modelTpm?: Readonly<Record<string, number>>;
 }
 
 /** Options of {@link ApiKeysService.update}: only the fields given change. */
@@ -104,6 +111,45 @@ export function parseLimit(name: string, text: string): number {
   return Number(t);
 }
 
+/** Model names as the registry accepts them (ids and aliases). */
+const MODEL_NAME = /^[A-Za-z0-9][\w.:@/+-]{0,127}$/;
+
+/** Parses `--models`: a comma list of model ids or aliases; `all` or `*` = every model (null). */
+export function parseModels(text: string): string[] | null {
+  const t = text.trim();
+  if (t === '*' || t.toLowerCase() === 'all') return null;
+  const models = [...new Set(t.split(',').map((m) => m.trim()).filter((m) => m.length > 0))];
+  if (models.length === 0 || models.some((m) => !MODEL_NAME.test(m))) {
+    throw invalid(`models must be a comma list of model ids or aliases, or "all" (got ${JSON.stringify(text)})`);
+  }
+  return models;
+}
+
+/** Parses `--model-rpm` / `--model-tpm`: `model=n` pairs separated by commas (0 = no limit on that model). */
+export function parseModelLimit(name: string, text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of text.split(',').map((p) => p.trim()).filter((p) => p.length > 0)) {
+    const at = part.lastIndexOf('=');
+    const model = at > 0 ? part.slice(0, at).trim() : '';
+    const value = at > 0 ? part.slice(at + 1).trim() : '';
+    if (!MODEL_NAME.test(model) || !/^\d{1,10}$/.test(value) || Number(value) > 2_147_483_647) {
+      throw invalid(`${name} must be model=number pairs separated by commas, e.g. chat=60,embed=600 (got ${JSON.stringify(text)})`);
+    }
+    out[model] = Number(value);
+  }
+  if (Object.keys(out).length === 0) throw invalid(`${name} needs at least one model=number pair (got ${JSON.stringify(text)})`);
+  return out;
+}
+
+/** Per-model limits after applying `--model-rpm` / `--model-tpm` to `current`; models left without limits are dropped. */
+function mergeModelLimits(current: ModelLimitMap, rpm: Readonly<Record<string, number>> = {}, tpm: Readonly<Record<string, number>> = {}): ModelLimitMap {
+  const out: Record<string, { rpm: number; tpm: number }> = {};
+  for (const [model, l] of Object.entries(current)) out[model] = { ...l };
+  for (const [model, n] of Object.entries(rpm)) out[model] = { rpm: n, tpm: out[model]?.tpm ?? 0 };
+  for (const [model, n] of Object.entries(tpm)) out[model] = { rpm: out[model]?.rpm ?? 0, tpm: n };
+  return Object.fromEntries(Object.entries(out).filter(([, l]) => l.rpm > 0 || l.tpm > 0));
+}
+
 /** Checks the options that are present (create passes all of them, update only the changed ones). */
 function validate(o: UpdateKeyOptions): void {
   for (const name of ['rpm', 'tpm', 'concurrency'] as const) {
@@ -116,6 +162,12 @@ function validate(o: UpdateKeyOptions): void {
   if (o.scopes !== undefined && (o.scopes.length === 0 || o.scopes.some((s) => !SCOPES.includes(s)))) throw invalid(`scopes must be among ${SCOPES.join(', ')}`);
   if (o.priority !== undefined && !(o.priority in PRIORITY_CLASSES)) throw invalid(`priority must be one of ${Object.keys(PRIORITY_CLASSES).join(', ')}`);
   if (o.expiresAt && o.expiresAt.getTime() <= Date.now()) throw invalid('expires must be in the future');
+  if (o.models && (o.models.length === 0 || o.models.some((m) => !MODEL_NAME.test(m)))) throw invalid('models must be model ids or aliases');
+  for (const [name, map] of [['model-rpm', o.modelRpm], ['model-tpm', o.modelTpm]] as const) {
+    for (const [model, n] of Object.entries(map ?? {})) {
+      if (!MODEL_NAME.test(model) || !Number.isInteger(n) || n < 0 || n > 2_147_483_647) throw invalid(`${name} for ${JSON.stringify(model)} must be a whole number >= 0 (got ${n})`);
+    }
+  }
 }
 
 /**
@@ -170,6 +222,8 @@ export class ApiKeysService implements OnApplicationShutdown {
       scopes: [...new Set(scopes)],
       limits,
       budget,
+      models: options.models ? [...new Set(options.models)] : null,
+      modelLimits: mergeModelLimits({}, options.modelRpm, options.modelTpm),
       priority,
       createdAt: new Date(),
       lastUsedAt: null,
@@ -205,7 +259,7 @@ export class ApiKeysService implements OnApplicationShutdown {
   }
 
   /**
-   * Changes an unrevoked key's limits, budgets, scopes, priority or expiry (servers see it
+   * Changes an unrevoked key's limits, budgets, scopes, models, per-model limits, priority or expiry (servers see it
    * within KEY_CACHE_TTL_MS). Fields not given stay as they are.
    */
   async update(ref: string, options: UpdateKeyOptions): Promise<ApiKeyRecord> {
@@ -218,6 +272,8 @@ export class ApiKeysService implements OnApplicationShutdown {
       budget: { day: options.budgetDay, month: options.budgetMonth },
       priority: options.priority,
       expiresAt: options.expiresAt,
+      models: options.models === undefined ? undefined : options.models ? [...new Set(options.models)] : null,
+      modelLimits: options.modelRpm || options.modelTpm ? mergeModelLimits(current.modelLimits, options.modelRpm, options.modelTpm) : undefined,
     };
     if (!(await this.repo.update(current.id, changes))) throw new AuthException(AuthErrorCode.KeyNotFound, `API key ${current.id} was revoked meanwhile`);
     this.#logger.log(`Updated API key ${current.id} "${current.name}"`);

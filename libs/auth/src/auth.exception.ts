@@ -6,6 +6,8 @@ export enum AuthErrorCode {
   RevokedKey = 'api_key_revoked',
   ExpiredKey = 'api_key_expired',
   InsufficientScope = 'insufficient_scope',
+  /** The key is limited to other models. */
+  ModelNotAllowed = 'model_not_allowed',
   KeyStoreUnavailable = 'key_store_unavailable',
   RequestsRateLimited = 'rate_limit_exceeded',
   TokensRateLimited = 'token_rate_limit_exceeded',
@@ -22,6 +24,7 @@ const MAPPING: Record<AuthErrorCode, ErrorMapping> = {
   [AuthErrorCode.RevokedKey]: { status: 401, type: ErrorType.Authentication },
   [AuthErrorCode.ExpiredKey]: { status: 401, type: ErrorType.Authentication },
   [AuthErrorCode.InsufficientScope]: { status: 403, type: ErrorType.Permission },
+  [AuthErrorCode.ModelNotAllowed]: { status: 403, type: ErrorType.Permission },
   [AuthErrorCode.KeyStoreUnavailable]: { status: 503, type: ErrorType.Unavailable },
   [AuthErrorCode.RequestsRateLimited]: { status: 429, type: ErrorType.RateLimit },
   [AuthErrorCode.TokensRateLimited]: { status: 429, type: ErrorType.RateLimit },

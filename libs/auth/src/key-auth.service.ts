@@ -18,7 +18,17 @@ interface CacheEntry {
 }
 
 export function principalOfRecord(record: ApiKeyRecord): Principal {
-  return { id: record.id, name: record.name, scopes: record.scopes, limits: record.limits, budget: record.budget, priority: record.priority, source: 'store' };
+  return {
+    id: record.id,
+    name: record.name,
+    scopes: record.scopes,
+    limits: record.limits,
+    budget: record.budget,
+    models: record.models,
+    modelLimits: record.modelLimits,
+    priority: record.priority,
+    source: 'store',
+  };
 }
 
 /**

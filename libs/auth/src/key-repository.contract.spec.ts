@@ -22,6 +22,8 @@ interface Backend {
   open(): Promise<KeyRepository>;
   /** Every stored cell as text, read behind the repository's back. */
   dump(): Promise<string>;
+  /** Runs SQL on the current store behind the repository's back; `%s.` is the schema prefix (none in SQLite). */
+  sql(statement: string): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -45,6 +47,14 @@ function sqliteBackend(): Backend {
         // The raw bytes too: the WAL and any free page must not hold a secret either.
         const raw = readdirSync(dir).filter((f) => f.startsWith(file.split('/').pop() as string)).map((f) => readFileSync(join(dir, f)).toString('latin1'));
         return JSON.stringify(rows) + raw.join('');
+      } finally {
+        db.close();
+      }
+    },
+    async sql(statement) {
+      const db = new Database(file);
+      try {
+        db.exec(statement.replaceAll('%s.', ''));
       } finally {
         db.close();
       }
@@ -77,6 +87,15 @@ function postgresBackend(): Backend {
         await c.end();
       }
     },
+    async sql(statement) {
+      const c = new Client({ connectionString: PG_URL });
+      await c.connect();
+      try {
+        await c.query(statement.replaceAll('%s.', `"${schemas.at(-1)}".`));
+      } finally {
+        await c.end();
+      }
+    },
     async cleanup() {
       await Promise.all(opened.map((r) => r.close()));
       const c = new Client({ connectionString: PG_URL });
@@ -102,6 +121,8 @@ function newKey(overrides: Partial<NewKeyRecord> = {}): { key: string; record: N
       scopes: ['generate'],
       limits: { rpm: 60, tpm: 1000, concurrency: 2 },
       budget: { day: 0, month: 0 },
+      models: null,
+      modelLimits: {},
       priority: 'normal',
       createdAt: new Date(Math.floor(Date.now() / 1000) * 1000),
       expiresAt: null,
@@ -127,6 +148,8 @@ describe.each([sqliteBackend, postgresBackend])('key store contract: %p', (makeB
       scopes: ['generate', 'admin'],
       limits: { rpm: 7, tpm: 0, concurrency: 3 },
       budget: { day: 5000, month: 4_000_000_000 },
+      models: ['chat-small', 'org/embed:v1.5'],
+      modelLimits: { 'chat-small': { rpm: 30, tpm: 0 }, 'org/embed:v1.5': { rpm: 0, tpm: 9000 } },
       priority: 'high',
       expiresAt: new Date('2031-05-01T12:00:00.000Z'),
     });
@@ -194,6 +217,10 @@ describe.each([sqliteBackend, postgresBackend])('key store contract: %p', (makeB
       priority: 'low',
       expiresAt: expires,
     });
+    expect(await repo.update(record.id, { models: ['a', 'b'], modelLimits: { a: { rpm: 5, tpm: 50 } } })).toBe(true);
+    expect(await repo.findById(record.id)).toMatchObject({ models: ['a', 'b'], modelLimits: { a: { rpm: 5, tpm: 50 } }, priority: 'low' });
+    expect(await repo.update(record.id, { models: null, modelLimits: {} })).toBe(true);
+    expect(await repo.findById(record.id)).toMatchObject({ models: null, modelLimits: {} });
     expect(await repo.update(record.id, {})).toBe(true);
     expect(await repo.update(record.id, { expiresAt: null })).toBe(true);
     expect((await repo.findById(record.id))?.expiresAt).toBeNull();
@@ -251,5 +278,31 @@ describe.each([sqliteBackend, postgresBackend])('key store contract: %p', (makeB
     await expect(service.resolve('nope')).rejects.toBeInstanceOf(AuthException);
     await expect(service.create({ name: 'key_0123456789abcdef' })).rejects.toMatchObject({ code: AuthErrorCode.InvalidKeyOptions });
     await expect(service.create({ name: 'has space' })).rejects.toMatchObject({ code: AuthErrorCode.InvalidKeyOptions });
+  });
+
+  it(`(${backend.name}) through ApiKeysService: models a key may use and its per-model limits (merged on update, 0 removes)`, async () => {
+    const service = new ApiKeysService(repo, AppConfig.fromEnv({}));
+    const created = await service.create({ name: 'scoped', models: ['chat', 'embed', 'chat'], modelRpm: { chat: 10 }, modelTpm: { chat: 500, embed: 2000 } });
+    expect(created.record).toMatchObject({ models: ['chat', 'embed'], modelLimits: { chat: { rpm: 10, tpm: 500 }, embed: { rpm: 0, tpm: 2000 } } });
+    const updated = await service.update('scoped', { modelRpm: { embed: 7 }, modelTpm: { chat: 0 } });
+    expect(updated.modelLimits).toEqual({ chat: { rpm: 10, tpm: 0 }, embed: { rpm: 7, tpm: 2000 } });
+    expect(updated.models).toEqual(['chat', 'embed']);
+    const all = await service.update('scoped', { models: null, modelRpm: { chat: 0 } });
+    expect(all).toMatchObject({ models: null, modelLimits: { embed: { rpm: 7, tpm: 2000 } } });
+    await expect(service.create({ name: 'bad-model', models: ['has space'] })).rejects.toMatchObject({ code: AuthErrorCode.InvalidKeyOptions });
+  });
+
+  it(`(${backend.name}) a store made before per-model access is migrated: its keys may use every model`, async () => {
+    // The store as the previous release left it: no models columns, schema version 2, one key.
+    await backend.sql('ALTER TABLE %s.api_keys DROP COLUMN models; ALTER TABLE %s.api_keys DROP COLUMN model_limits; DELETE FROM %s.schema_migrations WHERE version = 3;');
+    await backend.sql(
+      `INSERT INTO %s.api_keys (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, priority, created_at) ` +
+        `VALUES ('key_00000000000000aa', 'old', 'h-old', 'sk-llm-old…', 'generate', 1, 2, 3, 'normal', ${backend.name === 'SQLite' ? Date.now() : 'now()'})`,
+    );
+    await repo.migrate();
+    expect(await repo.findById('key_00000000000000aa')).toMatchObject({ name: 'old', models: null, modelLimits: {}, limits: { rpm: 1, tpm: 2, concurrency: 3 } });
+    const { record } = newKey({ models: ['x'] });
+    await repo.insert(record);
+    expect((await repo.findById(record.id))?.models).toEqual(['x']);
   });
 });

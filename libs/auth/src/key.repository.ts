@@ -1,4 +1,4 @@
-import { ApiKeyRecord, KeyChanges, NewKeyRecord } from './key.types';
+import { ApiKeyRecord, KeyChanges, ModelLimitMap, NewKeyRecord } from './key.types';
 
 /**
  * Where keys live. Two implementations pass the same contract suite: SQLite (a file in
@@ -22,7 +22,7 @@ export abstract class KeyRepository {
   abstract revoke(id: string, at: Date): Promise<boolean>;
   /** Swaps the secret of an unrevoked key (rotation); false when there is none. */
   abstract replaceSecret(id: string, hash: string, hint: string): Promise<boolean>;
-  /** Changes limits, budgets, scopes, priority or expiry of an unrevoked key; false when there is none. */
+  /** Changes limits, budgets, scopes, models, priority or expiry of an unrevoked key; false when there is none. */
   abstract update(id: string, changes: KeyChanges): Promise<boolean>;
   /** Batched last-used update; never moves a time backwards. */
   abstract touch(lastUsed: ReadonlyMap<string, Date>): Promise<void>;
@@ -38,6 +38,26 @@ export function decodeScopes(text: string): ApiKeyRecord['scopes'] {
   return text.split(',').filter((s) => s.length > 0) as ApiKeyRecord['scopes'];
 }
 
+/** Allowed models as stored: a comma list, NULL = every model. */
+export function encodeModels(models: readonly string[] | null | undefined): string | null {
+  return models ? models.join(',') : null;
+}
+
+export function decodeModels(text: string | null): string[] | null {
+  return text === null ? null : text.split(',').filter((s) => s.length > 0);
+}
+
+/** Per-model limits as stored: JSON `{"model": {"rpm": n, "tpm": n}}`. */
+export function encodeModelLimits(limits: ModelLimitMap | undefined): string {
+  return JSON.stringify(limits ?? {});
+}
+
+export function decodeModelLimits(text: string | null): ModelLimitMap {
+  if (!text) return {};
+  const raw = JSON.parse(text) as Record<string, { rpm?: number; tpm?: number }>;
+  return Object.fromEntries(Object.entries(raw).map(([model, l]) => [model, { rpm: Number(l.rpm ?? 0), tpm: Number(l.tpm ?? 0) }]));
+}
+
 /** The columns an update sets, in both databases' names; only the fields present in `changes`. */
 export function updatedColumns(changes: KeyChanges): [column: string, value: string | number | Date | null][] {
   const out: [string, string | number | Date | null][] = [];
@@ -49,5 +69,7 @@ export function updatedColumns(changes: KeyChanges): [column: string, value: str
   if (changes.budget?.month !== undefined) out.push(['budget_month', changes.budget.month]);
   if (changes.priority !== undefined) out.push(['priority', changes.priority]);
   if (changes.expiresAt !== undefined) out.push(['expires_at', changes.expiresAt]);
+  if (changes.models !== undefined) out.push(['models', encodeModels(changes.models)]);
+  if (changes.modelLimits !== undefined) out.push(['model_limits', encodeModelLimits(changes.modelLimits)]);
   return out;
 }

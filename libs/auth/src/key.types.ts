@@ -33,6 +33,15 @@ export interface KeyBudget {
 
 export const NO_BUDGET: KeyBudget = { day: 0, month: 0 };
 
+/** Limits of a key on one model, on top of its own limits; 0 = none. Per RATE_LIMIT_WINDOW_MS. */
+export interface ModelLimits {
+  readonly rpm: number;
+  readonly tpm: number;
+}
+
+/** Per-model limits by model name (id or alias as the operator wrote it). */
+export type ModelLimitMap = Readonly<Record<string, ModelLimits>>;
+
 /** One stored key. The secret itself is never stored: only its SHA-256 `hash`. */
 export interface ApiKeyRecord {
   /** Stable public id (`key_…`), safe to log and show. */
@@ -45,6 +54,10 @@ export interface ApiKeyRecord {
   readonly scopes: readonly Scope[];
   readonly limits: KeyLimits;
   readonly budget: KeyBudget;
+  /** Models the key may use (ids or aliases); null = every model. */
+  readonly models: readonly string[] | null;
+  /** Requests and tokens per window on given models, besides the key's own limits. */
+  readonly modelLimits: ModelLimitMap;
   readonly priority: PriorityClass;
   readonly createdAt: Date;
   readonly lastUsedAt: Date | null;
@@ -52,8 +65,12 @@ export interface ApiKeyRecord {
   readonly revokedAt: Date | null;
 }
 
-/** A key to insert; `budget` defaults to none. */
-export type NewKeyRecord = Omit<ApiKeyRecord, 'lastUsedAt' | 'revokedAt' | 'budget'> & { readonly budget?: KeyBudget };
+/** A key to insert; `budget` defaults to none, `models` to all, `modelLimits` to none. */
+export type NewKeyRecord = Omit<ApiKeyRecord, 'lastUsedAt' | 'revokedAt' | 'budget' | 'models' | 'modelLimits'> & {
+  readonly budget?: KeyBudget;
+  readonly models?: readonly string[] | null;
+  readonly modelLimits?: ModelLimitMap;
+};
 
 /** What `keys update` may change on an unrevoked key; absent fields stay as they are. */
 export interface KeyChanges {
@@ -63,6 +80,10 @@ export interface KeyChanges {
   readonly priority?: PriorityClass;
   /** `null` = never expires. */
   readonly expiresAt?: Date | null;
+  /** `null` = every model. */
+  readonly models?: readonly string[] | null;
+  /** Replaces the per-model limits as a whole. */
+  readonly modelLimits?: ModelLimitMap;
 }
 
 export type KeyStatus = 'active' | 'expired' | 'revoked';
@@ -82,6 +103,10 @@ export interface Principal {
   readonly limits: KeyLimits;
   /** Token budgets (store keys only; static and anonymous callers have none). */
   readonly budget?: KeyBudget;
+  /** Models the caller may use (ids or aliases); absent or null = every model. */
+  readonly models?: readonly string[] | null;
+  /** Per-model request and token limits (store keys only). */
+  readonly modelLimits?: ModelLimitMap;
   readonly priority: PriorityClass;
   readonly source: 'store' | 'static' | 'anonymous';
 }
@@ -115,4 +140,25 @@ export const KEY_NAME_PATTERN = /^[A-Za-z0-9][\w.@-]{0,63}$/;
 
 export function priorityOf(principal: Pick<Principal, 'priority'> | undefined): number {
   return PRIORITY_CLASSES[principal?.priority ?? 'normal'];
+}
+
+/**
+ * Whether a caller may use a model, given by its id and aliases: a key limited to a list of
+ * models may use those named in it (by id or by any alias); other callers every model.
+ */
+export function modelAllowed(principal: Pick<Principal, 'models'> | undefined, id: string, aliases: readonly string[] = []): boolean {
+  const allowed = principal?.models;
+  if (!allowed) return true;
+  return allowed.includes(id) || aliases.some((a) => allowed.includes(a));
+}
+
+/** The caller's limits on a model (matched by id or alias), or null when it has none. */
+export function modelLimitsOf(principal: Pick<Principal, 'modelLimits'> | undefined, id: string, aliases: readonly string[] = []): ModelLimits | null {
+  const map = principal?.modelLimits;
+  if (!map) return null;
+  for (const name of [id, ...aliases]) {
+    const limits = map[name];
+    if (limits && (limits.rpm > 0 || limits.tpm > 0)) return limits;
+  }
+  return null;
 }

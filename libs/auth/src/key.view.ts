@@ -11,6 +11,8 @@ export function keyJson(k: ApiKeyRecord): Record<string, unknown> {
     scopes: k.scopes,
     limits: { rpm: k.limits.rpm, tpm: k.limits.tpm, concurrency: k.limits.concurrency },
     budget: { day: k.budget.day, month: k.budget.month },
+    models: k.models,
+    model_limits: k.modelLimits,
     priority: k.priority,
     created_at: k.createdAt.toISOString(),
     last_used_at: k.lastUsedAt?.toISOString() ?? null,

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { Pool, PoolClient } from 'pg';
 import { AuthErrorCode, AuthException } from './auth.exception';
-import { decodeScopes, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
+import { decodeModelLimits, decodeModels, decodeScopes, encodeModelLimits, encodeModels, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
 import { ApiKeyRecord, KeyChanges, NewKeyRecord, NO_BUDGET, PriorityClass } from './key.types';
 
 interface Row {
@@ -15,6 +15,8 @@ interface Row {
   concurrency: number;
   budget_day: string | number;
   budget_month: string | number;
+  models: string | null;
+  model_limits: string | null;
   priority: string;
   created_at: Date;
   last_used_at: Date | null;
@@ -43,6 +45,9 @@ const MIGRATIONS: readonly string[] = [
   // Token budgets per UTC day and month (0 = none).
   `ALTER TABLE %s.api_keys ADD COLUMN budget_day bigint NOT NULL DEFAULT 0,
                            ADD COLUMN budget_month bigint NOT NULL DEFAULT 0;`,
+  // Models a key may use (comma list; NULL = every model) and its per-model limits (JSON).
+  `ALTER TABLE %s.api_keys ADD COLUMN models text,
+                           ADD COLUMN model_limits text NOT NULL DEFAULT '{}';`,
 ];
 
 /** Any constant shared by every replica: serialises concurrent migrations. */
@@ -58,6 +63,8 @@ function toRecord(r: Row): ApiKeyRecord {
     limits: { rpm: r.rpm, tpm: r.tpm, concurrency: r.concurrency },
     // bigint columns arrive as strings from node-postgres; budgets stay far below 2^53.
     budget: { day: Number(r.budget_day), month: Number(r.budget_month) },
+    models: decodeModels(r.models),
+    modelLimits: decodeModelLimits(r.model_limits),
     priority: r.priority as PriorityClass,
     createdAt: r.created_at,
     lastUsedAt: r.last_used_at,
@@ -127,8 +134,8 @@ export class PostgresKeyRepository extends KeyRepository {
   async insert(key: NewKeyRecord): Promise<void> {
     try {
       await this.#pool.query(
-        `INSERT INTO ${this.#table} (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, budget_day, budget_month, priority, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+        `INSERT INTO ${this.#table} (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, budget_day, budget_month, models, model_limits, priority, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
         [
           key.id,
           key.name,
@@ -140,6 +147,8 @@ export class PostgresKeyRepository extends KeyRepository {
           key.limits.concurrency,
           (key.budget ?? NO_BUDGET).day,
           (key.budget ?? NO_BUDGET).month,
+          encodeModels(key.models),
+          encodeModelLimits(key.modelLimits),
           key.priority,
           key.createdAt,
           key.expiresAt,

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { AppConfig } from '@app/common';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { AuthStatsService } from './auth-stats.service';
-import { Principal } from './key.types';
+import { ModelLimits, Principal } from './key.types';
 import { OutageMonitor } from './outage.monitor';
 
 /** A Redis call slower than this counts as a failure (a hung Redis must not hang requests). */
@@ -397,6 +397,55 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
         this.#redis?.zrem(key, lease).catch((err: unknown) => this.#outage.failed(err));
       },
     };
+  }
+
+  /**
+   * A request of the key on a model, against the key's limits on that model (`keys create
+   * --model-rpm / --model-tpm`): counts it in the model's request window and refuses it (429)
+   * when that window is full or the model's tokens for the window are spent. `model` is the
+   * model's id (aliases share its counters).
+   */
+  async admitModel(principal: Principal | undefined, model: string, limits: ModelLimits | null): Promise<void> {
+    if (!principal || !limits) return;
+    const windowMs = this.config.rateLimitWindowMs;
+    if (limits.rpm > 0) {
+      const r = await this.increment(`rl:key:${principal.id}:model:${model}`, windowMs, limits.rpm, windowMs, 'model');
+      if (r.isBlocked) {
+        const retryAfter = Math.max(1, r.timeToBlockExpire);
+        this.stats.rejected(AuthErrorCode.RequestsRateLimited, 'key_requests');
+        throw new AuthException(
+          AuthErrorCode.RequestsRateLimited,
+          `Rate limit reached for this API key on model ${model}: ${limits.rpm} requests per ${Math.round(windowMs / 1000)} s; retry in ${retryAfter} s`,
+          { headers: { 'Retry-After': String(retryAfter) } },
+        );
+      }
+    }
+    if (limits.tpm > 0) {
+      const key = this.#key('tpmw', `${principal.id}:model:${model}`);
+      const [used, pttl] = await this.#use(
+        () => this.#redis!.llmTokensRead(key),
+        async () => {
+          const entry = this.#memoryWindow(key);
+          return entry ? [entry.used, entry.expiresAt - Date.now()] : [0, -2];
+        },
+      );
+      if (used >= limits.tpm) {
+        const reset = Math.ceil((pttl > 0 ? pttl : windowMs) / 1000);
+        this.stats.rejected(AuthErrorCode.TokensRateLimited, 'key_tokens');
+        throw new AuthException(
+          AuthErrorCode.TokensRateLimited,
+          `Token rate limit reached for this API key on model ${model}: ${used} of ${limits.tpm} tokens used in the current window; retry in ${reset} s`,
+          { headers: { 'Retry-After': String(reset) } },
+        );
+      }
+    }
+  }
+
+  /** Adds a finished request's tokens to the key's window on that model (when it has a token limit there). Never throws. */
+  async chargeModel(principal: Principal | undefined, model: string, limits: ModelLimits | null, tokens: number): Promise<void> {
+    if (!principal || !limits || limits.tpm <= 0 || !(tokens > 0)) return;
+    const real = Math.round(tokens);
+    await this.#adjust(this.#key('tpmw', `${principal.id}:model:${model}`), real, '', real, this.#redis !== null);
   }
 
   /** Runs the Redis variant, or the memory one without Redis; on failure applies the fail mode. */

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { AuthErrorCode, AuthException } from './auth.exception';
-import { decodeScopes, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
+import { decodeModelLimits, decodeModels, decodeScopes, encodeModelLimits, encodeModels, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
 import { ApiKeyRecord, KeyChanges, NewKeyRecord, NO_BUDGET, PriorityClass } from './key.types';
 
 interface Row {
@@ -16,6 +16,8 @@ interface Row {
   concurrency: number;
   budget_day: number;
   budget_month: number;
+  models: string | null;
+  model_limits: string | null;
   priority: string;
   created_at: number;
   last_used_at: number | null;
@@ -44,6 +46,9 @@ const MIGRATIONS: readonly string[] = [
   // Token budgets per UTC day and month (0 = none).
   `ALTER TABLE api_keys ADD COLUMN budget_day INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE api_keys ADD COLUMN budget_month INTEGER NOT NULL DEFAULT 0;`,
+  // Models a key may use (comma list; NULL = every model) and its per-model limits (JSON).
+  `ALTER TABLE api_keys ADD COLUMN models TEXT;
+   ALTER TABLE api_keys ADD COLUMN model_limits TEXT NOT NULL DEFAULT '{}';`,
 ];
 
 const date = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
@@ -57,6 +62,8 @@ function toRecord(r: Row): ApiKeyRecord {
     scopes: decodeScopes(r.scopes),
     limits: { rpm: r.rpm, tpm: r.tpm, concurrency: r.concurrency },
     budget: { day: r.budget_day, month: r.budget_month },
+    models: decodeModels(r.models),
+    modelLimits: decodeModelLimits(r.model_limits),
     priority: r.priority as PriorityClass,
     createdAt: new Date(r.created_at),
     lastUsedAt: date(r.last_used_at),
@@ -110,8 +117,8 @@ export class SqliteKeyRepository extends KeyRepository {
     try {
       this.#conn
         .prepare(
-          `INSERT INTO api_keys (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, budget_day, budget_month, priority, created_at, expires_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO api_keys (id, name, key_hash, key_hint, scopes, rpm, tpm, concurrency, budget_day, budget_month, models, model_limits, priority, created_at, expires_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           key.id,
@@ -124,6 +131,8 @@ export class SqliteKeyRepository extends KeyRepository {
           key.limits.concurrency,
           (key.budget ?? NO_BUDGET).day,
           (key.budget ?? NO_BUDGET).month,
+          encodeModels(key.models),
+          encodeModelLimits(key.modelLimits),
           key.priority,
           key.createdAt.getTime(),
           key.expiresAt?.getTime() ?? null,

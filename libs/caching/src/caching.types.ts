@@ -41,6 +41,12 @@ export interface CacheableRequest {
   readonly stop: readonly string[];
   /** Text that the semantic cache embeds: the prompt, or the conversation rendered as text. */
   readonly text: string;
+  /**
+   * The model that answers: its GGUF (whose fingerprint is part of every key) and its id (also
+   * part of it: two configured models never share entries, even on one file, since their
+   * settings, e.g. a quantized KV cache, can change the output). Default: MODEL_PATH alone.
+   */
+  readonly model?: { readonly id: string; readonly path: string };
 }
 
 /** Per-request cache instructions (request headers). */
@@ -90,6 +96,8 @@ export interface CachedRun {
  */
 export interface Embedder {
   embed(text: string): Promise<Float32Array>;
+  /** The GGUF that embeds (its fingerprint scopes the semantic cache); default EMBEDDING_MODEL_PATH. */
+  modelPath?(): string;
 }
 
 /** Injection token of the Embedder. */

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, OnModuleInit, Optional } from '@nestjs/comm
 import { CACHE_MANAGER } from '@nestjs/cache-manager';
 import type { Cache } from 'cache-manager';
 import { hash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { AppConfig } from '@app/common';
 import { exactKey, isDeterministic, modelFingerprint, semanticScope } from './cache.keys';
 import { countKeys, deleteKeys, redisKeys } from './cache.redis';
@@ -56,6 +57,7 @@ export class ResponseCacheService implements OnModuleInit {
   #bypassed = 0;
   #model: string | null = null;
   #embeddingModel: string | null = null;
+  readonly #fingerprints = new Map<string, Promise<string>>();
   readonly #semantic: SemanticCache | null;
   readonly #failedGets = new Set<string>();
   readonly #lastLog = new Map<string, { at: number; suppressed: number }>();
@@ -91,14 +93,32 @@ export class ResponseCacheService implements OnModuleInit {
   async onModuleInit(): Promise<void> {
     if (!this.config.cacheEnabled && !this.#semantic) return;
     try {
-      this.#model = await modelFingerprint(this.config.modelPath);
-      this.#embeddingModel =
-        this.config.embeddingModelPath === this.config.modelPath ? this.#model : await modelFingerprint(this.config.embeddingModelPath);
+      this.#model = await this.#fingerprint(this.config.modelPath);
+      this.#embeddingModel = await this.#fingerprint(this.embedder?.modelPath?.() ?? this.config.embeddingModelPath);
     } catch (err) {
       // The model load reports a missing file to the user; the caches just stay off.
       this.#logger.warn(`Caches off: cannot fingerprint the model (${(err as Error).message})`);
       this.#model = this.#embeddingModel = null;
     }
+  }
+
+  /** Fingerprints by file, computed once each (a model's file is read at its first request). */
+  #fingerprint(path: string): Promise<string> {
+    let version = '';
+    try {
+      // A file replaced in place (pulled again) is another model.
+      version = String(statSync(path).mtimeMs);
+    } catch {
+      /* missing: modelFingerprint rejects */
+    }
+    const key = `${path}\u0000${version}`;
+    let found = this.#fingerprints.get(key);
+    if (!found) {
+      found = modelFingerprint(path);
+      found.catch(() => this.#fingerprints.delete(key));
+      this.#fingerprints.set(key, found);
+    }
+    return found;
   }
 
   /** Whether any cache can answer (X-Cache is only sent then). */
@@ -113,7 +133,13 @@ export class ResponseCacheService implements OnModuleInit {
    */
   async run(request: CacheableRequest, directives: CacheDirectives, generate: () => AsyncIterable<CompletionEvent>): Promise<CachedRun> {
     if (!this.enabled) return { status: null, headers: {}, events: generate() };
-    const model = this.#model as string;
+    let model = this.#model as string;
+    if (request.model !== undefined) {
+      const file = await this.#fingerprint(request.model.path).catch(() => null);
+      // A model file that cannot be read has no identity: answered by the model, not cached.
+      if (file === null) return { status: null, headers: {}, events: generate() };
+      model = `${file}:${request.model.id}`;
+    }
     const cacheable = isDeterministic(request.sampling) || (directives.sampled ?? this.config.cacheSampled);
     if (!cacheable) {
       this.#bypassed++;

@@ -10,6 +10,10 @@ export enum InferenceErrorCode {
   UnsupportedSchema = 'unsupported_schema',
   SchemaTooComplex = 'schema_too_complex',
   InvalidToken = 'invalid_token',
+  /** The model named is of another kind (an embedding model asked to chat). */
+  ModelKindMismatch = 'model_kind_mismatch',
+  /** The memory budget cannot make room for the model (too big, or every other model busy). */
+  ModelBudgetExceeded = 'model_budget_exceeded',
 }
 
 const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
@@ -22,6 +26,8 @@ const MAPPING: Record<InferenceErrorCode, ErrorMapping> = {
   [InferenceErrorCode.UnsupportedSchema]: { status: 400, type: ErrorType.InvalidRequest },
   [InferenceErrorCode.SchemaTooComplex]: { status: 400, type: ErrorType.InvalidRequest },
   [InferenceErrorCode.InvalidToken]: { status: 400, type: ErrorType.InvalidRequest },
+  [InferenceErrorCode.ModelKindMismatch]: { status: 400, type: ErrorType.InvalidRequest },
+  [InferenceErrorCode.ModelBudgetExceeded]: { status: 503, type: ErrorType.Unavailable },
 };
 
 export class InferenceException extends ApiError<InferenceErrorCode> {

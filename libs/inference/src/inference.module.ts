@@ -1,13 +1,17 @@
 import { Module } from '@nestjs/common';
 import { BatchingModule } from '@app/batching';
-import { ObservabilityModule, SchedulerTelemetry } from '@app/observability';
-import { InferenceService, SCHEDULER_OBSERVER } from './inference.service';
-import { LlamaAdapter } from './llama.adapter';
+import { ModelTelemetry, ObservabilityModule, SchedulerTelemetry } from '@app/observability';
+import { InferenceService, MODEL_EVENTS_OBSERVER, SCHEDULER_OBSERVER } from './inference.service';
 import { RerankerService } from './ranking/reranker.service';
 
 @Module({
   imports: [BatchingModule, ObservabilityModule],
-  providers: [LlamaAdapter, InferenceService, RerankerService, { provide: SCHEDULER_OBSERVER, useExisting: SchedulerTelemetry }],
+  providers: [
+    InferenceService,
+    RerankerService,
+    { provide: SCHEDULER_OBSERVER, useExisting: SchedulerTelemetry },
+    { provide: MODEL_EVENTS_OBSERVER, useExisting: ModelTelemetry },
+  ],
   exports: [InferenceService, RerankerService],
 })
 export class InferenceModule {}

@@ -1,98 +1,414 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, Optional } from '@nestjs/common';
 import { AppConfig } from '@app/common';
-import {
-  FinishReason,
-  GenerationEvent,
-  SamplingParams,
-  Scheduler,
-  SchedulerSnapshot,
-  SlotState,
-  SubmitOptions,
-  TextLogprob,
-} from '@app/batching';
+import type * as NodeLlamaCpp from 'node-llama-cpp';
+import { GenerationEvent, SchedulerSnapshot, SlotState, SubmitOptions } from '@app/batching';
 import type { RequestOutcome, SchedulerObserver } from '@app/batching';
+import { RequestTelemetry } from '@app/observability';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor } from './inference.types';
 import { ToolCallSyntax, ToolDefinition } from './tools/tool.types';
-import { LlamaAdapter } from './llama.adapter';
-import { TokenTextDecoder } from './token-text.decoder';
+import { LlamaBackend, ResolvedBudget } from './registry/llama.backend';
+import { LoadedModel } from './registry/loaded-model';
+import { buildCatalog, CatalogContents } from './registry/model.catalog';
+import { CompletedGeneration, GenerationRequest, ModelHandle, PreparedPrompt } from './registry/model.handle';
+import { ModelEntryView, ModelRegistry, RegistryEvent } from './registry/model.registry';
+import { ModelKind } from './registry/model.types';
 
-/** Longest wait at shutdown for cancelled generations to leave the decode loop before the model is freed. */
-const SHUTDOWN_IDLE_WAIT_MS = 5000;
+export type { CompletedGeneration, GenerationRequest, ModelHandle, PreparedPrompt, StopDetail, Usage } from './registry/model.handle';
+export { toUsage } from './registry/model.handle';
 
-/** A prompt checked against the context: tokens ready for the scheduler. */
-export interface PreparedPrompt {
-  /** Tokens to evaluate, BOS included. */
-  readonly tokens: number[];
-  /** Prompt tokens as billed (= tokens.length). */
-  readonly promptTokens: number;
-  readonly maxTokens: number;
-  /** Stop strings required by the chat template (added to the request's own). */
-  readonly templateStop: readonly string[];
-}
-
-export interface GenerationRequest {
-  readonly prompt: PreparedPrompt;
-  readonly sampling: SamplingParams;
-  readonly stop?: readonly string[];
-  /**
-   * Control tokens come out as their text (default false: they have none). For tool calling,
-   * whose syntax may use them (Mistral's `[TOOL_CALLS]`).
-   */
-  readonly specialTokens?: boolean;
-}
-
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
-
-export interface CompletedGeneration {
-  readonly text: string;
-  readonly finishReason: FinishReason;
-  readonly usage: Usage;
-  readonly cachedPromptTokens: number;
-}
-
+/** The default model's state, as the probes and `/health` report it. */
 export type ModelState = 'loading' | 'ready' | 'failed';
-
-/** On a `done` event of generate(): the stop string (template's or request's) that ended the text, if one did. */
-export interface StopDetail {
-  readonly stopSequence?: string;
-}
 
 /**
  * Optional provider: metrics (and anything else) that want the scheduler's events register a
- * SchedulerObserver under this token.
+ * SchedulerObserver under this token. With `forModel`, each model's scheduler reports through
+ * its own observer (metrics labelled by model).
  */
 export const SCHEDULER_OBSERVER = Symbol('SCHEDULER_OBSERVER');
 
+/** An observer that can label what it records by model. */
+export interface ModelSchedulerObserver extends SchedulerObserver {
+  forModel?(model: string): SchedulerObserver;
+  /** The model is gone: drop its series. */
+  modelUnloaded?(model: string): void;
+}
+
+/** Optional provider told about model loads and unloads (metrics). */
+export const MODEL_EVENTS_OBSERVER = Symbol('MODEL_EVENTS_OBSERVER');
+export interface ModelEventsObserver {
+  onModelEvent(event: RegistryEvent): void;
+}
+
+/** How long a name that is not in the registry waits before MODELS_DIR is scanned again for it. */
+const RESCAN_INTERVAL_MS = 1000;
+
 /**
- * What the API layer calls: prompt preparation (tokenise, template, context check), scheduled
- * generation as a stream, and embeddings. Model loading starts with the application and runs
- * in the background so that the HTTP server (and its probes) answer while it loads.
+ * What the API layer calls. Serves every configured model (ModelRegistry): `acquire(name)`
+ * resolves a request's model (id or alias), loads it on demand and holds it for the rest of the
+ * request; the handle prepares prompts and generates on that model's own context and scheduler.
+ *
+ * The default model loads with the application, in the background so that the HTTP server (and
+ * its probes) answer while it loads; `state`, `model`, `scheduler` and the prepare/generate
+ * methods below are the default model's (the single-model API, and what readiness reports).
  */
 @Injectable()
 export class InferenceService implements OnApplicationBootstrap, OnApplicationShutdown {
   readonly #logger = new Logger('Inference');
-  #scheduler: Scheduler | null = null;
-  readonly #observer: SchedulerObserver;
+  readonly #backend: LlamaBackend;
+  readonly #registry: ModelRegistry<LoadedModel>;
+  #catalog: CatalogContents;
+  readonly #external: ModelSchedulerObserver;
   #generatedTokens = 0;
   #draining = false;
-  #state: ModelState = 'loading';
   #ready: Promise<ModelDescriptor> | null = null;
   #failure: Error | null = null;
+  #lastRescan = 0;
+  readonly #progressListeners = new Set<(fraction: number) => void>();
 
   constructor(
-    private readonly adapter: LlamaAdapter,
     private readonly config: AppConfig,
-    @Optional() @Inject(SCHEDULER_OBSERVER) observer?: SchedulerObserver,
+    @Optional() @Inject(SCHEDULER_OBSERVER) observer?: ModelSchedulerObserver,
+    @Optional() @Inject(MODEL_EVENTS_OBSERVER) private readonly events?: ModelEventsObserver,
   ) {
-    const external = observer ?? {};
+    this.#external = observer ?? {};
+    this.#catalog = buildCatalog(config);
+    for (const warning of this.#catalog.warnings) this.#logger.warn(warning);
+    const defaultSpec = this.#catalog.specs.find((s) => s.id === this.#catalog.defaultId);
+    this.#backend = new LlamaBackend(config.gpu, defaultSpec?.path ?? config.modelPath);
+    const engine = {
+      threadPoll: config.threadPoll,
+      engineAddon: config.engineAddon,
+      engineAddonPath: config.engineAddonPath,
+      schemaLimits: config.schemaLimits,
+    };
+    const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk };
+    this.#registry = new ModelRegistry<LoadedModel>(
+      this.#catalog.specs,
+      this.#catalog.defaultId,
+      {
+        create: (spec) => {
+          const model = new LoadedModel(spec, engine, this.#backend, queue, this.#observerFor(spec.id));
+          // Loaded during a drain (a request that was already routed): it admits nothing new either.
+          if (this.#draining) model.stopAccepting();
+          if (spec.id === this.#catalog.defaultId) for (const listener of this.#progressListeners) model.onLoadProgress(listener);
+          return model;
+        },
+        estimate: (spec) => this.#backend.estimate(spec),
+        budget: () => this.#backend.budget(config.modelMemoryBudget),
+        onEvent: (event) => {
+          if (event.type === 'unloaded') this.#external.modelUnloaded?.(event.id);
+          this.events?.onModelEvent(event);
+        },
+      },
+      { loadTimeoutMs: config.modelLoadTimeoutMs },
+    );
+  }
+
+  onApplicationBootstrap(): void {
+    // Start loading with the app; whoever needs the model awaits whenReady().
+    this.whenReady().catch((err: Error) => this.#logger.error(`Model load failed: ${err.message}`));
+    for (const spec of this.#catalog.specs) {
+      if (spec.preload && spec.id !== this.#catalog.defaultId) {
+        this.#registry.load(spec.id).catch((err: Error) => this.#logger.warn(`Preloading ${spec.id} failed: ${err.message}`));
+      }
+    }
+  }
+
+  /** Id of the model requests get when they name none. */
+  get defaultModelId(): string {
+    return this.#catalog.defaultId;
+  }
+
+  /** Id of the model embeddings use when none is named: the configured embedding model, else the default model. */
+  get embeddingModelId(): string {
+    return this.#catalog.embeddingId ?? this.#catalog.defaultId;
+  }
+
+  /** The default model's state (readiness follows it). */
+  get state(): ModelState {
+    const state = this.#registry.view(this.#catalog.defaultId).state;
+    return state === 'loaded' ? 'ready' : state === 'failed' ? 'failed' : 'loading';
+  }
+
+  /** The default model's slots and queue. */
+  get scheduler(): SchedulerSnapshot {
+    return this.#default()?.scheduler ?? this.#placeholder();
+  }
+
+  /** Follows the default model's load (0..1), e.g. for a progress bar; returns a function that stops it. */
+  onLoadProgress(listener: (fraction: number) => void): () => void {
+    this.#progressListeners.add(listener);
+    return () => this.#progressListeners.delete(listener);
+  }
+
+  /** Starts loading the default model (once) and resolves when it is ready; rejects with the load error. */
+  whenReady(): Promise<ModelDescriptor> {
+    this.#ready ??= this.#registry.load(this.#catalog.defaultId).then(
+      (model) => {
+        if (this.#draining) model.stopAccepting();
+        return model.descriptor;
+      },
+      (err: Error) => {
+        this.#failure = err;
+        throw err instanceof InferenceException && err.cause instanceof Error ? err.cause : err;
+      },
+    );
+    return this.#ready;
+  }
+
+  /** The default model's descriptor. */
+  get model(): ModelDescriptor {
+    return this.#requireDefault().descriptor;
+  }
+
+  /**
+   * The model a request names (id or alias; none = the default, or for `kind` embedding the
+   * embedding model), or a 404 `model_not_found` / 400 `model_kind_mismatch`. Nothing is loaded.
+   * A name not configured makes the registry look at MODELS_DIR again first (a model just
+   * pulled is served without a restart).
+   */
+  resolve(name: string | undefined, kind?: ModelKind | readonly ModelKind[]): { id: string; aliases: readonly string[]; kind: ModelKind } {
+    if (name !== undefined && name !== '' && !this.#registry.has(name) && this.config.modelsDir && Date.now() - this.#lastRescan > RESCAN_INTERVAL_MS) {
+      this.refresh();
+    }
+    const wantsEmbedding = kind === 'embedding' || (Array.isArray(kind) && kind[0] === 'embedding');
+    const fallback = (name === undefined || name === '') && wantsEmbedding ? this.embeddingModelId : name;
+    const spec = this.#registry.resolve(fallback, kind);
+    return { id: spec.id, aliases: spec.aliases, kind: spec.kind };
+  }
+
+  /**
+   * The model for a request: resolved by name (see `resolve`), loaded if needed (the request
+   * waits, at most MODEL_LOAD_TIMEOUT_MS; 503 with Retry-After when it fails or the memory
+   * budget cannot make room) and held until the HTTP response ends, so that neither its
+   * keep-alive nor the budget unloads it under the request. Sets the request's `model` (log
+   * line, usage ledger).
+   */
+  async acquire(name: string | undefined, kind?: ModelKind | readonly ModelKind[]): Promise<ModelHandle> {
+    const { id } = this.resolve(name, kind);
+    const lease = await this.#registry.acquire(id);
+    const telemetry = RequestTelemetry.current();
+    if (telemetry) {
+      // The request's model is the one its route chose; an embedding for the semantic cache or
+      // retrieval on the way does not change what the request is accounted under.
+      telemetry.model ??= id;
+      telemetry.whenEnded(lease.release);
+    } else {
+      // Outside a request (CLI, tests): held for a moment only; the scheduler's own work keeps it loaded.
+      setImmediate(lease.release);
+    }
+    return lease.model;
+  }
+
+  /** Every configured model with its state, memory estimate and use. */
+  models(): ModelEntryView[] {
+    return this.#registry.list();
+  }
+
+  /** One model's entry, by id. */
+  entry(id: string): ModelEntryView {
+    return this.#registry.view(id);
+  }
+
+  /** The memory budget resolved against this machine, and what the loaded models take. */
+  async memory(): Promise<{ budget: ResolvedBudget; used: { ram: number; vram: number } }> {
+    return { budget: await this.#backend.budget(this.config.modelMemoryBudget, false), used: this.#registry.used() };
+  }
+
+  /** Operator: loads a model (by id or alias) now; its keep-alive starts. */
+  async load(name: string): Promise<ModelEntryView> {
+    const { id } = this.resolve(name);
+    await this.#registry.load(id);
+    return this.#registry.view(id);
+  }
+
+  /** Operator: unloads a model once its in-flight requests are done. */
+  async unload(name: string): Promise<ModelEntryView> {
+    const { id } = this.resolve(name);
+    await this.#registry.unload(id, 'admin');
+    // Readiness reports the default model again once a request (or an operator) loads it.
+    if (id === this.#catalog.defaultId) this.#ready = null;
+    return this.#registry.view(id);
+  }
+
+  /** Reads the configuration again (MODELS_DIR's files): new models appear, removed ones go once idle. */
+  refresh(): ModelEntryView[] {
+    this.#lastRescan = Date.now();
+    try {
+      const next = buildCatalog(this.config);
+      this.#catalog = { ...next, defaultId: this.#catalog.defaultId };
+      this.#registry.replace(next.specs);
+    } catch (err) {
+      this.#logger.warn(`Model catalog refresh failed: ${(err as Error).message}`);
+      throw new InferenceException(InferenceErrorCode.ModelLoadFailed, `Cannot read the model configuration: ${(err as Error).message}`);
+    }
+    return this.#registry.list();
+  }
+
+  // The default model's API (single-model callers, tests).
+
+  /** Accepts the default model's id, an alias or another configured model's name; anything else is a 404 like OpenAI's. */
+  assertModel(requested: string | undefined): void {
+    this.resolve(requested);
+  }
+
+  prepareText(prompt: string, maxTokens: number | undefined, defaultMaxTokens: number | 'fill'): PreparedPrompt {
+    return this.#requireDefault().prepareText(prompt, maxTokens, defaultMaxTokens);
+  }
+
+  prepareTokens(tokens: readonly number[], maxTokens: number | undefined, defaultMaxTokens: number | 'fill', param = 'prompt'): PreparedPrompt {
+    return this.#requireDefault().prepareTokens(tokens, maxTokens, defaultMaxTokens, param);
+  }
+
+  assertTokens(tokens: readonly number[], param: string): void {
+    this.#requireDefault().assertTokens(tokens, param);
+  }
+
+  prepareChat(messages: readonly ChatMessage[], maxTokens: number | undefined, tools: readonly ToolDefinition[] = []): PreparedPrompt {
+    return this.#requireDefault().prepareChat(messages, maxTokens, tools);
+  }
+
+  get toolSyntax(): ToolCallSyntax {
+    return this.#requireDefault().toolSyntax;
+  }
+
+  toolConstraint(tools: readonly ToolDefinition[], parallel: boolean): Promise<unknown> {
+    return this.#requireDefault().toolConstraint(tools, parallel);
+  }
+
+  detokenize(tokens: readonly number[], options: { readonly special?: boolean } = {}): string {
+    return this.#requireDefault().detokenize(tokens, options);
+  }
+
+  generate(request: GenerationRequest, options: SubmitOptions = {}): AsyncIterable<GenerationEvent> {
+    return this.#requireDefault().generate(request, options);
+  }
+
+  complete(request: GenerationRequest, options: SubmitOptions = {}): Promise<CompletedGeneration> {
+    return this.#requireDefault().complete(request, options);
+  }
+
+  constraintFor(format: 'json' | object): Promise<unknown> {
+    return this.#requireDefault().constraintFor(format);
+  }
+
+  /** Embeds with the embedding model (EMBEDDING_MODEL_PATH, or the models' first embedding model), else the default model. */
+  async embed(texts: readonly (string | readonly number[])[]): Promise<EmbeddingResult> {
+    return (await this.acquire(undefined, ['embedding', 'chat'])).embed(texts);
+  }
+
+  /** Tokenizer of the model that `embed` uses. */
+  async embeddingTokenizer(): Promise<EmbeddingTokenizer> {
+    return (await this.acquire(undefined, ['embedding', 'chat'])).embeddingTokenizer();
+  }
+
+  /** The file of the model `embed` uses (its fingerprint scopes the semantic cache). */
+  get embeddingModelPath(): string {
+    return this.#registry.view(this.embeddingModelId).spec.path;
+  }
+
+  /** The llama.cpp backend every model shares (started on first use), for models of their own (the reranker). */
+  async llama(): Promise<NodeLlamaCpp.Llama> {
+    return (await this.#backend.get()).llama;
+  }
+
+  /** Tokens generated since start on every model, aborted generations included. */
+  get generatedTokens(): number {
+    return this.#generatedTokens;
+  }
+
+  /** Tokens of `text` (no BOS); `special`: control-token texts such as `<s>` become those tokens. */
+  tokenize(text: string, options: { readonly special?: boolean } = {}): number[] {
+    return this.#requireDefault().tokenize(text, options);
+  }
+
+  /** Tokens as evaluated: BOS first when the model adds one (llama.cpp's add_special). */
+  withSpecialTokens(tokens: readonly number[]): number[] {
+    return this.#requireDefault().withSpecialTokens(tokens);
+  }
+
+  /** See ModelHandle.tokenPieces. */
+  tokenPieces(tokens: readonly number[], options: { readonly special?: boolean } = {}): (string | number[])[] {
+    return this.#requireDefault().tokenPieces(tokens, options);
+  }
+
+  /** Prompt tokens of a chat (template, tools, BOS) without the context check: what prepareChat would evaluate. */
+  countChatTokens(messages: readonly ChatMessage[], tools: readonly ToolDefinition[] = []): number {
+    return this.#requireDefault().countChatTokens(messages, tools);
+  }
+
+  /** Tokens held in the KV cache across the default model's slots (0 before it is loaded). */
+  get kvCacheTokens(): number {
+    return this.#default()?.scheduler.kvTokens ?? 0;
+  }
+
+  /** A loaded model's scheduler (null when it is not loaded). */
+  schedulerOf(id: string): SchedulerSnapshot | null {
+    return this.#registry.peek(id)?.scheduler ?? null;
+  }
+
+  /** True once drain() or shutdown stopped admitting work: readiness reports "draining". */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Stops admitting work on every model; resolves when running generations have finished. */
+  async drain(): Promise<void> {
+    this.#draining = true;
+    const loaded = this.#loadedModels();
+    for (const model of loaded) model.stopAccepting();
+    await Promise.all(loaded.map((m) => m.whenIdle()));
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.#draining = true;
+    for (const model of this.#loadedModels()) model.stopAccepting();
+    await this.#ready?.catch(() => undefined);
+    // Freeing a native context under a decode in flight crashes the process (SIGSEGV); each
+    // model waits (bounded) for its cancelled generations to leave the loop before it is freed.
+    await this.#registry.dispose().catch((err: unknown) => this.#logger.warn(`dispose failed: ${String(err)}`));
+    await this.#backend.dispose().catch((err: unknown) => this.#logger.warn(`backend dispose failed: ${String(err)}`));
+  }
+
+  #loadedModels(): LoadedModel[] {
+    return this.#registry
+      .list()
+      .map((e) => this.#registry.peek(e.spec.id))
+      .filter((m): m is LoadedModel => m !== null);
+  }
+
+  #default(): LoadedModel | null {
+    return this.#registry.peek(this.#catalog.defaultId);
+  }
+
+  #requireDefault(): LoadedModel {
+    const model = this.#default();
+    if (model) return model;
+    if (this.state === 'failed') {
+      throw new InferenceException(InferenceErrorCode.ModelLoadFailed, `Model failed to load: ${this.#failure?.message ?? this.#registry.view(this.#catalog.defaultId).error}`);
+    }
+    throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading; retry shortly', { headers: { 'Retry-After': '2' } });
+  }
+
+  #placeholder(): SchedulerSnapshot {
+    const spec = this.#registry.view(this.#catalog.defaultId).spec;
+    return {
+      slots: Array.from({ length: spec.slots }, () => SlotState.Idle),
+      busySlots: 0,
+      queueDepth: 0,
+      queueCapacity: this.config.queueMax,
+      accepting: false,
+      kvTokens: 0,
+    };
+  }
+
+  /** The scheduler observer of one model: the external one (labelled by model when it can) plus the token count. */
+  #observerFor(id: string): SchedulerObserver {
+    const external: SchedulerObserver = this.#external.forModel?.(id) ?? this.#external;
     // Bind explicitly: the observer is usually a class instance, whose hooks live on its prototype.
     const bound = (name: keyof SchedulerObserver) => (external[name] as ((...a: unknown[]) => void) | undefined)?.bind(external);
-    this.#observer = {
+    return {
       onQueueWait: bound('onQueueWait'),
       onRejected: bound('onRejected'),
       onStateChange: bound('onStateChange'),
@@ -105,319 +421,4 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       },
     };
   }
-
-  onApplicationBootstrap(): void {
-    // Start loading with the app; whoever needs the model awaits whenReady().
-    this.whenReady().catch((err: Error) => this.#logger.error(`Model load failed: ${err.message}`));
-  }
-
-  get state(): ModelState {
-    return this.#state;
-  }
-
-  get scheduler(): SchedulerSnapshot {
-    return (
-      this.#scheduler?.snapshot() ?? {
-        slots: Array.from({ length: this.config.parallelSlots }, () => SlotState.Idle),
-        busySlots: 0,
-        queueDepth: 0,
-        queueCapacity: this.config.queueMax,
-        accepting: false,
-        kvTokens: 0,
-      }
-    );
-  }
-
-  /** Follows the model load (0..1), e.g. for a progress bar; returns a function that stops it. */
-  onLoadProgress(listener: (fraction: number) => void): () => void {
-    return this.adapter.onLoadProgress(listener);
-  }
-
-  /** Starts loading (once) and resolves when the model is ready; rejects with the load error. */
-  whenReady(): Promise<ModelDescriptor> {
-    this.#ready ??= this.adapter.load().then(
-      (descriptor) => {
-        this.#scheduler = new Scheduler(
-          this.adapter.runtime,
-          {
-            queueMax: this.config.queueMax,
-            queueTimeoutMs: this.config.queueTimeoutMs,
-            prefillChunk: this.config.prefillChunk,
-          },
-          this.#observer,
-        );
-        if (this.#draining) this.#scheduler.stopAccepting();
-        this.#state = 'ready';
-        return descriptor;
-      },
-      (err: Error) => {
-        this.#state = 'failed';
-        this.#failure = err;
-        throw err;
-      },
-    );
-    return this.#ready;
-  }
-
-  get model(): ModelDescriptor {
-    this.#assertReady();
-    return this.adapter.descriptor;
-  }
-
-  /** Accepts the served id (and its file name); anything else is a 404 like OpenAI's. */
-  assertModel(requested: string | undefined): void {
-    const { id, path } = this.model;
-    if (requested === undefined || requested === id || requested === path.split('/').pop()) return;
-    throw new InferenceException(
-      InferenceErrorCode.ModelNotFound,
-      `The model '${requested}' does not exist; this server serves '${id}'`,
-      { param: 'model' },
-    );
-  }
-
-  prepareText(prompt: string, maxTokens: number | undefined, defaultMaxTokens: number | 'fill'): PreparedPrompt {
-    this.#assertReady();
-    return this.#fit(this.adapter.tokenize(prompt), [], maxTokens, defaultMaxTokens);
-  }
-
-  /** A prompt given as token ids (OpenAI's token prompts); each must be in the vocabulary. */
-  prepareTokens(tokens: readonly number[], maxTokens: number | undefined, defaultMaxTokens: number | 'fill', param = 'prompt'): PreparedPrompt {
-    this.assertTokens(tokens, param);
-    return this.#fit([...tokens], [], maxTokens, defaultMaxTokens);
-  }
-
-  /** Throws a 400 naming `param` unless every id is a token of the model (llama.cpp aborts on others). */
-  assertTokens(tokens: readonly number[], param: string): void {
-    this.#assertReady();
-    const vocab = this.adapter.descriptor.vocabularySize;
-    const bad = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
-    if (bad >= 0) {
-      throw new InferenceException(InferenceErrorCode.InvalidToken, `${param}[${bad}] = ${tokens[bad]} is not a token id of this model (0 to ${vocab - 1})`, { param });
-    }
-  }
-
-  prepareChat(messages: readonly ChatMessage[], maxTokens: number | undefined, tools: readonly ToolDefinition[] = []): PreparedPrompt {
-    this.#assertReady();
-    const rendered = this.adapter.renderChat(messages, tools);
-    return this.#fit(rendered.tokens, rendered.stop, maxTokens, 'fill');
-  }
-
-  /** Prompt tokens of a chat (template, tools, BOS) without the context check: what prepareChat would evaluate. */
-  countChatTokens(messages: readonly ChatMessage[], tools: readonly ToolDefinition[] = []): number {
-    this.#assertReady();
-    return this.adapter.withBos(this.adapter.renderChat(messages, tools).tokens).length;
-  }
-
-  /** How the served model writes function calls: its chat template's syntax, or the generic one. */
-  get toolSyntax(): ToolCallSyntax {
-    this.#assertReady();
-    return this.adapter.toolSyntax;
-  }
-
-  /** A compiled constraint that makes the model call `tools` (see SamplingParams.constraint). */
-  toolConstraint(tools: readonly ToolDefinition[], parallel: boolean): Promise<unknown> {
-    this.#assertReady();
-    return this.adapter.toolCallGrammar(tools, parallel);
-  }
-
-  /**
-   * Text of token ids (e.g. to echo a token prompt); every id must be a token of the model.
-   * `special`: control tokens (BOS, `<|im_end|>`) come out as their text instead of nothing.
-   */
-  detokenize(tokens: readonly number[], options: { special?: boolean } = {}): string {
-    this.assertTokens(tokens, 'tokens');
-    return this.adapter.detokenize(tokens, undefined, options.special === true);
-  }
-
-  /**
-   * Each token's text as it appears after the tokens before it (so the pieces join into the
-   * detokenized text), or its bytes when the token is part of a UTF-8 character (byte fallback).
-   */
-  tokenPieces(tokens: readonly number[], options: { special?: boolean } = {}): (string | number[])[] {
-    this.assertTokens(tokens, 'tokens');
-    return tokens.map((token, i) => {
-      const { text, bytes } = this.adapter.tokenPiece(token, tokens.slice(Math.max(0, i - 4), i), options.special === true);
-      return Buffer.from(text, 'utf8').equals(Buffer.from(bytes)) ? text : bytes;
-    });
-  }
-
-  /** Tokens as evaluated: BOS first when the model adds one (llama.cpp's add_special). */
-  withSpecialTokens(tokens: readonly number[]): number[] {
-    this.#assertReady();
-    return this.adapter.withBos(tokens);
-  }
-
-  /**
-   * Schedules a generation; iterate to run it. Errors (full queue, draining) surface on the
-   * first `next()`. Tokens become text here, off the scheduler: UTF-8 reassembly and stop
-   * strings; a stop string ends the request and frees its slot at once.
-   */
-  generate(request: GenerationRequest, options: SubmitOptions = {}): AsyncIterable<GenerationEvent> {
-    this.#assertReady();
-    const scheduler = this.#scheduler as Scheduler;
-    const adapter = this.adapter;
-    const stops = [...request.prompt.templateStop, ...(request.stop ?? [])];
-    const job = { prompt: request.prompt.tokens, maxTokens: request.prompt.maxTokens, sampling: request.sampling };
-    const special = request.specialTokens === true;
-    return {
-      [Symbol.asyncIterator]: async function* (): AsyncGenerator<GenerationEvent> {
-        const decoder = new TokenTextDecoder((tokens, context) => adapter.detokenize(tokens, context, special), stops);
-        let received = 0;
-        let cached = 0;
-        let unreported = 0;
-        // Log-probabilities of the tokens behind text not yet emitted, and the tokens before them.
-        let logprobs: TextLogprob[] = [];
-        // The tokens before each one, as the text decoder sees them (none before the first).
-        let recent: number[] = [];
-        for await (const event of scheduler.submit(job, options)) {
-          if (event.kind === 'token') {
-            received++;
-            cached = event.cachedPromptTokens ?? cached;
-            unreported++;
-            if (event.logprobs) {
-              const piece = (token: number) => adapter.tokenPiece(token, recent, special);
-              const own = piece(event.token);
-              logprobs.push({
-                token: event.token,
-                text: own.text,
-                bytes: own.bytes,
-                logprob: event.logprobs.logprob,
-                top: event.logprobs.top.map((t) => ({ token: t.token, logprob: t.logprob, ...piece(t.token) })),
-              });
-              recent = [...recent.slice(-3), event.token];
-            }
-            const text = decoder.push(event.token);
-            if (text) {
-              yield logprobs.length ? { kind: 'text', text, tokens: unreported, logprobs } : { kind: 'text', text, tokens: unreported };
-              unreported = 0;
-              logprobs = [];
-            }
-            if (decoder.stopped) {
-              // Leaving the loop cancels the scheduler's stream: the slot is freed at the next step.
-              const done: GenerationEvent & StopDetail = { kind: 'done', finishReason: 'stop', promptTokens: job.prompt.length, completionTokens: received, cachedPromptTokens: cached, stopSequence: decoder.matchedStop };
-              yield done;
-              return;
-            }
-          } else {
-            const rest = decoder.flush();
-            if (rest) yield logprobs.length ? { kind: 'text', text: rest, tokens: unreported, logprobs } : { kind: 'text', text: rest, tokens: unreported };
-            yield event;
-          }
-        }
-      },
-    };
-  }
-
-  /** Runs a generation to the end and returns the whole text. */
-  async complete(request: GenerationRequest, options: SubmitOptions = {}): Promise<CompletedGeneration> {
-    let text = '';
-    for await (const event of this.generate(request, options)) {
-      if (event.kind === 'text') text += event.text;
-      else return { text, finishReason: event.finishReason, usage: toUsage(event), cachedPromptTokens: event.cachedPromptTokens };
-    }
-    throw new InferenceException(InferenceErrorCode.GenerationFailed, 'Generation ended without a result');
-  }
-
-  /** A compiled constraint for SamplingParams.constraint: any JSON, or JSON matching `schema`. */
-  constraintFor(format: 'json' | object): Promise<unknown> {
-    this.#assertReady();
-    return this.adapter.grammarFor(format);
-  }
-
-  /** Embeds with the served model, or with the GGUF at `modelPath` (loaded on first use). */
-  embed(texts: readonly (string | readonly number[])[], options: { modelPath?: string } = {}): Promise<EmbeddingResult> {
-    this.#assertReady();
-    return this.adapter.embed(texts, options.modelPath);
-  }
-
-  /** Tokenizer of the model that `embed(texts, { modelPath })` uses. */
-  embeddingTokenizer(options: { modelPath?: string } = {}): Promise<EmbeddingTokenizer> {
-    this.#assertReady();
-    return this.adapter.embeddingTokenizer(options.modelPath);
-  }
-
-  /** Tokens generated since start, aborted generations included. */
-  get generatedTokens(): number {
-    return this.#generatedTokens;
-  }
-
-  /** Tokens of `text` (no BOS); `special`: control-token texts such as `<s>` become those tokens. */
-  tokenize(text: string, options: { special?: boolean } = {}): number[] {
-    this.#assertReady();
-    return this.adapter.tokenize(text, options.special === true);
-  }
-
-  /** Tokens held in the KV cache across all slots (0 before the model is loaded). */
-  get kvCacheTokens(): number {
-    return this.#scheduler?.snapshot().kvTokens ?? 0;
-  }
-
-  /** True once drain() or shutdown stopped admitting work: readiness reports "draining". */
-  get draining(): boolean {
-    return this.#draining;
-  }
-
-  /** Stops admitting work; resolves when running generations have finished. */
-  async drain(): Promise<void> {
-    this.#draining = true;
-    this.#scheduler?.stopAccepting();
-    await this.#scheduler?.whenIdle();
-  }
-
-  async onApplicationShutdown(): Promise<void> {
-    this.#draining = true;
-    this.#scheduler?.stopAccepting();
-    await this.#ready?.catch(() => undefined);
-    // Freeing the native context under a decode in flight crashes the process (SIGSEGV). By now
-    // the HTTP server is closed, so the generations left are cancelled within one step.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.#scheduler?.whenIdle(),
-      new Promise<void>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_IDLE_WAIT_MS))),
-    ]).finally(() => clearTimeout(timer));
-    await this.adapter.dispose().catch((err: unknown) => this.#logger.warn(`dispose failed: ${String(err)}`));
-  }
-
-  #fit(text: number[], templateStop: readonly string[], maxTokens: number | undefined, fallback: number | 'fill'): PreparedPrompt {
-    const { contextSize } = this.adapter.descriptor;
-    const tokens = this.adapter.withBos(text);
-    const promptTokens = tokens.length;
-    if (promptTokens >= contextSize) {
-      throw new InferenceException(
-        InferenceErrorCode.ContextLengthExceeded,
-        `The prompt has ${promptTokens} tokens but the context holds ${contextSize} tokens per request ` +
-          `(prompt + completion); shorten the prompt`,
-        { param: 'prompt' },
-      );
-    }
-    const room = contextSize - promptTokens;
-    const resolved = maxTokens ?? (fallback === 'fill' ? room : Math.min(fallback, room));
-    if (resolved > room) {
-      throw new InferenceException(
-        InferenceErrorCode.ContextLengthExceeded,
-        `This model's context holds ${contextSize} tokens per request, but ${promptTokens + resolved} were requested ` +
-          `(${promptTokens} in the prompt, ${resolved} for the completion); lower max_tokens to at most ${room}`,
-        { param: 'max_tokens' },
-      );
-    }
-    return { tokens, promptTokens, maxTokens: resolved, templateStop };
-  }
-
-  #assertReady(): void {
-    if (this.#state === 'ready') return;
-    if (this.#state === 'failed') {
-      throw new InferenceException(InferenceErrorCode.ModelLoadFailed, `Model failed to load: ${this.#failure?.message}`);
-    }
-    throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading; retry shortly', {
-      headers: { 'Retry-After': '2' },
-    });
-  }
-}
-
-export function toUsage(done: { promptTokens: number; completionTokens: number }): Usage {
-  return {
-    prompt_tokens: done.promptTokens,
-    completion_tokens: done.completionTokens,
-    total_tokens: done.promptTokens + done.completionTokens,
-  };
 }

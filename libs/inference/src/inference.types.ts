@@ -1,15 +1,18 @@
+import type { FlashAttention, KvCacheType } from '@app/common';
+import type { ModelKind } from './registry/model.types';
 import type { ToolCall } from './tools/tool.types';
 
 /** What `GET /v1/models`, `model info` and the health routes say about the served model. */
 export interface ModelDescriptor {
   /** Model id used in API requests and responses. */
   readonly id: string;
+  readonly kind: ModelKind;
   readonly path: string;
   readonly sizeBytes: number;
   readonly architecture: string;
   readonly parameters: number | null;
   readonly trainContextSize: number;
-  /** KV-cache tokens per slot (prompt + completion). */
+  /** KV-cache tokens per slot (prompt + completion); for embedding and ranking models, their context. */
   readonly contextSize: number;
   readonly vocabularySize: number;
   readonly embeddingLength: number;
@@ -18,6 +21,7 @@ export interface ModelDescriptor {
   readonly gpu: string | false;
   readonly gpuLayers: number;
   readonly gpuFallbackReason: string | null;
+  /** Concurrent generations; 0 for embedding and ranking models. */
   readonly slots: number;
   readonly threads: number;
   /** What drives decode calls: the engine addon (persistent threadpool) or node-llama-cpp's binding. */
@@ -27,6 +31,10 @@ export interface ModelDescriptor {
   readonly batchSize: number;
   /** `gguf` when the file carries its own chat template, else `fallback` (see README). */
   readonly chatTemplate: 'gguf' | 'fallback';
+  /** Flash attention as configured (`auto`: llama.cpp uses it when the model and backend support it). */
+  readonly flashAttention: FlashAttention;
+  readonly kvCacheTypeK: KvCacheType;
+  readonly kvCacheTypeV: KvCacheType;
   readonly loadMs: number;
 }
 

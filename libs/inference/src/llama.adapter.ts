@@ -1,17 +1,19 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
-import { AppConfig, LruMap } from '@app/common';
+import { LruMap } from '@app/common';
 import { BatchItem, DecodeReport, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
 import { AdaptiveThreadPolicy } from './engine/thread.policy';
-import { probeGpu } from './gpu.probe';
-import { GrammarCompiler } from './grammar.compiler';
+import type { GpuProbeResult } from './gpu.probe';
+import { AUX_CONTEXT_MAX, ggmlKvType, LlamaBackend } from './registry/llama.backend';
+import type { ModelSpec } from './registry/model.types';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor, RenderedChat } from './inference.types';
 import { grammarForJsonObject, SchemaGrammarError } from './grammar/json-schema.grammar';
+import { GrammarCompiler, SchemaLimits } from './grammar.compiler';
 import { grammarForToolCalls } from './tools/tool-call.grammar';
 import { GENERIC_TOOL_SYNTAX, ToolCallSyntax, ToolDefinition } from './tools/tool.types';
 
@@ -315,16 +317,29 @@ function logprobsOf(token: number, flat: readonly number[], top: number): Sample
   return { logprob, top: best };
 }
 
-/**
- * The only place that touches node-llama-cpp. Owns the model, one shared context whose
- * sequences are the scheduler's slots (driven through LlamaDecodeRuntime), and a lazily created
- * embedding context.
- */
 /** Prompt texts remembered with their tokens, and the longest remembered (≈ 4 MB of text at most). */
 const TOKEN_MEMO_ENTRIES = 512;
 const TOKEN_MEMO_MAX_CHARS = 8192;
 
-@Injectable()
+/** Engine settings every model shares (the server's THREAD_POLL, ENGINE_ADDON, ENGINE_ADDON_PATH). */
+export interface EngineOptions {
+  readonly threadPoll: number;
+  readonly engineAddon: 'auto' | 'off';
+  readonly engineAddonPath: string | undefined;
+  /** Limits on response_format and tool schemas (SCHEMA_MAX_*). */
+  readonly schemaLimits: SchemaLimits;
+}
+
+/** KV-cache quantization works in blocks of this many values along a head (llama.cpp's QK8_0 / QK4_0). */
+const KV_QUANT_BLOCK = 32;
+
+/**
+ * One model, and the only code that touches node-llama-cpp's model and context objects: for a
+ * chat model, one context whose sequences are its scheduler's slots (driven through
+ * LlamaDecodeRuntime, with the engine addon's persistent threadpool when it can), and a lazily
+ * created embedding context; for an embedding or ranking model, that context only. One adapter
+ * per loaded model (LoadedModel); the llama.cpp backend is shared (LlamaBackend).
+ */
 export class LlamaAdapter {
   readonly #logger = new Logger('Inference');
   #lib!: Lib;
@@ -334,7 +349,7 @@ export class LlamaAdapter {
   #runtime: LlamaDecodeRuntime | null = null;
   /** Set while the addon's threadpool is attached to #context: detached before the context goes. */
   #engineAddon: EngineAddon | null = null;
-  /** Threads the generation context was given (THREADS, or the automatic choice). */
+  /** Threads the generation context was given (the model's threads, THREADS, or the automatic choice). */
   #threads = 1;
   readonly #progressListeners = new Set<(fraction: number) => void>();
   /** Output grammars (structured output, tool calls): see GrammarCompiler. */
@@ -348,14 +363,18 @@ export class LlamaAdapter {
   #chatWrapper: NodeLlamaCpp.ChatWrapper | null = null;
   #embedding: Promise<NodeLlamaCpp.LlamaEmbeddingContext> | null = null;
   #embedLock: Promise<unknown> = Promise.resolve();
-  #otherEmbedding: Promise<{ model: NodeLlamaCpp.LlamaModel; context: NodeLlamaCpp.LlamaEmbeddingContext }> | null = null;
+  #ranking: NodeLlamaCpp.LlamaRankingContext | null = null;
   #descriptor: ModelDescriptor | null = null;
   #bosPrepended = false;
   /** The GGUF's token texts (byte-fallback tokens are `<0xNN>`). */
   #vocab: readonly unknown[] | null = null;
   #toolSyntax: ToolCallSyntax | null = null;
 
-  constructor(private readonly config: AppConfig) {}
+  constructor(
+    private readonly spec: ModelSpec,
+    private readonly engineOptions: EngineOptions,
+    private readonly backend: LlamaBackend,
+  ) {}
 
   get isLoaded(): boolean {
     return this.#descriptor !== null;
@@ -377,38 +396,31 @@ export class LlamaAdapter {
     return () => this.#progressListeners.delete(listener);
   }
 
-  /** Loads backend, model and context. Throws a one-line error for a missing or unreadable model. */
+  /**
+   * Loads the model on the shared backend and, by kind: a chat model's generation context (its
+   * slots) driven by the engine addon, an embedding model's embedding context, a reranker's
+   * ranking context. Throws a one-line error for a missing, unreadable or unsupported model.
+   */
   async load(): Promise<ModelDescriptor> {
     const started = Date.now();
-    const { modelPath } = this.config;
+    const spec = this.spec;
+    const modelPath = spec.path;
     if (!existsSync(modelPath) || !statSync(modelPath).isFile()) {
-      throw new Error(`Model file not found: ${modelPath} (set MODEL_PATH to a GGUF file)`);
+      throw new Error(`Model file not found: ${modelPath}${spec.source === 'MODEL_PATH' ? ' (set MODEL_PATH to a GGUF file)' : ''}`);
     }
-    const probe = await probeGpu(this.config.gpu, modelPath);
-    if (probe.fallbackReason) {
-      // The usual cause on NVIDIA: node-llama-cpp's prebuilt backend needs a CUDA 13.1 driver.
-      const fix = /cuda|auto/.test(this.config.gpu)
-        ? '. If the GPU is NVIDIA and the prebuilt CUDA backend cannot run on this driver, build one for this machine: `npm run cli -- gpu build` (README, "GPU")'
-        : '';
-      this.#logger.warn(`${probe.fallbackReason}; falling back to CPU${fix}`);
-    }
-    this.#lib = await import('node-llama-cpp');
-    this.#llama = await this.#lib.getLlama({
-      gpu: probe.gpu,
-      build: 'never',
-      logLevel: this.#lib.LlamaLogLevel.error,
-      progressLogs: false,
-    });
+    const { lib, llama, probe } = await this.backend.get();
+    this.#lib = lib;
+    this.#llama = llama;
     let lastLogged = -1;
     try {
-      this.#model = await this.#llama.loadModel({
+      this.#model = await llama.loadModel({
         modelPath,
-        gpuLayers: probe.gpu ? (this.config.gpuLayers ?? 'auto') : 0,
+        gpuLayers: probe.gpu ? (spec.gpuLayers ?? 'auto') : 0,
         onLoadProgress: (progress: number) => {
           const pct = Math.floor(progress * 4) * 25;
           if (pct > lastLogged) {
             lastLogged = pct;
-            this.#logger.log(`Loading model ${this.config.modelName}: ${pct}%`);
+            this.#logger.log(`Loading model ${spec.id}: ${pct}%`);
           }
           for (const listener of this.#progressListeners) listener(progress);
         },
@@ -417,118 +429,189 @@ export class LlamaAdapter {
       throw new Error(`Cannot load model ${modelPath}: ${(err as Error).message}`);
     }
     const model = this.#model;
-    const trainContextSize = model.trainContextSize;
-    const contextSize = this.config.contextSize ?? Math.min(trainContextSize, 4096);
-    const addon = this.config.engineAddon === 'off' ? null : loadEngineAddon(this.config.engineAddonPath);
-    // With the addon's persistent threadpool every core computes; without it ggml starts fresh
-    // threads in every decode call, and one core is best left to Node (docs/PERFORMANCE.md).
-    const cores = availableParallelism();
-    const fallbackThreads = this.config.threads ?? Math.max(1, cores - 1);
-    let threads = this.config.threads ?? (addon?.addon ? cores : fallbackThreads);
-    this.#context = await model.createContext({
-      sequences: this.config.parallelSlots,
-      contextSize,
-      threads,
-      batchSize: this.config.batchSize,
-    });
-    const lib = this.#lib;
-    // Reserve every sequence id so that nothing else in node-llama-cpp hands one out.
-    for (let i = 0; i < this.config.parallelSlots; i++) this.#context.getSequence();
-    type Internals = { _ctx: NativeContext; _llama: { _bindings: { AddonSampler: new (m: unknown) => NativeSampler } } };
-    type ModelInternals = { _model: unknown };
-    const nativeContext = (this.#context as unknown as Internals)._ctx;
-    const bindings = (this.#context as unknown as Internals)._llama._bindings;
-    const nativeModel = (model as unknown as ModelInternals)._model;
-    const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
-    const pristineStates = new WeakMap<NodeLlamaCpp.LlamaGrammar, NodeLlamaCpp.LlamaGrammarEvaluationState>();
-    let engine: Engine | null = null;
-    let engineNote: string;
-    if (addon === null) {
-      engineNote = 'engine addon off (ENGINE_ADDON=off)';
-    } else if (addon.addon === null) {
-      engineNote = addon.reason;
-    } else {
-      try {
-        addon.addon.probe(nativeContext);
-        // Sampling a step's slots in parallel: every core but the step's own thread (at most 16).
-        addon.addon.attachThreadpool(nativeContext, threads, this.config.threadPoll, Math.min(16, cores - 1));
-        // THREADS set: exactly that. Unset: up to every core, chosen per step by measurement.
-        const policy = this.config.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
-        engine = { addon: addon.addon, maxThreads: threads, policy };
-        this.#engineAddon = addon.addon;
-        engineNote =
-          `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
-          ` (poll ${this.config.threadPoll})`;
-      } catch (err) {
-        engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
-      }
+    try {
+      return await this.#prepare(model, probe, started);
+    } catch (err) {
+      // A model whose context cannot be made is not left half loaded.
+      await this.dispose().catch(() => undefined);
+      throw err;
     }
-    if (!engine) {
-      if (threads !== fallbackThreads) {
-        (nativeContext as unknown as { setThreads(n: number): void }).setThreads(fallbackThreads);
-        threads = fallbackThreads;
-      }
-      if (addon !== null) this.#logger.warn(`${engineNote}; running on node-llama-cpp's own decode path (slower with more than one thread)`);
-    }
-    this.#threads = threads;
-    this.#runtime = new LlamaDecodeRuntime(
-      nativeContext,
-      () => new bindings.AddonSampler(nativeModel),
-      (grammar) => {
-        // Creating an evaluation state parses the grammar text again (ms for a large schema);
-        // cloning a pristine one per grammar copies the parsed rules instead.
-        const key = grammar as NodeLlamaCpp.LlamaGrammar;
-        let pristine = pristineStates.get(key);
-        if (!pristine) pristineStates.set(key, (pristine = new lib.LlamaGrammarEvaluationState({ model, grammar: key })));
-        return pristine.clone() as unknown as { _state: unknown };
-      },
-      this.config.parallelSlots,
-      this.config.batchSize,
-      this.#context.contextSize,
-      (token) => model.isEogToken(token as NodeLlamaCpp.Token),
-      eog,
-      engine,
-    );
-    const template = (model.fileInfo.metadata as { tokenizer?: { chat_template?: unknown } }).tokenizer?.chat_template;
-    this.#chatWrapper = typeof template === 'string' && template.length > 0 ? this.#lib.resolveChatWrapper(model) : null;
-    this.#bosPrepended = model.tokens.shouldPrependBosToken && model.tokens.bos !== null;
+  }
 
+  async #prepare(model: NodeLlamaCpp.LlamaModel, probe: GpuProbeResult, started: number): Promise<ModelDescriptor> {
+    const spec = this.spec;
+    const llama = this.#llama as NodeLlamaCpp.Llama;
+    const trainContextSize = model.trainContextSize;
+    const tokenList = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: readonly unknown[] } } }).tokenizer?.ggml?.tokens;
+    this.#vocab = tokenList ?? null;
+    this.#bosPrepended = model.tokens.shouldPrependBosToken && model.tokens.bos !== null;
     const tensors = model.fileInfo.fullTensorInfo ?? [];
     const parameters = tensors.length
       ? tensors.reduce((sum, t) => sum + t.dimensions.reduce<number>((a, b) => a * Number(b), 1), 0)
       : null;
-    const tokenList = (model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: readonly unknown[] } } }).tokenizer?.ggml?.tokens;
-    this.#vocab = tokenList ?? null;
-    this.#toolSyntax = this.#chatWrapper ? this.#wrapperToolSyntax(this.#chatWrapper) : GENERIC_TOOL_SYNTAX;
+    let threads = spec.threads ?? Math.max(1, availableParallelism() - 1);
+    let engine: Engine | null = null;
+    let engineNote = 'no generation context (embedding or ranking model)';
+    let contextSize = Math.min(trainContextSize, AUX_CONTEXT_MAX);
+    if (spec.kind === 'chat') {
+      contextSize = spec.contextSize ?? Math.min(trainContextSize, 4096);
+      this.#checkKvTypes(model);
+      const addon = this.engineOptions.engineAddon === 'off' ? null : loadEngineAddon(this.engineOptions.engineAddonPath);
+      // With the addon's persistent threadpool every core computes; without it ggml starts fresh
+      // threads in every decode call, and one core is best left to Node (docs/PERFORMANCE.md).
+      const cores = availableParallelism();
+      const fallbackThreads = spec.threads ?? Math.max(1, cores - 1);
+      threads = spec.threads ?? (addon?.addon ? cores : fallbackThreads);
+      try {
+        this.#context = await model.createContext({
+          sequences: spec.slots,
+          contextSize,
+          threads,
+          batchSize: spec.batchSize,
+          flashAttention: spec.flashAttention === 'auto' ? 'auto' : spec.flashAttention === 'on',
+          experimentalKvCacheKeyType: ggmlKvType(spec.kvCacheTypeK),
+          experimentalKvCacheValueType: ggmlKvType(spec.kvCacheTypeV),
+        });
+      } catch (err) {
+        throw new Error(`Cannot create the context of model ${spec.id} (${spec.slots} slots x ${contextSize} tokens, KV ${spec.kvCacheTypeK}/${spec.kvCacheTypeV}, flash attention ${spec.flashAttention}): ${(err as Error).message}`);
+      }
+      const lib = this.#lib;
+      const pristineStates = new WeakMap<NodeLlamaCpp.LlamaGrammar, NodeLlamaCpp.LlamaGrammarEvaluationState>();
+      // Reserve every sequence id so that nothing else in node-llama-cpp hands one out.
+      for (let i = 0; i < spec.slots; i++) this.#context.getSequence();
+      type Internals = { _ctx: NativeContext; _llama: { _bindings: { AddonSampler: new (m: unknown) => NativeSampler } } };
+      type ModelInternals = { _model: unknown };
+      const nativeContext = (this.#context as unknown as Internals)._ctx;
+      const bindings = (this.#context as unknown as Internals)._llama._bindings;
+      const nativeModel = (model as unknown as ModelInternals)._model;
+      const eog = [model.tokens.eos, model.tokens.eot].filter((t): t is NodeLlamaCpp.Token => t !== null);
+      if (addon === null) {
+        engineNote = 'engine addon off (ENGINE_ADDON=off)';
+      } else if (addon.addon === null) {
+        engineNote = addon.reason;
+      } else {
+        try {
+          addon.addon.probe(nativeContext);
+          // Sampling a step's slots in parallel: every core but the step's own thread (at most 16).
+          addon.addon.attachThreadpool(nativeContext, threads, this.engineOptions.threadPoll, Math.min(16, cores - 1));
+          // threads set (THREADS or the model's own): exactly that. Unset: up to every core, chosen per step by measurement.
+          const policy = spec.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
+          engine = { addon: addon.addon, maxThreads: threads, policy };
+          this.#engineAddon = addon.addon;
+          engineNote =
+            `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
+            ` (poll ${this.engineOptions.threadPoll})`;
+        } catch (err) {
+          engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
+        }
+      }
+      if (!engine) {
+        if (threads !== fallbackThreads) {
+          (nativeContext as unknown as { setThreads(n: number): void }).setThreads(fallbackThreads);
+          threads = fallbackThreads;
+        }
+        if (addon !== null) this.#logger.warn(`${engineNote}; running on node-llama-cpp's own decode path (slower with more than one thread)`);
+      }
+      this.#runtime = new LlamaDecodeRuntime(
+        nativeContext,
+        () => new bindings.AddonSampler(nativeModel),
+        (grammar) =>
+          {
+            // Creating an evaluation state parses the grammar text again (ms for a large schema);
+            // cloning a pristine one per grammar copies the parsed rules instead.
+            const key = grammar as NodeLlamaCpp.LlamaGrammar;
+            let pristine = pristineStates.get(key);
+            if (!pristine) pristineStates.set(key, (pristine = new lib.LlamaGrammarEvaluationState({ model, grammar: key })));
+            return pristine.clone() as unknown as { _state: unknown };
+          },
+        spec.slots,
+        spec.batchSize,
+        this.#context.contextSize,
+        (token) => model.isEogToken(token as NodeLlamaCpp.Token),
+        eog,
+        engine,
+      );
+      contextSize = this.#context.contextSize;
+      const template = (model.fileInfo.metadata as { tokenizer?: { chat_template?: unknown } }).tokenizer?.chat_template;
+      this.#chatWrapper = typeof template === 'string' && template.length > 0 ? this.#lib.resolveChatWrapper(model) : null;
+      this.#toolSyntax = this.#chatWrapper ? this.#wrapperToolSyntax(this.#chatWrapper) : GENERIC_TOOL_SYNTAX;
+    } else if (spec.kind === 'embedding') {
+      // Created at load, so that its memory is taken now (and counted) and a model that cannot embed fails here.
+      this.#embedding = model.createEmbeddingContext({ contextSize, threads: this.#auxThreads });
+      try {
+        await this.#embedding;
+      } catch (err) {
+        this.#embedding = null;
+        throw new Error(`Cannot create the embedding context of model ${spec.id}: ${(err as Error).message}`);
+      }
+      this.#toolSyntax = GENERIC_TOOL_SYNTAX;
+    } else {
+      try {
+        this.#ranking = await model.createRankingContext({ contextSize, threads: this.#auxThreads });
+      } catch (err) {
+        throw new Error(`Cannot create the ranking context of model ${spec.id} (is it a reranker?): ${(err as Error).message}`);
+      }
+      this.#toolSyntax = GENERIC_TOOL_SYNTAX;
+    }
+    this.#threads = threads;
     this.#descriptor = {
-      id: this.config.modelName,
-      path: modelPath,
-      sizeBytes: statSync(modelPath).size,
+      id: spec.id,
+      kind: spec.kind,
+      path: spec.path,
+      sizeBytes: statSync(spec.path).size,
       architecture: String(model.fileInfo.metadata.general?.architecture ?? 'unknown'),
       parameters,
       trainContextSize,
-      contextSize: this.#context.contextSize,
+      contextSize,
       vocabularySize: tokenList?.length ?? 0,
       embeddingLength: model.embeddingVectorSize,
       layers: model.fileInsights.totalLayers,
-      gpu: this.#llama.gpu,
+      gpu: llama.gpu,
       gpuLayers: model.gpuLayers,
       gpuFallbackReason: probe.fallbackReason,
-      slots: this.config.parallelSlots,
+      slots: spec.kind === 'chat' ? spec.slots : 0,
       threads,
       engine: engine ? 'addon' : 'node-llama-cpp',
       engineNote,
-      batchSize: this.config.batchSize,
+      batchSize: spec.batchSize,
       chatTemplate: this.#chatWrapper ? 'gguf' : 'fallback',
+      flashAttention: spec.flashAttention,
+      kvCacheTypeK: spec.kvCacheTypeK,
+      kvCacheTypeV: spec.kvCacheTypeV,
       loadMs: Date.now() - started,
     };
     const d = this.#descriptor;
     this.#logger.log(
-      `Model ${d.id} ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
-        `context ${d.contextSize} x ${d.slots} slots, ${d.threads} threads (${d.engine === 'addon' ? 'persistent pool' : 'per-call threads'}), ` +
+      `Model ${d.id} (${d.kind}) ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
+        (d.kind === 'chat'
+          ? `context ${d.contextSize} x ${d.slots} slots, KV ${d.kvCacheTypeK}/${d.kvCacheTypeV}, flash attention ${d.flashAttention}, ` +
+            `${d.threads} threads (${d.engine === 'addon' ? 'persistent pool' : 'per-call threads'}), `
+          : `context ${d.contextSize}, `) +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );
     return d;
+  }
+
+  /**
+   * llama.cpp quantizes the KV cache in blocks of 32 values along each head: a model whose head
+   * size is not a multiple of 32 cannot use q8_0 / q4_0 (it fails with a bare "Failed to create
+   * context" after three retries). Said plainly instead.
+   */
+  #checkKvTypes(model: NodeLlamaCpp.LlamaModel): void {
+    const quantized = [this.spec.kvCacheTypeK, this.spec.kvCacheTypeV].filter((t) => t !== 'f16');
+    if (quantized.length === 0) return;
+    const arch = model.fileInfo.architectureMetadata as { embedding_length?: number; attention?: { head_count?: number; key_length?: number; value_length?: number } };
+    const heads = arch.attention?.head_count;
+    const fallback = arch.embedding_length && heads ? arch.embedding_length / heads : undefined;
+    const sizes = { k: arch.attention?.key_length ?? fallback, v: arch.attention?.value_length ?? fallback };
+    for (const [side, type] of [['k', this.spec.kvCacheTypeK], ['v', this.spec.kvCacheTypeV]] as const) {
+      const size = sizes[side];
+      if (type !== 'f16' && size !== undefined && size % KV_QUANT_BLOCK !== 0) {
+        throw new Error(
+          `kv_cache_type_${side} ${type} needs a head size that is a multiple of ${KV_QUANT_BLOCK}; model ${this.spec.id} has ${size} (use f16 for it)`,
+        );
+      }
+    }
   }
 
   /** Tokens of `text` as the model sees it, without BOS; `special`: control-token texts (`<s>`, `<|im_end|>`) become those tokens. */
@@ -722,35 +805,26 @@ export class LlamaAdapter {
   #grammarCompiler(): GrammarCompiler {
     const llama = this.#llama;
     if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
-    this.#grammars ??= new GrammarCompiler(this.config.schemaLimits, (grammar) => llama.createGrammar({ grammar }));
+    this.#grammars ??= new GrammarCompiler(this.engineOptions.schemaLimits, (grammar) => llama.createGrammar({ grammar }));
     return this.#grammars;
   }
 
   /**
-   * Embeds texts one by one on a dedicated embedding context (created on first use), of the
-   * served model or, with `modelPath`, of another GGUF loaded on first use (EMBEDDING_MODEL_PATH
-   * for the semantic cache).
+   * Embeds texts one by one on the model's embedding context: an embedding model's (made at
+   * load), or a chat model's own (created on first use).
    */
-  embed(texts: readonly (string | readonly number[])[], modelPath?: string): Promise<EmbeddingResult> {
+  embed(texts: readonly (string | readonly number[])[]): Promise<EmbeddingResult> {
     const run = async (): Promise<EmbeddingResult> => {
       const model = this.#requireModel();
-      let context: NodeLlamaCpp.LlamaEmbeddingContext;
-      let tokenizer = model;
-      let limit = Math.min(model.trainContextSize, 2048);
-      if (modelPath === undefined || modelPath === this.config.modelPath) {
-        this.#embedding ??= model.createEmbeddingContext({ contextSize: limit, threads: this.#embeddingThreads });
-        context = await this.#embedding;
-      } else {
-        const other = await this.#otherEmbedder(modelPath);
-        ({ context, model: tokenizer } = other);
-        limit = Math.min(tokenizer.trainContextSize, 2048);
-      }
-      const bos = tokenizer.tokens.shouldPrependBosToken && tokenizer.tokens.bos !== null ? 1 : 0;
-      limit = usableEmbeddingTokens(limit);
+      const contextSize = Math.min(model.trainContextSize, AUX_CONTEXT_MAX);
+      this.#embedding ??= model.createEmbeddingContext({ contextSize, threads: this.#auxThreads });
+      const context = await this.#embedding;
+      const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? 1 : 0;
+      const limit = usableEmbeddingTokens(contextSize);
       let promptTokens = 0;
       const vectors: Float32Array[] = [];
       for (const [index, text] of texts.entries()) {
-        const count = (typeof text === 'string' ? tokenizer.tokenize(text).length : text.length) + bos;
+        const count = (typeof text === 'string' ? model.tokenize(text).length : text.length) + bos;
         if (count > limit) {
           throw new InferenceException(
             InferenceErrorCode.EmbeddingInputTooLong,
@@ -769,40 +843,39 @@ export class LlamaAdapter {
     return result;
   }
 
-  /**
-   * Tokenizer of the model that `embed(…, modelPath)` uses (the served model, or the other GGUF,
-   * loaded on first use), and the most tokens one embedding input may have.
-   */
-  async embeddingTokenizer(modelPath?: string): Promise<EmbeddingTokenizer> {
-    const model =
-      modelPath === undefined || modelPath === this.config.modelPath ? this.#requireModel() : (await this.#otherEmbedder(modelPath)).model;
+  /** The model's tokenizer and the most tokens one embedding input may have. */
+  embeddingTokenizer(): EmbeddingTokenizer {
+    const model = this.#requireModel();
     const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? 1 : 0;
     return {
       tokenize: (text) => model.tokenize(text) as number[],
       detokenize: (tokens) => model.detokenize(tokens as NodeLlamaCpp.Token[], false),
-      maxTokens: usableEmbeddingTokens(Math.min(model.trainContextSize, 2048)) - bos,
+      maxTokens: usableEmbeddingTokens(Math.min(model.trainContextSize, AUX_CONTEXT_MAX)) - bos,
     };
   }
 
-  /** A second model used only for embeddings, loaded once on first use (on the CPU). */
-  #otherEmbedder(modelPath: string): Promise<{ model: NodeLlamaCpp.LlamaModel; context: NodeLlamaCpp.LlamaEmbeddingContext }> {
-    this.#otherEmbedding ??= (async () => {
-      const llama = this.#llama;
-      if (!llama) throw new InferenceException(InferenceErrorCode.ModelLoading, 'Model is still loading');
-      if (!existsSync(modelPath)) throw new Error(`Embedding model file not found: ${modelPath}`);
-      const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-      const context = await model.createEmbeddingContext({ contextSize: Math.min(model.trainContextSize, 2048), threads: this.#embeddingThreads });
-      return { model, context };
-    })();
-    // A failed load is retried on the next call rather than cached forever.
-    this.#otherEmbedding.catch(() => (this.#otherEmbedding = null));
-    return this.#otherEmbedding;
+  /** Relevance of each document to the query (a reranker's scores, 0..1, in the documents' order). */
+  rank(query: string, documents: readonly string[]): Promise<number[]> {
+    const ranking = this.#ranking;
+    if (!ranking) throw new InferenceException(InferenceErrorCode.ModelKindMismatch, `Model ${this.spec.id} is not a reranker`, { param: 'model' });
+    const run = (): Promise<number[]> => ranking.rankAll(query, [...documents]);
+    const result = this.#embedLock.then(run, run);
+    this.#embedLock = result.catch(() => undefined);
+    return result;
   }
 
+  /**
+   * Frees the model. Order matters: the engine addon's buffers and threadpool go before the
+   * context (freeing a context with the pool attached crashes), the context before the model.
+   * The shared backend (LlamaBackend) stays.
+   */
   async dispose(): Promise<void> {
     const embedding = this.#embedding;
     this.#embedding = null;
     await (await embedding?.catch(() => null))?.dispose();
+    const ranking = this.#ranking;
+    this.#ranking = null;
+    await ranking?.dispose();
     this.#runtime?.dispose();
     this.#runtime = null;
     if (this.#engineAddon && this.#context) {
@@ -815,19 +888,18 @@ export class LlamaAdapter {
       }
       this.#engineAddon = null;
     }
-    const other = await this.#otherEmbedding?.catch(() => null);
-    this.#otherEmbedding = null;
-    await other?.context.dispose();
-    await other?.model.dispose();
     await this.#context?.dispose();
     await this.#model?.dispose();
-    await this.#llama?.dispose();
     this.#context = this.#model = this.#llama = null;
+    // Compiled grammars belong to this model's Llama; the worker thread goes with them.
+    await this.#grammars?.close();
+    this.#grammars = null;
+    this.#tokenMemo.clear();
   }
 
-  /** Embedding contexts have no persistent pool: threads per call, one core left to Node. */
-  get #embeddingThreads(): number {
-    return this.config.threads ?? Math.max(1, availableParallelism() - 1);
+  /** Embedding and ranking contexts have no persistent pool: threads per call, one core left to Node. */
+  get #auxThreads(): number {
+    return this.spec.threads ?? Math.max(1, availableParallelism() - 1);
   }
 
   #requireModel(): NodeLlamaCpp.LlamaModel {

@@ -60,6 +60,9 @@ export class HttpTelemetry {
       telemetry.spanId = ids.spanId;
       telemetry.serverSpan = trace.getActiveSpan();
     }
+    const release = (): void => telemetry.end();
+    res.once('finish', release);
+    res.once('close', release);
     if (UNOBSERVED_PATH.test(req.url)) return next();
     this.active.inc();
     let ended = false;

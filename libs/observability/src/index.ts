@@ -10,3 +10,4 @@ export * from './gpu.monitor';
 export * from './nvidia-smi.sampler';
 export * from './dependency.probes';
 export * from './tracing.api';
+export * from './model.telemetry';

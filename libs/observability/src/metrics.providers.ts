@@ -45,6 +45,12 @@ export const METRIC = {
   usageFlushFailures: 'llm_usage_flush_failures_total',
   usageDropped: 'llm_usage_dropped_total',
   usageBuffered: 'llm_usage_buffered_buckets',
+  modelState: 'llm_model_state',
+  modelMemory: 'llm_model_memory_bytes',
+  modelMemoryBudget: 'llm_model_memory_budget_bytes',
+  modelLoads: 'llm_model_loads_total',
+  modelLoadDuration: 'llm_model_load_duration_seconds',
+  modelUnloads: 'llm_model_unloads_total',
 } as const;
 
 /** The seed's request-duration buckets (seconds). */
@@ -77,26 +83,31 @@ export const METRIC_PROVIDERS = [
     name: METRIC.timeToFirstToken,
     help: 'Time from submission to the scheduler to the first generated text, queue wait included (seconds)',
     buckets: TTFT_BUCKETS,
+    labelNames: ['model'],
   }),
   makeHistogramProvider({
     name: METRIC.interTokenLatency,
     help: 'Time between two generated tokens of one request (seconds)',
     buckets: INTER_TOKEN_BUCKETS,
+    labelNames: ['model'],
   }),
   makeHistogramProvider({
     name: METRIC.batchStep,
     help: 'Duration of one decode call of the continuous-batching loop (all slots together), in seconds',
     buckets: INTER_TOKEN_BUCKETS,
+    labelNames: ['model'],
   }),
   makeHistogramProvider({
     name: METRIC.batchCompute,
     help: 'Time the engine computed inside one decode call (llama_decode), in seconds; needs the engine addon',
     buckets: INTER_TOKEN_BUCKETS,
+    labelNames: ['model'],
   }),
   makeHistogramProvider({
     name: METRIC.batchThreads,
     help: 'CPU threads one decode call ran on (chosen per step by measured compute unless THREADS is set); needs the engine addon',
     buckets: [1, 2, 4, 8, 16, 32, 64],
+    labelNames: ['model'],
   }),
   makeHistogramProvider({
     name: METRIC.batchHostOverhead,
@@ -104,13 +115,15 @@ export const METRIC_PROVIDERS = [
       'Per step of the batching loop, everything that is not engine compute (sampling, scheduling, dispatch and ' +
       'completion latency), for steps that follow the previous one without a pause; needs the engine addon',
     buckets: HOST_OVERHEAD_BUCKETS,
+    labelNames: ['model'],
   }),
   makeHistogramProvider({
     name: METRIC.batchTokens,
     help: 'Tokens evaluated by one decode call (generated tokens of every streaming slot plus prompt chunks)',
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+    labelNames: ['model'],
   }),
-  makeHistogramProvider({ name: METRIC.queueWait, help: 'Time a request waited for a free slot (seconds)', buckets: QUEUE_WAIT_BUCKETS }),
+  makeHistogramProvider({ name: METRIC.queueWait, help: 'Time a request waited for a free slot (seconds)', buckets: QUEUE_WAIT_BUCKETS, labelNames: ['model'] }),
   makeCounterProvider({ name: METRIC.promptTokens, help: 'Prompt tokens of finished generations (BOS included)', labelNames: ['model'] }),
   makeCounterProvider({
     name: METRIC.promptTokensCached,
@@ -120,22 +133,22 @@ export const METRIC_PROVIDERS = [
   makeCounterProvider({
     name: METRIC.generations,
     help: 'Generations that ended, by finish reason (stop, length, abort, error)',
-    labelNames: ['finish_reason'],
+    labelNames: ['finish_reason', 'model'],
   }),
-  makeCounterProvider({ name: METRIC.aborted, help: 'Generations cancelled before they finished (client disconnect, cancellation)' }),
+  makeCounterProvider({ name: METRIC.aborted, help: 'Generations cancelled before they finished (client disconnect, cancellation)', labelNames: ['model'] }),
   makeCounterProvider({
     name: METRIC.schedulerRejections,
     help: 'Requests the scheduler turned away, by reason (queue_full, queue_timeout, shutting_down, ...)',
-    labelNames: ['reason'],
+    labelNames: ['reason', 'model'],
   }),
-  makeGaugeProvider({ name: METRIC.queueDepth, help: 'Requests waiting for a slot' }),
-  makeGaugeProvider({ name: METRIC.queueCapacity, help: 'Requests that may wait for a slot (QUEUE_MAX)' }),
-  makeGaugeProvider({ name: METRIC.slotsBusy, help: 'Slots (KV-cache sequences) generating or evaluating a prompt' }),
-  makeGaugeProvider({ name: METRIC.slotsTotal, help: 'Slots (PARALLEL_SLOTS)' }),
-  makeGaugeProvider({ name: METRIC.schedulerAccepting, help: '1 while the scheduler admits work, 0 while draining or shutting down' }),
-  makeGaugeProvider({ name: METRIC.kvCacheTokens, help: 'Tokens held in the KV cache across all slots' }),
-  makeGaugeProvider({ name: METRIC.kvCacheCapacity, help: 'KV-cache capacity in tokens across all slots (CONTEXT_SIZE x PARALLEL_SLOTS)' }),
-  makeGaugeProvider({ name: METRIC.modelReady, help: '1 when the model is loaded and serving, 0 while loading or after a failed load' }),
+  makeGaugeProvider({ name: METRIC.queueDepth, help: 'Requests waiting for a slot', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.queueCapacity, help: 'Requests that may wait for a slot (QUEUE_MAX)', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.slotsBusy, help: 'Slots (KV-cache sequences) generating or evaluating a prompt', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.slotsTotal, help: 'Slots of each chat model (PARALLEL_SLOTS or its own slots setting)', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.schedulerAccepting, help: '1 while the scheduler admits work, 0 while draining or shutting down', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.kvCacheTokens, help: 'Tokens held in the KV cache across all slots', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.kvCacheCapacity, help: 'KV-cache capacity in tokens across a model\'s slots (context size x slots)', labelNames: ['model'] }),
+  makeGaugeProvider({ name: METRIC.modelReady, help: '1 when the default model is loaded and serving, 0 while loading or after a failed load (readiness follows it; llm_model_state has every model)' }),
   makeGaugeProvider({
     name: METRIC.modelInfo,
     help: 'Served model, compute backend, decode engine (addon = persistent threadpool) and threads (value is always 1)',
@@ -178,4 +191,31 @@ export const METRIC_PROVIDERS = [
     help: 'Usage records dropped because the ledger buffer was full (USAGE_BUFFER_MAX) while the database was unreachable',
   }),
   makeGaugeProvider({ name: METRIC.usageBuffered, help: 'Usage buckets (key, model, route, hour) waiting to be written' }),
+  makeGaugeProvider({
+    name: METRIC.modelState,
+    help: 'Each configured model\'s state (unloaded, loading, loaded, unloading, failed): 1 for the current one, else 0',
+    labelNames: ['model', 'state'],
+  }),
+  makeGaugeProvider({
+    name: METRIC.modelMemory,
+    help: 'Memory a loaded (or loading) model takes, by node-llama-cpp\'s estimate before loading, in bytes (memory: ram, vram)',
+    labelNames: ['model', 'memory'],
+  }),
+  makeGaugeProvider({
+    name: METRIC.modelMemoryBudget,
+    help: 'MODEL_MEMORY_BUDGET resolved against this machine, in bytes (memory: ram, vram; absent = unlimited)',
+    labelNames: ['memory'],
+  }),
+  makeCounterProvider({ name: METRIC.modelLoads, help: 'Model loads, by model and result (ok, error)', labelNames: ['model', 'result'] }),
+  makeHistogramProvider({
+    name: METRIC.modelLoadDuration,
+    help: 'Time a model took to load (file, weights, context), in seconds',
+    labelNames: ['model'],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+  }),
+  makeCounterProvider({
+    name: METRIC.modelUnloads,
+    help: 'Model unloads, by model and reason (keep_alive, budget, admin, removed, shutdown)',
+    labelNames: ['model', 'reason'],
+  }),
 ];

@@ -11,6 +11,7 @@ import { METRIC_PROVIDERS } from './metrics.providers';
 import { MetricsService } from './metrics.service';
 import { requestLogFields } from './request-log.fields';
 import { SchedulerTelemetry } from './scheduler.telemetry';
+import { ModelTelemetry } from './model.telemetry';
 import { activeTraceIds, flushTracing } from './tracing.api';
 
 /**
@@ -106,10 +107,11 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
     MetricsService,
     HttpTelemetry,
     SchedulerTelemetry,
+    ModelTelemetry,
     GpuMonitor,
     RouteTelemetryInterceptor,
   ],
-  exports: [...METRIC_PROVIDERS, DependencyProbes, MetricsService, HttpTelemetry, RouteTelemetryInterceptor, SchedulerTelemetry, GpuMonitor],
+  exports: [...METRIC_PROVIDERS, DependencyProbes, MetricsService, HttpTelemetry, RouteTelemetryInterceptor, SchedulerTelemetry, ModelTelemetry, GpuMonitor],
 })
 export class ObservabilityModule implements NestModule, OnApplicationShutdown {
   configure(consumer: MiddlewareConsumer): void {

@@ -14,8 +14,8 @@ function promptOf(body: unknown): string | undefined {
 }
 
 /**
- * The fields added to a request's completion log line: route template, status, latency, tokens,
- * cache result, key id (an id, never the key), scheduler timings, trace id; the prompt only when
+ * The fields added to a request's completion log line: route template, status, latency, model,
+ * tokens, cache result, key id (an id, never the key), scheduler timings, trace id; the prompt only when
  * LOG_PROMPTS is on.
  */
 export function requestLogFields(req: IncomingMessage, res: ServerResponse, logPrompts: boolean): Record<string, unknown> {
@@ -27,6 +27,7 @@ export function requestLogFields(req: IncomingMessage, res: ServerResponse, logP
   };
   if (!t) return fields;
   if (t.keyId) fields.key_id = t.keyId;
+  if (t.model) fields.model = t.model;
   if (t.cache) fields.cache = t.cache;
   if (t.rateLimited) fields.rate_limited = t.rateLimited;
   if (t.finishReason) {

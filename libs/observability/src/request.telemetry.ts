@@ -41,6 +41,29 @@ export class RequestTelemetry {
   spanId: string | undefined;
   /** The HTTP server span (tracing on), renamed after the route template once routed. */
   serverSpan: Span | undefined;
+  #onEnd: (() => void)[] | null = [];
+
+  /**
+   * Runs `fn` once the response has ended (sent, failed, or abandoned by the client), e.g. to let
+   * go of a model the request held; at once if it has ended already.
+   */
+  whenEnded(fn: () => void): void {
+    if (this.#onEnd) this.#onEnd.push(fn);
+    else fn();
+  }
+
+  /** The response has ended: runs the whenEnded callbacks (once). */
+  end(): void {
+    const callbacks = this.#onEnd ?? [];
+    this.#onEnd = null;
+    for (const fn of callbacks) {
+      try {
+        fn();
+      } catch {
+        /* a failing callback must not stop the others */
+      }
+    }
+  }
 
   /** The telemetry of the request whose async flow is running, if any. */
   static current(): RequestTelemetry | undefined {

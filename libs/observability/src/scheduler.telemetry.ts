@@ -54,8 +54,9 @@ const MAX_PENDING = 1024;
 const MATCH_TOLERANCE_MS = 5;
 
 /**
- * The scheduler observer (provided under the inference library's SCHEDULER_OBSERVER token):
- * latency histograms, token counters and slot/queue gauges, the request's log fields, and the
+ * The scheduler observer (provided under the inference library's SCHEDULER_OBSERVER token; each
+ * model's scheduler gets its own through `forModel`): latency histograms, token counters and
+ * slot/queue gauges labelled by model, the request's log fields, and the
  * spans `llm.generation` > `llm.queue_wait`, `llm.prefill`, `llm.decode` built from the hooks'
  * timings when the generation ends.
  *
@@ -63,51 +64,113 @@ const MATCH_TOLERANCE_MS = 5;
  * scheduler reports that wait from the finishing request's async context. Those reports are kept
  * for a moment and claimed by the waiting request at its first token, matched by submission time.
  */
+/** The hooks of one model's scheduler (structurally the batching library's SchedulerObserver). */
+export interface ModelSchedulerHooks {
+  onQueueWait(ms: number): void;
+  onStep(step: StepView): void;
+  onRejected(code: string): void;
+  onStateChange(snapshot: SchedulerStateView): void;
+  onFirstToken(ms: number): void;
+  onInterToken(ms: number): void;
+  onFinish(outcome: GenerationOutcomeView): void;
+}
+
 @Injectable()
 export class SchedulerTelemetry {
   readonly #model: string;
   #pending: (Acquisition & { readonly reportedAt: number })[] = [];
+  readonly #initialized = new Set<string>();
 
   constructor(
-    config: AppConfig,
-    @InjectMetric(METRIC.timeToFirstToken) private readonly ttft: Histogram,
-    @InjectMetric(METRIC.interTokenLatency) private readonly interToken: Histogram,
-    @InjectMetric(METRIC.queueWait) private readonly queueWait: Histogram,
-    @InjectMetric(METRIC.batchStep) private readonly batchStep: Histogram,
-    @InjectMetric(METRIC.batchTokens) private readonly batchTokens: Histogram,
-    @InjectMetric(METRIC.batchCompute) private readonly batchCompute: Histogram,
-    @InjectMetric(METRIC.batchHostOverhead) private readonly batchHost: Histogram,
-    @InjectMetric(METRIC.batchThreads) private readonly batchThreads: Histogram,
+    private readonly config: AppConfig,
+    @InjectMetric(METRIC.timeToFirstToken) private readonly ttft: Histogram<'model'>,
+    @InjectMetric(METRIC.interTokenLatency) private readonly interToken: Histogram<'model'>,
+    @InjectMetric(METRIC.queueWait) private readonly queueWait: Histogram<'model'>,
+    @InjectMetric(METRIC.batchStep) private readonly batchStep: Histogram<'model'>,
+    @InjectMetric(METRIC.batchTokens) private readonly batchTokens: Histogram<'model'>,
+    @InjectMetric(METRIC.batchCompute) private readonly batchCompute: Histogram<'model'>,
+    @InjectMetric(METRIC.batchHostOverhead) private readonly batchHost: Histogram<'model'>,
+    @InjectMetric(METRIC.batchThreads) private readonly batchThreads: Histogram<'model'>,
     @InjectMetric(METRIC.tokensGenerated) private readonly tokensGenerated: Counter<'model'>,
     @InjectMetric(METRIC.promptTokens) private readonly promptTokens: Counter<'model'>,
     @InjectMetric(METRIC.promptTokensCached) private readonly promptTokensCached: Counter<'model'>,
-    @InjectMetric(METRIC.generations) private readonly generations: Counter<'finish_reason'>,
-    @InjectMetric(METRIC.aborted) private readonly aborted: Counter,
-    @InjectMetric(METRIC.schedulerRejections) private readonly rejections: Counter<'reason'>,
-    @InjectMetric(METRIC.queueDepth) private readonly queueDepth: Gauge,
-    @InjectMetric(METRIC.queueCapacity) private readonly queueCapacity: Gauge,
-    @InjectMetric(METRIC.slotsBusy) private readonly slotsBusy: Gauge,
-    @InjectMetric(METRIC.slotsTotal) private readonly slotsTotal: Gauge,
-    @InjectMetric(METRIC.schedulerAccepting) private readonly accepting: Gauge,
+    @InjectMetric(METRIC.generations) private readonly generations: Counter<'finish_reason' | 'model'>,
+    @InjectMetric(METRIC.aborted) private readonly aborted: Counter<'model'>,
+    @InjectMetric(METRIC.schedulerRejections) private readonly rejections: Counter<'reason' | 'model'>,
+    @InjectMetric(METRIC.queueDepth) private readonly queueDepth: Gauge<'model'>,
+    @InjectMetric(METRIC.queueCapacity) private readonly queueCapacity: Gauge<'model'>,
+    @InjectMetric(METRIC.slotsBusy) private readonly slotsBusy: Gauge<'model'>,
+    @InjectMetric(METRIC.slotsTotal) private readonly slotsTotal: Gauge<'model'>,
+    @InjectMetric(METRIC.schedulerAccepting) private readonly accepting: Gauge<'model'>,
   ) {
     this.#model = config.modelName;
-    for (const reason of ['stop', 'length', 'abort', 'error']) this.generations.inc({ finish_reason: reason }, 0);
-    for (const labels of [{ model: this.#model }]) {
-      this.tokensGenerated.inc(labels, 0);
-      this.promptTokens.inc(labels, 0);
-      this.promptTokensCached.inc(labels, 0);
-    }
-    for (const reason of ['queue_full', 'queue_timeout', 'shutting_down']) this.rejections.inc({ reason }, 0);
-    this.aborted.inc(0);
-    this.queueDepth.set(0);
-    this.slotsBusy.set(0);
-    this.slotsTotal.set(config.parallelSlots);
-    this.queueCapacity.set(config.queueMax);
-    this.accepting.set(1);
   }
 
+  /**
+   * The observer of one model's scheduler: every series it records carries `model`. Counters
+   * start at 0 for the model, and its gauges are set, as soon as the model has a scheduler.
+   */
+  forModel(model: string): ModelSchedulerHooks {
+    this.#init(model);
+    return {
+      onQueueWait: (ms) => this.#onQueueWait(model, ms),
+      onStep: (step) => this.#onStep(model, step),
+      onRejected: (code) => this.rejections.inc({ reason: code, model }),
+      onStateChange: (snapshot) => this.#onStateChange(model, snapshot),
+      onFirstToken: (ms) => this.#onFirstToken(model, ms),
+      onInterToken: (ms) => this.interToken.observe({ model }, ms / 1000),
+      onFinish: (outcome) => this.#onFinish(model, outcome),
+    };
+  }
+
+  /** A model was unloaded: its gauges go (counters and histograms stay, as Prometheus expects). */
+  modelUnloaded(model: string): void {
+    for (const gauge of [this.queueDepth, this.queueCapacity, this.slotsBusy, this.slotsTotal, this.accepting]) gauge.remove({ model });
+  }
+
+  // The hooks without forModel(): the configured model (MODEL_NAME).
   onQueueWait(ms: number): void {
-    this.queueWait.observe(ms / 1000);
+    this.forModel(this.#model).onQueueWait(ms);
+  }
+
+  onStep(step: StepView): void {
+    this.forModel(this.#model).onStep(step);
+  }
+
+  onRejected(code: string): void {
+    this.forModel(this.#model).onRejected(code);
+  }
+
+  onStateChange(snapshot: SchedulerStateView): void {
+    this.forModel(this.#model).onStateChange(snapshot);
+  }
+
+  onFirstToken(ms: number): void {
+    this.forModel(this.#model).onFirstToken(ms);
+  }
+
+  onInterToken(ms: number): void {
+    this.forModel(this.#model).onInterToken(ms);
+  }
+
+  onFinish(outcome: GenerationOutcomeView): void {
+    this.forModel(this.#model).onFinish(outcome);
+  }
+
+  #init(model: string): void {
+    if (this.#initialized.has(model)) return;
+    this.#initialized.add(model);
+    for (const reason of ['stop', 'length', 'abort', 'error']) this.generations.inc({ finish_reason: reason, model }, 0);
+    const labels = { model };
+    this.tokensGenerated.inc(labels, 0);
+    this.promptTokens.inc(labels, 0);
+    this.promptTokensCached.inc(labels, 0);
+    for (const reason of ['queue_full', 'queue_timeout', 'shutting_down']) this.rejections.inc({ reason, model }, 0);
+    this.aborted.inc(labels, 0);
+  }
+
+  #onQueueWait(model: string, ms: number): void {
+    this.queueWait.observe({ model }, ms / 1000);
     const now = performance.now();
     const acquisition = { submittedAt: now - ms, acquiredAt: now };
     const own = this.#times();
@@ -120,28 +183,26 @@ export class SchedulerTelemetry {
     if (this.#pending.length > MAX_PENDING) this.#pending.splice(0, this.#pending.length - MAX_PENDING);
   }
 
-  onStep(step: StepView): void {
-    this.batchStep.observe(step.ms / 1000);
-    this.batchTokens.observe(step.tokens);
-    if (step.computeMs !== undefined) this.batchCompute.observe(step.computeMs / 1000);
-    if (step.hostMs !== undefined) this.batchHost.observe(step.hostMs / 1000);
-    if (step.threads !== undefined) this.batchThreads.observe(step.threads);
+  #onStep(model: string, step: StepView): void {
+    const labels = { model };
+    this.batchStep.observe(labels, step.ms / 1000);
+    this.batchTokens.observe(labels, step.tokens);
+    if (step.computeMs !== undefined) this.batchCompute.observe(labels, step.computeMs / 1000);
+    if (step.hostMs !== undefined) this.batchHost.observe(labels, step.hostMs / 1000);
+    if (step.threads !== undefined) this.batchThreads.observe(labels, step.threads);
   }
 
-  onRejected(code: string): void {
-    this.rejections.inc({ reason: code });
+  #onStateChange(model: string, snapshot: SchedulerStateView): void {
+    const labels = { model };
+    this.queueDepth.set(labels, snapshot.queueDepth);
+    this.queueCapacity.set(labels, snapshot.queueCapacity);
+    this.slotsBusy.set(labels, snapshot.busySlots);
+    this.slotsTotal.set(labels, snapshot.slots.length);
+    this.accepting.set(labels, snapshot.accepting ? 1 : 0);
   }
 
-  onStateChange(snapshot: SchedulerStateView): void {
-    this.queueDepth.set(snapshot.queueDepth);
-    this.queueCapacity.set(snapshot.queueCapacity);
-    this.slotsBusy.set(snapshot.busySlots);
-    this.slotsTotal.set(snapshot.slots.length);
-    this.accepting.set(snapshot.accepting ? 1 : 0);
-  }
-
-  onFirstToken(ms: number): void {
-    this.ttft.observe(ms / 1000);
+  #onFirstToken(model: string, ms: number): void {
+    this.ttft.observe({ model }, ms / 1000);
     const times = this.#times();
     if (!times) return;
     const now = performance.now();
@@ -155,17 +216,13 @@ export class SchedulerTelemetry {
     }
   }
 
-  onInterToken(ms: number): void {
-    this.interToken.observe(ms / 1000);
-  }
-
-  onFinish(outcome: GenerationOutcomeView): void {
-    const labels = { model: this.#model };
+  #onFinish(model: string, outcome: GenerationOutcomeView): void {
+    const labels = { model };
     this.tokensGenerated.inc(labels, outcome.completionTokens);
     this.promptTokens.inc(labels, outcome.promptTokens);
     this.promptTokensCached.inc(labels, outcome.cachedPromptTokens);
-    this.generations.inc({ finish_reason: outcome.finishReason });
-    if (outcome.finishReason === 'abort') this.aborted.inc();
+    this.generations.inc({ finish_reason: outcome.finishReason, model });
+    if (outcome.finishReason === 'abort') this.aborted.inc(labels);
 
     const telemetry = RequestTelemetry.current();
     const times = this.#times();
@@ -178,16 +235,16 @@ export class SchedulerTelemetry {
     const submittedAt = times.submittedAt ?? end - outcome.durationMs;
     const acquisition = times.acquisition ?? this.#claim(submittedAt);
     if (acquisition && telemetry.queueWaitMs === undefined) telemetry.queueWaitMs = round(acquisition.acquiredAt - acquisition.submittedAt);
-    this.#recordSpans(outcome, submittedAt, acquisition, times.firstTokenAt, end);
+    this.#recordSpans(model, outcome, submittedAt, acquisition, times.firstTokenAt, end);
     // The request may run another generation; its times start over.
     (telemetry as unknown as Record<symbol, unknown>)[TIMES] = undefined;
   }
 
-  #recordSpans(outcome: GenerationOutcomeView, submittedAt: number, acquisition: Acquisition | undefined, firstTokenAt: number | undefined, end: number): void {
+  #recordSpans(model: string, outcome: GenerationOutcomeView, submittedAt: number, acquisition: Acquisition | undefined, firstTokenAt: number | undefined, end: number): void {
     const failed = outcome.finishReason === 'error' ? 'generation failed' : undefined;
     const generation = recordSpan('llm.generation', submittedAt, end, {
       attributes: {
-        'llm.model': this.#model,
+        'llm.model': model,
         'llm.finish_reason': outcome.finishReason,
         'llm.usage.prompt_tokens': outcome.promptTokens,
         'llm.usage.cached_prompt_tokens': outcome.cachedPromptTokens,

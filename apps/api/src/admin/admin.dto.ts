@@ -1,5 +1,5 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, ArrayMinSize, IsArray, IsIn, IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsIn, IsInt, IsObject, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
 import { PRIORITY_CLASSES, SCOPES } from '@app/auth';
 import type { PriorityClass, Scope } from '@app/auth';
 
@@ -55,6 +55,25 @@ export class KeySettingsDto {
   @IsOptional()
   @IsIn(Object.keys(PRIORITY_CLASSES))
   priority?: PriorityClass;
+
+  @ApiPropertyOptional({ type: [String], nullable: true, description: 'Models (ids or aliases) the key may use; null = every model (default)' })
+  @IsOptional()
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(256)
+  @IsString({ each: true })
+  @Matches(/^[A-Za-z0-9][\w.:@/+-]{0,127}$/, { each: true })
+  models?: string[] | null;
+
+  @ApiPropertyOptional({ description: 'Requests per window on given models: {"model": n}; 0 removes a model\'s limit' })
+  @IsOptional()
+  @IsObject()
+  model_rpm?: Record<string, number>;
+
+  @ApiPropertyOptional({ description: 'Prompt + completion tokens per window on given models: {"model": n}; 0 removes a model\'s limit' })
+  @IsOptional()
+  @IsObject()
+  model_tpm?: Record<string, number>;
 
   @ApiPropertyOptional({ description: 'Duration (90m, 12h, 30d, 8w, 1y), ISO date, or "never"' })
   @IsOptional()

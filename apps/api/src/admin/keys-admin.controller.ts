@@ -14,6 +14,9 @@ function options(dto: KeySettingsDto): UpdateKeyOptions {
     budgetMonth: dto.budget_month,
     priority: dto.priority,
     expiresAt: dto.expires === undefined ? undefined : parseExpiry(dto.expires),
+    models: dto.models,
+    modelRpm: dto.model_rpm,
+    modelTpm: dto.model_tpm,
   };
 }
 

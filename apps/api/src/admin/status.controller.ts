@@ -3,6 +3,7 @@ import { ApiSecurity, ApiTags } from '@nestjs/swagger';
 import { RequireScopes } from '@app/auth';
 import { AppConfig } from '@app/common';
 import { InferenceService } from '@app/inference';
+import type { ModelEntryView } from '@app/inference';
 import { METRIC, MetricSample, MetricsService } from '@app/observability';
 import { BudgetService, UsageLedgerService } from '@app/usage';
 
@@ -62,13 +63,14 @@ export class StatusController {
     return {
       instance: this.config.instanceId,
       time: new Date().toISOString(),
-      models: [this.#model()],
+      models: this.inference.models().map((m) => this.#model(m)),
       scheduler: {
         slots_busy: sum(m[METRIC.slotsBusy]),
         slots_total: sum(m[METRIC.slotsTotal]),
         queue_depth: sum(m[METRIC.queueDepth]),
         queue_capacity: sum(m[METRIC.queueCapacity]),
-        accepting: sum(m[METRIC.schedulerAccepting]) === 1,
+        // Every loaded chat model admitting work (each has its own scheduler).
+        accepting: (m[METRIC.schedulerAccepting] ?? []).length > 0 && (m[METRIC.schedulerAccepting] ?? []).every((s) => s.value === 1),
         kv_cache_tokens: sum(m[METRIC.kvCacheTokens]),
         kv_cache_capacity_tokens: sum(m[METRIC.kvCacheCapacity]),
       },
@@ -86,13 +88,14 @@ export class StatusController {
     };
   }
 
-  #model(): object {
-    const state = this.inference.state;
-    if (state !== 'ready') return { id: this.config.modelName, state };
-    const d = this.inference.model;
+  /** A model's entry; `state` is `ready` for a loaded model (as before there were several), else the registry's state. */
+  #model(m: ModelEntryView): object {
+    const d = m.descriptor;
+    const base = { id: m.spec.id, kind: m.spec.kind, default: m.isDefault, aliases: m.spec.aliases };
+    if (!d) return { ...base, state: m.state === 'unloaded' && m.isDefault ? 'loading' : m.state, ...(m.error ? { error: m.error } : {}) };
     return {
-      id: d.id,
-      state,
+      ...base,
+      state: 'ready',
       backend: d.gpu || 'cpu',
       architecture: d.architecture,
       parameters: d.parameters,

@@ -35,7 +35,7 @@ export class AnthropicController {
 
   @Post('count_tokens')
   @HttpCode(200)
-  countTokens(@Body() dto: AnthropicConversationDto): object {
-    return this.service.countTokens(dto);
+  countTokens(@Body() dto: AnthropicConversationDto, @Caller() caller: Principal | undefined): Promise<object> {
+    return this.service.countTokens(dto, caller);
   }
 }

@@ -3,7 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { Reply } from '@app/common';
 import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
 import { SamplingParams } from '@app/batching';
-import { ChatMessage, InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
+import { Principal } from '@app/auth';
+import { ChatMessage, ToolChoice, ToolDefinition } from '@app/inference';
+import { ModelAccessService } from '../models/model-access.service';
 import { chatGenerationInput, duplicateToolName, toolUse } from '../generation/chat.generation';
 import { GenerationContext, GenerationPipeline } from '../generation/generation.pipeline';
 import { AnthropicPresenter } from '../generation/presenters/anthropic.presenter';
@@ -26,7 +28,7 @@ interface Conversation {
 @Injectable()
 export class AnthropicService {
   constructor(
-    private readonly inference: InferenceService,
+    private readonly models: ModelAccessService,
     private readonly pipeline: GenerationPipeline,
   ) {}
 
@@ -35,10 +37,13 @@ export class AnthropicService {
     const { forced } = toolUse(conversation.tools, conversation.choice);
     const format = dto.output_config?.format;
     if (forced && format) throw unsupported('output_config.format', 'output_config.format cannot be combined with a forced tool call (tool_choice any or tool)');
-    const sampling: SamplingParams = { temperature: dto.temperature ?? 1, topP: dto.top_p, topK: dto.top_k };
-    if (format) sampling.constraint = await this.inference.constraintFor(format.schema);
-    const presenter = new AnthropicPresenter({ id: `msg_${randomBytes(12).toString('hex')}`, model: this.inference.model.id, stopSequences: dto.stop_sequences ?? [] });
-    const input = await chatGenerationInput(this.inference, {
+    const routed = await this.models.acquire(dto.model, context.caller, 'chat');
+    const model = routed.handle;
+    const d = model.defaults;
+    const sampling: SamplingParams = { temperature: dto.temperature ?? d.temperature ?? 1, topP: dto.top_p ?? d.top_p, topK: dto.top_k ?? d.top_k, minP: d.min_p };
+    if (format) sampling.constraint = await model.constraintFor(format.schema);
+    const presenter = new AnthropicPresenter({ id: `msg_${randomBytes(12).toString('hex')}`, model: model.id, stopSequences: dto.stop_sequences ?? [] });
+    const input = await chatGenerationInput(routed, {
       messages: conversation.messages,
       field: (i) => (i === 0 && dto.system ? 'system' : 'messages'),
       tools: conversation.tools,
@@ -54,13 +59,13 @@ export class AnthropicService {
   }
 
   /** `{input_tokens}`: the prompt the same request would evaluate (template, tools when the model may call them, BOS). */
-  countTokens(dto: AnthropicConversationDto): object {
+  async countTokens(dto: AnthropicConversationDto, caller: Principal | undefined): Promise<object> {
     const c = this.#conversation(dto);
-    return { input_tokens: this.inference.countChatTokens(c.messages, toolUse(c.tools, c.choice).calling ? c.tools : []) };
+    const model = (await this.models.acquire(dto.model, caller, 'chat')).handle;
+    return { input_tokens: model.countChatTokens(c.messages, toolUse(c.tools, c.choice).calling ? c.tools : []) };
   }
 
   #conversation(dto: AnthropicConversationDto): Conversation {
-    this.inference.assertModel(dto.model);
     if (dto.thinking && dto.thinking.type !== 'disabled') throw unsupported('thinking', 'thinking is not supported: the served model has no extended thinking (send {"type": "disabled"} or omit it)');
     if (dto.output_config?.effort !== undefined) throw unsupported('output_config.effort', 'output_config.effort is not supported: the served model has no effort setting');
     const messages = anthropicToChatMessages(dto.system, dto.messages);

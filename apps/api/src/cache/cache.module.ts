@@ -1,5 +1,4 @@
 import { Module } from '@nestjs/common';
-import { AppConfig } from '@app/common';
 import { CacheObserver, CachingModule, Embedder } from '@app/caching';
 import { MetricsService } from '@app/observability';
 import { InferenceModule, InferenceService } from '@app/inference';
@@ -7,7 +6,8 @@ import { CacheAdminController } from './cache-admin.controller';
 
 /**
  * The response caches, with the semantic cache's embedder taken from the inference layer
- * (EMBEDDING_MODEL_PATH, default the served model), their metrics, and their admin routes.
+ * (the embedding model: EMBEDDING_MODEL_PATH or the models file's, default the default model),
+ * their metrics, and their admin routes.
  */
 @Module({
   imports: [
@@ -22,9 +22,10 @@ import { CacheAdminController } from './cache-admin.controller';
         }),
       },
       embedder: {
-        inject: [InferenceService, AppConfig],
-        useFactory: (inference: InferenceService, config: AppConfig): Embedder => ({
-          embed: async (text) => (await inference.embed([text], { modelPath: config.embeddingModelPath })).vectors[0],
+        inject: [InferenceService],
+        useFactory: (inference: InferenceService): Embedder => ({
+          embed: async (text) => (await inference.embed([text])).vectors[0],
+          modelPath: () => inference.embeddingModelPath,
         }),
       },
     }),

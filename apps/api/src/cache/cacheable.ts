@@ -20,6 +20,8 @@ export function cacheableRequest(
    * same chunks were retrieved.
    */
   retrievedContext?: string,
+  /** The model that answers (its file and id scope every key). */
+  model?: { readonly id: string; readonly path: string },
 ): CacheableRequest {
   const s = request.sampling;
   return {
@@ -44,5 +46,6 @@ export function cacheableRequest(
     },
     stop: [...request.prompt.templateStop, ...(request.stop ?? [])],
     text,
+    model,
   };
 }

@@ -5,6 +5,12 @@ import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 
 /** The seed's request contract (chapter 23.1.2), bounds included. */
 export class GenerateRequestDto {
+  @ApiPropertyOptional({ description: 'Extension: model id or alias (see GET /v1/models); default the default model' })
+  @IsOptional()
+  @IsString()
+  @Length(1, 128)
+  model?: string;
+
   @ApiProperty({ minLength: 1, maxLength: 4096 })
   @IsString()
   @Length(1, 4096)

@@ -1,5 +1,6 @@
 import type { SamplingParams } from '@app/batching';
-import type { ChatMessage, InferenceService, PreparedPrompt, ToolChoice, ToolDefinition } from '@app/inference';
+import type { ChatMessage, PreparedPrompt, ToolChoice, ToolDefinition } from '@app/inference';
+import type { RoutedModel } from '../models/model-access.service';
 import type { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 import { lastUserMessage, messagesWithContext } from '../retrieval/context.assembly';
 import type { GenerationInput } from './generation.types';
@@ -44,23 +45,25 @@ export function toolUse(tools: readonly ToolDefinition[], choice: ToolChoice): {
  * are parsed out of the output in the template's syntax. Tools, calls and results are part of the
  * text the semantic cache compares.
  */
-export async function chatGenerationInput(inference: InferenceService, g: ChatGeneration): Promise<GenerationInput> {
+export async function chatGenerationInput(routed: RoutedModel, g: ChatGeneration): Promise<GenerationInput> {
+  const model = routed.handle;
   const { calling, forced } = toolUse(g.tools, g.choice);
   if (forced) {
     const choice = g.choice;
     const callable = choice.mode === 'function' ? g.tools.filter((t) => t.name === choice.name) : g.tools;
-    g.sampling.constraint = await inference.toolConstraint(callable, g.choice.mode === 'required' && g.parallelToolCalls);
+    g.sampling.constraint = await model.toolConstraint(callable, g.choice.mode === 'required' && g.parallelToolCalls);
   }
   const conversation = [
     ...(calling ? [`tools: ${JSON.stringify(g.tools)}`] : []),
     ...g.messages.map((m) => `${m.role}: ${m.content}${m.toolCalls?.length ? ` ${JSON.stringify(m.toolCalls.map((c) => [c.name, c.arguments]))}` : ''}`),
   ].join('\n');
   return {
+    model: routed,
     family: 'chat',
     guard: g.messages.map((m, i) => ({ field: g.field(i), text: m.content })),
     retrieval: g.retrieval ? { option: g.retrieval, query: lastUserMessage(g.messages) } : undefined,
     prepare: (retrieved) => {
-      const prompt = inference.prepareChat(messagesWithContext([...g.messages], retrieved), g.maxTokens, calling ? g.tools : []);
+      const prompt = model.prepareChat(messagesWithContext([...g.messages], retrieved), g.maxTokens, calling ? g.tools : []);
       g.onPrepared?.(prompt);
       return {
         prompts: [{ prompt, cacheText: conversation }],
@@ -69,7 +72,7 @@ export async function chatGenerationInput(inference: InferenceService, g: ChatGe
         stop: g.stop,
         requestedMaxTokens: g.maxTokens,
         format: JSON.stringify([g.format ?? null, calling ? { choice: g.choice, parallel: g.parallelToolCalls } : null]),
-        toolSyntax: calling ? inference.toolSyntax : undefined,
+        toolSyntax: calling ? model.toolSyntax : undefined,
       };
     },
   };

@@ -4,7 +4,7 @@ import { Principal } from '@app/auth';
 import { InputGuardService, Reply } from '@app/common';
 import { TextLogprob } from '@app/batching';
 import { CacheDirectives, CompletionEvent, ResponseCacheService } from '@app/caching';
-import { GenerationRequest, InferenceService, RerankerService, ToolCallParser, ToolParseEvent } from '@app/inference';
+import { GenerationRequest, RerankerService, ToolCallParser, ToolParseEvent } from '@app/inference';
 import { RetrievalService } from '@app/retrieval';
 import { cacheableRequest } from '../cache/cacheable';
 import { retrieveFor } from '../retrieval/context.assembly';
@@ -31,14 +31,13 @@ export interface GenerationContext {
 
 /**
  * The generation flow, written once for every wire format: input guard → retrieval → prompt
- * preparation (the format's own) → per choice: response cache → usage meter → scheduled
- * generation → tool-call parsing; choices run concurrently and their events are merged. The
+ * preparation (the format's own, on the request's model) → per choice: response cache (scoped
+ * by that model) → usage meter → scheduled generation on that model's slots → tool-call parsing; choices run concurrently and their events are merged. The
  * presenter turns the events into the format's JSON body or SSE frames.
  */
 @Injectable()
 export class GenerationPipeline {
   constructor(
-    private readonly inference: InferenceService,
     private readonly cache: ResponseCacheService,
     private readonly usage: UsageMeterService,
     private readonly retrieval: RetrievalService,
@@ -51,7 +50,7 @@ export class GenerationPipeline {
     const retrieved = input.retrieval ? await retrieveFor(this.retrieval, input.retrieval.option, input.retrieval.query, this.reranker, context.caller) : null;
     const prepared = { ...(await input.prepare(retrieved)), retrievedContext: retrieved?.context };
     const sources = retrieved?.sources;
-    const runs = await this.#start(input.family, prepared, context);
+    const runs = await this.#start(input, prepared, context);
     const headers = runs[0]?.headers ?? {};
     const events = merge(runs.map((r) => r.events));
     if (context.stream) {
@@ -99,26 +98,31 @@ export class GenerationPipeline {
   }
 
   /** Starts every choice (lazily: nothing runs until iterated) through the caches. */
-  async #start(family: GenerationInput['family'], p: PreparedGeneration, context: GenerationContext): Promise<{ headers: Record<string, string>; events: AsyncIterable<GenerationStreamEvent> }[]> {
+  async #start(input: GenerationInput, p: PreparedGeneration, context: GenerationContext): Promise<{ headers: Record<string, string>; events: AsyncIterable<GenerationStreamEvent> }[]> {
+    const { family } = input;
+    const model = input.model.handle;
     const n = p.n ?? 1;
     const runs: { headers: Record<string, string>; events: AsyncIterable<GenerationStreamEvent> }[] = [];
     // A cached answer carries no log-probabilities: such requests are answered by the model.
     const directives = p.sampling.logprobs !== undefined ? { ...context.directives, noCache: true } : context.directives;
-    for (const [promptIndex, input] of p.prompts.entries()) {
+    for (const [promptIndex, prompt] of p.prompts.entries()) {
       for (let j = 0; j < n; j++) {
         const index = promptIndex * n + j;
         const seed = p.sampling.seed === undefined ? undefined : (p.sampling.seed + j) % 2 ** 32;
         const request: GenerationRequest = {
-          prompt: input.prompt,
+          prompt: prompt.prompt,
           sampling: { ...p.sampling, seed },
           stop: p.stop,
           specialTokens: p.toolSyntax !== undefined,
         };
-        const cacheable = cacheableRequest(family, request, input.cacheText, p.requestedMaxTokens, p.format, p.retrievedContext);
+        const cacheable = cacheableRequest(family, request, prompt.cacheText, p.requestedMaxTokens, p.format, p.retrievedContext, { id: model.id, path: model.descriptor.path });
         const run = await this.cache.run(cacheable, directives, () =>
-          this.usage.meter(this.inference.generate(request, this.usage.submitOptions(context.caller, context.signal)), context.caller, input.prompt.promptTokens, input.prompt.maxTokens),
+          this.usage.meter(model.generate(request, this.usage.submitOptions(context.caller, context.signal)), context.caller, prompt.prompt.promptTokens, prompt.prompt.maxTokens, {
+            id: model.id,
+            limits: input.model.limits,
+          }),
         );
-        runs.push({ headers: run.headers, events: choiceEvents(index, run.events, input.echo, p.toolSyntax ? new ToolCallParser(p.toolSyntax) : null) });
+        runs.push({ headers: run.headers, events: choiceEvents(index, run.events, prompt.echo, p.toolSyntax ? new ToolCallParser(p.toolSyntax) : null) });
       }
     }
     return runs;

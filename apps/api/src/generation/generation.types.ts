@@ -4,6 +4,7 @@ import type { PreparedPrompt, ToolCall, ToolCallSyntax } from '@app/inference';
 import type { Source } from '@app/retrieval';
 import type { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 import type { RetrievedContext } from '@app/retrieval';
+import type { RoutedModel } from '../models/model-access.service';
 
 /** Why a choice ended, in the API's words: `tool_calls` when the model called tools. */
 export type ChoiceFinish = 'stop' | 'length' | 'tool_calls';
@@ -20,6 +21,8 @@ export interface TokenUsage {
  * for retrieval, and how to build the prompts once the retrieved context is known.
  */
 export interface GenerationInput {
+  /** The model that answers (ModelAccessService.acquire): its prompts, its scheduler, its cache scope. */
+  readonly model: RoutedModel;
   /** Response family for the caches (families never share entries). */
   readonly family: 'generate' | 'completions' | 'chat';
   /** The caller's own texts, checked by the input guard (not the retrieved context). */

@@ -16,13 +16,14 @@ export class OpenAIController {
   constructor(private readonly service: OpenAIService) {}
 
   @Get('models')
-  models(): object {
-    return this.service.listModels();
+  models(@Caller() caller: Principal | undefined): object {
+    return this.service.listModels(caller);
   }
 
+  /** An id with a slash (`org/name`) is sent URL-encoded (`org%2Fname`), as the SDKs do. */
   @Get('models/:id')
-  model(@Param('id') id: string): object {
-    return this.service.getModel(id);
+  model(@Param('id') id: string, @Caller() caller: Principal | undefined): object {
+    return this.service.getModel(id, caller);
   }
 
   @Post('completions')

@@ -1,10 +1,13 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { AppConfig, Reply } from '@app/common';
-import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
-import { SamplingParams } from '@app/batching';
+import { statSync } from 'node:fs';
 import { Principal } from '@app/auth';
-import { ChatMessage, InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
+import { Reply } from '@app/common';
+import { SamplingParams } from '@app/batching';
+import { ChatMessage, InferenceErrorCode, InferenceException, InferenceService, ModelHandle, ToolChoice, ToolDefinition } from '@app/inference';
+import type { ModelEntryView } from '@app/inference';
+import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
+import { ModelAccessService } from '../models/model-access.service';
 import { GenerationContext, GenerationPipeline } from '../generation/generation.pipeline';
 import { PromptInput } from '../generation/generation.types';
 import { ChatPresenter } from '../generation/presenters/chat.presenter';
@@ -23,44 +26,57 @@ import { UsageMeterService } from '../usage/usage-meter.service';
 export class OpenAIService {
   constructor(
     private readonly inference: InferenceService,
+    private readonly models: ModelAccessService,
     private readonly pipeline: GenerationPipeline,
-    private readonly config: AppConfig,
     private readonly usage: UsageMeterService,
   ) {}
 
-  listModels(): object {
-    return { object: 'list', data: [this.#model(this.inference.model.id)] };
+  /** Every configured model the caller's key may use, with its state (`loaded`, `loading`, `unloaded`, ...). */
+  listModels(caller?: Principal): object {
+    const data = this.inference
+      .models()
+      .filter((m) => this.models.allowed(caller, m.spec.id, m.spec.aliases))
+      .map((m) => modelObject(m));
+    return { object: 'list', data };
   }
 
-  getModel(id: string): object {
-    this.inference.assertModel(id);
-    return this.#model(this.inference.model.id);
+  /** One model by id or alias (404 for others, and for models the key may not use). */
+  getModel(id: string, caller?: Principal): object {
+    const resolved = this.inference.resolve(id);
+    // A model the key may not use is not shown to it either (as OpenAI does for other organizations' models).
+    if (!this.models.allowed(caller, resolved.id, resolved.aliases)) {
+      throw new InferenceException(InferenceErrorCode.ModelNotFound, `The model '${id}' does not exist; GET /v1/models lists the models of this server`, { param: 'model' });
+    }
+    return modelObject(this.inference.entry(resolved.id));
   }
 
   async completions(dto: CompletionRequestDto, context: Omit<GenerationContext, 'stream'>): Promise<Reply> {
-    this.inference.assertModel(dto.model);
-    const n = this.#n(dto);
+    const routed = await this.models.acquire(dto.model, context.caller, 'chat');
+    const model = routed.handle;
+    const n = this.#n(dto, model);
     if (dto.best_of !== undefined && dto.best_of !== n) throw unsupported('best_of', `best_of must equal n (${n}): choosing the best of several completions server-side is not implemented`);
     if (dto.echo && dto.logprobs !== undefined) throw unsupported('echo', 'echo together with logprobs (log-probabilities of the prompt tokens) is not implemented');
     const prompts = normalizePrompt(dto.prompt);
-    prompts.forEach((p, i) => typeof p !== 'string' && this.inference.assertTokens(p, prompts.length > 1 ? `prompt[${i}]` : 'prompt'));
+    prompts.forEach((p, i) => typeof p !== 'string' && model.assertTokens(p, prompts.length > 1 ? `prompt[${i}]` : 'prompt'));
     if (dto.retrieval && prompts.length > 1) throw unsupported('retrieval', 'retrieval works with one prompt per request');
     const texts = prompts.filter((p): p is string => typeof p === 'string');
-    const sampling = await this.#sampling(dto, dto.logprobs, dto.response_format);
+    const sampling = await this.#sampling(dto, dto.logprobs, dto.response_format, model);
+    const maxTokens = dto.max_tokens ?? model.defaults.max_tokens;
     return this.pipeline.run(
       {
+        model: routed,
         family: 'completions',
         guard: texts.map((text, i) => ({ field: prompts.length > 1 ? `prompt[${i}]` : 'prompt', text })),
-        retrieval: dto.retrieval ? { option: dto.retrieval, query: texts[0] ?? this.inference.detokenize(prompts[0] as number[]) } : undefined,
+        retrieval: dto.retrieval ? { option: dto.retrieval, query: texts[0] ?? model.detokenize(prompts[0] as number[]) } : undefined,
         prepare: (retrieved) => ({
           prompts: prompts.map((p, i): PromptInput => {
             const param = prompts.length > 1 ? `prompt[${i}]` : 'prompt';
             if (typeof p === 'string') {
-              return { prompt: this.inference.prepareText(promptWithContext(p, retrieved), dto.max_tokens, 16), cacheText: p, echo: dto.echo ? p : undefined };
+              return { prompt: model.prepareText(promptWithContext(p, retrieved), maxTokens, 16), cacheText: p, echo: dto.echo ? p : undefined };
             }
-            const context = retrieved?.context ? this.inference.tokenize(retrieved.context) : [];
-            const text = this.inference.detokenize(p);
-            return { prompt: this.inference.prepareTokens([...context, ...p], dto.max_tokens, 16, param), cacheText: text, echo: dto.echo ? text : undefined };
+            const context = retrieved?.context ? model.tokenize(retrieved.context) : [];
+            const text = model.detokenize(p);
+            return { prompt: model.prepareTokens([...context, ...p], maxTokens, 16, param), cacheText: text, echo: dto.echo ? text : undefined };
           }),
           n,
           sampling: sampling.params,
@@ -70,13 +86,14 @@ export class OpenAIService {
         }),
       },
       { ...context, stream: dto.stream === true },
-      new CompletionsPresenter(this.#meta('cmpl'), { includeUsage: dto.stream_options?.include_usage === true, logprobs: dto.logprobs }),
+      new CompletionsPresenter(this.#meta('cmpl', model), { includeUsage: dto.stream_options?.include_usage === true, logprobs: dto.logprobs }),
     );
   }
 
   async chat(dto: ChatCompletionRequestDto, context: Omit<GenerationContext, 'stream'>): Promise<Reply> {
-    this.inference.assertModel(dto.model);
-    const n = this.#n(dto);
+    const routed = await this.models.acquire(dto.model, context.caller, 'chat');
+    const model = routed.handle;
+    const n = this.#n(dto, model);
     if (dto.modalities && (dto.modalities.length !== 1 || dto.modalities[0] !== 'text')) throw unsupported('modalities', 'modalities must be ["text"]: only text output is supported');
     if (dto.top_logprobs !== undefined && dto.logprobs !== true) throw invalid('top_logprobs', 'top_logprobs needs logprobs: true');
     const messages = toChatMessages(dto);
@@ -86,8 +103,8 @@ export class OpenAIService {
     if (forced && format) throw unsupported('response_format', 'response_format cannot be combined with a forced tool call (tool_choice required or a named function)');
     if (forced && dto.ignore_eos) throw unsupported('ignore_eos', 'ignore_eos cannot be combined with a forced tool call: the call ends the output');
     const logprobs = dto.logprobs ? (dto.top_logprobs ?? 0) : undefined;
-    const sampling = await this.#sampling(dto, logprobs, format);
-    const input = await chatGenerationInput(this.inference, {
+    const sampling = await this.#sampling(dto, logprobs, format, model);
+    const input = await chatGenerationInput(routed, {
       messages,
       field: (i) => `messages[${i}].content`,
       tools,
@@ -96,32 +113,35 @@ export class OpenAIService {
       sampling: sampling.params,
       format: sampling.format,
       stop: asArray(dto.stop),
-      maxTokens: dto.max_completion_tokens ?? dto.max_tokens,
+      maxTokens: dto.max_completion_tokens ?? dto.max_tokens ?? model.defaults.max_tokens,
       n,
       retrieval: dto.retrieval,
     });
     return this.pipeline.run(
       input,
       { ...context, stream: dto.stream === true },
-      new ChatPresenter(this.#meta('chatcmpl'), { includeUsage: dto.stream_options?.include_usage === true, topLogprobs: logprobs, legacyFunctions: legacy }),
+      new ChatPresenter(this.#meta('chatcmpl', model), { includeUsage: dto.stream_options?.include_usage === true, topLogprobs: logprobs, legacyFunctions: legacy }),
     );
   }
 
-  /** Embeddings are charged in tokens like generations: reserved at admission, settled to the count. */
+  /**
+   * With the named model (an embedding or a chat model), else the embedding model, else the default
+   * model. Charged in tokens like generations: reserved at admission, settled to the count.
+   */
   async embeddings(dto: EmbeddingRequestDto, caller?: Principal): Promise<object> {
-    this.inference.assertModel(dto.model);
-    const dimension = this.inference.model.embeddingLength;
+    const model = (await this.models.acquire(dto.model, caller, ['embedding', 'chat'])).handle;
+    const dimension = model.descriptor.embeddingLength;
     if (dto.dimensions !== undefined && dto.dimensions !== dimension) {
       throw unsupported('dimensions', `this model's embeddings have ${dimension} dimensions and cannot be shortened; omit dimensions or send ${dimension}`);
     }
     const inputs = normalizeEmbeddingInput(dto.input);
-    inputs.forEach((input, i) => typeof input !== 'string' && this.inference.assertTokens(input, inputs.length > 1 ? `input[${i}]` : 'input'));
+    inputs.forEach((input, i) => typeof input !== 'string' && model.assertTokens(input, inputs.length > 1 ? `input[${i}]` : 'input'));
     // Each input as the model sees it, plus its begin/end tokens: an upper bound, settled to the count.
-    const bound = inputs.reduce((n, input) => n + (typeof input === 'string' ? this.inference.tokenize(input).length : input.length) + 2, 0);
+    const bound = inputs.reduce((n, input) => n + (typeof input === 'string' ? model.tokenize(input).length : input.length) + 2, 0);
     const reservation = await this.usage.reserve(caller, bound);
-    let embedded: Awaited<ReturnType<InferenceService['embed']>>;
+    let embedded: Awaited<ReturnType<ModelHandle['embed']>>;
     try {
-      embedded = await this.inference.embed(inputs);
+      embedded = await model.embed(inputs);
     } catch (err) {
       await reservation.release();
       throw err;
@@ -132,7 +152,7 @@ export class OpenAIService {
     const base64 = dto.encoding_format === 'base64';
     return {
       object: 'list',
-      model: this.inference.model.id,
+      model: model.id,
       data: vectors.map((raw, index) => {
         // Unit length, like OpenAI's: cosine similarity is then a dot product.
         const v = normalize(raw);
@@ -143,30 +163,32 @@ export class OpenAIService {
     };
   }
 
-  #n(dto: SamplingDto): number {
+  #n(dto: SamplingDto, model: ModelHandle): number {
     const n = dto.n ?? 1;
-    if (n > this.config.parallelSlots) {
-      throw unsupported('n', `n must be at most ${this.config.parallelSlots} (PARALLEL_SLOTS): the choices are generated side by side`);
+    const slots = model.descriptor.slots;
+    if (n > slots) {
+      throw unsupported('n', `n must be at most ${slots} (the slots of model ${model.id}: PARALLEL_SLOTS or its slots setting): the choices are generated side by side`);
     }
     return n;
   }
 
-  /** Sampling of a request, its logit_bias checked against the vocabulary, its response_format compiled. */
-  async #sampling(dto: SamplingDto, logprobs: number | undefined, format: ResponseFormatDto | undefined): Promise<{ params: SamplingParams; format?: string }> {
+  /** Sampling of a request (the model's defaults where the request sets nothing), its logit_bias checked against the vocabulary, its response_format compiled. */
+  async #sampling(dto: SamplingDto, logprobs: number | undefined, format: ResponseFormatDto | undefined, model: ModelHandle): Promise<{ params: SamplingParams; format?: string }> {
+    const d = model.defaults;
     const params: SamplingParams = {
-      temperature: dto.temperature ?? 1,
-      topP: dto.top_p,
-      topK: dto.top_k,
-      minP: dto.min_p,
+      temperature: dto.temperature ?? d.temperature ?? 1,
+      topP: dto.top_p ?? d.top_p,
+      topK: dto.top_k ?? d.top_k,
+      minP: dto.min_p ?? d.min_p,
       seed: dto.seed,
-      repeatPenalty: dto.repeat_penalty,
-      presencePenalty: dto.presence_penalty,
-      frequencyPenalty: dto.frequency_penalty,
+      repeatPenalty: dto.repeat_penalty ?? d.repeat_penalty,
+      presencePenalty: dto.presence_penalty ?? d.presence_penalty,
+      frequencyPenalty: dto.frequency_penalty ?? d.frequency_penalty,
       ignoreEos: dto.ignore_eos,
       logprobs,
     };
     if (dto.logit_bias && Object.keys(dto.logit_bias).length) {
-      const vocab = this.inference.model.vocabularySize;
+      const vocab = model.descriptor.vocabularySize;
       const bias = new Map<number, number>();
       for (const [key, value] of Object.entries(dto.logit_bias)) {
         const token = Number(key);
@@ -178,24 +200,39 @@ export class OpenAIService {
     const constrained = format && format.type !== 'text' ? format : undefined;
     if (!constrained) return { params };
     if (dto.ignore_eos) throw unsupported('ignore_eos', 'ignore_eos cannot be combined with response_format: the JSON value ends the output');
-    params.constraint = await this.inference.constraintFor(constrained.type === 'json_object' ? 'json' : (constrained.json_schema as { schema: object }).schema);
+    params.constraint = await model.constraintFor(constrained.type === 'json_object' ? 'json' : (constrained.json_schema as { schema: object }).schema);
     return { params, format: JSON.stringify(constrained) };
   }
 
-  #meta(prefix: string): { id: string; created: number; model: string } {
-    return { id: `${prefix}-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: this.inference.model.id };
+  #meta(prefix: string, model: ModelHandle): { id: string; created: number; model: string } {
+    return { id: `${prefix}-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: model.id };
   }
+}
 
-  #model(id: string): object {
-    const m = this.inference.model;
-    return {
-      id,
-      object: 'model',
-      created: Math.floor(Date.now() / 1000),
-      owned_by: 'local',
-      meta: { context_size: m.contextSize, train_context_size: m.trainContextSize, vocab_size: m.vocabularySize, size_bytes: m.sizeBytes },
-    };
+/**
+ * A model as `/v1/models` lists it: OpenAI's fields, plus its kind, aliases, state and, once
+ * loaded, its sizes (`meta`, as before; absent while it is not loaded).
+ */
+function modelObject(m: ModelEntryView): object {
+  const d = m.descriptor;
+  let created: number;
+  try {
+    created = Math.floor(statSync(m.spec.path).mtimeMs / 1000);
+  } catch {
+    created = 0;
   }
+  return {
+    id: m.spec.id,
+    object: 'model',
+    created,
+    owned_by: 'local',
+    kind: m.spec.kind,
+    aliases: m.spec.aliases,
+    state: m.state,
+    default: m.isDefault,
+    ...(m.error ? { error: m.error } : {}),
+    ...(d ? { meta: { context_size: d.contextSize, train_context_size: d.trainContextSize, vocab_size: d.vocabularySize, size_bytes: d.sizeBytes } } : {}),
+  };
 }
 
 function asArray(value: string | string[] | undefined): string[] {

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { Reply } from '@app/common';
 import { invalidField as invalid, unsupportedField as unsupported } from '../generation/request-fields';
 import { SamplingParams } from '@app/batching';
-import { InferenceService, ToolChoice, ToolDefinition } from '@app/inference';
+import { ToolChoice, ToolDefinition } from '@app/inference';
+import { ModelAccessService } from '../models/model-access.service';
 import { ResponseStoreService, StoredResponse } from '@app/response-store';
 import { chatGenerationInput, duplicateToolName, toolUse } from '../generation/chat.generation';
 import { GenerationContext, GenerationPipeline } from '../generation/generation.pipeline';
@@ -31,13 +32,12 @@ export class ResponsesService {
   readonly #logger = new Logger('Responses');
 
   constructor(
-    private readonly inference: InferenceService,
+    private readonly models: ModelAccessService,
     private readonly pipeline: GenerationPipeline,
     private readonly store: ResponseStoreService,
   ) {}
 
   async create(dto: ResponsesRequestDto, context: Omit<GenerationContext, 'stream'>): Promise<Reply> {
-    this.inference.assertModel(dto.model);
     if (dto.text?.verbosity !== undefined) throw unsupported('text.verbosity', 'text.verbosity is not supported: the served model has no verbosity setting');
     if (dto.truncation === 'auto') throw unsupported('truncation', 'truncation "auto" is not implemented: a conversation that does not fit the context is a 400 (truncation "disabled")');
     if (dto.metadata !== undefined) checkMetadata(dto.metadata);
@@ -59,9 +59,12 @@ export class ResponsesService {
       throw unsupported('text.format', 'text.format cannot be combined with a forced tool call (tool_choice required or a named function)');
     }
     const logprobs = dto.include?.includes('message.output_text.logprobs') ? (dto.top_logprobs ?? 0) : undefined;
-    const sampling: SamplingParams = { temperature: dto.temperature ?? 1, topP: dto.top_p, logprobs };
-    if (format) sampling.constraint = await this.inference.constraintFor(format.type === 'json_object' ? 'json' : (format.schema as object));
-    const generation = await chatGenerationInput(this.inference, {
+    const routed = await this.models.acquire(dto.model, context.caller, 'chat');
+    const model = routed.handle;
+    const d = model.defaults;
+    const sampling: SamplingParams = { temperature: dto.temperature ?? d.temperature ?? 1, topP: dto.top_p ?? d.top_p, topK: d.top_k, minP: d.min_p, logprobs };
+    if (format) sampling.constraint = await model.constraintFor(format.type === 'json_object' ? 'json' : (format.schema as object));
+    const generation = await chatGenerationInput(routed, {
       messages,
       field: (i) => (i === 0 && dto.instructions ? 'instructions' : 'input'),
       tools,
@@ -70,14 +73,14 @@ export class ResponsesService {
       sampling,
       format: format ? JSON.stringify(format) : undefined,
       stop: [],
-      maxTokens: dto.max_output_tokens,
+      maxTokens: dto.max_output_tokens ?? model.defaults.max_tokens,
       retrieval: dto.retrieval,
     });
     const store = dto.store !== false;
     const echo: ResponseEcho = {
       id,
       created_at: Math.floor(Date.now() / 1000),
-      model: this.inference.model.id,
+      model: model.id,
       instructions: dto.instructions ?? null,
       max_output_tokens: dto.max_output_tokens ?? null,
       metadata: dto.metadata ?? {},

@@ -1,5 +1,4 @@
 import { Module } from '@nestjs/common';
-import { AppConfig } from '@app/common';
 import { InferenceModule, InferenceService } from '@app/inference';
 import { RetrievalEmbedder, RetrievalModule } from '@app/retrieval';
 import { UsageModule } from '../usage/usage.module';
@@ -7,8 +6,8 @@ import { CollectionsController } from './collections.controller';
 import { DocumentUploadsService } from './document-uploads.service';
 
 /**
- * Retrieval with the embedder taken from the inference layer (EMBEDDING_MODEL_PATH, default the
- * served model): its vectors and its tokenizer, so chunks end on that model's token boundaries.
+ * Retrieval with the embedder taken from the inference layer (the embedding model: EMBEDDING_MODEL_PATH
+ * or the models file's, default the default model): its vectors and its tokenizer, so chunks end on that model's token boundaries.
  */
 @Module({
   imports: [
@@ -17,10 +16,10 @@ import { DocumentUploadsService } from './document-uploads.service';
     RetrievalModule.forRoot({
       imports: [InferenceModule],
       embedder: {
-        inject: [InferenceService, AppConfig],
-        useFactory: (inference: InferenceService, config: AppConfig): RetrievalEmbedder => ({
-          embed: async (texts) => (await inference.embed(texts, { modelPath: config.embeddingModelPath })).vectors,
-          tokenizer: () => inference.embeddingTokenizer({ modelPath: config.embeddingModelPath }),
+        inject: [InferenceService],
+        useFactory: (inference: InferenceService): RetrievalEmbedder => ({
+          embed: async (texts) => (await inference.embed(texts)).vectors,
+          tokenizer: () => inference.embeddingTokenizer(),
         }),
       },
     }),

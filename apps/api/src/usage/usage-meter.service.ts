@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { GenerationEvent, SubmitOptions } from '@app/batching';
 import { Principal, priorityOf, RateLimitService, TokenReservation } from '@app/auth';
+import type { ModelLimits } from '@app/auth';
 import { RequestTelemetry } from '@app/observability';
 import { BudgetReservation, BudgetService } from '@app/usage';
 
@@ -13,7 +14,8 @@ import { BudgetReservation, BudgetService } from '@app/usage';
  * prompt + completion tokens as soon as they are known, before the client sees the end of the
  * response (so the next request is judged on them). The usage ledger records the request when its
  * response ends (UsageAdmission). Embeddings and document uploads use `reserve()` (the
- * tokens-per-window limit; the budgets cover generations).
+ * tokens-per-window limit; the budgets cover generations). A request on a model with per-key
+ * limits (`keys create --model-tpm`) is also charged to the key's window on that model.
  */
 @Injectable()
 export class UsageMeterService {
@@ -78,7 +80,15 @@ export class UsageMeterService {
    * cut short (client gone, error) is settled to the prompt and the tokens it produced, or to
    * nothing if it produced none.
    */
-  async *meter(events: AsyncIterable<GenerationEvent>, caller: Principal | undefined, promptTokens: number, maxTokens = 0): AsyncGenerator<GenerationEvent> {
+  async *meter(
+    events: AsyncIterable<GenerationEvent>,
+    caller: Principal | undefined,
+    promptTokens: number,
+    maxTokens = 0,
+    model?: { readonly id: string; readonly limits: ModelLimits | null },
+  ): AsyncGenerator<GenerationEvent> {
+    const chargeModel = (used: number): Promise<void> | undefined =>
+      model && used > 0 ? this.limits.chargeModel(caller, model.id, model.limits, used) : undefined;
     const worst = promptTokens + maxTokens;
     const window: TokenReservation = await this.limits.reserve(caller, worst);
     let budget: BudgetReservation;
@@ -96,14 +106,14 @@ export class UsageMeterService {
         else {
           settled = true;
           const used = event.promptTokens + event.completionTokens;
-          await Promise.all([window.settle(used), budget.settle(used)]);
+          await Promise.all([window.settle(used), budget.settle(used), chargeModel(used)]);
         }
         yield event;
       }
     } finally {
       if (!settled) {
         const used = completion > 0 ? promptTokens + completion : 0;
-        await Promise.all([window.settle(used), budget.settle(used)]);
+        await Promise.all([window.settle(used), budget.settle(used), chargeModel(used)]);
       }
     }
   }

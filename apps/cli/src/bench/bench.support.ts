@@ -22,6 +22,8 @@ export interface BenchServer {
   readonly key: string;
   /** CPU time (user + system, ms) the server process has used so far (Linux /proc). */
   cpuMs(): number | null;
+  /** Resident memory of the server process now and at its peak, bytes (Linux /proc VmRSS, VmHWM). */
+  memory(): { rss: number; peak: number } | null;
   stop(): Promise<void>;
 }
 
@@ -32,6 +34,18 @@ function processCpuMs(pid: number | undefined): number | null {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // Fields 14 and 15 of stat (utime, stime) in clock ticks; 100 Hz on Linux.
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return null;
+  }
+}
+
+/** VmRSS and VmHWM of a process, from /proc/<pid>/status (null elsewhere). */
+function processMemory(pid: number | undefined): { rss: number; peak: number } | null {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+    const rss = kb('VmRSS');
+    return Number.isFinite(rss) ? { rss, peak: kb('VmHWM') } : null;
   } catch {
     return null;
   }
@@ -85,6 +99,7 @@ export async function startBenchServer(env: Record<string, string>, loadTimeoutM
     url,
     key,
     cpuMs: () => processCpuMs(child.pid),
+    memory: () => processMemory(child.pid),
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;

@@ -219,6 +219,80 @@ function namespace(name: string, fallback: string, doc: string): VarSpec<string>
   };
 }
 
+
+const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1024, k: 1024, mb: 1024 ** 2, m: 1024 ** 2, gb: 1024 ** 3, g: 1024 ** 3, tb: 1024 ** 4, t: 1024 ** 4 };
+
+/** A size such as `512mb`, `8gb`, `1.5tb` (binary units: 1gb = 1024^3 bytes); NaN when it is not one. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb?|mb?|gb?|tb?)?$/i.exec(text.trim());
+  return m ? Math.round(Number(m[1]) * SIZE_UNITS[(m[2] ?? 'b').toLowerCase()]) : NaN;
+}
+
+/** RAM and VRAM the loaded models may take; null = no limit on that memory, `auto` = a share of what the machine has. */
+export type MemoryBudget = { readonly ram: number | null | 'auto'; readonly vram: number | null | 'auto' };
+
+/**
+ * MODEL_MEMORY_BUDGET: `auto`, `unlimited`, one size (RAM; VRAM auto), or `ram=<size>,vram=<size>`
+ * where each side may also be `auto` or `unlimited`.
+ */
+function memoryBudget(name: string, doc: string): VarSpec<MemoryBudget> {
+  const side = (text: string, raw: string): number | null | 'auto' => {
+    const t = text.trim().toLowerCase();
+    if (t === 'auto') return 'auto';
+    if (t === 'unlimited' || t === 'none') return null;
+    const n = parseSize(t);
+    if (!(n >= 1024 * 1024)) throw new ConfigError(name, 'sizes must be at least 1mb (e.g. 8gb, 512mb)', raw);
+    return n;
+  };
+  return {
+    doc,
+    defaultText: 'auto',
+    parse(raw) {
+      const text = raw === undefined || raw.trim() === '' ? 'auto' : raw.trim();
+      const problem = 'must be auto, unlimited, a size (8gb) or ram=<size>,vram=<size>';
+      if (!text.includes('=')) {
+        if (!/^(auto|unlimited|none|[\d.]+\s*[a-z]*)$/i.test(text)) throw new ConfigError(name, problem, raw);
+        return { ram: side(text, text), vram: 'auto' };
+      }
+      const out: { ram: number | null | 'auto'; vram: number | null | 'auto' } = { ram: 'auto', vram: 'auto' };
+      for (const part of text.split(',')) {
+        const [k, v, extra] = part.split('=').map((x) => x.trim().toLowerCase());
+        if ((k !== 'ram' && k !== 'vram') || v === undefined || v === '' || extra !== undefined) throw new ConfigError(name, problem, raw);
+        out[k] = side(v, text);
+      }
+      return out;
+    },
+  };
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A keep-alive: `30s`, `5m`, `2h`, `0` (unload when idle) or `forever` (-1). NaN when it is not one. */
+export function parseKeepAlive(text: string): number {
+  const t = text.trim().toLowerCase();
+  if (t === 'forever' || t === 'never' || t === '-1') return -1;
+  if (t === '0') return 0;
+  const m = /^(\d+)\s*(ms|s|m|h|d)$/.exec(t);
+  return m ? Number(m[1]) * DURATION_UNITS[m[2]] : NaN;
+}
+
+function keepAlive(name: string, fallback: string, doc: string): VarSpec<number> {
+  return {
+    doc,
+    defaultText: fallback,
+    parse(raw) {
+      const v = parseKeepAlive(raw === undefined || raw.trim() === '' ? fallback : raw);
+      if (Number.isNaN(v)) throw new ConfigError(name, 'must be a duration (30s, 5m, 2h), 0 (unload when idle) or forever', raw);
+      return v;
+    },
+  };
+}
+
+/** KV-cache element types users pick (llama.cpp's -ctk / -ctv values that node-llama-cpp accepts). */
+export const KV_CACHE_TYPES = ['f16', 'q8_0', 'q4_0'] as const;
+export type KvCacheType = (typeof KV_CACHE_TYPES)[number];
+export type FlashAttention = 'auto' | 'on' | 'off';
+
 /** Flags of every input-guard pattern: case-insensitive, Unicode. */
 export const INPUT_GUARD_FLAGS = 'iu';
 
@@ -282,6 +356,18 @@ function origins(name: string, doc: string): VarSpec<string[]> {
 export const CONFIG_SPEC = {
   MODEL_PATH: str(BUNDLED_MODEL, 'GGUF model file to serve', 'models/stories260K.gguf (bundled)'),
   MODEL_NAME: str('', 'Model id reported by the API; defaults to the file name without .gguf', 'file name'),
+  MODELS_DIR: str('', 'Folder of GGUF models: every `*.gguf` in it is a model (id = file name without .gguf); `model pull` saves there', '(unset)'),
+  MODELS_FILE: str('', 'Models file (YAML or JSON): ids, paths, aliases, kinds and per-model settings (see "Several models")', '(unset)'),
+  DEFAULT_MODEL: str('', 'Model (id or alias) for requests that name none; loaded at start, never unloaded automatically; readiness follows it',
+    'MODEL_PATH\'s model, else the first chat model'),
+  MODEL_MEMORY_BUDGET: memoryBudget('MODEL_MEMORY_BUDGET',
+    'RAM and VRAM the loaded models may take (node-llama-cpp\'s estimate before loading): auto (80% of RAM, 90% of VRAM), unlimited, a size (8gb, RAM) or ram=<size>,vram=<size>; least recently used idle models are unloaded to make room'),
+  MODEL_KEEP_ALIVE: keepAlive('MODEL_KEEP_ALIVE', '5m', 'How long a model other than the default stays loaded after its last request (30s, 5m, 2h, 0 = unload when idle, forever); per model: keep_alive'),
+  MODEL_LOAD_TIMEOUT_MS: int('MODEL_LOAD_TIMEOUT_MS', 1000, 3600000, 120000,
+    'Longest a request waits for its model to load (and for room in the memory budget) before 503'),
+  FLASH_ATTENTION: oneOf('FLASH_ATTENTION', ['auto', 'on', 'off'] as const, 'auto', 'Flash attention for every model (auto = when the model and backend support it); per model: flash_attention'),
+  KV_CACHE_TYPE_K: oneOf('KV_CACHE_TYPE_K', KV_CACHE_TYPES, 'f16', 'KV-cache key type for every model (f16, q8_0, q4_0); per model: kv_cache_type_k'),
+  KV_CACHE_TYPE_V: oneOf('KV_CACHE_TYPE_V', KV_CACHE_TYPES, 'f16', 'KV-cache value type (f16, q8_0, q4_0; quantized needs flash attention); per model: kv_cache_type_v'),
   PORT: int('PORT', 1, 65535, 8000, 'HTTP port'),
   HOST: str('0.0.0.0', 'Interface to bind'),
   GPU: oneOf('GPU', ['auto', 'cuda', 'vulkan', 'metal', 'cpu'] as const, 'auto',
@@ -395,6 +481,21 @@ type Parsed = { [K in EnvName]: ReturnType<Spec[K]['parse']> };
 export class AppConfig {
   readonly modelPath: string;
   readonly modelName: string;
+  /** True when MODEL_PATH was set (else the bundled model, served only when no MODELS_DIR / MODELS_FILE is set). */
+  readonly modelPathSet: boolean;
+  /** Resolved MODELS_DIR; undefined = none. */
+  readonly modelsDir: string | undefined;
+  /** Resolved MODELS_FILE; undefined = none. */
+  readonly modelsFile: string | undefined;
+  /** DEFAULT_MODEL (id or alias); undefined = MODEL_PATH's model, else the first chat model. */
+  readonly defaultModel: string | undefined;
+  readonly modelMemoryBudget: MemoryBudget;
+  /** ms; -1 = forever, 0 = unload when idle. */
+  readonly modelKeepAliveMs: number;
+  readonly modelLoadTimeoutMs: number;
+  readonly flashAttention: FlashAttention;
+  readonly kvCacheTypeK: KvCacheType;
+  readonly kvCacheTypeV: KvCacheType;
   readonly port: number;
   readonly host: string;
   readonly gpu: GpuChoice;
@@ -488,9 +589,22 @@ export class AppConfig {
   /** Resolved path of the reranking model; undefined = no reranker. */
   readonly rerankModelPath: string | undefined;
 
-  private constructor(p: Parsed) {
+  private constructor(p: Parsed, modelPathSet: boolean) {
+    this.modelPathSet = modelPathSet;
     this.modelPath = resolve(p.MODEL_PATH);
     this.modelName = p.MODEL_NAME || (this.modelPath.split('/').pop() ?? 'model').replace(/\.gguf$/i, '');
+    this.modelsDir = p.MODELS_DIR ? resolve(p.MODELS_DIR) : undefined;
+    this.modelsFile = p.MODELS_FILE ? resolve(p.MODELS_FILE) : undefined;
+    this.defaultModel = p.DEFAULT_MODEL || undefined;
+    this.modelMemoryBudget = p.MODEL_MEMORY_BUDGET;
+    this.modelKeepAliveMs = p.MODEL_KEEP_ALIVE;
+    this.modelLoadTimeoutMs = p.MODEL_LOAD_TIMEOUT_MS as number;
+    this.flashAttention = p.FLASH_ATTENTION;
+    this.kvCacheTypeK = p.KV_CACHE_TYPE_K;
+    this.kvCacheTypeV = p.KV_CACHE_TYPE_V;
+    if (this.kvCacheTypeV !== 'f16' && this.flashAttention === 'off') {
+      throw new ConfigError('KV_CACHE_TYPE_V', 'must be f16 when FLASH_ATTENTION=off (llama.cpp quantizes the V cache only with flash attention)', this.kvCacheTypeV);
+    }
     this.port = p.PORT as number;
     this.host = p.HOST;
     this.gpu = p.GPU;
@@ -580,7 +694,7 @@ export class AppConfig {
   static fromEnv(env: Record<string, string | undefined> = process.env): AppConfig {
     const parsed = {} as Record<string, unknown>;
     for (const [name, spec] of Object.entries(CONFIG_SPEC)) parsed[name] = spec.parse(env[name]);
-    return new AppConfig(parsed as Parsed);
+    return new AppConfig(parsed as Parsed, (env.MODEL_PATH ?? '').trim() !== '');
   }
 
   /** Same as fromEnv with some variables replaced: the way tests build a config. */

@@ -4,7 +4,6 @@ import { availableParallelism } from 'node:os';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { AppConfig } from '@app/common';
 import { InferenceService } from '../inference.service';
-import { LlamaAdapter } from '../llama.adapter';
 import { RankingErrorCode, RankingException } from './ranking.exception';
 
 /** Most tokens of one query + document pair (the ranking context's size, at most the model's training context). */
@@ -30,7 +29,6 @@ export class RerankerService implements OnApplicationBootstrap, OnApplicationShu
 
   constructor(
     private readonly inference: InferenceService,
-    private readonly adapter: LlamaAdapter,
     private readonly config: AppConfig,
   ) {}
 
@@ -116,8 +114,7 @@ export class RerankerService implements OnApplicationBootstrap, OnApplicationShu
   #load(): Promise<Ranker> {
     this.#ranker ??= (async () => {
       const path = this.config.rerankModelPath as string;
-      const llama = this.adapter.llama;
-      if (!llama) throw new Error('the backend is not loaded');
+      const llama = await this.inference.llama();
       if (!existsSync(path)) throw new Error(`file not found: ${path}`);
       const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
       try {
