@@ -2,19 +2,33 @@
 export interface ThreadPolicyOptions {
   /**
    * A candidate that is not the best known for its kind of step is tried again after this many
-   * steps times how much slower it measured (so exploring costs about 1/exploreEvery of the
-   * time), so that the estimates follow the machine (other processes, Node's own load). Default 32.
+   * steps (of that kind) times how much more time it measured per step (so exploring costs about
+   * 1/exploreEvery of the time, and at most every 16 steps: switching between thread pools has a cost of its own), so that the estimates follow the machine
+   * (other processes, Node's own load). Default 32.
    */
   readonly exploreEvery?: number;
-  /** Weight of a new measurement in the running estimates (0..1). Default 0.2. */
-  readonly alpha?: number;
+  /**
+   * A candidate is also tried again once 4 x exploreEvery times the extra time one try would cost
+   * (its estimated slowdown over the best, for a step of this size) has passed since it was last
+   * measured for that kind of step, clamped to [minExploreMs, maxExploreMs]: the step rule alone
+   * would leave a rare kind of step (prompt chunks, one per request) with figures from a busy
+   * moment (another process starting) for minutes. Defaults 250 and 30000 ms.
+   */
+  readonly minExploreMs?: number;
+  readonly maxExploreMs?: number;
+  /** Recent measurements per candidate whose median is its estimate. Default 8. */
+  readonly window?: number;
+  /** Clock (ms), for tests. Default performance.now. */
+  readonly now?: () => number;
   /** Measurements of each candidate before the estimates are trusted. Default 3. */
   readonly warmup?: number;
 }
 
 /** A kind of step: decode steps by how many sequences they carry, and prompt-heavy steps. */
 function stepKind(sequences: number, tokens: number): string {
-  if (tokens >= 32 && tokens >= 4 * sequences) return 'prompt';
+  // Prompt chunks cost far less per token than decode steps: a 15-token prefill counted as a
+  // one-sequence decode step would make its thread count look 10x faster than it is.
+  if (tokens >= 4 * sequences) return 'prompt';
   const bucket = sequences <= 1 ? 1 : sequences <= 2 ? 2 : sequences <= 4 ? 4 : sequences <= 8 ? 8 : 16;
   return `decode${bucket}`;
 }
@@ -26,9 +40,21 @@ export function threadCandidates(max: number): number[] {
 }
 
 interface Estimate {
-  /** Running compute time per token, ms. */
+  /** Median of `recent`: compute time per token, ms. */
   msPerToken: number;
+  /** The latest measurements (ms per token), oldest first. */
+  recent: number[];
   samples: number;
+  /** Step (of its kind) of the latest measurement. */
+  at: number;
+  /** Clock time of the latest measurement, ms. */
+  time: number;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /**
@@ -39,19 +65,21 @@ interface Estimate {
  * on an idle machine, and many times slower than 1 as soon as another busy process (or Node's
  * own work on many streams) takes a core, because ggml's threads wait for each other at every
  * barrier. Which count wins depends on the moment, so the policy keeps a running estimate of
- * compute time per token for each candidate and kind of step, uses the best, and now and then
+ * compute time per token (a median of the latest steps) for each candidate and kind of step, uses the best, and now and then
  * tries another (the slower it measured, the rarer) to notice when the machine changes. Pure bookkeeping:
  * the caller measures and applies.
  */
 export class AdaptiveThreadPolicy {
   readonly #candidates: readonly number[];
   readonly #estimates = new Map<string, Map<number, Estimate>>();
-  /** Per kind of step: when (in steps) each candidate was last explored. */
-  readonly #explorations = new Map<string, { explored: Map<number, number> }>();
+  /** Per kind of step: its steps so far, and when (in those steps) each candidate was last explored. */
+  readonly #explorations = new Map<string, { steps: number; explored: Map<number, number> }>();
   readonly #exploreEvery: number;
-  readonly #alpha: number;
+  readonly #window: number;
   readonly #warmup: number;
-  #steps = 0;
+  readonly #minExploreMs: number;
+  readonly #maxExploreMs: number;
+  readonly #now: () => number;
 
   constructor(
     readonly maxThreads: number,
@@ -59,33 +87,43 @@ export class AdaptiveThreadPolicy {
   ) {
     this.#candidates = threadCandidates(maxThreads);
     this.#exploreEvery = Math.max(2, options.exploreEvery ?? 32);
-    this.#alpha = Math.min(1, Math.max(0.01, options.alpha ?? 0.2));
+    this.#window = Math.max(1, Math.floor(options.window ?? 8));
+    this.#minExploreMs = options.minExploreMs ?? 250;
+    this.#maxExploreMs = options.maxExploreMs ?? 30_000;
+    this.#now = options.now ?? (() => performance.now());
     this.#warmup = Math.max(1, options.warmup ?? 3);
   }
 
   /** Threads for a step of `sequences` sequences and `tokens` tokens. */
   choose(sequences: number, tokens: number): number {
     if (this.#candidates.length === 1) return this.#candidates[0];
-    this.#steps++;
     const kind = stepKind(sequences, tokens);
     const table = this.#table(kind);
+    const state = this.#kind(kind);
+    state.steps++;
     // Until each candidate has a few measurements, take them in turn (best guess first).
     for (const threads of this.#candidates) {
       if ((table.get(threads)?.samples ?? 0) < this.#warmup) return threads;
     }
     const best = this.#best(table);
     const bestMs = table.get(best)?.msPerToken ?? Infinity;
-    // Exploring a candidate k times slower than the best costs k steps' time, so it is explored
-    // k times less often: exploration never takes more than about 1/exploreEvery of the time,
-    // however bad the alternative is right now (2 threads on a 2-core machine with another busy
-    // process can be 30x slower than 1).
-    const state = this.#kind(kind);
+    // Exploring a candidate k times slower than the best costs (k - 1) steps' extra time, so it is
+    // explored every exploreEvery * (k - 1) steps of its kind: exploration never takes more than
+    // about 1/exploreEvery of the time, however bad the alternative is right now (2 threads on a
+    // 2-core machine with another busy process can be 30x slower than 1), and a close one is
+    // measured often enough for its median to stay current. Steps are counted per kind: prompt
+    // chunks are rare, and counting every step would explore at nearly every one of them.
     for (const threads of this.#candidates) {
       if (threads === best) continue;
       const ratio = Math.max(1, (table.get(threads)?.msPerToken ?? Infinity) / bestMs);
-      const since = this.#steps - (state.explored.get(threads) ?? 0);
-      if (Number.isFinite(ratio) && since >= this.#exploreEvery * ratio) {
-        state.explored.set(threads, this.#steps);
+      const since = state.steps - (state.explored.get(threads) ?? 0);
+      const measuredAt = table.get(threads)?.time ?? -Infinity;
+      const extraMs = (ratio - 1) * bestMs * tokens;
+      // In time, tries cost at most ~1/(4 x exploreEvery): most of the steps a time rule sees are
+      // prompt chunks, and a try there is a longer time to first token for that request.
+      const afterMs = Math.min(this.#maxExploreMs, Math.max(this.#minExploreMs, 4 * this.#exploreEvery * extraMs));
+      if ((Number.isFinite(ratio) && since >= Math.max(16, this.#exploreEvery * (ratio - 1))) || this.#now() - measuredAt >= afterMs) {
+        state.explored.set(threads, state.steps);
         return threads;
       }
     }
@@ -95,18 +133,33 @@ export class AdaptiveThreadPolicy {
   /** Reports how long a step with `threads` took to compute (ms). */
   record(sequences: number, tokens: number, threads: number, computeMs: number): void {
     if (!(computeMs > 0) || tokens < 1 || !this.#candidates.includes(threads)) return;
-    const table = this.#table(stepKind(sequences, tokens));
+    const kind = stepKind(sequences, tokens);
+    const table = this.#table(kind);
+    const now = this.#kind(kind).steps;
     const perToken = computeMs / tokens;
-    const e = table.get(threads);
-    if (!e) {
-      table.set(threads, { msPerToken: perToken, samples: 1 });
-      return;
-    }
-    if (e.samples < this.#warmup) e.msPerToken = (e.msPerToken * e.samples + perToken) / (e.samples + 1);
-    // A faster measurement counts at once: a candidate that was slow while the machine was busy
-    // is explored rarely, and must win back quickly when the machine is free again.
-    else e.msPerToken += (perToken < e.msPerToken ? Math.max(this.#alpha, 0.6) : this.#alpha) * (perToken - e.msPerToken);
+    let e = table.get(threads);
+    if (!e) table.set(threads, (e = { msPerToken: perToken, recent: [], samples: 0, at: now, time: 0 }));
+    // The estimate is the median of the latest measurements: one slow step is usually a
+    // preemption (on 2 cores any other runnable thread stalls ggml's barrier, and a 3.7 ms step
+    // takes 15-40 ms now and then), not a slower thread count, so spikes, even a few in a row,
+    // do not tip the choice, while a lasting change (another busy process) does within a few
+    // steps. A candidate that was slow (so explored rarely) and now measures faster than every
+    // other one starts afresh: its old figures describe a machine that has changed, and it must
+    // win back at once when the machine is free again (if that was a fluke, its next steps push
+    // it back down). Figures older than a long pause are dropped too.
+    let others = Infinity;
+    for (const [t, other] of table) if (t !== threads) others = Math.min(others, other.msPerToken);
+    if ((e.msPerToken > others && perToken < others) || now - e.at > 64 * this.#window) e.recent.length = 0;
+    // While a candidate has only its first few figures, only its best one is kept: the first
+    // steps of a server meet graph allocation and whatever else starts with it (another server
+    // loading a model), and a candidate judged on those would be explored back only slowly.
+    if (e.samples < this.#warmup) e.recent = [Math.min(perToken, ...e.recent)];
+    else e.recent.push(perToken);
+    if (e.recent.length > this.#window) e.recent.shift();
+    e.msPerToken = median(e.recent);
     e.samples++;
+    e.at = now;
+    e.time = this.#now();
   }
 
   /** Current estimates (ms per token by kind of step and threads), for diagnostics and tests. */
@@ -118,9 +171,9 @@ export class AdaptiveThreadPolicy {
     return out;
   }
 
-  #kind(kind: string): { explored: Map<number, number> } {
+  #kind(kind: string): { steps: number; explored: Map<number, number> } {
     let state = this.#explorations.get(kind);
-    if (!state) this.#explorations.set(kind, (state = { explored: new Map() }));
+    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map() }));
     return state;
   }
 
