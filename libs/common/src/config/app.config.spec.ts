@@ -169,9 +169,9 @@ describe('key store and rate-limit configuration', () => {
   });
 });
 
-describe('README configuration table', () => {
+describe('configuration reference table (docs/CONFIGURATION.md)', () => {
   it('lists every variable with its real default', () => {
-    const readme = readFileSync(join(projectRoot(), 'README.md'), 'utf8');
+    const readme = readFileSync(join(projectRoot(), 'docs', 'CONFIGURATION.md'), 'utf8');
     for (const [name, spec] of Object.entries(CONFIG_SPEC)) {
       const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}\` |`));
       expect(row).toBeDefined();
