@@ -22,7 +22,6 @@ const DOC_FILES = [
 
 /** Files whose unmarked blocks are not run, and why (their owners may mark blocks one by one instead). */
 const FILE_SKIPS: Record<string, string> = {
-  'docs/PERFORMANCE.md': 'benchmark commands that produced the measurements (minutes to hours each, they build llama-server)',
 };
 
 type Kind = 'run' | 'server' | 'skip';
