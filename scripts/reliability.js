@@ -59,7 +59,7 @@ a 2xx; none with a 5xx, a dropped connection or a hang (20 s deadline per reques
 
 Each row is a property of the compiled server (\`dist/apps/api/src/main.js\`, as \`npm start\` runs
 it), checked from outside as an attacker or a careless operator would. The rows after the first
-four re-check what an outside probe found (issue 17: event-loop stalls, auth bypasses, uncharged
+four re-check what an outside security probe found (event-loop stalls, auth bypasses, uncharged
 work, leaks between keys); each of them failed on the code before the fix.
 
 ${security}
@@ -78,7 +78,7 @@ ${security}
 - \`test/reliability/faults.e2e-spec.ts\`: a private \`redis-server\` killed with SIGKILL and
   started again on the same port while 8 streaming clients run; a PostgreSQL URL to a closed port.
 - \`test/reliability/security.e2e-spec.ts\`: the compiled server's whole stdout/stderr, every
-  response body and a \`/metrics\` scrape searched for the keys used; then issue 17's findings on
+  response body and a \`/metrics\` scrape searched for the keys used; then the outside probe's findings on
   two compiled servers (default limits; and \`AUTH_DISABLED=true\`, \`METRICS_PUBLIC=false\`, schema
   limits raised to 2 MB): \`/health/live\` polled every 10 ms on its own connection while 1 MB
   schemas are sent, spellings of \`/metrics\`, routes without a key, corrupt compressed bodies
@@ -102,7 +102,7 @@ escaping the per-IP limit (\`test/rate-limits.e2e-spec.ts\`); PostgreSQL going a
 - A key sent in the query string (\`?api_key=sk-…\`) was written into the request log lines; logged
   URLs now carry \`[redacted]\` for credential-like parameters (libs/observability/src/url.redaction.ts).
 
-Found by an outside probe (issue 17), fixed, and re-checked in the security table:
+Found by an outside security probe, fixed, and re-checked in the security table:
 
 - A ~1 MB \`response_format\` schema kept the event loop busy (grammar conversion and parse, validation
   copies) while \`/health/live\` waited. Schemas are measured first (\`SCHEMA_MAX_*\`, 400
