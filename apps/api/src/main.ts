@@ -12,7 +12,8 @@ import { startupSummary } from './startup.summary';
 
 /**
  * A failed start ends with its reason as the last line (then exit 1): through the logger when
- * it is up (same format as the other lines), else on stderr.
+ * it is up (same format as the other lines), else on stderr; always on stderr with
+ * LOG_LEVEL=silent (the reason is never swallowed).
  */
 function fail(err: unknown, logged: boolean): never {
   const message = `Fatal: ${err instanceof Error ? err.message : String(err)}`;
@@ -44,7 +45,7 @@ async function bootstrap(): Promise<void> {
   } catch (err) {
     // Closed first, so that nothing it logs comes after the reason.
     await app?.close().catch(() => undefined);
-    fail(err, app !== undefined);
+    fail(err, app !== undefined && config.logLevel !== 'silent');
   }
 }
 
