@@ -15,7 +15,8 @@ describe('exact and semantic caches shared through Redis by two app instances', 
   let b: TestApp;
   let redis: Redis;
   beforeAll(async () => {
-    const env = { REDIS_URL: SHARED_REDIS_URL, CACHE_NAMESPACE: namespace, SEMANTIC_CACHE_ENABLED: 'true' };
+    // REDIS_KEY_PREFIX prefixes the caches' keys too: `<prefix><CACHE_NAMESPACE>:exact::…`.
+    const env = { REDIS_URL: SHARED_REDIS_URL, REDIS_KEY_PREFIX: `${namespace}:`, CACHE_NAMESPACE: 'c', SEMANTIC_CACHE_ENABLED: 'true' };
     a = await startTestApp(env);
     b = await startTestApp(env);
     redis = new Redis(SHARED_REDIS_URL);
@@ -30,9 +31,9 @@ describe('exact and semantic caches shared through Redis by two app instances', 
     const body = { prompt: 'The little bird', max_tokens: 16, temperature: 0 };
     const first = await generate(a, body);
     expect(first.headers['x-cache']).toBe('MISS');
-    const [, keys] = await redis.scan('0', 'MATCH', `${namespace}:exact::*`, 'COUNT', 1000);
+    const [, keys] = await redis.scan('0', 'MATCH', `${namespace}:c:exact::*`, 'COUNT', 1000);
     expect(keys).toHaveLength(1);
-    expect(keys[0]).toMatch(new RegExp(`^${namespace}:exact::[0-9a-f]{64}$`));
+    expect(keys[0]).toMatch(new RegExp(`^${namespace}:c:exact::[0-9a-f]{64}$`));
     const stored = JSON.parse((await redis.get(keys[0])) as string) as { value: { chunks: string[] } };
     expect(stored.value.chunks.join('')).toBe(first.body.text);
     const ttl = await redis.pttl(keys[0]);
@@ -95,7 +96,7 @@ describe('exact and semantic caches shared through Redis by two app instances', 
     expect((await generate(b, body)).headers['x-cache']).toBe('HIT');
     const res = await request(b.url).delete('/admin/cache').set(auth(b)).expect(200);
     expect(res.body.flushed.exact).toBeGreaterThanOrEqual(1);
-    const [, keys] = await redis.scan('0', 'MATCH', `${namespace}:exact::*`, 'COUNT', 1000);
+    const [, keys] = await redis.scan('0', 'MATCH', `${namespace}:c:exact::*`, 'COUNT', 1000);
     expect(keys).toHaveLength(0);
     // Instance a never saw the flush request: it drops its semantic index on its next lookup.
     expect((await generate(a, body)).headers['x-cache']).toBe('MISS');

@@ -107,7 +107,7 @@ describe('docker-compose.yml', () => {
     expect([db.hostname, db.port, db.username, db.pathname.slice(1)]).toEqual(['postgres', '5432', pg.POSTGRES_USER, pg.POSTGRES_DB]);
     expect(String(vars.DATABASE_URL)).toContain(':${POSTGRES_PASSWORD:-llm}@');
     expect(pg.POSTGRES_PASSWORD).toBe('${POSTGRES_PASSWORD:-llm}');
-    expect(config.otlpEndpoint).toBe('http://jaeger:4318');
+    expect(config.otelExporterOtlpEndpoint).toBe('http://jaeger:4318');
     expect(compose.services.jaeger.expose).toContain('4318');
     // the model comes from the mounted volume
     expect(api.volumes).toContain('./models:/models:ro');

@@ -15,11 +15,12 @@ import {
   registerErrorFormat,
   registerErrorTranslator,
 } from '@app/common';
-import { HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
+import { AppLogger, HttpTelemetry, RouteTelemetryInterceptor } from '@app/observability';
 import { schemaLimits } from './openai/schema-limits.middleware';
 import { translateBatchingError } from './errors/batching-error.mapping';
 import { ANTHROPIC_ERRORS } from './anthropic/anthropic.errors';
 import { consoleHandlers } from './console/console.static';
+import { setupOpenApi } from './openapi/openapi.setup';
 
 /**
  * Everything main.ts applies to the app, shared with the e2e tests so that they exercise the
@@ -27,7 +28,7 @@ import { consoleHandlers } from './console/console.static';
  */
 export function configureApp(app: NestExpressApplication): void {
   const config = app.get(AppConfig);
-  app.useLogger(app.get(Logger));
+  app.useLogger(new AppLogger(app.get(Logger)));
   app.disable('x-powered-by');
   // X-Forwarded-For is believed only from TRUSTED_PROXIES; otherwise req.ip is the TCP peer,
   // so a client cannot pick its own rate-limit bucket.
@@ -41,7 +42,7 @@ export function configureApp(app: NestExpressApplication): void {
       origin: config.corsOrigins.includes('*') ? '*' : [...config.corsOrigins],
       methods: ['GET', 'POST', 'DELETE'],
       allowedHeaders: ['Authorization', 'X-API-Key', 'Content-Type', 'Cache-Control', 'X-Cache-Sampled', 'X-Request-Id', 'anthropic-version', 'anthropic-beta', 'anthropic-dangerous-direct-browser-access'],
-      exposedHeaders: ['X-Request-Id', 'Retry-After', 'X-Cache', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
+      exposedHeaders: [...EXPOSED_HEADERS],
       maxAge: 600,
     });
   }
@@ -55,6 +56,9 @@ export function configureApp(app: NestExpressApplication): void {
     });
   }
   app.use(helmet({ contentSecurityPolicy: false }));
+  // /openapi.json and the Swagger UI at /docs (assets from swagger-ui-dist, no CDN); public like
+  // /health: they are plain Express routes, outside the key guard (DOCS_ENABLED=false: 404).
+  if (config.docsEnabled) setupOpenApi(app, config);
   // The web console's static files, with their own strict CSP (CONSOLE_ENABLED=false: 404).
   if (config.consoleEnabled) app.use('/console', ...consoleHandlers());
   app.use(bodyDeadline(config.bodyTimeoutMs));
@@ -78,11 +82,30 @@ export function configureApp(app: NestExpressApplication): void {
   // Only traces need the route template while the request runs (to name the server span); logs
   // and metrics take it when the response ends. An interceptor costs every request an rxjs
   // pipeline and two async-resource bindings, so it is only there when tracing is on.
-  if (config.otlpEndpoint) app.useGlobalInterceptors(app.get(RouteTelemetryInterceptor));
+  if (config.otelExporterOtlpEndpoint) app.useGlobalInterceptors(app.get(RouteTelemetryInterceptor));
   // After the shutdown hooks (drain included) the process exits 0: Nest's default re-raises the
   // signal, which orchestrators and scripts read as a crash (exit 143).
   app.enableShutdownHooks(undefined, { useProcessExit: true });
 }
+
+/**
+ * Every response header a browser client may want to read (CORS hides the others from scripts):
+ * all the rate-limit headers the rate-limit guard sets (requests and tokens), budgets, caching,
+ * Retry-After and the ids that tie a response to the logs.
+ */
+export const EXPOSED_HEADERS = [
+  'X-Request-Id',
+  'X-Replica',
+  'Retry-After',
+  'X-Cache',
+  'X-Cache-Similarity',
+  'Age',
+  ...['Limit', 'Remaining', 'Reset'].flatMap((w) => [`X-RateLimit-${w}`, `X-RateLimit-${w}-Requests`, `X-RateLimit-${w}-Tokens`]),
+  'X-Budget-Limit-Tokens',
+  'X-Budget-Remaining-Tokens',
+  'X-Budget-Reset',
+  'X-Concurrency-Limit',
+] as const;
 
 const DOCUMENTS_PATH = /^\/v1\/collections\/[^/]+\/documents\/?$/;
 

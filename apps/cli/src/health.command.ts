@@ -45,7 +45,7 @@ export class HealthCommand extends BaseCommand {
   }
 
   async run(_args: string[], options: HealthOptions): Promise<void> {
-    const url = (options.url ?? `http://127.0.0.1:${this.config.port}`).replace(/\/+$/, '');
+    const url = (options.url ?? this.config.localUrl()).replace(/\/+$/, '');
     const probes = options.probe ?? (Object.keys(PROBES) as ProbeName[]);
     const timeoutMs = options.timeout ?? 3000;
     const until = Date.now() + (options.wait ?? 0) * 1000;
@@ -92,7 +92,7 @@ export class HealthCommand extends BaseCommand {
     return options.key ?? (process.env.API_KEY?.trim() || this.config.apiKeys[0]);
   }
 
-  @Option({ flags: '--url <url>', description: 'Server base URL (default http://127.0.0.1:$PORT)' })
+  @Option({ flags: '--url <url>', description: 'Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000)' })
   parseUrl(value: string): string {
     if (!/^https?:\/\/[^\s]+$/.test(value)) throw new OptionValueError('expected an http(s) URL');
     return value;

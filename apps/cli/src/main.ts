@@ -1,3 +1,4 @@
+import './env';
 import 'reflect-metadata';
 import { CommandFactory } from 'nest-commander';
 import { ConfigError, AppConfig } from '@app/common';

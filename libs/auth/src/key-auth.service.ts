@@ -1,5 +1,5 @@
 import { Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
-import { AppConfig } from '@app/common';
+import { AppConfig, debugEnabled } from '@app/common';
 import { ApiKeysService } from './api-keys.service';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { AuthStatsService } from './auth-stats.service';
@@ -111,13 +111,19 @@ export class KeyAuthService implements OnModuleInit, OnModuleDestroy {
   async authenticate(secret: string): Promise<Principal> {
     const hash = hashKey(secret);
     const fixed = this.#static.get(hash);
-    if (fixed) return fixed;
+    if (fixed) {
+      if (debugEnabled()) this.#logger.debug(`key lookup: static key ${fixed.id}`);
+      return fixed;
+    }
     const now = Date.now();
     const cached = this.#cache.get(hash);
     let record: ApiKeyRecord | null;
+    // Debug lines name the key's id and prefix-free outcome, never the key or its hash.
+    let source = 'cache';
     if (cached && now - cached.checkedAt < this.config.keyCacheTtlMs) {
       record = cached.record;
     } else {
+      source = this.repo.description.split(':')[0];
       try {
         await this.keys.ready();
         record = await this.repo.findByHash(hash);
@@ -127,6 +133,7 @@ export class KeyAuthService implements OnModuleInit, OnModuleDestroy {
         this.#outage.failed(err);
         if (this.config.keyStoreFailMode === 'open' && cached?.record) {
           record = cached.record;
+          source = 'stale cache (store down, KEY_STORE_FAIL_MODE=open)';
         } else {
           throw new AuthException(AuthErrorCode.KeyStoreUnavailable, 'The API key store is unavailable; retry shortly', {
             headers: { 'Retry-After': '5' },
@@ -135,8 +142,9 @@ export class KeyAuthService implements OnModuleInit, OnModuleDestroy {
         }
       }
     }
+    const status = record ? keyStatus(record, now) : 'unknown';
+    if (debugEnabled()) this.#logger.debug(`key lookup (${source}): ${record ? `key ${record.id} ${status}` : 'no such key'}`);
     if (!record) throw new AuthException(AuthErrorCode.InvalidKey, 'Invalid API key');
-    const status = keyStatus(record, now);
     if (status === 'revoked') throw new AuthException(AuthErrorCode.RevokedKey, 'This API key has been revoked');
     if (status === 'expired') throw new AuthException(AuthErrorCode.ExpiredKey, `This API key expired at ${record.expiresAt?.toISOString()}`);
     this.#lastUsed.set(record.id, new Date(now));

@@ -1,4 +1,4 @@
-import { ExecutionContext, Injectable } from '@nestjs/common';
+import { ExecutionContext, Injectable, Logger } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import {
   InjectThrottlerOptions,
@@ -8,7 +8,7 @@ import {
 } from '@nestjs/throttler';
 import type { ThrottlerModuleOptions, ThrottlerOptions, ThrottlerRequest } from '@nestjs/throttler';
 import type { Request, Response } from 'express';
-import { AppConfig } from '@app/common';
+import { AppConfig, debugEnabled } from '@app/common';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { AuthStatsService } from './auth-stats.service';
 import { AuthenticatedRequest, principalOf } from './principal.decorator';
@@ -58,7 +58,7 @@ export function throttlerOptions(config: AppConfig, storage: ThrottlerStorage): 
     {
       name: 'ip',
       ttl: config.rateLimitWindowMs,
-      limit: (ctx) => (isStreaming(request(ctx)) ? config.ipStreamRpm : config.ipRpm),
+      limit: (ctx) => (isStreaming(request(ctx)) ? config.rateLimitIpStreamRpm : config.rateLimitIpRpm),
       generateKey: (ctx, tracker) => `${prefix}ip:${route(ctx)}:${isStreaming(request(ctx)) ? 'stream' : 'call'}:${tracker}`,
     },
     {
@@ -84,6 +84,8 @@ export function throttlerOptions(config: AppConfig, storage: ThrottlerStorage): 
  */
 @Injectable()
 export class RateLimitGuard extends ThrottlerGuard {
+  readonly #log = new Logger('RateLimit');
+
   constructor(
     @InjectThrottlerOptions() options: ThrottlerModuleOptions,
     @InjectThrottlerStorage() storage: ThrottlerStorage,
@@ -107,6 +109,7 @@ export class RateLimitGuard extends ThrottlerGuard {
     if (tokens) {
       const w = { limit: tokens.limit, remaining: Math.max(0, tokens.limit - tokens.used), reset: tokens.resetSeconds };
       Object.assign(out, headers('Tokens', w));
+      if (debugEnabled()) this.#log.debug(`${tokens.used >= tokens.limit ? 'refused' : 'allowed'} by token limit (key ${principal.id}): ${tokens.used}/${tokens.limit} tokens used`);
       if (tokens.used >= tokens.limit) {
         this.stats.rejected(AuthErrorCode.TokensRateLimited, 'key_tokens');
         throw new AuthException(
@@ -145,6 +148,10 @@ export class RateLimitGuard extends ThrottlerGuard {
     const r = await this.storageService.increment(key, ttl, limit, blockDuration, name);
     const window: Window = { limit, remaining: Math.max(0, limit - r.totalHits), reset: r.timeToExpire };
     (req[REQUEST_WINDOWS] ??= []).push(window);
+    if (debugEnabled()) {
+      // The tracker is a client address or a key id (never the key itself).
+      this.#log.debug(`${r.isBlocked ? 'refused' : 'allowed'} by ${name} limit (${name === 'ip' ? `client ${tracker}` : `key ${tracker}`}): ${r.totalHits}/${limit} requests in the window, resets in ${r.timeToExpire} s`);
+    }
     if (r.isBlocked) {
       const retryAfter = Math.max(1, r.timeToBlockExpire);
       const who = name === 'ip' ? 'this client address' : 'this API key';

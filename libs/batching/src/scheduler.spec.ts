@@ -160,6 +160,7 @@ describe('Scheduler', () => {
     const err = await collect(s.submit(job(1))).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BatchingException);
     expect(err).toMatchObject({ code: BatchingErrorCode.QueueFull });
+    expect((err as Error).message).toBe('Server busy: the queue is full (2 waiting, limit 2) and 1 of 1 slots are generating');
     expect((err as BatchingException).data.retryAfterSeconds).toBeGreaterThanOrEqual(1);
     // No transport in the scheduler: the API maps codes to HTTP (apps/api/src/errors).
     expect(err).not.toHaveProperty('status');
@@ -215,6 +216,18 @@ describe('Scheduler', () => {
     await iterator.return?.();
     await drive(rt, s.whenIdle());
     expect(s.snapshot().busySlots).toBe(0);
+  });
+
+  it('a queue-full message names the waiting requests and the limit, never more than the limit', async () => {
+    const rt = new FakeRuntime(1, true);
+    const s = new Scheduler(rt, { queueMax: 1, coalesceMs: 0 });
+    // The first takes the idle slot at once, the second waits: the queue is at its limit.
+    const running = [0, 1].map(() => collect(s.submit(job(2))));
+    const err = await collect(s.submit(job(1))).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: BatchingErrorCode.QueueFull });
+    // Not "2/1": the limit is never shown exceeded.
+    expect((err as Error).message).toBe('Server busy: the queue is full (1 waiting, limit 1) and 1 of 1 slots are generating');
+    await drive(rt, Promise.all(running));
   });
 
   it('times out a queued request with 503 queue_timeout', async () => {

@@ -1,4 +1,6 @@
 import { AsyncResource } from 'node:async_hooks';
+import { Logger } from '@nestjs/common';
+import { debugEnabled } from '@app/common';
 import { AsyncChannel } from './async.channel';
 import { BatchingErrorCode, BatchingException } from './batching.exception';
 import {
@@ -140,6 +142,9 @@ export class Scheduler {
   /** A slot changed state since the observer last heard (see #notify). */
   #changed = false;
 
+  /** Debug lines only (LOG_LEVEL=debug), each behind debugEnabled(): the loop is the hot path. */
+  readonly #log = new Logger('Scheduler');
+
   constructor(runtime: DecodeRuntime, options: SchedulerOptions = {}, observer: SchedulerObserver = {}) {
     if (runtime.slotCount < 1) throw new RangeError(`runtime must have at least one slot, has ${runtime.slotCount}`);
     this.#runtime = runtime;
@@ -221,20 +226,26 @@ export class Scheduler {
     if (!this.#accepting) throw this.#reject(BatchingErrorCode.ShuttingDown, 'Server is shutting down', 5);
     const idle = this.#slots.filter((s) => s.state === SlotState.Idle).length;
     if (this.#queue.size >= this.#queueMax + idle) {
+      // Requests about to take an idle slot are in the queue for a moment; they are not "waiting".
+      const waiting = this.#queue.size - idle;
+      if (debugEnabled()) this.#log.debug(`refused: queue full (${waiting} waiting, limit ${this.#queueMax}), ${this.#slots.length - idle}/${this.#slots.length} slots busy`);
       throw this.#reject(
         BatchingErrorCode.QueueFull,
-        `Server busy: all ${this.#slots.length} slots are generating and ${this.#queue.size} requests are waiting (QUEUE_MAX ${this.#queueMax})`,
+        `Server busy: the queue is full (${waiting} waiting, limit ${this.#queueMax}) and ${this.#slots.length - idle} of ${this.#slots.length} slots are generating`,
         this.#retryAfterSeconds(),
       );
     }
     const request = new Request(job, options.priority ?? 0);
     this.#queue.offer(request, request.priority);
+    if (debugEnabled()) {
+      this.#log.debug(`admitted: ${job.prompt.length} prompt tokens, max ${job.maxTokens} new; queue ${this.#queue.size}, ${idle}/${this.#slots.length} slots idle`);
+    }
     const timer = setTimeout(() => {
       if (this.#queue.remove(request)) {
         request.channel.close(
           this.#reject(
             BatchingErrorCode.QueueTimeout,
-            `No slot became free within ${this.#queueTimeoutMs} ms (queue ${this.#queue.size}/${this.#queueMax})`,
+            `No slot became free within ${this.#queueTimeoutMs} ms (${this.#queue.size} other requests waiting, limit ${this.#queueMax})`,
             this.#retryAfterSeconds(),
           ),
         );
@@ -414,6 +425,12 @@ export class Scheduler {
       this.#emitFor(request, 'onQueueWait', performance.now() - request.submittedAt);
       this.#runtime.configure(index, request.job.sampling, prompt);
       this.#startPrefill(index, request, own);
+      if (debugEnabled()) {
+        const from = donor ? `; ${donor.ready ? 'copying' : 'waiting for'} ${donor.length} from slot ${donor.slot}` : '';
+        this.#log.debug(
+          `slot ${index} assigned after ${Math.round(performance.now() - request.submittedAt)} ms queued: prefix reuse ${request.cachedPromptTokens}/${prompt.length} tokens${from}`,
+        );
+      }
       if (donor?.ready) {
         targets.add(index);
         copies.push(async () => this.#startPrefill(index, request, await this.#copy(donor.slot, index, donor.length)));
@@ -545,6 +562,11 @@ export class Scheduler {
 
   #finish(index: number, reason: FinishReason): void {
     const r = this.#slots[index].request as Request;
+    if (debugEnabled()) {
+      this.#log.debug(
+        `slot ${index} finished (${r.failure ? 'error' : reason}): ${r.job.prompt.length} prompt (${r.cachedPromptTokens} reused) + ${r.completionTokens} completion tokens in ${Math.round(performance.now() - r.submittedAt)} ms`,
+      );
+    }
     this.#transition(index, SlotState.Idle);
     this.#avgJobMs = 0.8 * this.#avgJobMs + 0.2 * (performance.now() - r.submittedAt);
     if (r.failure) {

@@ -3,7 +3,7 @@ import { createClient, createKeyv } from '@keyv/redis';
 import { Keyv } from 'keyv';
 import type { Redis } from 'ioredis';
 import { AppConfig, LruMap } from '@app/common';
-import { createCacheRedis, redisKeys } from './cache.redis';
+import { createCacheRedis, redisKeys, cacheRedisNamespace } from './cache.redis';
 
 /** The stores behind the caches, built once from the configuration. */
 export interface CacheStores {
@@ -36,7 +36,7 @@ function buildStores(config: AppConfig): CacheStores {
     },
   });
   const exact = createKeyv(client, {
-    namespace: redisKeys(config.cacheNamespace).exactNamespace,
+    namespace: redisKeys(cacheRedisNamespace(config)).exactNamespace,
     throwOnErrors: true,
     throwOnConnectError: true,
     connectionTimeout: Math.max(1000, config.cacheTimeoutMs * 4),

@@ -1,7 +1,15 @@
 import { Redis } from 'ioredis';
 
 /**
- * Where the caches live in Redis, under CACHE_NAMESPACE (default `llm-cache`):
+ * The caches' namespace in Redis: REDIS_KEY_PREFIX (the prefix of every key this server writes,
+ * default `llm:`) then CACHE_NAMESPACE (default `llm-cache`), e.g. `llm:llm-cache`.
+ */
+export function cacheRedisNamespace(config: { readonly redisKeyPrefix: string; readonly cacheNamespace: string }): string {
+  return `${config.redisKeyPrefix}${config.cacheNamespace}`;
+}
+
+/**
+ * Where the caches live in Redis, under cacheRedisNamespace (`<ns>`, default `llm:llm-cache`):
  * - `<ns>:exact::<sha256>`: one exact entry (string, PX = CACHE_TTL_SECONDS), written by Keyv;
  * - `<ns>:semantic:log`: the semantic entries (a stream every replica replays into its index);
  * - `<ns>:semantic:epoch`: bumped by a flush, so that every replica drops its index.

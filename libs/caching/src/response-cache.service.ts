@@ -1,11 +1,12 @@
 import { Inject, Injectable, Logger, OnModuleInit, Optional } from '@nestjs/common';
+import { debugEnabled } from '@app/common';
 import { CACHE_MANAGER } from '@nestjs/cache-manager';
 import type { Cache } from 'cache-manager';
 import { hash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { AppConfig } from '@app/common';
 import { exactKey, isDeterministic, modelFingerprint, semanticScope } from './cache.keys';
-import { countKeys, deleteKeys, redisKeys } from './cache.redis';
+import { countKeys, deleteKeys, redisKeys, cacheRedisNamespace } from './cache.redis';
 import { CACHE_STORES } from './cache-store.module';
 import type { CacheStores } from './cache-store.module';
 import { CachingErrorCode, CachingException } from './caching.exception';
@@ -76,7 +77,7 @@ export class ResponseCacheService implements OnModuleInit {
             maxEntries: config.semanticCacheMaxEntries,
             ttlMs: config.cacheTtlSeconds * 1000,
             redis: stores.redis,
-            namespace: config.cacheNamespace,
+            namespace: cacheRedisNamespace(config),
             onRedisError: (operation, err) => this.#fail('semantic', `redis ${operation}`, err),
           })
         : null;
@@ -143,6 +144,7 @@ export class ResponseCacheService implements OnModuleInit {
     const cacheable = isDeterministic(request.sampling) || (directives.sampled ?? this.config.cacheSampled);
     if (!cacheable) {
       this.#bypassed++;
+      if (debugEnabled()) this.#logger.debug('bypass: sampled request (temperature > 0 without a seed; CACHE_SAMPLED off)');
       return this.#miss(generate(), null);
     }
     // CACHE_SCOPE=key: a caller's requests only ever meet entries its own requests stored, so a hit
@@ -154,6 +156,7 @@ export class ResponseCacheService implements OnModuleInit {
     let vector: Float32Array | null | undefined;
     if (directives.noCache) {
       this.#bypassed++;
+      if (debugEnabled()) this.#logger.debug('bypass: Cache-Control no-cache');
     } else {
       if (this.config.cacheEnabled) {
         const record = await this.#exactGet(key);
@@ -184,7 +187,7 @@ export class ResponseCacheService implements OnModuleInit {
     const { lru, redis } = this.stores;
     let entries: number | null = lru ? lru.size : null;
     if (!lru && redis) {
-      entries = await countKeys(redis, redisKeys(this.config.cacheNamespace).exactPattern).catch(() => null);
+      entries = await countKeys(redis, redisKeys(cacheRedisNamespace(this.config)).exactPattern).catch(() => null);
     }
     const buckets: Record<string, number> = {};
     SIMILARITY_BUCKETS.forEach((le, i) => (buckets[String(le)] = this.#similarity.buckets[i]));
@@ -228,7 +231,7 @@ export class ResponseCacheService implements OnModuleInit {
         result.exact = lru.size;
         await this.cache.clear();
       } else if (redis) {
-        result.exact = await deleteKeys(redis, redisKeys(this.config.cacheNamespace).exactPattern);
+        result.exact = await deleteKeys(redis, redisKeys(cacheRedisNamespace(this.config)).exactPattern);
       }
     }
     if (layers.includes('semantic')) {
@@ -236,7 +239,7 @@ export class ResponseCacheService implements OnModuleInit {
       if (this.#semantic) await this.#semantic.flush();
       else if (this.stores.redis) {
         // Not enabled here, but a replica may use it: clear the shared log all the same.
-        const keys = redisKeys(this.config.cacheNamespace);
+        const keys = redisKeys(cacheRedisNamespace(this.config));
         await this.stores.redis.multi().incr(keys.semanticEpoch).del(keys.semanticLog).exec();
       }
     }
@@ -293,6 +296,7 @@ export class ResponseCacheService implements OnModuleInit {
   }
 
   async #write(key: string, scope: string, text: string, vector: Float32Array | null | undefined, record: CachedCompletion): Promise<void> {
+    if (debugEnabled()) this.#logger.debug(`store: ${shortKey(key)} (${record.completionTokens} tokens, ttl ${this.config.cacheTtlSeconds} s)${this.#semantic ? ' + semantic' : ''}`);
     const writes: Promise<void>[] = [];
     if (this.config.cacheEnabled) writes.push(this.#exactWrite(key, record));
     if (this.#semantic) {
@@ -366,6 +370,10 @@ export class ResponseCacheService implements OnModuleInit {
   }
 
   #count(layer: CacheLayer, outcome: 'hit' | 'miss', similarity?: number): void {
+    if (debugEnabled()) {
+      const sim = similarity === undefined ? '' : ` (similarity ${similarity.toFixed(4)}, threshold ${this.config.semanticCacheThreshold})`;
+      this.#logger.debug(`${layer} ${outcome}${sim}`);
+    }
     const c = layer === 'exact' ? this.#exact : this.#semanticCounters;
     if (outcome === 'hit') c.hits++;
     else c.misses++;
@@ -462,4 +470,9 @@ export async function collectCompletion(events: AsyncIterable<CompletionEvent>):
   if (!done) throw new Error('generation ended without a result');
   const { kind: _kind, ...rest } = done;
   return { text, ...rest };
+}
+
+/** The tail of a cache key (its hash) for debug lines: enough to match a store with a later hit. */
+function shortKey(key: string): string {
+  return key.length > 16 ? `…${key.slice(-16)}` : key;
 }

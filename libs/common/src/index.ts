@@ -1,5 +1,6 @@
 export * from './common.module';
 export * from './config/app.config';
+export * from './config/env-file';
 export * from './errors/api-error';
 export * from './errors/common.exception';
 export * from './errors/all-exceptions.filter';
@@ -15,3 +16,5 @@ export * from './collections/lru.map';
 export * from './http/url.redaction';
 export * from './input-guard/guard.normalize';
 export * from './validation/field-policy';
+export * from './logging/debug-level';
+export * from './config/config.docs';

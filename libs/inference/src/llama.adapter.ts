@@ -420,7 +420,7 @@ export class LlamaAdapter {
           const pct = Math.floor(progress * 4) * 25;
           if (pct > lastLogged) {
             lastLogged = pct;
-            this.#logger.log(`Loading model ${spec.id}: ${pct}%`);
+            this.#logger.debug(`Loading model ${spec.id}: ${pct}%`);
           }
           for (const listener of this.#progressListeners) listener(progress);
         },

@@ -11,3 +11,5 @@ export * from './nvidia-smi.sampler';
 export * from './dependency.probes';
 export * from './tracing.api';
 export * from './model.telemetry';
+export * from './app.logger';
+export * from './log.format';

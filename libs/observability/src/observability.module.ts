@@ -2,8 +2,9 @@ import { Global, MiddlewareConsumer, Module, NestModule, OnApplicationShutdown, 
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
-import { destination, levels } from 'pino';
-import { AppConfig, looksSecret, redactSecrets, redactUrl, registerSecrets } from '@app/common';
+import { levels, stdTimeFunctions } from 'pino';
+import { AppConfig, looksSecret, redactSecrets, redactUrl, registerSecrets, setDebugEnabled } from '@app/common';
+import { logSink, resolveLogFormat } from './log.format';
 import { DependencyProbes } from './dependency.probes';
 import { GpuMonitor } from './gpu.monitor';
 import { HttpTelemetry, RequestContextMiddleware, RouteTelemetryInterceptor, UNOBSERVED_PATH } from './http.telemetry';
@@ -48,7 +49,7 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
  * Logs, metrics and the request telemetry that ties them (and traces) together. Global, so that
  * any library can inject MetricsService; the `/metrics` route itself is the API app's.
  *
- * - JSON logs on stdout (pino), one line per request with route, status, latency, tokens,
+ * - Logs on stdout (pino): JSON lines, or pretty ones for a terminal (LOG_FORMAT), one per request with route, status, latency, tokens,
  *   cache result, key id and trace id; keys never, prompts only with LOG_PROMPTS=true.
  * - Prometheus series in prom-client's registry (see METRIC), Node process metrics included.
  */
@@ -65,12 +66,15 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
         // The last word on secrets: every finished line is searched for credential-shaped values
         // (sk-… keys, Bearer/Basic values, the API_KEYS) and they are masked, whichever field or
         // message carries them: a path, an unknown query parameter, an error message, a prompt.
-        const stdout = destination({ dest: 1, sync: true });
-        const redacting = { write: (line: string) => stdout.write(redactSecrets(line)) };
+        const sink = logSink(resolveLogFormat(config.logFormat));
+        const redacting = { write: (line: string) => sink.write(redactSecrets(line)) };
+        setDebugEnabled(config.logLevel);
         return {
           pinoHttp: [
             {
               level: config.logLevel,
+              // ISO-8601 in both formats (pino's default is epoch milliseconds).
+              timestamp: stdTimeFunctions.isoTime,
               genReqId: requestId,
               // Probes and scrapes arrive every few seconds; logging them would drown the requests.
               autoLogging: { ignore: (req: IncomingMessage) => UNOBSERVED_PATH.test(req.url ?? '') },

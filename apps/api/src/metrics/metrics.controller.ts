@@ -1,12 +1,12 @@
 import { Controller, Get, Res } from '@nestjs/common';
-import { ApiExcludeController } from '@nestjs/swagger';
+import { ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { PrometheusController } from '@willsoto/nestjs-prometheus';
 import type { Response } from 'express';
 import { ProbeRoute } from '@app/auth';
 import { MetricsService } from '@app/observability';
 
 /** `GET /metrics` in the Prometheus text format; open unless METRICS_PUBLIC=false (then it needs an admin key). */
-@ApiExcludeController()
+@ApiTags('observability')
 @ProbeRoute('metrics')
 @Controller()
 export class MetricsController extends PrometheusController {
@@ -15,6 +15,8 @@ export class MetricsController extends PrometheusController {
   }
 
   @Get()
+  @ApiProduces('text/plain')
+  @ApiOkResponse({ description: 'Prometheus text exposition format', schema: { type: 'string' } })
   override async index(@Res({ passthrough: true }) response: Response): Promise<string> {
     await this.metrics.refresh();
     return super.index(response);

@@ -2,11 +2,11 @@ import { Injectable } from '@nestjs/common';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AppConfig } from '@app/common';
-import { CacheLayer, CacheStats, createCacheRedis, countKeys, deleteKeys, redisKeys } from '@app/caching';
+import { CacheLayer, CacheStats, createCacheRedis, countKeys, deleteKeys, redisKeys, cacheRedisNamespace } from '@app/caching';
 
 /** Where `cache` commands send their requests; flags win over the environment. */
 export interface ServerTarget {
-  /** Server base URL (default http://127.0.0.1:$PORT). */
+  /** Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000). */
   url?: string;
   /** API key (default $API_KEY, else the first of API_KEYS). */
   key?: string;
@@ -34,7 +34,7 @@ export class CacheAdminClient {
     const server = await this.#request(url, target, 'GET', '/admin/cache');
     if (server.ok) return { source: 'server', url, stats: server.body as CacheStats };
     return this.#withRedis(server.reason, async (redis) => {
-      const keys = redisKeys(this.config.cacheNamespace);
+      const keys = redisKeys(cacheRedisNamespace(this.config));
       const [exact, semantic] = await Promise.all([countKeys(redis, keys.exactPattern), redis.xlen(keys.semanticLog)]);
       return { source: 'redis', reason: server.reason, store: 'redis', exact: { entries: exact }, semantic: { entries: semantic } };
     });
@@ -46,7 +46,7 @@ export class CacheAdminClient {
     const server = await this.#request(url, target, 'DELETE', `/admin/cache${query}`);
     if (server.ok) return { source: 'server', url, flushed: (server.body as { flushed: FlushReport['flushed'] }).flushed };
     return this.#withRedis(server.reason, async (redis) => {
-      const keys = redisKeys(this.config.cacheNamespace);
+      const keys = redisKeys(cacheRedisNamespace(this.config));
       const flushed: FlushReport['flushed'] = { exact: null, semantic: null };
       if (layers.includes('exact')) flushed.exact = await deleteKeys(redis, keys.exactPattern);
       if (layers.includes('semantic')) {
@@ -59,7 +59,7 @@ export class CacheAdminClient {
   }
 
   #url(target: ServerTarget): string {
-    return (target.url ?? `http://127.0.0.1:${this.config.port}`).replace(/\/+$/, '');
+    return (target.url ?? this.config.localUrl()).replace(/\/+$/, '');
   }
 
   #key(target: ServerTarget): string | undefined {

@@ -3,7 +3,7 @@ import { AppConfig } from '@app/common';
 
 /** Where model commands send their requests; flags win over the environment. */
 export interface ServerTarget {
-  /** Server base URL (default http://127.0.0.1:$PORT). */
+  /** Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000). */
   url?: string;
   /** API key with the admin scope (default $API_KEY, else the first of API_KEYS). */
   key?: string;
@@ -18,7 +18,7 @@ export class ModelAdminClient {
   constructor(private readonly config: AppConfig) {}
 
   url(target: ServerTarget): string {
-    return (target.url ?? `http://127.0.0.1:${this.config.port}`).replace(/\/+$/, '');
+    return (target.url ?? this.config.localUrl()).replace(/\/+$/, '');
   }
 
   list(target: ServerTarget): Promise<ModelList> {

@@ -27,7 +27,7 @@ function oneName(args: string[], verb: string): string {
 
 /** Options of the commands that talk to the server: where it is, and the output format. */
 abstract class ModelServerCommand extends BaseCommand {
-  @Option({ flags: '--url <url>', description: 'Server base URL (default http://127.0.0.1:$PORT)' })
+  @Option({ flags: '--url <url>', description: 'Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000)' })
   parseUrl(value: string): string {
     return value;
   }

@@ -3,7 +3,7 @@ import { AppConfig } from '@app/common';
 
 /** Where retrieval commands send their requests; flags win over the environment. */
 export interface ServerTarget {
-  /** Server base URL (default http://127.0.0.1:$PORT). */
+  /** Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000). */
   url?: string;
   /** API key (default $API_KEY, else the first of API_KEYS). */
   key?: string;
@@ -37,7 +37,7 @@ export class RetrievalClient {
   }
 
   async #request(target: ServerTarget, method: string, path: string, body?: object): Promise<unknown> {
-    const url = (target.url ?? `http://127.0.0.1:${this.config.port}`).replace(/\/+$/, '');
+    const url = (target.url ?? this.config.localUrl()).replace(/\/+$/, '');
     const key = target.key ?? (process.env.API_KEY?.trim() || this.config.apiKeys[0]);
     let res: Response;
     try {

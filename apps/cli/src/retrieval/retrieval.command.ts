@@ -10,7 +10,7 @@ interface CommonOptions extends ServerTarget {
 
 /** Options every retrieval command takes: where the server is, and the output format. */
 abstract class ServerCommand extends BaseCommand {
-  @Option({ flags: '--url <url>', description: 'Server base URL (default http://127.0.0.1:$PORT)' })
+  @Option({ flags: '--url <url>', description: 'Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000)' })
   parseUrl(value: string): string {
     return value;
   }

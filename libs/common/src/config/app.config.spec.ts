@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { AppConfig, BUNDLED_MODEL, CONFIG_SPEC, ConfigError, projectRoot } from './app.config';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { AppConfig, BUNDLED_MODEL, CONFIG_SPEC, ConfigError, ConfigSlice, configField, projectRoot } from './app.config';
+import { CONFIG_DOC_BEGIN, CONFIG_DOC_END, renderConfigTables } from './config.docs';
+import { loadEnvFile } from './env-file';
 
 describe('AppConfig', () => {
   it('has working defaults with an empty environment', () => {
@@ -84,7 +87,7 @@ describe('observability variables', () => {
       logPrompts: false,
       redisUrl: undefined,
       databaseUrl: undefined,
-      otlpEndpoint: undefined,
+      otelExporterOtlpEndpoint: undefined,
       otelServiceName: 'llm-api',
       gpuMetricsIntervalMs: 5000,
       healthCheckTimeoutMs: 1000,
@@ -96,7 +99,7 @@ describe('observability variables', () => {
       OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318',
       GPU_METRICS_INTERVAL_MS: '0',
     });
-    expect(c).toMatchObject({ logPrompts: true, redisUrl: 'redis://127.0.0.1:6379/3', otlpEndpoint: 'http://127.0.0.1:4318', gpuMetricsIntervalMs: 0 });
+    expect(c).toMatchObject({ logPrompts: true, redisUrl: 'redis://127.0.0.1:6379/3', otelExporterOtlpEndpoint: 'http://127.0.0.1:4318', gpuMetricsIntervalMs: 0 });
   });
 
   it('names the replica by INSTANCE_ID only: unset means no name (the host name is never used)', () => {
@@ -139,8 +142,8 @@ describe('key store and rate-limit configuration', () => {
       redisUrl: undefined,
       redisKeyPrefix: 'llm:',
       trustedProxies: [],
-      ipRpm: 100,
-      ipStreamRpm: 50,
+      rateLimitIpRpm: 100,
+      rateLimitIpStreamRpm: 50,
       rateLimitWindowMs: 60000,
       rateLimitFailMode: 'open',
       keyStoreFailMode: 'closed',
@@ -169,13 +172,119 @@ describe('key store and rate-limit configuration', () => {
   });
 });
 
-describe('configuration reference table (docs/CONFIGURATION.md)', () => {
+describe('docs/CONFIGURATION.md', () => {
+  const doc = readFileSync(join(projectRoot(), 'docs', 'CONFIGURATION.md'), 'utf8');
+  const rows = doc.split('\n').filter((line) => /^\| `[A-Z][A-Z0-9_]*` \|/.test(line));
+
   it('lists every variable with its real default', () => {
-    const readme = readFileSync(join(projectRoot(), 'docs', 'CONFIGURATION.md'), 'utf8');
     for (const [name, spec] of Object.entries(CONFIG_SPEC)) {
-      const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}\` |`));
-      expect(row).toBeDefined();
-      expect(row?.split('|')[2].trim()).toBe(spec.defaultText);
+      const row = rows.find((line) => line.startsWith(`| \`${name}\` |`));
+      expect([name, row]).toEqual([name, expect.any(String)]);
+      expect([name, row?.split(' | ')[1].trim()]).toEqual([name, spec.defaultText]);
     }
+  });
+
+  it('lists no variable that the table does not have, each once', () => {
+    const names = rows.map((line) => /^\| `([A-Z0-9_]+)`/.exec(line)?.[1]);
+    expect(names.filter((n) => !(n! in CONFIG_SPEC))).toEqual([]);
+    expect(new Set(names).size).toBe(names.length);
+  });
+
+  it('holds exactly what npm run docs:config generates', () => {
+    const generated = doc.slice(doc.indexOf(CONFIG_DOC_BEGIN) + CONFIG_DOC_BEGIN.length, doc.indexOf(CONFIG_DOC_END)).trim();
+    expect(generated).toBe(renderConfigTables());
+  });
+});
+
+describe('the typed table', () => {
+  it('gives every variable a camelCase field, and a default makes it non-optional', () => {
+    const c = AppConfig.fromEnv({});
+    for (const name of Object.keys(CONFIG_SPEC) as (keyof typeof CONFIG_SPEC)[]) expect([name, configField(name) in c]).toEqual([name, true]);
+    expect(configField('RATE_LIMIT_IP_STREAM_RPM')).toBe('rateLimitIpStreamRpm');
+    expect(configField('KV_CACHE_TYPE_K')).toBe('kvCacheTypeK');
+    // Compile-time checks (ts-jest type-checks this file): a default gives `number`, "auto" keeps undefined.
+    const port: number = c.port;
+    const queueMax: number = c.queueMax;
+    // @ts-expect-error THREADS has no default (auto): number | undefined
+    const threads: number = c.threads;
+    const format: 'auto' | 'pretty' | 'json' = c.logFormat;
+    expect([port, queueMax, threads, format]).toEqual([8000, 64, undefined, 'auto']);
+  });
+
+  it('resolves paths and derives the computed fields', () => {
+    const c = AppConfig.fromEnv({ DATA_DIR: 'some/dir', MODEL_PATH: 'm/tiny.gguf', KEY_DEFAULT_RPM: '7' });
+    expect(c.dataDir).toBe(resolve('some/dir'));
+    expect(c.modelPath).toBe(resolve('m/tiny.gguf'));
+    expect(c.modelName).toBe('tiny');
+    expect(c.modelPathSet).toBe(true);
+    expect(c.embeddingModelPath).toBe(c.modelPath);
+    expect(c.vectorStoreUri).toBe(resolve('some/dir', 'vectors'));
+    expect(c.keyDefaults).toEqual({ rpm: 7, tpm: 0, concurrency: 8 });
+    expect(AppConfig.fromEnv({ VECTOR_STORE_URI: 's3://b/p' }).vectorStoreUri).toBe('s3://b/p');
+  });
+
+  it('hands out one section as a typed slice', () => {
+    const cache: ConfigSlice<'cache'> = AppConfig.fromEnv({ CACHE_TTL_SECONDS: '5' }).slice('cache');
+    expect(cache.cacheTtlSeconds).toBe(5);
+    expect(Object.keys(cache).sort()).toEqual(
+      Object.entries(CONFIG_SPEC).filter(([, s]) => s.section === 'cache').map(([n]) => configField(n as keyof typeof CONFIG_SPEC)).sort(),
+    );
+    // @ts-expect-error a slice has only its own section's fields
+    expect(cache.port).toBeUndefined();
+  });
+
+  it('gives the CLI the server URL from HOST and PORT (a wildcard bind address is loopback)', () => {
+    expect(AppConfig.fromEnv({}).localUrl()).toBe('http://127.0.0.1:8000');
+    expect(AppConfig.fromEnv({ PORT: '9000' }).localUrl()).toBe('http://127.0.0.1:9000');
+    expect(AppConfig.fromEnv({ HOST: '10.1.2.3', PORT: '9000' }).localUrl()).toBe('http://10.1.2.3:9000');
+    expect(AppConfig.fromEnv({ HOST: '::' }).localUrl()).toBe('http://[::1]:8000');
+    expect(AppConfig.fromEnv({ HOST: '::1' }).localUrl()).toBe('http://[::1]:8000');
+  });
+
+  it('LOG_FORMAT is auto by default and validated', () => {
+    expect(AppConfig.fromEnv({ LOG_FORMAT: 'JSON' }).logFormat).toBe('json');
+    expect(() => AppConfig.fromEnv({ LOG_FORMAT: 'xml' })).toThrow('Invalid configuration: LOG_FORMAT must be one of auto | pretty | json (got "xml")');
+    expect(AppConfig.fromEnv({}).docsEnabled).toBe(true);
+  });
+});
+
+describe('env file', () => {
+  const dir = (): string => mkdtempSync(join(tmpdir(), 'envfile-'));
+
+  it('reads .env in the working directory; the real environment wins', () => {
+    const cwd = dir();
+    writeFileSync(join(cwd, '.env'), '# comment\nPORT=9123\nHOST="127.0.0.2"\nLOG_LEVEL=debug\n');
+    const env: NodeJS.ProcessEnv = { LOG_LEVEL: 'warn' };
+    const r = loadEnvFile(['node', 'main.js', 'health'], env, cwd);
+    expect(r.file).toBe(join(cwd, '.env'));
+    expect(env).toEqual({ PORT: '9123', HOST: '127.0.0.2', LOG_LEVEL: 'warn' });
+    expect([...r.applied].sort()).toEqual(['HOST', 'PORT']);
+    expect(r.argv).toEqual(['node', 'main.js', 'health']);
+  });
+
+  it('no .env: nothing happens', () => {
+    const env: NodeJS.ProcessEnv = {};
+    expect(loadEnvFile(['node', 'x'], env, dir())).toEqual({ file: undefined, applied: [], argv: ['node', 'x'] });
+    expect(env).toEqual({});
+  });
+
+  it('--env-file <path> (and =path) and ENV_FILE name the file, and the option is taken out of argv', () => {
+    const cwd = dir();
+    writeFileSync(join(cwd, 'a.env'), 'PORT=1111\n');
+    writeFileSync(join(cwd, '.env'), 'PORT=2222\n');
+    const a: NodeJS.ProcessEnv = {};
+    expect(loadEnvFile(['node', 'x', '--env-file', 'a.env', 'health'], a, cwd).argv).toEqual(['node', 'x', 'health']);
+    expect(a.PORT).toBe('1111');
+    const b: NodeJS.ProcessEnv = {};
+    loadEnvFile(['node', 'x', '--env-file=a.env'], b, cwd);
+    expect(b.PORT).toBe('1111');
+    const c: NodeJS.ProcessEnv = { ENV_FILE: 'a.env' };
+    loadEnvFile(['node', 'x'], c, cwd);
+    expect(c.PORT).toBe('1111');
+  });
+
+  it('a named file that cannot be read is a configuration error', () => {
+    expect(() => loadEnvFile(['node', 'x', '--env-file', 'missing.env'], {}, dir())).toThrow(ConfigError);
+    expect(() => loadEnvFile(['node', 'x'], { ENV_FILE: 'missing.env' }, dir())).toThrow(/^Invalid configuration: ENV_FILE names a file that cannot be read \(ENOENT\)/);
   });
 });

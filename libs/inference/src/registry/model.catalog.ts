@@ -92,7 +92,7 @@ function baseSpec(config: AppConfig, id: string, path: string, kind: ModelKind, 
     flashAttention: config.flashAttention,
     kvCacheTypeK: config.kvCacheTypeK,
     kvCacheTypeV: config.kvCacheTypeV,
-    keepAliveMs: isDefault ? -1 : config.modelKeepAliveMs,
+    keepAliveMs: isDefault ? -1 : config.modelKeepAlive,
     preload: false,
     defaults: {},
   };
