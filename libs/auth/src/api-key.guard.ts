@@ -1,4 +1,5 @@
-import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
+import { CanActivate, ExecutionContext, Injectable, Inject } from '@nestjs/common';
+import type { AuthConfig } from './auth.config';
 import { Reflector } from '@nestjs/core';
 import type { Request } from 'express';
 import { AppConfig } from '@app/common';
@@ -75,7 +76,7 @@ export class ApiKeyGuard implements CanActivate {
   constructor(
     private readonly reflector: Reflector,
     private readonly auth: KeyAuthService,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: AuthConfig,
     private readonly stats: AuthStatsService,
   ) {
     this.#anonymous = anonymousPrincipal(config.authDisabledScopes);

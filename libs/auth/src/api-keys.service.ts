@@ -1,4 +1,5 @@
-import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationShutdown, Inject } from '@nestjs/common';
+import type { AuthConfig } from './auth.config';
 import { AppConfig } from '@app/common';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { KeyRepository } from './key.repository';
@@ -181,7 +182,7 @@ export class ApiKeysService implements OnApplicationShutdown {
 
   constructor(
     private readonly repo: KeyRepository,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: AuthConfig,
   ) {}
 
   /** Where keys are stored, for logs and the CLI (no credentials). */

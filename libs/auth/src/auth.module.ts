@@ -1,4 +1,5 @@
 import { DynamicModule, Module, Provider } from '@nestjs/common';
+import type { AuthConfig } from './auth.config';
 import { APP_GUARD } from '@nestjs/core';
 import { getOptionsToken, getStorageToken } from '@nestjs/throttler';
 import { join } from 'node:path';
@@ -15,7 +16,7 @@ import { RateLimitService } from './rate-limit.service';
 import { SqliteKeyRepository } from './sqlite-key.repository';
 
 /** PostgreSQL when DATABASE_URL is set, else the SQLite file DATA_DIR/keys.db. */
-export function createKeyRepository(config: AppConfig): KeyRepository {
+export function createKeyRepository(config: AuthConfig): KeyRepository {
   return config.databaseUrl
     ? new PostgresKeyRepository({ connectionString: config.databaseUrl, schema: config.databaseSchema })
     : new SqliteKeyRepository(join(config.dataDir, 'keys.db'));

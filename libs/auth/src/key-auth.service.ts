@@ -1,4 +1,5 @@
-import { Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, OnModuleDestroy, OnModuleInit, Inject } from '@nestjs/common';
+import type { AuthConfig } from './auth.config';
 import { AppConfig, debugEnabled } from '@app/common';
 import { ApiKeysService } from './api-keys.service';
 import { AuthErrorCode, AuthException } from './auth.exception';
@@ -50,7 +51,7 @@ export class KeyAuthService implements OnModuleInit, OnModuleDestroy {
   constructor(
     private readonly keys: ApiKeysService,
     private readonly repo: KeyRepository,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: AuthConfig,
     stats: AuthStatsService,
   ) {
     this.#outage = new OutageMonitor(

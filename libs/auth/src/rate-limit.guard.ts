@@ -1,4 +1,5 @@
 import { ExecutionContext, Injectable, Logger } from '@nestjs/common';
+import type { AuthConfig } from './auth.config';
 import { Reflector } from '@nestjs/core';
 import {
   InjectThrottlerOptions,
@@ -49,7 +50,7 @@ export function isStreaming(req: Request): boolean {
  * own lower limit, as in the seed) and per key (its requests-per-window, across routes). A limit
  * of 0 turns a throttler off for the request.
  */
-export function throttlerOptions(config: AppConfig, storage: ThrottlerStorage): ThrottlerModuleOptions {
+export function throttlerOptions(config: AuthConfig, storage: ThrottlerStorage): ThrottlerModuleOptions {
   // REDIS_KEY_PREFIX is added by the Redis client to every key.
   const prefix = 'rl:';
   const route = (ctx: ExecutionContext): string => `${ctx.getClass().name}.${ctx.getHandler().name}`;

@@ -1,4 +1,5 @@
-import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit, Inject } from '@nestjs/common';
+import type { AuthConfig } from './auth.config';
 import { ThrottlerStorage, ThrottlerStorageService } from '@nestjs/throttler';
 import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-storage-record.interface';
 import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis';
@@ -141,7 +142,7 @@ export class RateLimitService implements ThrottlerStorage, OnModuleInit, OnAppli
   #sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: AuthConfig,
     private readonly stats: AuthStatsService,
   ) {
     this.#outage = new OutageMonitor(

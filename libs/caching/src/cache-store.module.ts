@@ -1,4 +1,5 @@
 import { Logger, Module, OnApplicationShutdown, Inject } from '@nestjs/common';
+import type { CachingConfig } from './caching.config';
 import { createClient, createKeyv } from '@keyv/redis';
 import { Keyv } from 'keyv';
 import type { Redis } from 'ioredis';
@@ -18,7 +19,7 @@ export interface CacheStores {
 
 export const CACHE_STORES = Symbol('CACHE_STORES');
 
-function buildStores(config: AppConfig): CacheStores {
+function buildStores(config: CachingConfig): CacheStores {
   if (!config.redisUrl) {
     const lru = new LruMap(config.cacheMaxEntries);
     // No serialisation: entries are immutable records, kept by reference.

@@ -1,4 +1,5 @@
 import { DynamicModule, FactoryProvider, Module, ModuleMetadata } from '@nestjs/common';
+import type { CachingConfig } from './caching.config';
 import { CacheModule } from '@nestjs/cache-manager';
 import { AppConfig } from '@app/common';
 import { CACHE_STORES, CacheStoreModule, CacheStores } from './cache-store.module';
@@ -32,7 +33,7 @@ export class CachingModule {
         CacheModule.registerAsync({
           imports: [CacheStoreModule],
           inject: [CACHE_STORES, AppConfig],
-          useFactory: (stores: CacheStores, config: AppConfig) => ({ stores: [stores.exact], ttl: config.cacheTtlSeconds * 1000 }),
+          useFactory: (stores: CacheStores, config: CachingConfig) => ({ stores: [stores.exact], ttl: config.cacheTtlSeconds * 1000 }),
         }),
       ],
       providers: [

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, OnModuleInit, Optional } from '@nestjs/common';
+import type { CachingConfig } from './caching.config';
 import { debugEnabled } from '@app/common';
 import { CACHE_MANAGER } from '@nestjs/cache-manager';
 import type { Cache } from 'cache-manager';
@@ -64,7 +65,7 @@ export class ResponseCacheService implements OnModuleInit {
   readonly #lastLog = new Map<string, { at: number; suppressed: number }>();
 
   constructor(
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: CachingConfig,
     @Inject(CACHE_MANAGER) private readonly cache: Cache,
     @Inject(CACHE_STORES) private readonly stores: CacheStores,
     @Optional() @Inject(EMBEDDER) private readonly embedder?: Embedder,

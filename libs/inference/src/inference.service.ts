@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, Optional } from '@nestjs/common';
+import type { InferenceConfig } from './inference.config';
 import { AppConfig } from '@app/common';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { GenerationEvent, SchedulerSnapshot, SlotState, SubmitOptions } from '@app/batching';
@@ -67,7 +68,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   readonly #progressListeners = new Set<(fraction: number) => void>();
 
   constructor(
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: InferenceConfig,
     @Optional() @Inject(SCHEDULER_OBSERVER) observer?: ModelSchedulerObserver,
     @Optional() @Inject(MODEL_EVENTS_OBSERVER) private readonly events?: ModelEventsObserver,
   ) {

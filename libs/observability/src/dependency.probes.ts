@@ -1,4 +1,5 @@
-import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import type { ObservabilityConfig } from './observability.config';
 import { Redis } from 'ioredis';
 import { Client } from 'pg';
 import { AppConfig } from '@app/common';
@@ -111,7 +112,7 @@ export class DependencyProbes implements OnApplicationShutdown {
   readonly probes: readonly DependencyProbe[];
   readonly #last = new Map<DependencyName, boolean>();
 
-  constructor(config: AppConfig) {
+  constructor(@Inject(AppConfig) config: ObservabilityConfig) {
     const probes: DependencyProbe[] = [];
     if (config.redisUrl) probes.push(new RedisProbe(config.redisUrl, config.healthCheckTimeoutMs));
     if (config.databaseUrl) probes.push(new DatabaseProbe(config.databaseUrl, config.healthCheckTimeoutMs));

@@ -1,4 +1,5 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, Inject } from '@nestjs/common';
+import type { ObservabilityConfig } from './observability.config';
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import type { Gauge } from 'prom-client';
 import { AppConfig } from '@app/common';
@@ -20,7 +21,7 @@ export class GpuMonitor implements OnApplicationBootstrap, OnApplicationShutdown
   command = 'nvidia-smi';
 
   constructor(
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: ObservabilityConfig,
     @InjectMetric(METRIC.gpuAvailable) private readonly available: Gauge,
     @InjectMetric(METRIC.gpuUtilization) private readonly utilization: Gauge<'gpu_id'>,
     @InjectMetric(METRIC.gpuMemoryUsed) private readonly memoryUsed: Gauge<'gpu_id'>,

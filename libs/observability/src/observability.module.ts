@@ -1,4 +1,5 @@
 import { Global, MiddlewareConsumer, Module, NestModule, OnApplicationShutdown, RequestMethod } from '@nestjs/common';
+import type { ObservabilityConfig } from './observability.config';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
@@ -58,7 +59,7 @@ export function requestId(req: IncomingMessage, res: ServerResponse): string {
   imports: [
     LoggerModule.forRootAsync({
       inject: [AppConfig],
-      useFactory: (config: AppConfig) => {
+      useFactory: (config: ObservabilityConfig) => {
         // pino's number for LOG_LEVEL ('silent' is above every level).
         const threshold = levels.values[config.logLevel] ?? Infinity;
         // Static keys are masked by value too, whatever their shape.

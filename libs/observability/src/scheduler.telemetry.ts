@@ -1,4 +1,5 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Inject } from '@nestjs/common';
+import type { ObservabilityConfig } from './observability.config';
 import { context, isSpanContextValid, trace } from '@opentelemetry/api';
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import type { Counter, Gauge, Histogram } from 'prom-client';
@@ -82,7 +83,7 @@ export class SchedulerTelemetry {
   readonly #initialized = new Set<string>();
 
   constructor(
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: ObservabilityConfig,
     @InjectMetric(METRIC.timeToFirstToken) private readonly ttft: Histogram<'model'>,
     @InjectMetric(METRIC.interTokenLatency) private readonly interToken: Histogram<'model'>,
     @InjectMetric(METRIC.queueWait) private readonly queueWait: Histogram<'model'>,

@@ -1,4 +1,5 @@
-import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit, Inject } from '@nestjs/common';
+import type { ResponseStoreConfig } from './response-store.config';
 import { AppConfig } from '@app/common';
 import { ResponseRepository } from './response.repository';
 import { StoredResponse } from './response-store.types';
@@ -18,7 +19,7 @@ export class ResponseStoreService implements OnModuleInit, OnApplicationShutdown
 
   constructor(
     private readonly repo: ResponseRepository,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: ResponseStoreConfig,
   ) {}
 
   onModuleInit(): void {

@@ -1,4 +1,5 @@
 import { DynamicModule, FactoryProvider, Module, ModuleMetadata } from '@nestjs/common';
+import type { RetrievalConfig } from './retrieval.config';
 import { AppConfig } from '@app/common';
 import { LanceDbVectorStore } from './lancedb-vector.store';
 import { RetrievalService } from './retrieval.service';
@@ -30,7 +31,7 @@ export class RetrievalModule {
         { provide: RETRIEVAL_EMBEDDER, ...options.embedder },
         options.store
           ? { provide: VECTOR_STORE, ...options.store }
-          : { provide: VECTOR_STORE, inject: [AppConfig], useFactory: (config: AppConfig) => new LanceDbVectorStore(config.vectorStoreUri) },
+          : { provide: VECTOR_STORE, inject: [AppConfig], useFactory: (config: RetrievalConfig) => new LanceDbVectorStore(config.vectorStoreUri) },
       ],
       exports: [RetrievalService],
     };

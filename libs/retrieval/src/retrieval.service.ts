@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import type { RetrievalConfig } from './retrieval.config';
 import { randomBytes } from 'node:crypto';
 import { AppConfig, CommonErrorCode, CommonException, InputGuardService } from '@app/common';
 import { chunkText } from './chunker';
@@ -91,7 +92,7 @@ export class RetrievalService implements OnApplicationShutdown {
   constructor(
     @Inject(VECTOR_STORE) private readonly store: VectorStore,
     @Inject(RETRIEVAL_EMBEDDER) private readonly embedder: RetrievalEmbedder,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: RetrievalConfig,
     private readonly guard: InputGuardService,
   ) {}
 

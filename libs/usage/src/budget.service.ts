@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit, Optional } from '@nestjs/common';
+import type { UsageConfig } from './usage.config';
 import Redis from 'ioredis';
 import type { Counter } from 'prom-client';
 import type { Principal } from '@app/auth';
@@ -89,7 +90,7 @@ export class BudgetService implements OnModuleInit, OnApplicationShutdown {
   #down = false;
 
   constructor(
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: UsageConfig,
     repo: UsageRepository,
     private readonly clock: Clock,
     @Optional() @Inject(BUDGET_METRICS) private readonly metrics: BudgetMetrics = {},

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit, Optional } from '@nestjs/common';
+import type { UsageConfig } from './usage.config';
 import { randomUUID } from 'node:crypto';
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import { AppConfig } from '@app/common';
@@ -75,7 +76,7 @@ export class UsageLedgerService implements OnModuleInit, OnApplicationShutdown {
 
   constructor(
     private readonly repo: UsageRepository,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: UsageConfig,
     private readonly clock: Clock,
     @Optional() @Inject(USAGE_LEDGER_METRICS) private readonly metrics: UsageLedgerMetrics = {},
   ) {}

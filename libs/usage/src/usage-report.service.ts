@@ -1,4 +1,5 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Inject } from '@nestjs/common';
+import type { UsageConfig } from './usage.config';
 import { ANONYMOUS, ApiKeysService, hashKey } from '@app/auth';
 import { AppConfig } from '@app/common';
 import { Clock, DAY_MS, HOUR_MS, hourOf } from './clock';
@@ -99,7 +100,7 @@ export class UsageReportService {
     private readonly repo: UsageRepository,
     private readonly keys: ApiKeysService,
     private readonly clock: Clock,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: UsageConfig,
   ) {}
 
   /** Names of every key id the ledger may hold: stored keys, API_KEYS (as the server names them), anonymous. */

@@ -1,4 +1,5 @@
-import { ExecutionContext, Injectable, SetMetadata } from '@nestjs/common';
+import { ExecutionContext, Injectable, SetMetadata, Inject } from '@nestjs/common';
+import type { UsageConfig } from './usage.config';
 import { Reflector } from '@nestjs/core';
 import type { Request, Response } from 'express';
 import type { GatewayAdmission, Principal } from '@app/auth';
@@ -32,7 +33,7 @@ export class UsageAdmission implements GatewayAdmission {
     private readonly reflector: Reflector,
     private readonly budgets: BudgetService,
     private readonly ledger: UsageLedgerService,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: UsageConfig,
   ) {}
 
   async admit(context: ExecutionContext, principal: Principal): Promise<void> {

@@ -1,4 +1,5 @@
 import { DynamicModule, Injectable, Module, OnApplicationShutdown, Provider } from '@nestjs/common';
+import type { UsageConfig } from './usage.config';
 import { getToken } from '@willsoto/nestjs-prometheus';
 import { join } from 'node:path';
 import type { Counter, Gauge, Histogram } from 'prom-client';
@@ -16,7 +17,7 @@ import { UsageReportService } from './usage-report.service';
 import { UsageRepository } from './usage.repository';
 
 /** The key store's database: PostgreSQL with DATABASE_URL (same schema), else DATA_DIR/keys.db. */
-export function createUsageRepository(config: AppConfig): UsageRepository {
+export function createUsageRepository(config: UsageConfig): UsageRepository {
   return config.databaseUrl
     ? new PostgresUsageRepository({ connectionString: config.databaseUrl, schema: config.databaseSchema })
     : new SqliteUsageRepository(join(config.dataDir, 'keys.db'));

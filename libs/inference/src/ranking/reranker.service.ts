@@ -1,4 +1,5 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, Inject } from '@nestjs/common';
+import type { InferenceConfig } from '../inference.config';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
@@ -29,7 +30,7 @@ export class RerankerService implements OnApplicationBootstrap, OnApplicationShu
 
   constructor(
     private readonly inference: InferenceService,
-    private readonly config: AppConfig,
+    @Inject(AppConfig) private readonly config: InferenceConfig,
   ) {}
 
   onApplicationBootstrap(): void {

@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import type { InferenceConfig } from '../inference.config';
 import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { load as parseYaml } from 'js-yaml';
 import { AppConfig, KV_CACHE_TYPES, parseKeepAlive } from '@app/common';
@@ -77,7 +78,7 @@ export function scanModelsDir(dir: string): string[] {
 }
 
 /** The server-wide settings an entry inherits (from the environment). */
-function baseSpec(config: AppConfig, id: string, path: string, kind: ModelKind, source: ModelSource, isDefault: boolean): ModelSpec {
+function baseSpec(config: InferenceConfig, id: string, path: string, kind: ModelKind, source: ModelSource, isDefault: boolean): ModelSpec {
   return {
     id,
     aliases: [],
@@ -138,7 +139,7 @@ function defaultsField(file: string, where: string, v: unknown): SamplingDefault
 }
 
 /** One models-file entry over the server-wide settings. */
-function entrySpec(config: AppConfig, file: string, raw: unknown, index: number): ModelSpec {
+function entrySpec(config: InferenceConfig, file: string, raw: unknown, index: number): ModelSpec {
   const where = `models[${index}]`;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, where, 'must be a mapping with at least id and path');
   const e = raw as Raw;
@@ -184,7 +185,7 @@ function entrySpec(config: AppConfig, file: string, raw: unknown, index: number)
 }
 
 /** The models file's entries and its `default`; YAML or JSON (JSON is YAML too, but a JSON error reads better). */
-export function readModelsFile(config: AppConfig, file: string): { specs: ModelSpec[]; defaultModel?: string; keepAliveSet: Set<string> } {
+export function readModelsFile(config: InferenceConfig, file: string): { specs: ModelSpec[]; defaultModel?: string; keepAliveSet: Set<string> } {
   if (!existsSync(file)) throw new ModelCatalogError(`MODELS_FILE ${file} does not exist`);
   const text = readFileSync(file, 'utf8');
   let doc: unknown;
@@ -226,7 +227,7 @@ export interface CatalogContents {
  * then MODELS_DIR's files by name. A file already listed under another source is not listed twice.
  * Throws ModelCatalogError for a bad models file, clashing names or an unknown DEFAULT_MODEL.
  */
-export function buildCatalog(config: AppConfig): CatalogContents {
+export function buildCatalog(config: InferenceConfig): CatalogContents {
   const specs: ModelSpec[] = [];
   const warnings: string[] = [];
   const byPath = new Map<string, ModelSpec>();

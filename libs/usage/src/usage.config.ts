@@ -1,0 +1,21 @@
+import type { AppConfig } from '@app/common';
+
+/**
+ * The settings this library reads: its slice of the configuration table. Its providers are
+ * handed the validated AppConfig but see it through this type, so what the library depends on is
+ * written here, and a setting it starts to read is added here on purpose.
+ */
+export type UsageConfig = Pick<
+  AppConfig,
+  | 'apiKeys'
+  | 'budgetFailMode'
+  | 'budgetWarnFraction'
+  | 'dataDir'
+  | 'databaseSchema'
+  | 'databaseUrl'
+  | 'modelName'
+  | 'redisKeyPrefix'
+  | 'redisUrl'
+  | 'usageBufferMax'
+  | 'usageFlushIntervalMs'
+>;
