@@ -284,16 +284,20 @@ describe('the memory budget', () => {
     synthesizeModel(join(dir, 'x.gguf'), SLOW_SHAPE, BUNDLED_MODEL, 1);
     for (const name of ['y', 'z']) copyFileSync(join(dir, 'x.gguf'), join(dir, `${name}.gguf`));
     // Sized with the server's own estimator: the default model and two others fit, a third does not.
-    const base = { MODELS_DIR: dir, MODEL_PATH: BUNDLED_MODEL, CONTEXT_SIZE: '512', PARALLEL_SLOTS: '2', THREADS: '1' };
+    // Context for streams long enough to outlast the bounded wait below on a fast machine too.
+    const base = { MODELS_DIR: dir, MODEL_PATH: BUNDLED_MODEL, CONTEXT_SIZE: '1024', PARALLEL_SLOTS: '2', THREADS: '1' };
     const catalog = buildCatalog(AppConfig.fromEnv(base));
     const backend = new LlamaBackend('cpu', BUNDLED_MODEL);
     const [main, x] = await Promise.all([backend.estimate(catalog.specs[0]), backend.estimate(catalog.specs[1])]);
     await backend.dispose();
     const budget = main.ram + 2 * x.ram + Math.floor(x.ram / 2);
     // No response cache: every stream below must run on its model.
-    t = await startTestApp({ ...base, MODEL_MEMORY_BUDGET: `ram=${budget}b,vram=unlimited`, MODEL_LOAD_TIMEOUT_MS: '1500', CACHE_ENABLED: 'false' });
+    t = await startTestApp({ ...base, MODEL_MEMORY_BUDGET: `ram=${budget}b,vram=unlimited`, MODEL_LOAD_TIMEOUT_MS: '1000', CACHE_ENABLED: 'false' });
   }, 120_000);
   afterAll(() => t?.close());
+
+  /** Tokens of a long stream: it must outlast MODEL_LOAD_TIMEOUT_MS (1 s) even at ~1.5 ms a token. */
+  const LONG = 900;
 
   /** A long generation on `model`, read as it streams: resolves with its events once it ends. */
   function longStream(model: string): { firstToken: Promise<void>; done: Promise<{ status: number; finish: string; tokens: number; text: string }> } {
@@ -303,7 +307,7 @@ describe('the memory budget', () => {
       const res = await fetch(`${t.url}/v1/completions`, {
         method: 'POST',
         headers: auth(t.key),
-        body: JSON.stringify({ model, prompt: 'Once upon a time', max_tokens: 400, ignore_eos: true, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+        body: JSON.stringify({ model, prompt: 'Once upon a time', max_tokens: LONG, ignore_eos: true, temperature: 0, stream: true, stream_options: { include_usage: true } }),
       });
       const reader = (res.body as ReadableStream<Uint8Array>).getReader();
       let body = '';
@@ -335,7 +339,7 @@ describe('the memory budget', () => {
     const s = await states(t);
     expect(s).toMatchObject({ stories260K: 'loaded', x: 'loaded', y: 'unloaded', z: 'loaded' });
     const result = await stream.done;
-    expect(result).toMatchObject({ status: 200, finish: 'length', tokens: 400 });
+    expect(result).toMatchObject({ status: 200, finish: 'length', tokens: LONG });
     expect(metric(await scrape(t.url), 'llm_model_unloads_total', { model: 'y', reason: 'budget' })).toBe(1);
   });
 
@@ -349,10 +353,11 @@ describe('the memory budget', () => {
     expect(refused.body.error).toMatchObject({ code: 'model_budget_exceeded' });
     expect(refused.body.error.message).toMatch(/memory budget .* is taken by models in use/);
     expect(refused.headers.get('retry-after')).toBe('5');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    // The wait for room ends 250 ms before MODEL_LOAD_TIMEOUT_MS, so that the 503 says why.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(700);
     const [ra, rb] = await Promise.all([a.done, b.done]);
-    expect(ra).toMatchObject({ finish: 'length', tokens: 400 });
-    expect(rb).toMatchObject({ finish: 'length', tokens: 400 });
+    expect(ra).toMatchObject({ finish: 'length', tokens: LONG });
+    expect(rb).toMatchObject({ finish: 'length', tokens: LONG });
     // With the streams done, y fits again (an idle model makes room).
     expect((await post(t.url, '/v1/completions', t.key, { model: 'y', prompt: 'a', max_tokens: 1 })).status).toBe(200);
   });

@@ -1,4 +1,4 @@
-import { CommandRunner } from 'nest-commander';
+import { CommandRunner, Option } from 'nest-commander';
 
 /** Exit codes scripts can rely on. */
 export enum ExitCode {
@@ -40,4 +40,26 @@ export abstract class BaseCommand extends CommandRunner {
 export class OptionValueError extends Error {
   readonly code = 'commander.invalidArgument';
   readonly exitCode = ExitCode.Usage;
+}
+
+/**
+ * Base of the commands that talk to a running server: where it is (`--url`, default from HOST and
+ * PORT, `.env` included), the key they send (`--key`) and the output format (`--json`).
+ */
+export abstract class ServerCommand extends BaseCommand {
+  @Option({ flags: '--url <url>', description: 'Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000)' })
+  parseUrl(value: string): string {
+    if (!/^https?:\/\/[^\s]+$/.test(value)) throw new OptionValueError('expected an http(s) URL');
+    return value;
+  }
+
+  @Option({ flags: '--key <key>', description: 'API key (default $API_KEY, else API_KEYS[0]); admin scope for cache and model commands, retrieval scope for collection and document writes' })
+  parseKey(value: string): string {
+    return value;
+  }
+
+  @Option({ flags: '--json', description: 'Machine-readable output' })
+  parseJson(): boolean {
+    return true;
+  }
 }

@@ -2,15 +2,10 @@ import { Injectable } from '@nestjs/common';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AppConfig } from '@app/common';
+import { serverRequest, serverUrl, ServerTarget, ServerUnreachable } from '../server.request';
 import { CacheLayer, CacheStats, createCacheRedis, countKeys, deleteKeys, redisKeys, cacheRedisNamespace } from '@app/caching';
 
-/** Where `cache` commands send their requests; flags win over the environment. */
-export interface ServerTarget {
-  /** Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000). */
-  url?: string;
-  /** API key (default $API_KEY, else the first of API_KEYS). */
-  key?: string;
-}
+export type { ServerTarget } from '../server.request';
 
 /** What the CLI could read: the server's full stats, or only what Redis holds. */
 export type StatsReport =
@@ -59,38 +54,23 @@ export class CacheAdminClient {
   }
 
   #url(target: ServerTarget): string {
-    return (target.url ?? this.config.localUrl()).replace(/\/+$/, '');
+    return serverUrl(target, this.config);
   }
 
-  #key(target: ServerTarget): string | undefined {
-    if (target.key) return target.key;
-    if (process.env.API_KEY?.trim()) return process.env.API_KEY.trim();
-    return this.config.apiKeys[0];
-  }
-
-  /** ok with the body, or why the server could not answer (unreachable: `unreachable` true). */
+  /** ok with the body, or why the server could not answer at all (then Redis may be read directly). */
   async #request(
     url: string,
     target: ServerTarget,
     method: string,
     path: string,
   ): Promise<{ ok: true; body: unknown } | { ok: false; reason: string }> {
-    const key = this.#key(target);
-    let res: Response;
     try {
-      res = await fetch(`${url}${path}`, {
-        method,
-        headers: key ? { Authorization: `Bearer ${key}` } : {},
-        signal: AbortSignal.timeout(5000),
-      });
+      // The server answered but refused: that error is thrown, since falling back to Redis would hide it.
+      return { ok: true, body: await serverRequest({ ...target, url }, this.config, method, path, undefined, 5000) };
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      return { ok: false, reason: `server not reachable at ${url} (${cause})` };
+      if (err instanceof ServerUnreachable) return { ok: false, reason: err.message };
+      throw err;
     }
-    const body = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
-    if (res.ok) return { ok: true, body };
-    // The server answered but refused: falling back to Redis would hide the real problem.
-    throw new Error(`${method} ${url}${path} answered ${res.status}: ${body?.error?.message ?? res.statusText}`);
   }
 
   async #withRedis<T>(reason: string, work: (redis: ReturnType<typeof createCacheRedis>) => Promise<T>): Promise<T> {

@@ -1,32 +1,15 @@
 import { Command, Option, SubCommand } from 'nest-commander';
 import type { CacheLayer, CacheStats } from '@app/caching';
-import { BaseCommand } from '../base.command';
+import { BaseCommand, ServerCommand } from '../base.command';
 import { CacheAdminClient, FlushReport, ServerTarget, StatsReport } from './cache-admin.client';
 
 interface CommonOptions extends ServerTarget {
   json?: boolean;
 }
 
-/** Options every cache command takes: where the server is, and the output format. */
-abstract class CacheSubCommand extends BaseCommand {
-  @Option({ flags: '--url <url>', description: 'Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000)' })
-  parseUrl(value: string): string {
-    return value;
-  }
-
-  @Option({ flags: '--key <key>', description: 'API key with the admin scope (default $API_KEY, else API_KEYS[0])' })
-  parseKey(value: string): string {
-    return value;
-  }
-
-  @Option({ flags: '--json', description: 'Machine-readable output' })
-  parseJson(): boolean {
-    return true;
-  }
-}
 
 @SubCommand({ name: 'stats', description: "Print the response caches' counters and sizes (asks the server; Redis directly when it is down)" })
-export class CacheStatsCommand extends CacheSubCommand {
+export class CacheStatsCommand extends ServerCommand {
   constructor(private readonly client: CacheAdminClient) {
     super();
   }
@@ -38,7 +21,7 @@ export class CacheStatsCommand extends CacheSubCommand {
 }
 
 @SubCommand({ name: 'flush', description: 'Empty the response caches (both layers unless --exact or --semantic)' })
-export class CacheFlushCommand extends CacheSubCommand {
+export class CacheFlushCommand extends ServerCommand {
   constructor(private readonly client: CacheAdminClient) {
     super();
   }

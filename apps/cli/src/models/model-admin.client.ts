@@ -1,16 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/common';
+import { serverRequest, serverUrl, ServerTarget } from '../server.request';
 
-/** Where model commands send their requests; flags win over the environment. */
-export interface ServerTarget {
-  /** Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000). */
-  url?: string;
-  /** API key with the admin scope (default $API_KEY, else the first of API_KEYS). */
-  key?: string;
-}
-
-/** The server did not answer at all (not running, wrong URL): callers may fall back to the configuration. */
-export class ServerUnreachable extends Error {}
+export { ServerUnreachable } from '../server.request';
+export type { ServerTarget } from '../server.request';
 
 /** `/admin/models` of a running server (the registry lives in its process). */
 @Injectable()
@@ -18,7 +11,7 @@ export class ModelAdminClient {
   constructor(private readonly config: AppConfig) {}
 
   url(target: ServerTarget): string {
-    return (target.url ?? this.config.localUrl()).replace(/\/+$/, '');
+    return serverUrl(target, this.config);
   }
 
   list(target: ServerTarget): Promise<ModelList> {
@@ -30,24 +23,8 @@ export class ModelAdminClient {
     return this.#request(target, 'POST', '/admin/models', { action, model }, timeoutMs) as Promise<Record<string, unknown>>;
   }
 
-  async #request(target: ServerTarget, method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<unknown> {
-    const url = this.url(target);
-    const key = target.key ?? (process.env.API_KEY?.trim() || this.config.apiKeys[0]);
-    let res: Response;
-    try {
-      res = await fetch(`${url}${path}`, {
-        method,
-        headers: { ...(key ? { Authorization: `Bearer ${key}` } : {}), ...(body ? { 'Content-Type': 'application/json' } : {}) },
-        body: body ? JSON.stringify(body) : undefined,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      throw new ServerUnreachable(`server not reachable at ${url} (${cause})`);
-    }
-    const json = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
-    if (!res.ok) throw new Error(`${method} ${url}${path} answered ${res.status}: ${json?.error?.message ?? res.statusText}`);
-    return json;
+  #request(target: ServerTarget, method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<unknown> {
+    return serverRequest(target, this.config, method, path, body, timeoutMs);
   }
 }
 

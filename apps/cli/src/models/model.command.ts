@@ -3,7 +3,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { AppConfig } from '@app/common';
 import { buildCatalog, ModelSpec } from '@app/inference';
-import { BaseCommand, OptionValueError } from '../base.command';
+import { OptionValueError, ServerCommand } from '../base.command';
 import { ProgressBar } from '../support/progress.bar';
 import { AdminModel, ModelAdminClient, ModelList, ServerTarget, ServerUnreachable } from './model-admin.client';
 import { partialDownload, pullModel } from './model.pull';
@@ -25,30 +25,13 @@ function oneName(args: string[], verb: string): string {
   return args[0];
 }
 
-/** Options of the commands that talk to the server: where it is, and the output format. */
-abstract class ModelServerCommand extends BaseCommand {
-  @Option({ flags: '--url <url>', description: 'Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000)' })
-  parseUrl(value: string): string {
-    return value;
-  }
-
-  @Option({ flags: '--key <key>', description: 'API key with the admin scope (default $API_KEY, else API_KEYS[0])' })
-  parseKey(value: string): string {
-    return value;
-  }
-
-  @Option({ flags: '--json', description: 'Machine-readable output' })
-  parseJson(): boolean {
-    return true;
-  }
-}
 
 @SubCommand({
   name: 'list',
   aliases: ['ls'],
   description: 'List the configured models with their state and memory (asks the server; from the configuration when it is not running)',
 })
-export class ModelListCommand extends ModelServerCommand {
+export class ModelListCommand extends ServerCommand {
   constructor(
     private readonly client: ModelAdminClient,
     private readonly config: AppConfig,
@@ -72,7 +55,7 @@ export class ModelListCommand extends ModelServerCommand {
 }
 
 @SubCommand({ name: 'load', arguments: '<model>', description: 'Load a model on the running server now (by id or alias); its keep-alive starts' })
-export class ModelLoadCommand extends ModelServerCommand {
+export class ModelLoadCommand extends ServerCommand {
   constructor(private readonly client: ModelAdminClient) {
     super();
   }
@@ -85,7 +68,7 @@ export class ModelLoadCommand extends ModelServerCommand {
 }
 
 @SubCommand({ name: 'unload', arguments: '<model>', description: 'Unload a model on the running server once its in-flight requests are done' })
-export class ModelUnloadCommand extends ModelServerCommand {
+export class ModelUnloadCommand extends ServerCommand {
   constructor(private readonly client: ModelAdminClient) {
     super();
   }
@@ -109,7 +92,7 @@ interface PullCommandOptions extends CommonOptions {
   arguments: '<uri>',
   description: 'Download a GGUF (URL or hf:owner/repo/file.gguf) into MODELS_DIR with node-llama-cpp\'s downloader: progress, resume after interruption, checksum when known',
 })
-export class ModelPullCommand extends ModelServerCommand {
+export class ModelPullCommand extends ServerCommand {
   constructor(
     private readonly client: ModelAdminClient,
     private readonly config: AppConfig,
@@ -210,7 +193,7 @@ export class ModelPullCommand extends ModelServerCommand {
   arguments: '<model>',
   description: 'Delete a model file from MODELS_DIR (a running server unloads it first, after its in-flight requests)',
 })
-export class ModelRmCommand extends ModelServerCommand {
+export class ModelRmCommand extends ServerCommand {
   constructor(
     private readonly client: ModelAdminClient,
     private readonly config: AppConfig,

@@ -1,13 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/common';
+import { serverRequest, ServerTarget } from '../server.request';
 
-/** Where retrieval commands send their requests; flags win over the environment. */
-export interface ServerTarget {
-  /** Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000). */
-  url?: string;
-  /** API key (default $API_KEY, else the first of API_KEYS). */
-  key?: string;
-}
+export type { ServerTarget } from '../server.request';
 
 /**
  * The CLI's way to collections: the running server's API. The server owns the vector store and
@@ -36,24 +31,8 @@ export class RetrievalClient {
     }>;
   }
 
-  async #request(target: ServerTarget, method: string, path: string, body?: object): Promise<unknown> {
-    const url = (target.url ?? this.config.localUrl()).replace(/\/+$/, '');
-    const key = target.key ?? (process.env.API_KEY?.trim() || this.config.apiKeys[0]);
-    let res: Response;
-    try {
-      res = await fetch(`${url}${path}`, {
-        method,
-        headers: { ...(key ? { Authorization: `Bearer ${key}` } : {}), ...(body ? { 'Content-Type': 'application/json' } : {}) },
-        body: body ? JSON.stringify(body) : undefined,
-        // Embedding a large document on a CPU takes a while.
-        signal: AbortSignal.timeout(10 * 60_000),
-      });
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      throw new Error(`server not reachable at ${url} (${cause}); start it (npm start) or pass --url`);
-    }
-    const parsed = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
-    if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${parsed?.error?.message ?? res.statusText}`);
-    return parsed;
+  #request(target: ServerTarget, method: string, path: string, body?: object): Promise<unknown> {
+    // Embedding a large document on a CPU takes a while.
+    return serverRequest(target, this.config, method, path, body, 10 * 60_000);
   }
 }

@@ -1,30 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Command, CommandRunner, Option, SubCommand } from 'nest-commander';
-import { BaseCommand } from '../base.command';
+import { ServerCommand } from '../base.command';
 import { RetrievalClient, ServerTarget } from './retrieval.client';
 
 interface CommonOptions extends ServerTarget {
   json?: boolean;
 }
 
-/** Options every retrieval command takes: where the server is, and the output format. */
-abstract class ServerCommand extends BaseCommand {
-  @Option({ flags: '--url <url>', description: 'Server base URL (default from HOST and PORT, e.g. http://127.0.0.1:8000)' })
-  parseUrl(value: string): string {
-    return value;
-  }
-
-  @Option({ flags: '--key <key>', description: 'API key (default $API_KEY, else API_KEYS[0]); writes need the retrieval scope' })
-  parseKey(value: string): string {
-    return value;
-  }
-
-  @Option({ flags: '--json', description: 'Machine-readable output' })
-  parseJson(): boolean {
-    return true;
-  }
-}
 
 @SubCommand({ name: 'list', description: 'List the collections with their sizes' })
 export class CollectionsListCommand extends ServerCommand {

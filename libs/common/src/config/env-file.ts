@@ -52,3 +52,19 @@ export function loadEnvFile(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   }
   return { file, applied, argv: rest };
 }
+
+/**
+ * What the server's and the CLI's entry points run before anything else (before tracing, which
+ * reads the environment when it loads): the env file applied to process.env and its flag taken
+ * out of process.argv; a named file that cannot be read stops the process with its message and
+ * exit code 2, like any invalid setting.
+ */
+export function applyEnvFileOrExit(): void {
+  try {
+    process.argv = loadEnvFile(process.argv).argv;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.message}\n`);
+    process.exit(2);
+  }
+}
