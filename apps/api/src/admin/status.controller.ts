@@ -6,6 +6,7 @@ import { InferenceService } from '@app/inference';
 import type { ModelEntryView } from '@app/inference';
 import { METRIC, MetricSample, MetricsService } from '@app/observability';
 import { BudgetService, UsageLedgerService } from '@app/usage';
+import { loadedModelJson } from '../models/model.view';
 
 /** The series the live view shows: the same samples `/metrics` exposes, read after the same refresh. */
 const LIVE = [
@@ -93,19 +94,6 @@ export class StatusController {
     const d = m.descriptor;
     const base = { id: m.spec.id, kind: m.spec.kind, default: m.isDefault, aliases: m.spec.aliases };
     if (!d) return { ...base, state: m.state === 'unloaded' && m.isDefault ? 'loading' : m.state, ...(m.error ? { error: m.error } : {}) };
-    return {
-      ...base,
-      state: 'ready',
-      backend: d.gpu || 'cpu',
-      architecture: d.architecture,
-      parameters: d.parameters,
-      size_bytes: d.sizeBytes,
-      context_size: d.contextSize,
-      train_context_size: d.trainContextSize,
-      slots: d.slots,
-      gpu_layers: d.gpuLayers,
-      chat_template: d.chatTemplate,
-      load_ms: d.loadMs,
-    };
+    return { ...base, state: 'ready', ...loadedModelJson(d) };
   }
 }

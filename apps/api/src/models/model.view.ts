@@ -1,4 +1,4 @@
-import type { ModelEntryView, ResolvedBudget } from '@app/inference';
+import type { ModelDescriptor, ModelEntryView, ResolvedBudget } from '@app/inference';
 
 /** A model as the admin API and `model list --json` show it (snake_case, times as ISO strings). */
 export function adminModelJson(m: ModelEntryView): Record<string, unknown> {
@@ -31,22 +31,23 @@ export function adminModelJson(m: ModelEntryView): Record<string, unknown> {
       preload: s.preload,
       defaults: s.defaults,
     },
-    loaded: d
-      ? {
-          architecture: d.architecture,
-          parameters: d.parameters,
-          size_bytes: d.sizeBytes,
-          context_size: d.contextSize,
-          train_context_size: d.trainContextSize,
-          slots: d.slots,
-          threads: d.threads,
-          engine: d.engine,
-          backend: d.gpu || 'cpu',
-          gpu_layers: d.gpuLayers,
-          chat_template: d.chatTemplate,
-          load_ms: d.loadMs,
-        }
-      : null,
+    loaded: d ? { ...loadedModelJson(d), threads: d.threads, engine: d.engine } : null,
+  };
+}
+
+/** What a loaded model is (its descriptor), as the admin API and the status page show it. */
+export function loadedModelJson(d: ModelDescriptor): Record<string, unknown> {
+  return {
+    architecture: d.architecture,
+    parameters: d.parameters,
+    size_bytes: d.sizeBytes,
+    context_size: d.contextSize,
+    train_context_size: d.trainContextSize,
+    slots: d.slots,
+    backend: d.gpu || 'cpu',
+    gpu_layers: d.gpuLayers,
+    chat_template: d.chatTemplate,
+    load_ms: d.loadMs,
   };
 }
 
