@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { Pool, PoolClient } from 'pg';
+import { migratePostgres, postgresPool, postgresSchema } from '@app/common';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { decodeModelLimits, decodeModels, decodeScopes, encodeModelLimits, encodeModels, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
 import { ApiKeyRecord, KeyChanges, NewKeyRecord, NO_BUDGET, PriorityClass } from './key.types';
@@ -92,36 +93,17 @@ export class PostgresKeyRepository extends KeyRepository {
 
   constructor(options: PostgresKeyOptions) {
     super();
-    this.#schema = options.schema ?? 'public';
-    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.#schema)) throw new Error(`Invalid schema name ${JSON.stringify(this.#schema)}`);
+    this.#schema = postgresSchema(options.schema);
     this.#table = `"${this.#schema}".api_keys`;
     this.description = `postgres:${this.#schema}`;
-    const timeout = options.timeoutMs ?? 3000;
-    this.#pool = new Pool({
-      connectionString: options.connectionString,
-      max: 5,
-      connectionTimeoutMillis: timeout,
-      query_timeout: timeout,
-      idleTimeoutMillis: 30_000,
-    });
-    // An idle client losing its connection must not crash the process; the next query reconnects.
-    this.#pool.on('error', (err) => this.#logger.warn(`PostgreSQL connection lost: ${err.message}`));
+    this.#pool = postgresPool(options.connectionString, { max: 5, timeoutMs: options.timeoutMs, logger: this.#logger });
   }
 
   async migrate(): Promise<void> {
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-      await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
-      await client.query(
-        `CREATE TABLE IF NOT EXISTS "${this.#schema}".schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
-      );
-      const { rows } = await client.query<{ v: number | null }>(`SELECT MAX(version) AS v FROM "${this.#schema}".schema_migrations`);
-      for (let v = (rows[0].v ?? 0) + 1; v <= MIGRATIONS.length; v++) {
-        await client.query(MIGRATIONS[v - 1].replaceAll('%s', `"${this.#schema}"`));
-        await client.query(`INSERT INTO "${this.#schema}".schema_migrations (version) VALUES ($1)`, [v]);
-      }
+      await migratePostgres(client, { schema: this.#schema, versionsTable: 'schema_migrations', lock: MIGRATION_LOCK, migrations: MIGRATIONS });
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);

@@ -1,6 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { migrateSqlite, openSqlite } from '@app/common';
 import { AuthErrorCode, AuthException } from './auth.exception';
 import { decodeModelLimits, decodeModels, decodeScopes, encodeModelLimits, encodeModels, encodeScopes, KeyRepository, updatedColumns } from './key.repository';
 import { ApiKeyRecord, KeyChanges, NewKeyRecord, NO_BUDGET, PriorityClass } from './key.types';
@@ -86,31 +85,11 @@ export class SqliteKeyRepository extends KeyRepository {
   }
 
   get #conn(): Database.Database {
-    if (!this.#db) {
-      if (this.file !== ':memory:') {
-        mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
-        // Hashes only, but still nobody else's business; SQLite gives its -wal/-shm files the same mode.
-        closeSync(openSync(this.file, 'a', 0o600));
-      }
-      const db = new Database(this.file);
-      db.pragma('journal_mode = WAL');
-      db.pragma('busy_timeout = 5000');
-      this.#db = db;
-    }
-    return this.#db;
+    return (this.#db ??= openSqlite(this.file));
   }
 
   async migrate(): Promise<void> {
-    const db = this.#conn;
-    db.transaction(() => {
-      // IMMEDIATE (via the write below) makes concurrent starters queue behind one migrator.
-      db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-      const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
-      for (let v = (row.v ?? 0) + 1; v <= MIGRATIONS.length; v++) {
-        db.exec(MIGRATIONS[v - 1]);
-        db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(v, Date.now());
-      }
-    }).immediate();
+    migrateSqlite(this.#conn, 'schema_migrations', MIGRATIONS);
   }
 
   async insert(key: NewKeyRecord): Promise<void> {

@@ -18,3 +18,4 @@ export * from './input-guard/guard.normalize';
 export * from './validation/field-policy';
 export * from './logging/debug-level';
 export * from './config/config.docs';
+export * from './storage/sql.stores';

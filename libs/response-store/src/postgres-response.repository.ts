@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { Pool } from 'pg';
+import { migratePostgres, postgresPool, postgresSchema } from '@app/common';
 import { ResponseRepository } from './response.repository';
 import { StoredResponse } from './response-store.types';
 
@@ -55,35 +56,17 @@ export class PostgresResponseRepository extends ResponseRepository {
 
   constructor(options: PostgresResponseOptions) {
     super();
-    this.#schema = options.schema ?? 'public';
-    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.#schema)) throw new Error(`Invalid schema name ${JSON.stringify(this.#schema)}`);
+    this.#schema = postgresSchema(options.schema);
     this.#table = `"${this.#schema}".stored_responses`;
     this.description = `postgres:${this.#schema}`;
-    const timeout = options.timeoutMs ?? 3000;
-    this.#pool = new Pool({
-      connectionString: options.connectionString,
-      max: 4,
-      connectionTimeoutMillis: timeout,
-      query_timeout: timeout,
-      idleTimeoutMillis: 30_000,
-    });
-    // An idle client losing its connection must not crash the process; the next query reconnects.
-    this.#pool.on('error', (err) => this.#logger.warn(`PostgreSQL connection lost: ${err.message}`));
+    this.#pool = postgresPool(options.connectionString, { max: 4, timeoutMs: options.timeoutMs, logger: this.#logger });
   }
 
   async migrate(): Promise<void> {
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-      await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
-      const versions = `"${this.#schema}".responses_schema_migrations`;
-      await client.query(`CREATE TABLE IF NOT EXISTS ${versions} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
-      const { rows } = await client.query<{ v: number | null }>(`SELECT MAX(version) AS v FROM ${versions}`);
-      for (let v = (rows[0].v ?? 0) + 1; v <= MIGRATIONS.length; v++) {
-        await client.query(MIGRATIONS[v - 1].replaceAll('%s', `"${this.#schema}"`));
-        await client.query(`INSERT INTO ${versions} (version) VALUES ($1)`, [v]);
-      }
+      await migratePostgres(client, { schema: this.#schema, versionsTable: 'responses_schema_migrations', lock: MIGRATION_LOCK, migrations: MIGRATIONS });
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);

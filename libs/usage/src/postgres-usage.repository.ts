@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { Pool, PoolClient } from 'pg';
+import { migratePostgres, postgresPool, postgresSchema } from '@app/common';
 import { UsageRepository } from './usage.repository';
 import { groupColumns, orderBy, SumRow, SUMS, toUsageRow, whereClause } from './usage.sql';
 import { BudgetPeriod, ReserveOutcome, UsageBucket, UsageQuery, UsageRow } from './usage.types';
@@ -57,18 +58,9 @@ export class PostgresUsageRepository extends UsageRepository {
 
   constructor(options: PostgresUsageOptions) {
     super();
-    this.#schema = options.schema ?? 'public';
-    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.#schema)) throw new Error(`Invalid schema name ${JSON.stringify(this.#schema)}`);
+    this.#schema = postgresSchema(options.schema);
     this.description = `postgres:${this.#schema}`;
-    const timeout = options.timeoutMs ?? 3000;
-    this.#pool = new Pool({
-      connectionString: options.connectionString,
-      max: 4,
-      connectionTimeoutMillis: timeout,
-      query_timeout: timeout,
-      idleTimeoutMillis: 30_000,
-    });
-    this.#pool.on('error', (err) => this.#logger.warn(`PostgreSQL connection lost: ${err.message}`));
+    this.#pool = postgresPool(options.connectionString, { max: 4, timeoutMs: options.timeoutMs, logger: this.#logger });
   }
 
   #t(table: string): string {
@@ -76,16 +68,9 @@ export class PostgresUsageRepository extends UsageRepository {
   }
 
   async migrate(): Promise<void> {
-    await this.#transaction(async (client) => {
-      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-      await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
-      await client.query(`CREATE TABLE IF NOT EXISTS ${this.#t('usage_schema_migrations')} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
-      const { rows } = await client.query<{ v: number | null }>(`SELECT MAX(version) AS v FROM ${this.#t('usage_schema_migrations')}`);
-      for (let v = (rows[0].v ?? 0) + 1; v <= MIGRATIONS.length; v++) {
-        await client.query(MIGRATIONS[v - 1].replaceAll('%s', `"${this.#schema}"`));
-        await client.query(`INSERT INTO ${this.#t('usage_schema_migrations')} (version) VALUES ($1)`, [v]);
-      }
-    });
+    await this.#transaction((client) =>
+      migratePostgres(client, { schema: this.#schema, versionsTable: 'usage_schema_migrations', lock: MIGRATION_LOCK, migrations: MIGRATIONS }),
+    );
   }
 
   async write(batchId: string, buckets: readonly UsageBucket[]): Promise<void> {

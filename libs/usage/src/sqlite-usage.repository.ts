@@ -1,6 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { migrateSqlite, openSqlite } from '@app/common';
 import { UsageRepository } from './usage.repository';
 import { groupColumns, orderBy, SumRow, SUMS, toUsageRow, whereClause } from './usage.sql';
 import { BudgetPeriod, ReserveOutcome, UsageBucket, UsageQuery, UsageRow } from './usage.types';
@@ -46,29 +45,11 @@ export class SqliteUsageRepository extends UsageRepository {
   }
 
   get #conn(): Database.Database {
-    if (!this.#db) {
-      if (this.file !== ':memory:') {
-        mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
-        closeSync(openSync(this.file, 'a', 0o600));
-      }
-      const db = new Database(this.file);
-      db.pragma('journal_mode = WAL');
-      db.pragma('busy_timeout = 5000');
-      this.#db = db;
-    }
-    return this.#db;
+    return (this.#db ??= openSqlite(this.file));
   }
 
   async migrate(): Promise<void> {
-    const db = this.#conn;
-    db.transaction(() => {
-      db.exec('CREATE TABLE IF NOT EXISTS usage_schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-      const row = db.prepare('SELECT MAX(version) AS v FROM usage_schema_migrations').get() as { v: number | null };
-      for (let v = (row.v ?? 0) + 1; v <= MIGRATIONS.length; v++) {
-        db.exec(MIGRATIONS[v - 1]);
-        db.prepare('INSERT INTO usage_schema_migrations (version, applied_at) VALUES (?, ?)').run(v, Date.now());
-      }
-    }).immediate();
+    migrateSqlite(this.#conn, 'usage_schema_migrations', MIGRATIONS);
   }
 
   async write(batchId: string, buckets: readonly UsageBucket[]): Promise<void> {
