@@ -11,7 +11,6 @@ import {
   IsObject,
   IsOptional,
   IsString,
-  Matches,
   Max,
   MaxLength,
   Min,
@@ -21,9 +20,8 @@ import {
   ValidationArguments,
 } from 'class-validator';
 import { FieldPolicy, FreeFormFields } from '@app/common';
-import { MAX_TEXT } from '../openai/openai.dto';
+import { FINITE, IsToolDescription, IsToolName, IsToolSchema, MAX_TEXT } from '../generation/tool-fields';
 
-const FINITE = { allowNaN: false, allowInfinity: false };
 
 /** `system`: a string, or text blocks. */
 function IsSystem(): PropertyDecorator {
@@ -49,16 +47,13 @@ export class AnthropicToolDto {
   @IsIn(['custom'], { message: 'type must be "custom" (or absent): only client tools with an input_schema are supported, not Anthropic\'s server tools' })
   type?: 'custom';
 
-  @IsString()
-  @Matches(/^[a-zA-Z0-9_-]{1,64}$/, { message: 'name must be 1-64 letters, digits, _ or -' })
+  @IsToolName()
   name!: string;
 
-  @IsOptional()
-  @IsString()
-  @MaxLength(MAX_TEXT)
+  @IsToolDescription()
   description?: string;
 
-  @IsObject()
+  @IsToolSchema(true)
   input_schema!: Record<string, unknown>;
 
   /** Inert: prompt prefixes are reused automatically. */

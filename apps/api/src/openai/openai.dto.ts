@@ -11,7 +11,6 @@ import {
   IsObject,
   IsOptional,
   IsString,
-  Matches,
   Max,
   MaxLength,
   Min,
@@ -22,10 +21,10 @@ import {
 } from 'class-validator';
 import { FieldPolicy, FreeFormFields, IsStringOrStringArray } from '@app/common';
 import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
+import { FINITE, IsToolDescription, IsToolName, IsToolSchema, MAX_TEXT } from '../generation/tool-fields';
 
-const FINITE = { allowNaN: false, allowInfinity: false };
-/** Longest prompt or message text accepted, in characters (the context decides the rest). */
-export const MAX_TEXT = 200_000;
+export { MAX_TEXT };
+
 
 export class StreamOptionsDto {
   @IsOptional()
@@ -326,11 +325,9 @@ function IsMessageContent(): PropertyDecorator {
 }
 
 /** A tool name as OpenAI accepts it. */
-const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 export class FunctionCallDto {
-  @IsString()
-  @Matches(TOOL_NAME, { message: 'function.name must be 1-64 letters, digits, _ or -' })
+  @IsToolName('function.name')
   name!: string;
 
   @IsString()
@@ -390,17 +387,13 @@ export class ChatMessageDto {
 }
 
 export class FunctionDefinitionDto {
-  @IsString()
-  @Matches(TOOL_NAME, { message: 'name must be 1-64 letters, digits, _ or -' })
+  @IsToolName()
   name!: string;
 
-  @IsOptional()
-  @IsString()
-  @MaxLength(MAX_TEXT)
+  @IsToolDescription()
   description?: string;
 
-  @IsOptional()
-  @IsObject()
+  @IsToolSchema()
   parameters?: Record<string, unknown>;
 
   /** Arguments always match the schema when a call is forced (a grammar); `strict` asks nothing more. */

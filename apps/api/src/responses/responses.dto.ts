@@ -20,10 +20,9 @@ import {
   ValidationArguments,
 } from 'class-validator';
 import { FieldPolicy, FreeFormFields } from '@app/common';
-import { MAX_TEXT } from '../openai/openai.dto';
+import { FINITE, IsToolDescription, IsToolName, IsToolSchema, MAX_TEXT } from '../generation/tool-fields';
 import { RetrievalOptionDto } from '../retrieval/retrieval.dto';
 
-const FINITE = { allowNaN: false, allowInfinity: false };
 /** Most input items one request may hold. */
 export const MAX_INPUT_ITEMS = 1024;
 
@@ -78,17 +77,13 @@ export class ResponsesFunctionToolDto {
   @IsIn(['function'], { message: 'type must be "function": only function tools are supported (no built-in tools such as web_search or file_search)' })
   type!: 'function';
 
-  @IsString()
-  @Matches(/^[a-zA-Z0-9_-]{1,64}$/, { message: 'name must be 1-64 letters, digits, _ or -' })
+  @IsToolName()
   name!: string;
 
-  @IsOptional()
-  @IsString()
-  @MaxLength(MAX_TEXT)
+  @IsToolDescription()
   description?: string;
 
-  @IsOptional()
-  @IsObject()
+  @IsToolSchema()
   parameters?: Record<string, unknown>;
 
   /** Forced calls always match the schema (a grammar); `strict` asks nothing more. */

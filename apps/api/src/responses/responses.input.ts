@@ -1,10 +1,10 @@
 import type { ChatMessage, ToolCall } from '@app/inference';
 import { invalidField as invalid, isObject, textField as text, unsupportedField as unsupported } from '../generation/request-fields';
+import { TOOL_NAME } from '../generation/tool-fields';
 
 /** An input or output item of the Responses API, as stored and returned (plain JSON). */
 export type ResponseItem = Record<string, unknown>;
 
-const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 /** Content parts a message may hold: text in, text out, a refusal replayed; files and images are refused. */
 function parts(value: unknown, param: string, role: string): ResponseItem[] {
