@@ -213,6 +213,17 @@ describe('several models in one server', () => {
     expect(limited.body.error).toMatchObject({ code: 'rate_limit_exceeded' });
     expect(limited.body.error.message).toMatch(/on model chat-b: 2 requests per/);
     expect((await post(t.url, '/v1/embeddings', key, { model: 'embed', input: 'x' })).status).toBe(200);
+    // The tokenizer routes follow the same access: another model is refused, its own is served.
+    const tokenizeDenied = await post(t.url, '/tokenize', key, { model: 'chat-a', content: 'hi' });
+    expect(tokenizeDenied.status).toBe(403);
+    expect(tokenizeDenied.body.error).toMatchObject({ code: 'model_not_allowed', param: 'model' });
+    expect((await post(t.url, '/detokenize', key, { tokens: [1, 2] })).body.error.code).toBe('model_not_allowed');
+    // (chat-b's two requests per window are spent above: the per-model limit holds here too.)
+    expect((await post(t.url, '/tokenize', key, { model: 'gpt-4o-mini', content: 'hi' })).status).toBe(429);
+    const tokenized = await post(t.url, '/tokenize', key, { model: 'embed', content: 'hi' });
+    expect(tokenized.status).toBe(200);
+    expect(tokenized.body.tokens.length).toBeGreaterThan(0);
+    expect((await post(t.url, '/detokenize', key, { model: 'embed', tokens: tokenized.body.tokens })).body.content).toContain('hi');
   });
 
   it('tokens are metered per key and per model: a per-model token limit, and the usage ledger by model', async () => {

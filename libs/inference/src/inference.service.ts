@@ -2,16 +2,16 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { InferenceConfig } from './inference.config';
 import { AppConfig } from '@app/common';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
-import { GenerationEvent, SchedulerSnapshot, SlotState, SubmitOptions } from '@app/batching';
+import { SchedulerSnapshot, SlotState } from '@app/batching';
 import type { RequestOutcome, SchedulerObserver } from '@app/batching';
 import { RequestTelemetry } from '@app/observability';
 import { InferenceErrorCode, InferenceException } from './inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor } from './inference.types';
-import { ToolCallSyntax, ToolDefinition } from './tools/tool.types';
+import { ToolDefinition } from './tools/tool.types';
 import { LlamaBackend, ResolvedBudget } from './registry/llama.backend';
 import { LoadedModel } from './registry/loaded-model';
 import { buildCatalog, CatalogContents } from './registry/model.catalog';
-import { CompletedGeneration, GenerationRequest, ModelHandle, PreparedPrompt } from './registry/model.handle';
+import { ModelHandle, PreparedPrompt } from './registry/model.handle';
 import { ModelEntryView, ModelRegistry, RegistryEvent } from './registry/model.registry';
 import { ModelKind } from './registry/model.types';
 
@@ -247,51 +247,17 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return this.#registry.list();
   }
 
-  // The default model's API (single-model callers, tests).
-
-  /** Accepts the default model's id, an alias or another configured model's name; anything else is a 404 like OpenAI's. */
-  assertModel(requested: string | undefined): void {
-    this.resolve(requested);
-  }
-
+  // The default model's tokenizer and prompts, for callers that need no routing (tests, tools).
   prepareText(prompt: string, maxTokens: number | undefined, defaultMaxTokens: number | 'fill'): PreparedPrompt {
     return this.#requireDefault().prepareText(prompt, maxTokens, defaultMaxTokens);
-  }
-
-  prepareTokens(tokens: readonly number[], maxTokens: number | undefined, defaultMaxTokens: number | 'fill', param = 'prompt'): PreparedPrompt {
-    return this.#requireDefault().prepareTokens(tokens, maxTokens, defaultMaxTokens, param);
-  }
-
-  assertTokens(tokens: readonly number[], param: string): void {
-    this.#requireDefault().assertTokens(tokens, param);
   }
 
   prepareChat(messages: readonly ChatMessage[], maxTokens: number | undefined, tools: readonly ToolDefinition[] = []): PreparedPrompt {
     return this.#requireDefault().prepareChat(messages, maxTokens, tools);
   }
 
-  get toolSyntax(): ToolCallSyntax {
-    return this.#requireDefault().toolSyntax;
-  }
-
-  toolConstraint(tools: readonly ToolDefinition[], parallel: boolean): Promise<unknown> {
-    return this.#requireDefault().toolConstraint(tools, parallel);
-  }
-
   detokenize(tokens: readonly number[], options: { readonly special?: boolean } = {}): string {
     return this.#requireDefault().detokenize(tokens, options);
-  }
-
-  generate(request: GenerationRequest, options: SubmitOptions = {}): AsyncIterable<GenerationEvent> {
-    return this.#requireDefault().generate(request, options);
-  }
-
-  complete(request: GenerationRequest, options: SubmitOptions = {}): Promise<CompletedGeneration> {
-    return this.#requireDefault().complete(request, options);
-  }
-
-  constraintFor(format: 'json' | object): Promise<unknown> {
-    return this.#requireDefault().constraintFor(format);
   }
 
   /** Embeds with the embedding model (EMBEDDING_MODEL_PATH, or the models' first embedding model), else the default model. */
@@ -322,21 +288,6 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   /** Tokens of `text` (no BOS); `special`: control-token texts such as `<s>` become those tokens. */
   tokenize(text: string, options: { readonly special?: boolean } = {}): number[] {
     return this.#requireDefault().tokenize(text, options);
-  }
-
-  /** Tokens as evaluated: BOS first when the model adds one (llama.cpp's add_special). */
-  withSpecialTokens(tokens: readonly number[]): number[] {
-    return this.#requireDefault().withSpecialTokens(tokens);
-  }
-
-  /** See ModelHandle.tokenPieces. */
-  tokenPieces(tokens: readonly number[], options: { readonly special?: boolean } = {}): (string | number[])[] {
-    return this.#requireDefault().tokenPieces(tokens, options);
-  }
-
-  /** Prompt tokens of a chat (template, tools, BOS) without the context check: what prepareChat would evaluate. */
-  countChatTokens(messages: readonly ChatMessage[], tools: readonly ToolDefinition[] = []): number {
-    return this.#requireDefault().countChatTokens(messages, tools);
   }
 
   /** Tokens held in the KV cache across the default model's slots (0 before it is loaded). */

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { InferenceModule } from '@app/inference';
+import { ModelsModule } from '../models/models.module';
 import { TokenizeController } from './tokenize.controller';
 
-@Module({ imports: [InferenceModule], controllers: [TokenizeController] })
+@Module({ imports: [InferenceModule, ModelsModule], controllers: [TokenizeController] })
 export class TokenizeModule {}
