@@ -1,3 +1,4 @@
+import { MigratedStore } from '@app/common';
 import { StoredResponse } from './response-store.types';
 
 /**
@@ -6,22 +7,7 @@ import { StoredResponse } from './response-store.types';
  * Reads never return a response of another key or one past its expiry. Methods reject when the
  * database cannot be reached.
  */
-export abstract class ResponseRepository {
-  #ready: Promise<void> | null = null;
-
-  /** Resolves once the table is current (migrates once; a failed attempt is retried on the next call). */
-  ready(): Promise<void> {
-    this.#ready ??= this.migrate().catch((err: unknown) => {
-      this.#ready = null;
-      throw err;
-    });
-    return this.#ready;
-  }
-
-  /** `sqlite:<file>` or `postgres:<schema>`: for logs, never credentials. */
-  abstract readonly description: string;
-  /** Creates or upgrades the table; safe to run concurrently from several processes. */
-  abstract migrate(): Promise<void>;
+export abstract class ResponseRepository extends MigratedStore {
   /** Stores a new response (ids are never reused). */
   abstract insert(response: StoredResponse): Promise<void>;
   /** The key's response with that id, unless it expired before `now` (epoch ms). */

@@ -1,3 +1,4 @@
+import { MigratedStore } from '@app/common';
 import { BudgetPeriod, ReserveOutcome, UsageBucket, UsageQuery, UsageRow } from './usage.types';
 
 /**
@@ -6,22 +7,7 @@ import { BudgetPeriod, ReserveOutcome, UsageBucket, UsageQuery, UsageRow } from 
  * implementations pass the same contract suite. Methods reject when the database cannot be
  * reached; callers decide what an outage means.
  */
-export abstract class UsageRepository {
-  #ready: Promise<void> | null = null;
-
-  /** Resolves once the tables are current (migrates once; a failed attempt is retried on the next call). */
-  ready(): Promise<void> {
-    this.#ready ??= this.migrate().catch((err: unknown) => {
-      this.#ready = null;
-      throw err;
-    });
-    return this.#ready;
-  }
-
-  /** `sqlite:<file>` or `postgres:<schema>`: for logs, never credentials. */
-  abstract readonly description: string;
-  /** Creates or upgrades the usage tables; safe to run concurrently from several processes. */
-  abstract migrate(): Promise<void>;
+export abstract class UsageRepository extends MigratedStore {
   /**
    * Adds the buckets' counts to the ledger, in one transaction, exactly once per `batchId`: a
    * batch written before (a retry after an answer that got lost) is skipped.

@@ -72,3 +72,25 @@ export async function migratePostgres(
     await client.query(`INSERT INTO ${versions} (version) VALUES ($1)`, [v]);
   }
 }
+
+/**
+ * A store whose tables are migrated on first use: `ready()` migrates once (callers await it
+ * before their first query); a failed attempt is retried on the next call.
+ */
+export abstract class MigratedStore {
+  #ready: Promise<void> | null = null;
+
+  /** `sqlite:<file>` or `postgres:<schema>`: for logs, never credentials. */
+  abstract readonly description: string;
+  /** Creates or upgrades the store's tables; safe to run concurrently from several processes. */
+  abstract migrate(): Promise<void>;
+
+  /** Resolves once the tables are current. */
+  ready(): Promise<void> {
+    this.#ready ??= this.migrate().catch((err: unknown) => {
+      this.#ready = null;
+      throw err;
+    });
+    return this.#ready;
+  }
+}
