@@ -116,7 +116,9 @@ describeNginx('nginx load balancer (deploy/nginx) in front of three replicas sha
     expect(events.at(-1)).toContain('"done":true');
     // A buffering proxy would deliver the ~12 KB in a few proxy-buffer-sized pieces at the end.
     expect(arrivals.length).toBeGreaterThan(30);
-    expect(arrivals[0].text.split('\n\n').filter((e) => e.startsWith('data: '))).toHaveLength(1);
+    // The first piece holds the first token or two (a fast model can put two tokens into one
+    // read of the client), not a proxy buffer's worth (~100 events).
+    expect(arrivals[0].text.split('\n\n').filter((e) => e.startsWith('data: ')).length).toBeLessThanOrEqual(3);
     expect(arrivals.at(-1)!.at - arrivals[0].at).toBeGreaterThan(0);
   });
 
