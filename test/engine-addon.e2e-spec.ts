@@ -46,6 +46,53 @@ describe('engine addon', () => {
     }
   });
 
+  it('steps in its own native loop by default, with the same text and logprobs as one call per step (ENGINE_LOOP=js)', async () => {
+    const prompts = ['Once upon a time', 'The little dog', 'Tom and Sue went', 'A big red ball'];
+    const results: unknown[] = [];
+    for (const loop of ['native', 'js']) {
+      // One thread: the same arithmetic whatever the batch shape or pool.
+      const server = await startServer({ API_KEYS: KEY, THREADS: '1', ...(loop === 'js' ? { ENGINE_LOOP: 'js' } : {}) });
+      try {
+        await waitForModel(server);
+        expect(server.output()).toMatch(loop === 'native' ? /persistent pool, native step loop/ : /persistent pool, one call per step/);
+        // Four streams at once, staggered, with logprobs: runs start, are interrupted by arrivals, and end by budget or EOS.
+        results.push(
+          await Promise.all(
+            prompts.map(async (prompt, i) => {
+              await new Promise((r) => setTimeout(r, 15 * i));
+              const res = await fetch(`${server.url}/v1/completions`, {
+                method: 'POST',
+                headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}`, 'Cache-Control': 'no-cache, no-store' },
+                body: JSON.stringify({ prompt, max_tokens: 20 + 8 * i, temperature: 0, logprobs: 2 }),
+              });
+              expect(res.status).toBe(200);
+              const body = (await res.json()) as { choices: { text: string; logprobs: unknown; finish_reason: string }[]; usage: unknown };
+              return { ...body.choices[0], usage: body.usage };
+            }),
+          ),
+        );
+        const text = await scrape(server.url);
+        expect(metric(text, 'llm_batch_host_overhead_seconds_count')).toBeGreaterThan(20);
+      } finally {
+        await server.stop();
+      }
+    }
+    // Logits differ in the last bits with the batch shape (which requests shared a step is a
+    // matter of timing in both paths): texts, tokens and counts must be equal, log-probabilities
+    // within 0.01.
+    const differences: string[] = [];
+    const compare = (a: unknown, b: unknown, path: string): void => {
+      if (typeof a === 'number' && typeof b === 'number' && !Number.isInteger(a)) {
+        if (Math.abs(a - b) > 0.01) differences.push(`${path}: ${a} vs ${b}`);
+      } else if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object') {
+        const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+        for (const k of keys) compare((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${path}.${k}`);
+      } else if (a !== b) differences.push(`${path}: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+    };
+    compare(results[0], results[1], 'results');
+    expect(differences).toEqual([]);
+  });
+
   it('falls back to node-llama-cpp when the addon is missing, with a warning, and still generates the same text', async () => {
     const withAddon = await startServer({ API_KEYS: KEY });
     let expected: string;

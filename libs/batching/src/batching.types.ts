@@ -170,6 +170,37 @@ export interface DecodeRuntime {
    * Optional: without it, shared prefixes are prefilled by each slot.
    */
   copyPrefix?(from: number, to: number, length: number): Promise<void>;
+  /**
+   * Optional: steps back to back without returning to the scheduler between them, like
+   * llama.cpp's server loop (the engine addon runs them on its own thread). The first step is
+   * `items`; after each step every item with logits whose slot goes on (a token was sampled, it
+   * does not end generation unless its plan says to ignore that, and its budget is not spent)
+   * is a one-token decode item of the next step. The run ends when no item goes on, after a step
+   * with an item without logits (the scheduler owns prompt chunks), or at the first step boundary
+   * after interrupt(). `onStep` gets each step, in order, while the next one already computes;
+   * sampledLogprobs() answers for that step inside it. Rejects when a step fails.
+   */
+  run?(items: readonly BatchItem[], plans: readonly RunPlan[], onStep: (step: RunStep) => void): Promise<void>;
+  /** Ends a run in flight after its current step (no-op otherwise). Comes with run. */
+  interrupt?(): void;
+}
+
+/** How far a run may take an item with logits (one per such item, in item order). */
+export interface RunPlan {
+  /** Tokens the slot may still sample, this step's included (>= 1). */
+  readonly budget: number;
+  /** An end-of-generation token ends the slot's generation (false with ignoreEos). */
+  readonly stopOnEog: boolean;
+}
+
+/** One step of a run as the runtime reports it. */
+export interface RunStep {
+  readonly items: readonly BatchItem[];
+  /** The token sampled for each item with logits, in item order (-1 = none). */
+  readonly sampled: readonly number[];
+  readonly report: DecodeReport;
+  /** When the step (decode and sampling) ended, on performance.now()'s clock. */
+  readonly doneAt: number;
 }
 
 /** Per-submission options. */

@@ -1,5 +1,5 @@
 import { BatchingErrorCode, BatchingException } from './batching.exception';
-import { BatchItem, DecodeReport, DecodeRuntime, GenerationJob, SamplingParams, SLOT_TRANSITIONS, SlotState, StepStats, TokenEvent } from './batching.types';
+import { BatchItem, DecodeReport, DecodeRuntime, GenerationJob, RunPlan, RunStep, SamplingParams, SLOT_TRANSITIONS, SlotState, StepStats, TokenEvent } from './batching.types';
 import { RequestOutcome, Scheduler } from './scheduler';
 
 const EOG = 2;
@@ -87,6 +87,55 @@ class FakeRuntime implements DecodeRuntime {
   }
 }
 
+/**
+ * The same fake with the runtime's own loop (DecodeRuntime.run), as the engine addon runs it:
+ * steps follow each other without the scheduler, each sampled token is fed back by the runtime,
+ * and steps reach the scheduler late (a macrotask after they ended, while later steps already
+ * ran): the scheduler must keep its KV bookkeeping right however far the runtime is ahead.
+ */
+class FakeLoopRuntime extends FakeRuntime {
+  /** A step takes time (a macrotask), as a native step does: steps do not all run before the first is delivered. */
+  override slow = true;
+  runs = 0;
+  interrupts = 0;
+  #interrupted = false;
+
+  interrupt(): void {
+    this.interrupts++;
+    this.#interrupted = true;
+  }
+
+  async run(items: readonly BatchItem[], plans: readonly RunPlan[], onStep: (step: RunStep) => void): Promise<void> {
+    this.runs++;
+    this.#interrupted = false;
+    const plan = new Map<number, RunPlan>();
+    items.filter((i) => i.logits).forEach((item, k) => plan.set(item.slot, plans[k]));
+    let delivered = Promise.resolve();
+    let current = [...items];
+    for (let first = true; ; first = false) {
+      if (!first && this.#interrupted) break;
+      await this.decode(current);
+      const sampled = await this.sample(current.filter((i) => i.logits).map((i) => i.slot));
+      const step: RunStep = { items: current, sampled, report: { computeMs: 1, threads: 1 }, doneAt: performance.now() };
+      delivered = delivered.then(() => new Promise<void>((r) => setImmediate(r))).then(() => onStep(step));
+      const next: BatchItem[] = [];
+      let k = 0;
+      for (const item of current) {
+        if (!item.logits) continue;
+        const token = sampled[k++];
+        const p = plan.get(item.slot) as RunPlan;
+        if (token >= 0 && !(p.stopOnEog && this.isEndOfGeneration(token)) && p.budget > 1) {
+          plan.set(item.slot, { ...p, budget: p.budget - 1 });
+          next.push({ slot: item.slot, tokens: [token], position: item.position + item.tokens.length, logits: true });
+        }
+      }
+      if (current.some((i) => !i.logits) || next.length === 0) break;
+      current = next;
+    }
+    await delivered;
+  }
+}
+
 const prompt = (n: number, base = 10): number[] => Array.from({ length: n }, (_, i) => base + (i % 50));
 const job = (maxTokens = 3, p: number[] = [1, 5, 6], sampling: SamplingParams = {}): GenerationJob => ({ prompt: p, maxTokens, sampling });
 
@@ -115,9 +164,14 @@ const tick = () => new Promise((r) => setImmediate(r));
 /** Observers see snapshots, not every change: a state two allowed moves away is fine (e.g. decode -> idle -> prefill within one step). */
 const reachable = (from: SlotState, to: SlotState): boolean => SLOT_TRANSITIONS[from].some((mid) => SLOT_TRANSITIONS[mid].includes(to));
 
-describe('Scheduler', () => {
+const RUNTIMES: [string, typeof FakeRuntime][] = [
+  ['one call per step', FakeRuntime],
+  ['runtime loop', FakeLoopRuntime],
+];
+
+describe.each(RUNTIMES)('Scheduler (%s)', (_name, Runtime) => {
   it('runs a job: prompt prefill, then one token per step, then done; the slot is freed', async () => {
-    const rt = new FakeRuntime(2);
+    const rt = new Runtime(2);
     const s = new Scheduler(rt, { queueMax: 4 });
     const events = await collect(s.submit(job(3, [1, 5, 6, 7])));
     expect(tokensOf(events)).toHaveLength(3);
@@ -127,7 +181,7 @@ describe('Scheduler', () => {
   });
 
   it('puts every generating slot into one decode call per step, in slot order', async () => {
-    const rt = new FakeRuntime(4);
+    const rt = new Runtime(4);
     const s = new Scheduler(rt, { queueMax: 4 });
     await Promise.all([0, 1, 2, 3].map((i) => collect(s.submit(job(5, prompt(3, i * 100))))));
     // 4 requests x (1 prefill + 4 decode steps) would be 20 calls one at a time.
@@ -136,7 +190,7 @@ describe('Scheduler', () => {
   });
 
   it('an end-of-generation token ends with stop and is not emitted', async () => {
-    const rt = new FakeRuntime(1);
+    const rt = new Runtime(1);
     rt.eogAfter = 6;
     const s = new Scheduler(rt);
     const events = await collect(s.submit(job(50, [1, 2, 3, 4])));
@@ -145,14 +199,14 @@ describe('Scheduler', () => {
   });
 
   it('ignoreEos generates through end-of-generation tokens up to maxTokens', async () => {
-    const rt = new FakeRuntime(1);
+    const rt = new Runtime(1);
     rt.eogAfter = 6;
     const events = await collect(new Scheduler(rt).submit(job(10, [1, 2, 3, 4], { ignoreEos: true })));
     expect(doneOf(events)).toMatchObject({ finishReason: 'length', completionTokens: 10 });
   });
 
   it('rejects with queue_full and a retry-after estimate when slots and queue are full, never growing', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 2, coalesceMs: 0 });
     const running = [0, 1, 2].map(() => collect(s.submit(job(2))));
     await tick();
@@ -170,7 +224,7 @@ describe('Scheduler', () => {
   });
 
   it('serves higher priority first and equal priorities in arrival order', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 10, coalesceMs: 0 });
     const order: string[] = [];
     const run = (name: string, priority: number) => collect(s.submit(job(1, [priority + 1, 9]), { priority })).then(() => order.push(name));
@@ -180,7 +234,7 @@ describe('Scheduler', () => {
   });
 
   it('a request cancelled while queued leaves the queue at once', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 4, coalesceMs: 0 });
     const busy = collect(s.submit(job(5)));
     const controller = new AbortController();
@@ -194,7 +248,7 @@ describe('Scheduler', () => {
   });
 
   it('a request cancelled while generating frees its slot within one decode step', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 4 });
     const controller = new AbortController();
     const iterator = s.submit(job(1000), { signal: controller.signal })[Symbol.asyncIterator]();
@@ -209,7 +263,7 @@ describe('Scheduler', () => {
   });
 
   it("a consumer's return() (client gone) frees the slot", async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 4 });
     const iterator = s.submit(job(1000))[Symbol.asyncIterator]();
     await drive(rt, iterator.next());
@@ -219,7 +273,7 @@ describe('Scheduler', () => {
   });
 
   it('a queue-full message names the waiting requests and the limit, never more than the limit', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 1, coalesceMs: 0 });
     // The first takes the idle slot at once, the second waits: the queue is at its limit.
     const running = [0, 1].map(() => collect(s.submit(job(2))));
@@ -231,7 +285,7 @@ describe('Scheduler', () => {
   });
 
   it('times out a queued request with 503 queue_timeout', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 4, queueTimeoutMs: 20 });
     const busy = collect(s.submit(job(3)));
     const err = await collect(s.submit(job(1))).catch((e: unknown) => e);
@@ -241,7 +295,7 @@ describe('Scheduler', () => {
   });
 
   it('enforces a per-request deadline during generation (504) and frees the slot', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 4 });
     const result = collect(s.submit(job(1000), { deadline: Date.now() + 30 })).catch((e: unknown) => e);
     const started = Date.now();
@@ -254,12 +308,12 @@ describe('Scheduler', () => {
   });
 
   it('rejects a job that cannot fit the slot context', async () => {
-    const s = new Scheduler(new FakeRuntime(1, false, 512, 100));
+    const s = new Scheduler(new Runtime(1, false, 512, 100));
     await expect(collect(s.submit(job(50, prompt(60))))).rejects.toMatchObject({ code: BatchingErrorCode.InvalidJob });
   });
 
   it('routes to the idle slot holding the longest prefix and evaluates only the rest', async () => {
-    const rt = new FakeRuntime(3);
+    const rt = new Runtime(3);
     const s = new Scheduler(rt, { minSharedPrefix: 1000 });
     await Promise.all([collect(s.submit(job(1, prompt(40, 1)))), collect(s.submit(job(1, prompt(40, 500)))), collect(s.submit(job(1, prompt(10, 900))))]);
     const slotOf500 = [0, 1, 2].find((i) => rt.kv[i][0] === 500) as number;
@@ -273,10 +327,10 @@ describe('Scheduler', () => {
 
   it('copies a hot prefix from a busy slot instead of evaluating it again, with identical output', async () => {
     const shared = prompt(300, 1);
-    const reference = new FakeRuntime(2);
+    const reference = new Runtime(2);
     const alone = await collect(new Scheduler(reference, { minSharedPrefix: 100_000 }).submit(job(5, [...shared, 77], { seed: 3 })));
 
-    const rt = new FakeRuntime(2);
+    const rt = new Runtime(2);
     const s = new Scheduler(rt, { minSharedPrefix: 32 });
     const first = collect(s.submit(job(20, [...shared, 11], { seed: 9 })));
     const second = collect(s.submit(job(5, [...shared, 77], { seed: 3 })));
@@ -291,7 +345,7 @@ describe('Scheduler', () => {
 
   it('a request whose prefix another slot is evaluating waits in wait_other, then copies it', async () => {
     const shared = prompt(300, 1);
-    const rt = new FakeRuntime(2, false, 64);
+    const rt = new Runtime(2, false, 64);
     rt.slow = true;
     const seen: SlotState[][] = [];
     const s = new Scheduler(rt, { minSharedPrefix: 32, prefillChunk: 64, coalesceMs: 0 }, { onStateChange: (snap) => seen.push([...snap.slots]) });
@@ -307,7 +361,7 @@ describe('Scheduler', () => {
 
   it('a request cancelled in wait_other frees its slot and the donor carries on', async () => {
     const shared = prompt(300, 1);
-    const rt = new FakeRuntime(2, false, 64);
+    const rt = new Runtime(2, false, 64);
     rt.slow = true;
     const s = new Scheduler(rt, { minSharedPrefix: 32, prefillChunk: 64, coalesceMs: 0 });
     const first = collect(s.submit(job(3, [...shared, 11])));
@@ -325,7 +379,7 @@ describe('Scheduler', () => {
   });
 
   it('every slot-state change observed is one SLOT_TRANSITIONS allows', async () => {
-    const rt = new FakeRuntime(3, false, 64);
+    const rt = new Runtime(3, false, 64);
     rt.slow = true;
     let last: SlotState[] = [SlotState.Idle, SlotState.Idle, SlotState.Idle];
     const bad: string[] = [];
@@ -349,7 +403,7 @@ describe('Scheduler', () => {
   });
 
   it('decode before prefill: running streams keep one token per step while a 2,000-token prompt is chunked in', async () => {
-    const rt = new FakeRuntime(2, false, 512, 4096);
+    const rt = new Runtime(2, false, 512, 4096);
     const s = new Scheduler(rt, { prefillChunk: 64 });
     const streaming = s.submit(job(60, [1, 2, 3]))[Symbol.asyncIterator]();
     await streaming.next();
@@ -367,7 +421,7 @@ describe('Scheduler', () => {
   });
 
   it('answers 503 shutting_down after stopAccepting, while running work completes', async () => {
-    const rt = new FakeRuntime(1, true);
+    const rt = new Runtime(1, true);
     const s = new Scheduler(rt, { queueMax: 4 });
     const running = collect(s.submit(job(2)));
     await tick();
@@ -380,7 +434,7 @@ describe('Scheduler', () => {
   });
 
   it('a failed decode fails the requests in that batch with the error and frees their slots', async () => {
-    const rt = new FakeRuntime(1);
+    const rt = new Runtime(1);
     const s = new Scheduler(rt);
     rt.failNextDecode = true;
     await expect(collect(s.submit(job(3)))).rejects.toThrow('decode failed');
@@ -389,7 +443,7 @@ describe('Scheduler', () => {
   });
 
   it('leaks no slot and keeps KV bookkeeping exact after 1,000 random cancellations', async () => {
-    const rt = new FakeRuntime(4, false, 128);
+    const rt = new Runtime(4, false, 128);
     rt.slow = true;
     const s = new Scheduler(rt, { queueMax: 50, prefillChunk: 16, minSharedPrefix: 4 });
     let seed = 42;
@@ -426,9 +480,9 @@ describe('Scheduler', () => {
   });
 });
 
-describe('Scheduler observer', () => {
+describe.each(RUNTIMES)('Scheduler observer (%s)', (_name, Runtime) => {
   it('reports queue wait, first token, inter-token gaps, steps and the outcome', async () => {
-    const rt = new FakeRuntime(1);
+    const rt = new Runtime(1);
     const seen = { wait: 0, first: 0, gaps: 0, steps: 0, outcomes: [] as RequestOutcome[] };
     const s = new Scheduler(rt, { queueMax: 4 }, {
       onQueueWait: () => seen.wait++,
@@ -465,6 +519,7 @@ describe('Scheduler observer', () => {
 
   it('without timed decode calls there is no compute or host figure', async () => {
     const steps: StepStats[] = [];
+    // (A runtime loop always reports its steps' times.)
     await collect(new Scheduler(new FakeRuntime(1), {}, { onStep: (st) => steps.push(st) }).submit(job(3)));
     expect(steps.every((st) => st.computeMs === undefined && st.hostMs === undefined)).toBe(true);
   });
@@ -473,14 +528,14 @@ describe('Scheduler observer', () => {
     const boom = () => {
       throw new Error('metrics down');
     };
-    const s = new Scheduler(new FakeRuntime(1), {}, { onQueueWait: boom, onFirstToken: boom, onInterToken: boom, onFinish: boom, onStateChange: boom, onStep: boom });
+    const s = new Scheduler(new Runtime(1), {}, { onQueueWait: boom, onFirstToken: boom, onInterToken: boom, onFinish: boom, onStateChange: boom, onStep: boom });
     expect(doneOf(await collect(s.submit(job(2))))).toMatchObject({ completionTokens: 2 });
   });
 });
 
-describe('Scheduler arrival coalescing', () => {
+describe.each(RUNTIMES)('Scheduler arrival coalescing (%s)', (_name, Runtime) => {
   it('requests arriving together (in separate ticks) share the first decode call', async () => {
-    const rt = new FakeRuntime(4);
+    const rt = new Runtime(4);
     const s = new Scheduler(rt, { coalesceMs: 20 });
     const runs: Promise<TokenEvent[]>[] = [];
     for (let i = 0; i < 4; i++) {
@@ -492,7 +547,7 @@ describe('Scheduler arrival coalescing', () => {
   });
 
   it('short prompts are not throttled by prefillChunk; a long one is, while others stream', async () => {
-    const rt = new FakeRuntime(4, false, 512);
+    const rt = new Runtime(4, false, 512);
     const s = new Scheduler(rt, { prefillChunk: 16, coalesceMs: 0 });
     const streaming = s.submit(job(40, [1, 2, 3]))[Symbol.asyncIterator]();
     await streaming.next();
@@ -505,9 +560,9 @@ describe('Scheduler arrival coalescing', () => {
   });
 });
 
-describe('Scheduler slot choice', () => {
+describe.each(RUNTIMES)('Scheduler slot choice (%s)', (_name, Runtime) => {
   it('sends an unrelated prompt to an empty slot, not over a warm cache that only shares BOS', async () => {
-    const rt = new FakeRuntime(2);
+    const rt = new Runtime(2);
     const s = new Scheduler(rt, { minSharedPrefix: 1000 });
     await collect(s.submit(job(1, [1, ...prompt(80, 300)])));
     const warm = rt.kv.findIndex((kv) => kv.length > 0);
@@ -515,5 +570,68 @@ describe('Scheduler slot choice', () => {
     expect(rt.kv[warm].slice(0, 2)).toEqual([1, 300]);
     const back = await collect(s.submit(job(1, [1, ...prompt(80, 300), 5])));
     expect(doneOf(back).cachedPromptTokens).toBe(81);
+  });
+});
+
+describe('Scheduler over a runtime loop', () => {
+  it('a steady stream is one run: prompt and every decode step without a round trip through the loop', async () => {
+    const rt = new FakeLoopRuntime(2);
+    const s = new Scheduler(rt, { coalesceMs: 0 });
+    const events = await collect(s.submit(job(20)));
+    expect(tokensOf(events)).toHaveLength(20);
+    expect(doneOf(events)).toMatchObject({ finishReason: 'length', completionTokens: 20 });
+    expect(rt.runs).toBe(1);
+    // The budget is exact: the runtime evaluated the prompt and 19 sampled tokens, never a 20th.
+    expect(rt.batches).toHaveLength(20);
+    expect(s.cachedTokens(0)).toEqual(rt.kv[0]);
+  });
+
+  it('a request arriving mid-run interrupts it and joins the next step; the running stream is unchanged', async () => {
+    const alone = new FakeLoopRuntime(2);
+    const reference = tokensOf(await collect(new Scheduler(alone).submit(job(30, [1, 2, 3], { seed: 5 }))));
+    const rt = new FakeLoopRuntime(2);
+    const s = new Scheduler(rt);
+    const first = s.submit(job(30, [1, 2, 3], { seed: 5 }))[Symbol.asyncIterator]();
+    const seen: number[] = [];
+    for (let i = 0; i < 5; i++) seen.push(((await first.next()).value as { token: number }).token);
+    const second = collect(s.submit(job(4, [7, 8, 9, 10])));
+    for (let r = await first.next(); !r.done; r = await first.next()) if (r.value.kind === 'token') seen.push(r.value.token);
+    expect(seen).toEqual(reference);
+    expect(doneOf(await second)).toMatchObject({ completionTokens: 4 });
+    expect(rt.interrupts).toBeGreaterThan(0);
+    expect(rt.runs).toBeGreaterThan(1);
+    // The new prompt was evaluated in a step that also decoded the running stream.
+    expect(rt.batches.some((b) => b.some((i) => i.slot === 0 && i.tokens.length === 1) && b.some((i) => i.tokens.length === 4))).toBe(true);
+    expect(s.cachedTokens(0)).toEqual(rt.kv[0]);
+    expect(s.cachedTokens(1)).toEqual(rt.kv[1]);
+  });
+
+  it('a stream left mid-run frees its slot at the next boundary with the KV bookkeeping intact; the slot is reused correctly', async () => {
+    const rt = new FakeLoopRuntime(1);
+    const s = new Scheduler(rt);
+    const it1 = s.submit(job(200, [1, 2, 3]))[Symbol.asyncIterator]();
+    for (let i = 0; i < 3; i++) await it1.next();
+    await it1.return?.(undefined);
+    await s.whenIdle();
+    expect(s.snapshot().busySlots).toBe(0);
+    expect(rt.kv[0].length).toBeLessThan(200);
+    expect(s.cachedTokens(0)).toEqual(rt.kv[0]);
+    // The next job reuses what the slot really holds (the fake checks every position).
+    const cached = [...rt.kv[0]];
+    const events = await collect(s.submit(job(3, [...cached, 42])));
+    expect(doneOf(events)).toMatchObject({ completionTokens: 3, cachedPromptTokens: cached.length });
+  });
+
+  it('ends generation at the end-of-generation token unless ignoreEos, exactly as one call per step does', async () => {
+    for (const ignoreEos of [false, true]) {
+      const rt = new FakeLoopRuntime(1);
+      rt.eogAfter = 6;
+      const events = await collect(new Scheduler(rt).submit(job(8, [1, 2, 3], { ignoreEos })));
+      const step = new FakeRuntime(1);
+      step.eogAfter = 6;
+      const expected = await collect(new Scheduler(step).submit(job(8, [1, 2, 3], { ignoreEos })));
+      expect(events).toEqual(expected);
+      expect(rt.kv[0]).toEqual(step.kv[0]);
+    }
   });
 });

@@ -9,6 +9,8 @@ import {
   DecodeRuntime,
   FinishReason,
   GenerationJob,
+  RunPlan,
+  RunStep,
   SchedulerSnapshot,
   SLOT_TRANSITIONS,
   SlotState,
@@ -137,6 +139,10 @@ export class Scheduler {
   readonly #observer: SchedulerObserver;
   #accepting = true;
   #looping = false;
+  /** A runtime run (DecodeRuntime.run) is in flight: the loop is not between steps. */
+  #running = false;
+  /** The slots of the run in flight's first step (a prompt chunk there ends the run by itself). */
+  #runSlots = new Set<number>();
   #avgJobMs = 1000;
   #idleWaiters: (() => void)[] = [];
   /** A slot changed state since the observer last heard (see #notify). */
@@ -268,6 +274,7 @@ export class Scheduler {
     }
     this.#notify();
     this.#kick();
+    this.#poke();
     return request;
   }
 
@@ -285,6 +292,7 @@ export class Scheduler {
     if (request.slot !== null) {
       if (this.#slots[request.slot].state !== SlotState.Draining) this.#transition(request.slot, SlotState.Draining);
       if (!this.#looping) this.#reap();
+      else this.#poke();
     }
   }
 
@@ -349,6 +357,10 @@ export class Scheduler {
         await new Promise((r) => setImmediate(r));
         continue;
       }
+      if (this.#runtime.run) {
+        previousDone = await this.#run(items, previousDone);
+        continue;
+      }
       const started = performance.now();
       let report: DecodeReport | void;
       try {
@@ -359,27 +371,8 @@ export class Scheduler {
         continue;
       }
       const done = performance.now();
-      let tokens = 0;
-      for (const item of items) tokens += item.tokens.length;
-      const compute = report ? report.computeMs : undefined;
-      this.#emit('onStep', {
-        tokens,
-        sequences: items.length,
-        ms: done - started,
-        computeMs: compute,
-        threads: report ? report.threads : undefined,
-        hostMs: compute !== undefined && previousDone !== null ? Math.max(0, done - previousDone - compute) : undefined,
-      });
+      const sampleSlots = this.#evaluated(items, report, done - started, previousDone, done);
       previousDone = done;
-      const sampleSlots: number[] = [];
-      for (const item of items) {
-        const slot = this.#slots[item.slot];
-        slot.cached.push(...item.tokens);
-        const request = slot.request;
-        if (!request) continue;
-        if (slot.state === SlotState.Prefill) request.pending = request.pending.slice(item.tokens.length);
-        if (item.logits && !request.cancelled) sampleSlots.push(item.slot);
-      }
       if (sampleSlots.length > 0) {
         let sampled: number[];
         try {
@@ -395,6 +388,91 @@ export class Scheduler {
       // Steady decoding changes nothing the observer shows: report only real changes.
       if (this.#changed) this.#notify();
     }
+  }
+
+  /**
+   * Steps through the runtime's own loop (DecodeRuntime.run) until it stops: each step's tokens
+   * are taken here while the next step computes. Returns when the last step ended (for the next
+   * step's host overhead), or null after a failure.
+   */
+  async #run(items: readonly BatchItem[], previousDone: number | null): Promise<number | null> {
+    const plans: RunPlan[] = [];
+    for (const item of items) {
+      if (!item.logits) continue;
+      const r = this.#slots[item.slot].request as Request;
+      plans.push({ budget: Math.max(1, r.job.maxTokens - r.completionTokens), stopOnEog: !r.job.sampling.ignoreEos });
+    }
+    let previous = previousDone;
+    const started = performance.now();
+    this.#running = true;
+    this.#runSlots = new Set(items.map((i) => i.slot));
+    try {
+      await (this.#runtime.run as NonNullable<DecodeRuntime['run']>)(items, plans, (step: RunStep) => {
+        const sampleSlots = this.#evaluated(step.items, step.report, step.doneAt - (previous ?? started), previous, step.doneAt);
+        previous = step.doneAt;
+        let k = 0;
+        for (const item of step.items) {
+          if (!item.logits) continue;
+          const token = step.sampled[k++];
+          // A slot cancelled during the run was still evaluated (its KV cells are counted above); its token is dropped.
+          if (sampleSlots.includes(item.slot)) this.#accept(item.slot, token);
+        }
+        if (this.#changed) this.#notify();
+        this.#poke();
+      });
+    } catch (err) {
+      this.#failItems(items, err);
+      return null;
+    } finally {
+      this.#running = false;
+    }
+    this.#reap();
+    return previous;
+  }
+
+  /**
+   * Books one evaluated step: the KV cells it filled, the prompt tokens it consumed, the observer's
+   * step statistics. Returns the slots whose sampled token their request still wants.
+   */
+  #evaluated(items: readonly BatchItem[], report: DecodeReport | void, ms: number, previousDone: number | null, done: number): number[] {
+    let tokens = 0;
+    for (const item of items) tokens += item.tokens.length;
+    const compute = report ? report.computeMs : undefined;
+    this.#emit('onStep', {
+      tokens,
+      sequences: items.length,
+      ms,
+      computeMs: compute,
+      threads: report ? report.threads : undefined,
+      hostMs: compute !== undefined && previousDone !== null ? Math.max(0, done - previousDone - compute) : undefined,
+    });
+    const sampleSlots: number[] = [];
+    for (const item of items) {
+      const slot = this.#slots[item.slot];
+      slot.cached.push(...item.tokens);
+      const request = slot.request;
+      if (!request) continue;
+      if (slot.state === SlotState.Prefill) request.pending = request.pending.slice(item.tokens.length);
+      if (item.logits && !request.cancelled) sampleSlots.push(item.slot);
+    }
+    return sampleSlots;
+  }
+
+  /**
+   * While a run is in flight, ends it at the next step boundary when the loop has work the run
+   * cannot do: a queued request and a free slot, a cancelled slot to free, a slot waiting for
+   * another's prefix, or a prompt with tokens left that is not in the run (one in the run's first
+   * step either finishes there or, as a chunk, ends the run by itself).
+   */
+  #poke(): void {
+    if (!this.#running) return;
+    let idle = false;
+    for (const [index, slot] of this.#slots.entries()) {
+      if (slot.state === SlotState.Draining || slot.state === SlotState.WaitOther) return this.#runtime.interrupt?.();
+      if (slot.state === SlotState.Prefill && slot.request && slot.request.pending.length > 0 && !this.#runSlots.has(index)) return this.#runtime.interrupt?.();
+      if (slot.state === SlotState.Idle) idle = true;
+    }
+    if (idle && this.#queue.size > 0) this.#runtime.interrupt?.();
   }
 
   /**

@@ -13,6 +13,7 @@ export type InferenceConfig = Pick<
   | 'embeddingModelPath'
   | 'engineAddon'
   | 'engineAddonPath'
+  | 'engineLoop'
   | 'flashAttention'
   | 'gpu'
   | 'gpuLayers'

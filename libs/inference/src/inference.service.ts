@@ -81,6 +81,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       threadPoll: config.threadPoll,
       engineAddon: config.engineAddon,
       engineAddonPath: config.engineAddonPath,
+      engineLoop: config.engineLoop,
       schemaLimits: config.schemaLimits,
     };
     const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk };

@@ -4,7 +4,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { LruMap } from '@app/common';
-import { BatchItem, DecodeReport, DecodeRuntime, SampledLogprobs, SamplingParams } from '@app/batching';
+import { BatchItem, DecodeReport, DecodeRuntime, RunPlan, RunStep, SampledLogprobs, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
 import { AdaptiveThreadPolicy } from './engine/thread.policy';
 import type { GpuProbeResult } from './gpu.probe';
@@ -86,7 +86,12 @@ interface Engine {
   readonly addon: EngineAddon;
   readonly maxThreads: number;
   readonly policy: AdaptiveThreadPolicy | null;
+  /** Steps run back to back on the addon's thread (ENGINE_LOOP=native) instead of one call per step. */
+  readonly nativeLoop: boolean;
 }
+
+/** performance.now() minus the monotonic clock the addon reports in (both CLOCK_MONOTONIC here), ms. */
+const MONOTONIC_TO_PERFORMANCE = performance.now() - Number(process.hrtime.bigint()) / 1e6;
 
 /**
  * One batch per step over the shared context's sequences: the scheduler's DecodeRuntime.
@@ -104,6 +109,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   readonly #sampled: number[] = [];
 
   readonly #samplers: NativeSampler[];
+
+  readonly run?: DecodeRuntime['run'];
+  readonly interrupt?: DecodeRuntime['interrupt'];
 
   /** Grammar states of constrained requests, kept alive while their slot samples with them. */
   readonly #grammarStates: unknown[] = [];
@@ -134,6 +142,11 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     this.#samplers = Array.from({ length: slotCount }, () => newSampler());
     this.#logitIndex = this.#samplers.map(() => -1);
     this.#stateDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+    if (engine?.nativeLoop && engine.addon.run && engine.addon.interrupt) {
+      const addon = engine.addon as Required<EngineAddon>;
+      this.run = (items, plans, onStep) => this.#run(engine, addon, items, plans, onStep);
+      this.interrupt = () => addon.interrupt(this.ctx);
+    }
   }
 
   configure(slot: number, s: SamplingParams, prompt: readonly number[]): void {
@@ -192,14 +205,95 @@ class LlamaDecodeRuntime implements DecodeRuntime {
    * right after the decode, and sample() then just hands those tokens out.
    */
   async #step(engine: Engine, items: readonly BatchItem[]): Promise<DecodeReport> {
-    let length = 0;
-    let total = 0;
-    let sampling = 0;
+    const { length, sampling, samplers } = this.#fillSpec(items);
+    const threads = this.#chooseThreads(engine, items);
+    const out = new Int32Array(sampling);
+    const top = this.#logprobRequests(items, sampling);
+    const lpTokens = top ? new Int32Array(sampling * LOGPROB_TOP_MAX) : undefined;
+    const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
+    const ms = await engine.addon.step(this.ctx, this.#spec, samplers, out, length, top, lpTokens, lpValues);
+    engine.policy?.record(items.length, tokenCount(items), threads, ms);
+    let k = 0;
     for (const item of items) {
-      length += 4 + item.tokens.length;
-      total += item.tokens.length;
-      if (item.logits) sampling++;
+      if (!item.logits) continue;
+      this.#sampled[item.slot] = out[k];
+      if (top && lpTokens && lpValues && top[k] >= 0) this.#lastLogprobs[item.slot] = this.#readLogprobs(k, top[k], lpTokens, lpValues);
+      k++;
     }
+    return { computeMs: ms, threads };
+  }
+
+  /**
+   * The native loop: the addon steps on its own thread and feeds every sampled token back as the
+   * slot's next decode item, with no round trip through the event loop between steps (the
+   * dispatch and completion latency of one thread-pool job per step was most of the host
+   * overhead, docs/PERFORMANCE.md). Each step comes back here while the next one computes.
+   */
+  async #run(engine: Engine, addon: Required<EngineAddon>, items: readonly BatchItem[], plans: readonly RunPlan[], onStep: (step: RunStep) => void): Promise<void> {
+    const { length, sampling, samplers } = this.#fillSpec(items);
+    this.#chooseThreads(engine, items);
+    const plan = new Int32Array(2 * sampling);
+    plans.forEach((p, k) => {
+      plan[2 * k] = p.budget;
+      plan[2 * k + 1] = p.stopOnEog ? 1 : 0;
+    });
+    const top = this.#logprobRequests(items, sampling);
+    const topBySlot = new Map<number, number>();
+    const last = new Map<number, number>();
+    const stopOnEog = new Map<number, boolean>();
+    let k0 = 0;
+    for (const item of items) {
+      if (!item.logits) continue;
+      if (top && top[k0] >= 0) topBySlot.set(item.slot, top[k0]);
+      stopOnEog.set(item.slot, plans[k0].stopOnEog);
+      k0++;
+    }
+    let first = true;
+    await addon.run(
+      this.ctx,
+      this.#spec,
+      samplers,
+      plan,
+      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, lpTokens?: Int32Array, lpValues?: Float32Array) => {
+        const stepItems: BatchItem[] = [];
+        const sampled: number[] = [];
+        let goingOn = 0;
+        for (let i = 0, n = 0; i < layout.length; i += 4, n++) {
+          const slot = layout[i];
+          const token = layout[i + 3];
+          // Later steps decode exactly the token the previous step sampled for the slot.
+          const tokens = first ? items[n].tokens : [last.get(slot) as number];
+          const logits = token !== -2;
+          stepItems.push({ slot, tokens, position: layout[i + 1], logits });
+          if (!logits) continue;
+          const k = sampled.length;
+          sampled.push(token);
+          last.set(slot, token);
+          const want = topBySlot.get(slot);
+          if (want !== undefined && lpTokens && lpValues) this.#lastLogprobs[slot] = this.#readLogprobs(k, want, lpTokens, lpValues);
+          if (token >= 0 && !(stopOnEog.get(slot) && this.isEog(token))) goingOn++;
+        }
+        first = false;
+        engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs);
+        onStep({ items: stepItems, sampled, report: { computeMs, threads }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE });
+        // Threads for the next step (the addon switches before it starts, if it has not already).
+        if (engine.policy && goingOn > 0) {
+          const next = engine.policy.choose(goingOn, goingOn);
+          if (next !== this.#threads) {
+            addon.setThreads(this.ctx, next);
+            this.#threads = next;
+          }
+        }
+      },
+      length,
+      top,
+    );
+  }
+
+  /** Writes the items into the addon's step layout; the samplers of the items with logits, in order. */
+  #fillSpec(items: readonly BatchItem[]): { length: number; sampling: number; samplers: NativeSampler[] } {
+    let length = 0;
+    for (const item of items) length += 4 + item.tokens.length;
     if (this.#spec.length < length) this.#spec = new Int32Array(Math.max(length, this.#spec.length * 2));
     const spec = this.#spec;
     const samplers: NativeSampler[] = [];
@@ -212,13 +306,21 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       for (const token of item.tokens) spec[at++] = token;
       if (item.logits) samplers.push(this.#samplers[item.slot]);
     }
-    const threads = engine.policy ? engine.policy.choose(items.length, total) : engine.maxThreads;
+    return { length, sampling: samplers.length, samplers };
+  }
+
+  /** Threads for a step of these items (the policy's choice, or the fixed count), applied to the context. */
+  #chooseThreads(engine: Engine, items: readonly BatchItem[]): number {
+    const threads = engine.policy ? engine.policy.choose(items.length, tokenCount(items)) : engine.maxThreads;
     if (threads !== this.#threads) {
       engine.addon.setThreads(this.ctx, threads);
       this.#threads = threads;
     }
-    const out = new Int32Array(sampling);
-    // Slots whose request asked for logprobs get them from the same native call.
+    return threads;
+  }
+
+  /** Per item with logits: how many alternatives its request wants (-1 = no logprobs); undefined when none does. */
+  #logprobRequests(items: readonly BatchItem[], sampling: number): Int32Array | undefined {
     let top: Int32Array | undefined;
     let k = 0;
     for (const item of items) {
@@ -227,22 +329,13 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       if (want !== undefined) (top ??= new Int32Array(sampling).fill(-1))[k] = want;
       k++;
     }
-    const lpTokens = top ? new Int32Array(sampling * LOGPROB_TOP_MAX) : undefined;
-    const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
-    const ms = await engine.addon.step(this.ctx, spec, samplers, out, length, top, lpTokens, lpValues);
-    engine.policy?.record(items.length, total, threads, ms);
-    k = 0;
-    for (const item of items) {
-      if (!item.logits) continue;
-      this.#sampled[item.slot] = out[k];
-      if (top && lpTokens && lpValues && top[k] >= 0) {
-        const best: { token: number; logprob: number }[] = [];
-        for (let i = 0; i < top[k]; i++) best.push({ token: lpTokens[k * LOGPROB_TOP_MAX + i], logprob: lpValues[k * (LOGPROB_TOP_MAX + 1) + 1 + i] });
-        this.#lastLogprobs[item.slot] = { logprob: lpValues[k * (LOGPROB_TOP_MAX + 1)], top: best };
-      }
-      k++;
-    }
-    return { computeMs: ms, threads };
+    return top;
+  }
+
+  #readLogprobs(k: number, top: number, lpTokens: Int32Array, lpValues: Float32Array): SampledLogprobs {
+    const best: { token: number; logprob: number }[] = [];
+    for (let i = 0; i < top; i++) best.push({ token: lpTokens[k * LOGPROB_TOP_MAX + i], logprob: lpValues[k * (LOGPROB_TOP_MAX + 1) + 1 + i] });
+    return { logprob: lpValues[k * (LOGPROB_TOP_MAX + 1)], top: best };
   }
 
   sample(slots: readonly number[]): Promise<number[]> {
@@ -302,6 +395,12 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   }
 }
 
+function tokenCount(items: readonly BatchItem[]): number {
+  let total = 0;
+  for (const item of items) total += item.tokens.length;
+  return total;
+}
+
 /** Picks the sampled token's and the `top` best log-probabilities out of [id, p, id, p, …] (best first). */
 function logprobsOf(token: number, flat: readonly number[], top: number): SampledLogprobs {
   const lp = (p: number): number => (p > 0 ? Math.max(MIN_LOGPROB, Math.log(p)) : MIN_LOGPROB);
@@ -321,11 +420,13 @@ function logprobsOf(token: number, flat: readonly number[], top: number): Sample
 const TOKEN_MEMO_ENTRIES = 512;
 const TOKEN_MEMO_MAX_CHARS = 8192;
 
-/** Engine settings every model shares (the server's THREAD_POLL, ENGINE_ADDON, ENGINE_ADDON_PATH). */
+/** Engine settings every model shares (the server's THREAD_POLL, ENGINE_ADDON, ENGINE_ADDON_PATH, ENGINE_LOOP). */
 export interface EngineOptions {
   readonly threadPoll: number;
   readonly engineAddon: 'auto' | 'off';
   readonly engineAddonPath: string | undefined;
+  /** ENGINE_LOOP: steps back to back on the addon's thread, or one call per step. */
+  readonly engineLoop: 'native' | 'js';
   /** Limits on response_format and tool schemas (SCHEMA_MAX_*). */
   readonly schemaLimits: SchemaLimits;
 }
@@ -496,11 +597,12 @@ export class LlamaAdapter {
           addon.addon.attachThreadpool(nativeContext, threads, this.engineOptions.threadPoll, Math.min(16, cores - 1));
           // threads set (THREADS or the model's own): exactly that. Unset: up to every core, chosen per step by measurement.
           const policy = spec.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
-          engine = { addon: addon.addon, maxThreads: threads, policy };
+          const nativeLoop = this.engineOptions.engineLoop === 'native' && typeof addon.addon.run === 'function';
+          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop };
           this.#engineAddon = addon.addon;
           engineNote =
             `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
-            ` (poll ${this.engineOptions.threadPoll})`;
+            ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}`;
         } catch (err) {
           engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
         }
@@ -585,7 +687,7 @@ export class LlamaAdapter {
       `Model ${d.id} (${d.kind}) ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
         (d.kind === 'chat'
           ? `context ${d.contextSize} x ${d.slots} slots, KV ${d.kvCacheTypeK}/${d.kvCacheTypeV}, flash attention ${d.flashAttention}, ` +
-            `${d.threads} threads (${d.engine === 'addon' ? 'persistent pool' : 'per-call threads'}), `
+            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? 'native step loop' : 'one call per step'}` : 'per-call threads'}), `
           : `context ${d.contextSize}, `) +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );

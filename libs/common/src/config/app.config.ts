@@ -431,6 +431,8 @@ export const CONFIG_SPEC = {
       'How hard the engine addon\'s threads busy-wait between decode calls (ggml poll level): 0 = sleep at once, 100 = spin longest'),
     ENGINE_ADDON: oneOf('ENGINE_ADDON', ['auto', 'off'] as const, 'auto',
       'Engine addon (persistent ggml threadpool, timed decode, built by `npm ci`): `auto` = use it when built and compatible, `off` = node-llama-cpp\'s binding only'),
+    ENGINE_LOOP: oneOf('ENGINE_LOOP', ['native', 'js'] as const, 'native',
+      'With the engine addon: `native` = decode steps run back to back on the addon\'s thread, tokens handed to JavaScript while the next step computes; `js` = one addon call per step from the scheduler (the path before; for comparison)'),
     ENGINE_ADDON_PATH: optionalPath( 'Where the engine addon is loaded from', 'libs/inference/native/build/Release/llm_engine.node'),
     CONTEXT_SIZE: int('CONTEXT_SIZE', 64, 1048576, undefined,
       'KV-cache tokens per slot (prompt + completion); auto = the model\'s training context, at most 4096; per model: `context_size`'),

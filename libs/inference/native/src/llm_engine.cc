@@ -32,6 +32,7 @@
 #include <memory>
 #include <thread>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -65,6 +66,7 @@ struct Api {
   float* (*get_logits_ith)(llama_context*, int32_t) = nullptr;
   const llama_vocab* (*model_get_vocab)(const llama_model*) = nullptr;
   int32_t (*vocab_n_tokens)(const llama_vocab*) = nullptr;
+  bool (*vocab_is_eog)(const llama_vocab*, llama_token) = nullptr;
   // node-llama-cpp's own sampler (its addon exports these C++ members): sampling stays exactly
   // what its sampleToken does, grammar and token bias included.
   void (*sampler_rebuild)(AddonSampler*) = nullptr;
@@ -128,6 +130,7 @@ void LoadApi() {
             Resolve(g_api.batch_init, "llama_batch_init") & Resolve(g_api.batch_free, "llama_batch_free") &
             Resolve(g_api.get_logits, "llama_get_logits") & Resolve(g_api.get_logits_ith, "llama_get_logits_ith") &
             Resolve(g_api.model_get_vocab, "llama_model_get_vocab") & Resolve(g_api.vocab_n_tokens, "llama_vocab_n_tokens") &
+            Resolve(g_api.vocab_is_eog, "llama_vocab_is_eog") &
             Resolve(g_api.sampler_rebuild, "_ZN12AddonSampler20rebuildChainIfNeededEv") &
             Resolve(g_api.sampler_sample, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb") &
             Resolve(g_api.sampler_accept, "_ZN12AddonSampler11acceptTokenEi");
@@ -183,26 +186,30 @@ struct Pools {
   int max = 0;
   int current = 0;
   uint32_t poll = 50;
+  /** Threads asked for while a run was in flight (0 = none): the run switches before its next step. */
+  std::shared_ptr<std::atomic<int>> wanted = std::make_shared<std::atomic<int>>(0);
 };
 std::unordered_map<llama_context*, Pools> g_pools;
 
-ggml_threadpool_t PoolFor(Napi::Env env, Pools& pools, int threads) {
+/** Switches the context to the pool of `threads` (created on first use); false when ggml cannot create it. */
+bool UsePoolQuiet(llama_context* ctx, Pools& pools, int threads) {
+  if (threads == pools.current) return true;
   if (pools.byThreads[threads] == nullptr) {
     ggml_threadpool_params params = g_api.params_default(threads);
     params.poll = pools.poll;
     pools.byThreads[threads] = g_api.pool_new(&params);
-    if (pools.byThreads[threads] == nullptr) throw Napi::Error::New(env, "ggml_threadpool_new failed");
+    if (pools.byThreads[threads] == nullptr) return false;
   }
-  return pools.byThreads[threads];
-}
-
-void UsePool(Napi::Env env, llama_context* ctx, Pools& pools, int threads) {
-  if (threads == pools.current) return;
-  ggml_threadpool_t next = PoolFor(env, pools, threads);
+  ggml_threadpool_t next = pools.byThreads[threads];
   if (pools.current > 1 && pools.byThreads[pools.current] != nullptr) g_api.pool_pause(pools.byThreads[pools.current]);
   g_api.attach(ctx, next, next);
   g_api.set_n_threads(ctx, threads, threads);
   pools.current = threads;
+  return true;
+}
+
+void UsePool(Napi::Env env, llama_context* ctx, Pools& pools, int threads) {
+  if (!UsePoolQuiet(ctx, pools, threads)) throw Napi::Error::New(env, "ggml_threadpool_new failed");
 }
 
 void FreePools(Pools& pools) {
@@ -304,6 +311,8 @@ struct StepBatch {
   bool busy = false;
 };
 std::unordered_map<llama_context*, StepBatch> g_batches;
+/** Per context: a run in flight can be asked to stop after its current step. */
+std::unordered_map<llama_context*, std::shared_ptr<std::atomic<bool>>> g_interrupts;
 
 /** probe(context) -> { contextSize, threads, libraries }: checks the layout and the symbols. */
 Napi::Value Probe(const Napi::CallbackInfo& info) {
@@ -365,6 +374,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   if (it->second.busy) throw Napi::Error::New(env, "a step is still running on this context");
   g_api.batch_free(it->second.batch);
   g_batches.erase(it);
+  g_interrupts.erase(context->ctx);
   return Napi::Boolean::New(env, true);
 }
 
@@ -382,6 +392,12 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
     g_api.set_n_threads(context->ctx, threads, threads);
     return env.Undefined();
   }
+  auto batch = g_batches.find(context->ctx);
+  if (batch != g_batches.end() && batch->second.busy) {
+    it->second.wanted->store(std::min(threads, it->second.max));  // the worker switches before its next step
+    return env.Undefined();
+  }
+  it->second.wanted->store(0);
   UsePool(env, context->ctx, it->second, std::min(threads, it->second.max));
   return env.Undefined();
 }
@@ -431,195 +447,296 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
 }
 
 
+/** One item of a step: a slot's tokens at its next positions, and how it samples. */
+struct StepItem {
+  int32_t seq = 0;
+  int32_t position = 0;
+  std::vector<int32_t> tokens;
+  /** The sampler of an item whose last token's logits are sampled; nullptr = no sampling. */
+  AddonSampler* sampler = nullptr;
+  /** Raw log-probabilities wanted: -1 = none, else how many alternatives (0..20). */
+  int32_t top = -1;
+  /** run() only: tokens this item's slot may still sample, this step's included. */
+  int32_t budget = 1;
+  /** run() only: an end-of-generation token ends the slot's generation. */
+  bool stopOnEog = true;
+};
+
+constexpr int kTop = 20;
+
+/** What one step produced, per sampling item in order (tokens: -1 = the sampler gave none). */
+struct StepOutcome {
+  std::vector<llama_token> tokens;
+  /** k * 20 + i: the i-th best token of sampling item k (when it asked for logprobs). */
+  std::vector<int32_t> lpTokens;
+  /** k * 21: the sampled token's logprob; k * 21 + 1 + i: the i-th best token's. */
+  std::vector<float> lpValues;
+  bool logprobs = false;
+  double computeMs = 0;
+  int threads = 0;
+  /** steady_clock milliseconds when the step (decode + sampling) ended. */
+  double doneAt = 0;
+};
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/** Log-softmax of row `row`'s logits over the whole vocabulary. */
+void Distribution(llama_context* ctx, int32_t row, std::vector<float>& logprobs) {
+  const float* logits = g_api.get_logits_ith(ctx, row);
+  const int32_t n = g_api.vocab_n_tokens(g_api.model_get_vocab(g_api.get_model(ctx)));
+  logprobs.resize(n);
+  float max = -INFINITY;
+  for (int32_t i = 0; i < n; i++) max = std::max(max, logits[i]);
+  double sum = 0;
+  for (int32_t i = 0; i < n; i++) sum += std::exp(static_cast<double>(logits[i] - max));
+  const float logSum = static_cast<float>(std::log(sum));
+  for (int32_t i = 0; i < n; i++) logprobs[i] = logits[i] - max - logSum;
+}
+
+void Logprobs(StepOutcome& out, size_t k, int32_t top, llama_token token, const std::vector<float>& logprobs) {
+  const int n = std::min<int>(std::min(top, kTop), static_cast<int>(logprobs.size()));
+  const float floor = -9999.0f;  // JSON has no -Infinity; OpenAI's own floor
+  auto clamp = [&](float v) { return std::isfinite(v) ? std::max(v, floor) : floor; };
+  out.lpValues[k * (kTop + 1)] = token >= 0 && token < static_cast<llama_token>(logprobs.size()) ? clamp(logprobs[token]) : floor;
+  if (n <= 0) return;
+  std::vector<int32_t> order(logprobs.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = static_cast<int32_t>(i);
+  std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
+    return logprobs[a] > logprobs[b] || (logprobs[a] == logprobs[b] && a < b);
+  });
+  for (int i = 0; i < n; i++) {
+    out.lpTokens[k * kTop + i] = order[i];
+    out.lpValues[k * (kTop + 1) + 1 + i] = clamp(logprobs[order[i]]);
+  }
+}
+
 /**
- * step(context, spec, samplers, out) -> Promise<number>: one scheduler step in one call.
- *
- * `spec` (Int32Array) lists the step's items one after another as
- *   [sequence, firstPosition, tokenCount, sample (0|1), ...tokens]
- * and `samplers[k]` is node-llama-cpp's AddonSampler of the k-th item that samples (its last
- * token's logits). On the worker thread: fill the batch, llama_decode, synchronize, then for each
- * sampling item rebuild its chain if needed, sample and accept exactly as sampleToken does.
- * Writes the k-th sampled token to out[k] (-1 when the sampler gave none) and resolves with the
- * milliseconds llama_decode took (sampling excluded).
- *
- * Optional logprobs: `top` (Int32Array, one entry per sampling item, -1 = none, else 0..20)
- * asks for the item's raw distribution (log-softmax of the logits over the whole vocabulary,
- * before temperature, top-k/p, penalties, biases and grammar: OpenAI's meaning). The sampled
- * token's logprob goes to lpValues[k * 21], the `top` best tokens (most likely first) to
- * lpTokens[k * 20 + i] and lpValues[k * 21 + 1 + i].
+ * One step on the calling (worker) thread: fill the batch with every item's tokens, llama_decode,
+ * synchronize, then sample each sampling item with its node-llama-cpp sampler (rebuild the chain
+ * if needed, sample, accept: exactly what its sampleToken does), in parallel over the sampling
+ * pool when there are several. Returns an error message, empty on success.
+ */
+std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out) {
+  llama_batch& b = batch.batch;
+  b.n_tokens = 0;
+  std::vector<int32_t> logitRows;
+  std::vector<const StepItem*> sampling;
+  bool logprobs = false;
+  for (const StepItem& item : items) {
+    const int32_t count = static_cast<int32_t>(item.tokens.size());
+    for (int32_t t = 0; t < count; t++) {
+      const int32_t row = b.n_tokens++;
+      b.token[row] = item.tokens[t];
+      b.pos[row] = item.position + t;
+      b.n_seq_id[row] = 1;
+      b.seq_id[row][0] = item.seq;
+      b.logits[row] = item.sampler != nullptr && t == count - 1;
+      if (b.logits[row]) logitRows.push_back(row);
+    }
+    if (item.sampler != nullptr) {
+      sampling.push_back(&item);
+      if (item.top >= 0) logprobs = true;
+    }
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const int32_t r = g_api.decode(ctx, b);
+  if (r != 0) {
+    return r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
+                  : "llama_decode failed with status " + std::to_string(r);
+  }
+  g_api.synchronize(ctx);
+  out.computeMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  out.tokens.assign(sampling.size(), -1);
+  out.logprobs = logprobs;
+  if (logprobs) {
+    out.lpTokens.assign(sampling.size() * kTop, -1);
+    out.lpValues.assign(sampling.size() * (kTop + 1), 0.0f);
+  }
+  if (sampling.empty()) {
+    out.doneAt = NowMs();
+    return "";
+  }
+  if (g_api.get_logits(ctx) == nullptr) return "This model does not support token generation";
+  std::mutex failure;
+  std::string error;
+  const std::function<void(size_t)> sampleOne = [&](size_t k) {
+    try {
+      const StepItem& item = *sampling[k];
+      // Read before sampling: the raw logits, whatever the sampler then does with its copy.
+      std::vector<float> distribution;
+      if (item.top >= 0) Distribution(ctx, logitRows[k], distribution);
+      g_api.sampler_rebuild(item.sampler);
+      llama_token_data_array candidates;
+      g_api.sampler_sample(item.sampler, ctx, logitRows[k], candidates, false);
+      if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) return;
+      const llama_token token = candidates.data[candidates.selected].id;
+      g_api.sampler_accept(item.sampler, token);
+      out.tokens[k] = token;
+      if (item.top >= 0) Logprobs(out, k, item.top, token, distribution);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(failure);
+      if (error.empty()) error = e.what();
+    }
+  };
+  bool parallel = false;
+  if (g_sampling && g_sampling->size() > 0 && sampling.size() >= kParallelSamplingMin) {
+    // The decode's other ggml threads would spin waiting for the next graph on the cores the
+    // samplers need: put them to sleep; the next decode wakes them (ggml's kickoff resumes a
+    // paused pool).
+    if (decodePool != nullptr) g_api.pool_pause(decodePool);
+    parallel = g_sampling->TryRun(sampling.size(), sampleOne);
+  }
+  if (!parallel) {
+    for (size_t k = 0; k < sampling.size(); k++) sampleOne(k);
+  }
+  out.doneAt = NowMs();
+  return error.empty() ? "" : "sampling failed: " + error;
+}
+
+/** The ggml pool a context decodes on now when that is more than one thread (nullptr otherwise). */
+ggml_threadpool_t CurrentDecodePool(llama_context* ctx) {
+  auto pools = g_pools.find(ctx);
+  if (pools != g_pools.end() && pools->second.current > 1) return pools->second.byThreads[pools->second.current];
+  return nullptr;
+}
+
+/**
+ * Reads a step spec (Int32Array [sequence, firstPosition, tokenCount, sample 0|1, ...tokens]...)
+ * and the samplers of its sampling items into items, validating everything on the main thread so
+ * that the worker cannot overrun the batch or the context.
+ */
+std::vector<StepItem> ReadItems(Napi::Env env, AddonContext* context, Napi::Int32Array specArray, size_t specLength, Napi::Array samplerArray) {
+  if (specLength > specArray.ElementLength()) throw Napi::RangeError::New(env, "spec length exceeds the array");
+  const int32_t* spec = specArray.Data();
+  const int32_t n_ctx = static_cast<int32_t>(context->context_params.n_ctx);
+  const int32_t n_seq = static_cast<int32_t>(context->context_params.n_seq_max);
+  std::vector<StepItem> items;
+  int64_t tokens = 0;
+  uint32_t sampling = 0;
+  for (size_t i = 0; i < specLength;) {
+    if (i + 4 > specLength) throw Napi::RangeError::New(env, "truncated step spec");
+    const int32_t seq = spec[i], position = spec[i + 1], count = spec[i + 2];
+    if (seq < 0 || seq >= n_seq || position < 0 || count < 1 || position + count > n_ctx || i + 4 + count > specLength) {
+      throw Napi::RangeError::New(env, "bad item in step spec");
+    }
+    StepItem item;
+    item.seq = seq;
+    item.position = position;
+    item.tokens.assign(spec + i + 4, spec + i + 4 + count);
+    if (spec[i + 3] != 0) {
+      if (sampling >= samplerArray.Length()) throw Napi::RangeError::New(env, "one sampler per sampling item");
+      void* raw = nullptr;
+      Napi::Value value = samplerArray.Get(sampling);
+      if (!value.IsObject() || napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
+        throw Napi::TypeError::New(env, "samplers must be node-llama-cpp AddonSampler objects");
+      }
+      auto* sampler = static_cast<AddonSampler*>(static_cast<Napi::ObjectWrap<AddonSampler>*>(raw));
+      if (sampler->disposed) throw Napi::Error::New(env, "a sampler is disposed");
+      item.sampler = sampler;
+      sampling++;
+    }
+    tokens += count;
+    items.push_back(std::move(item));
+    i += 4 + static_cast<size_t>(count);
+  }
+  if (tokens == 0) throw Napi::RangeError::New(env, "empty step");
+  if (tokens > static_cast<int64_t>(context->context_params.n_batch)) throw Napi::RangeError::New(env, "step exceeds the batch size");
+  if (sampling != samplerArray.Length()) throw Napi::RangeError::New(env, "one sampler per sampling item");
+  return items;
+}
+
+/** The context's step batch, allocated at the batch size on first use; throws when a step is running. */
+StepBatch& BatchFor(Napi::Env env, AddonContext* context) {
+  StepBatch& batch = g_batches[context->ctx];
+  if (batch.busy) throw Napi::Error::New(env, "a step is already running on this context");
+  if (batch.capacity == 0) {
+    const int32_t capacity = static_cast<int32_t>(context->context_params.n_batch);
+    batch.batch = g_api.batch_init(capacity, 0, 1);
+    batch.capacity = capacity;
+  }
+  return batch;
+}
+
+/** Optional logprob requests (Int32Array, one entry per sampling item, -1 = none) onto the items. */
+void ReadTop(Napi::Env env, std::vector<StepItem>& items, const Napi::Value& value) {
+  if (!value.IsTypedArray()) return;
+  Napi::Int32Array top = value.As<Napi::Int32Array>();
+  size_t k = 0;
+  for (StepItem& item : items) {
+    if (item.sampler == nullptr) continue;
+    if (k >= top.ElementLength()) throw Napi::RangeError::New(env, "logprobs: top needs one entry per sampling item");
+    item.top = std::min(top[k++], kTop);
+  }
+}
+
+/**
+ * step(context, spec, samplers, out, specLength?, top?, lpTokens?, lpValues?) -> Promise<number>:
+ * one scheduler step in one call (RunOneStep on a worker thread). Writes the k-th sampled token
+ * to out[k] (-1 when the sampler gave none) and resolves with the milliseconds llama_decode took
+ * (sampling excluded). With `top`, the item's raw distribution (log-softmax of the logits over
+ * the whole vocabulary, before temperature, top-k/p, penalties, biases and grammar: OpenAI's
+ * meaning): the sampled token's logprob in lpValues[k * 21], the best tokens in lpTokens[k * 20 +
+ * i] and lpValues[k * 21 + 1 + i].
  */
 class StepWorker : public Napi::AsyncWorker {
  public:
-  static constexpr int kTop = 20;
-
-  StepWorker(Napi::Env env, AddonContext* context, StepBatch* batch, std::vector<int32_t> spec, std::vector<AddonSampler*> samplers,
-             Napi::Int32Array out, std::vector<int32_t> top)
-      : Napi::AsyncWorker(env, "LlmEngineStep"),
-        context_(context),
-        batch_(batch),
-        spec_(std::move(spec)),
-        samplers_(std::move(samplers)),
-        tokens_(samplers_.size(), -1),
-        top_(std::move(top)),
-        deferred_(Napi::Promise::Deferred::New(env)) {
+  StepWorker(Napi::Env env, AddonContext* context, StepBatch* batch, std::vector<StepItem> items, Napi::Int32Array out)
+      : Napi::AsyncWorker(env, "LlmEngineStep"), context_(context), batch_(batch), items_(std::move(items)), deferred_(Napi::Promise::Deferred::New(env)) {
     out_ = Napi::Persistent(out);
-    if (!top_.empty()) {
-      lpTokens_.assign(samplers_.size() * kTop, -1);
-      lpValues_.assign(samplers_.size() * (kTop + 1), 0.0f);
-    }
     context_->Ref();
-    for (auto* sampler : samplers_) sampler->Ref();
+    for (auto& item : items_) if (item.sampler) item.sampler->Ref();
     batch_->busy = true;
   }
   ~StepWorker() override {
     batch_->busy = false;
-    for (auto* sampler : samplers_) sampler->Unref();
+    for (auto& item : items_) if (item.sampler) item.sampler->Unref();
     context_->Unref();
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    llama_batch& b = batch_->batch;
-    b.n_tokens = 0;
-    std::vector<int32_t> logitRows;
-    logitRows.reserve(samplers_.size());
-    for (size_t i = 0; i < spec_.size();) {
-      const int32_t seq = spec_[i], position = spec_[i + 1], count = spec_[i + 2], sample = spec_[i + 3];
-      const int32_t* tokens = spec_.data() + i + 4;
-      for (int32_t t = 0; t < count; t++) {
-        const int32_t row = b.n_tokens++;
-        b.token[row] = tokens[t];
-        b.pos[row] = position + t;
-        b.n_seq_id[row] = 1;
-        b.seq_id[row][0] = seq;
-        b.logits[row] = sample != 0 && t == count - 1;
-        if (b.logits[row]) logitRows.push_back(row);
-      }
-      i += 4 + count;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    const int32_t r = g_api.decode(context_->ctx, b);
-    if (r != 0) {
-      SetError(r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
-                      : "llama_decode failed with status " + std::to_string(r));
-      return;
-    }
-    g_api.synchronize(context_->ctx);
-    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (samplers_.empty()) return;
-    if (g_api.get_logits(context_->ctx) == nullptr) {
-      SetError("This model does not support token generation");
-      return;
-    }
-    std::mutex failure;
-    std::string error;
-    const std::function<void(size_t)> sampleOne = [&](size_t k) {
-      try {
-        SampleItem(k, logitRows[k]);
-      } catch (const std::exception& e) {
-        std::lock_guard<std::mutex> lock(failure);
-        if (error.empty()) error = e.what();
-      }
-    };
-    bool parallel = false;
-    if (g_sampling && g_sampling->size() > 0 && samplers_.size() >= kParallelSamplingMin) {
-      // The decode's other ggml threads would spin waiting for the next graph on the cores the
-      // samplers need: put them to sleep; the next decode wakes them (ggml's kickoff resumes a
-      // paused pool).
-      if (decodePool_ != nullptr) g_api.pool_pause(decodePool_);
-      parallel = g_sampling->TryRun(samplers_.size(), sampleOne);
-    }
-    if (!parallel) {
-      for (size_t k = 0; k < samplers_.size(); k++) sampleOne(k);
-    }
-    if (!error.empty()) SetError("sampling failed: " + error);
-  }
-
-  /** Samples item k exactly as node-llama-cpp's sampleToken does (thread-safe across items). */
-  void SampleItem(size_t k, int32_t row) {
-    AddonSampler* sampler = samplers_[k];
-    const bool wantsLogprobs = !top_.empty() && top_[k] >= 0;
-    // Read before sampling: the raw logits, whatever the sampler then does with its copy.
-    std::vector<float> distribution;
-    if (wantsLogprobs) Distribution(row, distribution);
-    g_api.sampler_rebuild(sampler);
-    llama_token_data_array candidates;
-    g_api.sampler_sample(sampler, context_->ctx, row, candidates, false);
-    if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) return;
-    const llama_token token = candidates.data[candidates.selected].id;
-    g_api.sampler_accept(sampler, token);
-    tokens_[k] = token;
-    if (wantsLogprobs) Logprobs(k, token, distribution);
-  }
-  void OnOK() override {
-    Napi::Int32Array out = out_.Value().As<Napi::Int32Array>();
-    for (size_t k = 0; k < tokens_.size() && k < out.ElementLength(); k++) out[k] = tokens_[k];
-    if (!top_.empty()) {
-      Napi::Int32Array lpTokens = lpTokensRef_.Value().As<Napi::Int32Array>();
-      Napi::Float32Array lpValues = lpValuesRef_.Value().As<Napi::Float32Array>();
-      for (size_t i = 0; i < lpTokens_.size() && i < lpTokens.ElementLength(); i++) lpTokens[i] = lpTokens_[i];
-      for (size_t i = 0; i < lpValues_.size() && i < lpValues.ElementLength(); i++) lpValues[i] = lpValues_[i];
-    }
-    deferred_.Resolve(Napi::Number::New(Env(), ms_));
-  }
-
- public:
-  /** The ggml pool this step decodes on when it has more than one thread (paused before parallel sampling). */
-  void SetDecodePool(ggml_threadpool_t pool) { decodePool_ = pool; }
-
   void SetLogprobOutputs(Napi::Int32Array tokens, Napi::Float32Array values) {
     lpTokensRef_ = Napi::Persistent(tokens);
     lpValuesRef_ = Napi::Persistent(values);
   }
+  void SetDecodePool(ggml_threadpool_t pool) { decodePool_ = pool; }
 
- private:
-  /** Log-softmax of row `row`'s logits. */
-  void Distribution(int32_t row, std::vector<float>& logprobs_) {
-    const float* logits = g_api.get_logits_ith(context_->ctx, row);
-    const int32_t n = g_api.vocab_n_tokens(g_api.model_get_vocab(g_api.get_model(context_->ctx)));
-    logprobs_.resize(n);
-    float max = -INFINITY;
-    for (int32_t i = 0; i < n; i++) max = std::max(max, logits[i]);
-    double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += std::exp(static_cast<double>(logits[i] - max));
-    const float logSum = static_cast<float>(std::log(sum));
-    for (int32_t i = 0; i < n; i++) logprobs_[i] = logits[i] - max - logSum;
-  }
-
-  void Logprobs(size_t k, llama_token token, const std::vector<float>& logprobs_) {
-    const int n = std::min<int>(std::min(top_[k], kTop), static_cast<int>(logprobs_.size()));
-    const float floor = -9999.0f;  // JSON has no -Infinity; OpenAI's own floor
-    auto clamp = [&](float v) { return std::isfinite(v) ? std::max(v, floor) : floor; };
-    lpValues_[k * (kTop + 1)] = token >= 0 && token < static_cast<llama_token>(logprobs_.size()) ? clamp(logprobs_[token]) : floor;
-    if (n <= 0) return;
-    std::vector<int32_t> order(logprobs_.size());
-    for (size_t i = 0; i < order.size(); i++) order[i] = static_cast<int32_t>(i);
-    std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
-      return logprobs_[a] > logprobs_[b] || (logprobs_[a] == logprobs_[b] && a < b);
-    });
-    for (int i = 0; i < n; i++) {
-      lpTokens_[k * kTop + i] = order[i];
-      lpValues_[k * (kTop + 1) + 1 + i] = clamp(logprobs_[order[i]]);
+ protected:
+  void Execute() override {
+    auto pools = g_pools.find(context_->ctx);
+    if (pools != g_pools.end()) {
+      const int wanted = pools->second.wanted->exchange(0);
+      if (wanted > 0) {
+        UsePoolQuiet(context_->ctx, pools->second, std::min(wanted, pools->second.max));
+        decodePool_ = CurrentDecodePool(context_->ctx);
+      }
     }
+    const std::string error = RunOneStep(context_->ctx, *batch_, decodePool_, items_, outcome_);
+    if (!error.empty()) SetError(error);
+  }
+  void OnOK() override {
+    Napi::Int32Array out = out_.Value().As<Napi::Int32Array>();
+    for (size_t k = 0; k < outcome_.tokens.size() && k < out.ElementLength(); k++) out[k] = outcome_.tokens[k];
+    if (outcome_.logprobs && !lpTokensRef_.IsEmpty()) {
+      Napi::Int32Array lpTokens = lpTokensRef_.Value().As<Napi::Int32Array>();
+      Napi::Float32Array lpValues = lpValuesRef_.Value().As<Napi::Float32Array>();
+      for (size_t i = 0; i < outcome_.lpTokens.size() && i < lpTokens.ElementLength(); i++) lpTokens[i] = outcome_.lpTokens[i];
+      for (size_t i = 0; i < outcome_.lpValues.size() && i < lpValues.ElementLength(); i++) lpValues[i] = outcome_.lpValues[i];
+    }
+    deferred_.Resolve(Napi::Number::New(Env(), outcome_.computeMs));
   }
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
 
  private:
   AddonContext* context_;
   StepBatch* batch_;
-  std::vector<int32_t> spec_;
-  std::vector<AddonSampler*> samplers_;
-  std::vector<llama_token> tokens_;
-  std::vector<int32_t> top_;
+  std::vector<StepItem> items_;
+  StepOutcome outcome_;
   ggml_threadpool_t decodePool_ = nullptr;
-  std::vector<int32_t> lpTokens_;
-  std::vector<float> lpValues_;
   Napi::Reference<Napi::Int32Array> out_;
   Napi::Reference<Napi::Int32Array> lpTokensRef_;
   Napi::Reference<Napi::Float32Array> lpValuesRef_;
   Napi::Promise::Deferred deferred_;
-  double ms_ = 0;
 };
 
 Napi::Value Step(const Napi::CallbackInfo& info) {
@@ -629,80 +746,229 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "step(context, Int32Array spec, samplers[], Int32Array out)");
   }
   Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
-  Napi::Array samplerArray = info[2].As<Napi::Array>();
   Napi::Int32Array out = info[3].As<Napi::Int32Array>();
-  const size_t specLength = info.Length() > 4 ? info[4].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
-  if (specLength > specArray.ElementLength()) throw Napi::RangeError::New(env, "spec length exceeds the array");
-  std::vector<int32_t> spec(specArray.Data(), specArray.Data() + specLength);
-
-  // Validate the layout here, on the main thread, so the worker cannot overrun the batch.
-  int64_t tokens = 0;
-  size_t sampling = 0;
-  const int32_t n_ctx = static_cast<int32_t>(context->context_params.n_ctx);
-  const int32_t n_seq = static_cast<int32_t>(context->context_params.n_seq_max);
-  for (size_t i = 0; i < spec.size();) {
-    if (i + 4 > spec.size()) throw Napi::RangeError::New(env, "truncated step spec");
-    const int32_t seq = spec[i], position = spec[i + 1], count = spec[i + 2];
-    if (seq < 0 || seq >= n_seq || position < 0 || count < 1 || position + count > n_ctx || i + 4 + count > spec.size()) {
-      throw Napi::RangeError::New(env, "bad item in step spec");
-    }
-    if (spec[i + 3] != 0) sampling++;
-    tokens += count;
-    i += 4 + static_cast<size_t>(count);
-  }
-  if (tokens == 0) throw Napi::RangeError::New(env, "empty step");
-  if (tokens > static_cast<int64_t>(context->context_params.n_batch)) throw Napi::RangeError::New(env, "step exceeds the batch size");
-  if (sampling != samplerArray.Length() || out.ElementLength() < sampling) {
-    throw Napi::RangeError::New(env, "one sampler (and one out slot) per sampling item");
-  }
-  std::vector<AddonSampler*> samplers;
-  samplers.reserve(sampling);
-  for (uint32_t k = 0; k < samplerArray.Length(); k++) {
-    void* raw = nullptr;
-    Napi::Value value = samplerArray.Get(k);
-    if (!value.IsObject() || napi_unwrap(env, value, &raw) != napi_ok || raw == nullptr) {
-      throw Napi::TypeError::New(env, "samplers must be node-llama-cpp AddonSampler objects");
-    }
-    auto* sampler = static_cast<AddonSampler*>(static_cast<Napi::ObjectWrap<AddonSampler>*>(raw));
-    if (sampler->disposed) throw Napi::Error::New(env, "a sampler is disposed");
-    samplers.push_back(sampler);
-  }
-
-  StepBatch& batch = g_batches[context->ctx];
-  if (batch.busy) throw Napi::Error::New(env, "a step is already running on this context");
-  if (batch.capacity < tokens) {
-    if (batch.capacity > 0) g_api.batch_free(batch.batch);
-    const int32_t capacity = static_cast<int32_t>(context->context_params.n_batch);
-    batch.batch = g_api.batch_init(capacity, 0, 1);
-    batch.capacity = capacity;
-  }
-  ggml_threadpool_t decodePool = nullptr;
-  auto pools = g_pools.find(context->ctx);
-  if (pools != g_pools.end() && pools->second.current > 1) decodePool = pools->second.byThreads[pools->second.current];
-  std::vector<int32_t> top;
-  if (info.Length() > 7 && info[5].IsTypedArray()) {
-    Napi::Int32Array topArray = info[5].As<Napi::Int32Array>();
-    if (topArray.ElementLength() < sampling || !info[6].IsTypedArray() || !info[7].IsTypedArray()) {
-      throw Napi::RangeError::New(env, "logprobs: top needs one entry per sampling item, plus token and value outputs");
-    }
-    Napi::Int32Array lpTokens = info[6].As<Napi::Int32Array>();
-    Napi::Float32Array lpValues = info[7].As<Napi::Float32Array>();
-    if (lpTokens.ElementLength() < sampling * StepWorker::kTop || lpValues.ElementLength() < sampling * (StepWorker::kTop + 1)) {
+  const size_t specLength = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
+  std::vector<StepItem> items = ReadItems(env, context, specArray, specLength, info[2].As<Napi::Array>());
+  const size_t sampling = info[2].As<Napi::Array>().Length();
+  if (out.ElementLength() < sampling) throw Napi::RangeError::New(env, "one out slot per sampling item");
+  const bool withLogprobs = info.Length() > 7 && info[5].IsTypedArray();
+  if (withLogprobs) {
+    ReadTop(env, items, info[5]);
+    if (!info[6].IsTypedArray() || !info[7].IsTypedArray() || info[6].As<Napi::Int32Array>().ElementLength() < sampling * kTop ||
+        info[7].As<Napi::Float32Array>().ElementLength() < sampling * (kTop + 1)) {
       throw Napi::RangeError::New(env, "logprobs outputs are too small (20 tokens and 21 values per sampling item)");
     }
-    top.assign(topArray.Data(), topArray.Data() + sampling);
-    auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
-    worker->SetLogprobOutputs(lpTokens, lpValues);
-    worker->SetDecodePool(decodePool);
-    worker->Queue();
-    return worker->Promise();
   }
-  auto* worker = new StepWorker(env, context, &batch, std::move(spec), std::move(samplers), out, std::move(top));
-  worker->SetDecodePool(decodePool);
+  StepBatch& batch = BatchFor(env, context);
+  auto* worker = new StepWorker(env, context, &batch, std::move(items), out);
+  if (withLogprobs) worker->SetLogprobOutputs(info[6].As<Napi::Int32Array>(), info[7].As<Napi::Float32Array>());
+  worker->SetDecodePool(CurrentDecodePool(context->ctx));
   worker->Queue();
   return worker->Promise();
 }
 
+
+/**
+ * run(context, spec, samplers, plan, onStep, specLength?, top?) -> Promise<number>: steps back to
+ * back on one worker thread, without coming back to JavaScript between them (llama.cpp's server
+ * loop). The first step is `spec` as in step(); after each step every sampling item whose slot
+ * goes on (a token was sampled, it is not an end-of-generation token unless plan says to ignore
+ * those, and its budget is not spent) becomes a one-token decode item of the next step, with the
+ * token just sampled. The run ends when no item goes on, after a step that had an item that did
+ * not sample (a prompt chunk: JavaScript must give the next one), when interrupt(context) was
+ * called, or on an error (the promise rejects; the KV state of that step is unknown).
+ *
+ * `plan` (Int32Array, two entries per sampling item): [budget, stopOnEog 0|1]; budget = tokens
+ * the slot may still sample, this step's included. onStep(items, computeMs, threads, doneAt,
+ * lpTokens?, lpValues?) is called on the main thread for every step, in order, while the next
+ * step already runs: items is an Int32Array of [sequence, firstPosition, tokenCount, sampled]
+ * per item (sampled: the token, -1 = none, -2 = the item did not sample); doneAt is the step's
+ * end in the steady clock's milliseconds. Resolves (after the last onStep) with the number of
+ * steps. setThreads() during a run takes effect at the next step.
+ */
+class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
+ public:
+  RunWorker(const Napi::Function& onStep, AddonContext* context, StepBatch* batch, std::vector<StepItem> items,
+            std::shared_ptr<std::atomic<bool>> interrupt)
+      : Napi::AsyncProgressQueueWorker<char>(onStep, "LlmEngineRun"),
+        context_(context),
+        batch_(batch),
+        items_(std::move(items)),
+        interrupt_(std::move(interrupt)),
+        deferred_(Napi::Promise::Deferred::New(onStep.Env())) {
+    context_->Ref();
+    // Every sampler a later step may use is one of the first step's.
+    for (auto& item : items_) if (item.sampler) item.sampler->Ref();
+    for (auto& item : items_) if (item.sampler) samplers_.push_back(item.sampler);
+    batch_->busy = true;
+    interrupt_->store(false);
+  }
+  ~RunWorker() override {
+    batch_->busy = false;
+    for (auto* sampler : samplers_) sampler->Unref();
+    context_->Unref();
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  struct Record {
+    std::vector<int32_t> items;
+    StepOutcome outcome;
+  };
+
+  void Execute(const ExecutionProgress& progress) override {
+    const int32_t n_ctx = static_cast<int32_t>(context_->context_params.n_ctx);
+    const llama_vocab* vocab = g_api.model_get_vocab(g_api.get_model(context_->ctx));
+    auto poolsIt = g_pools.find(context_->ctx);
+    Pools* pools = poolsIt == g_pools.end() ? nullptr : &poolsIt->second;
+    for (bool first = true;; first = false) {
+      if (!first && interrupt_->load()) break;
+      if (pools != nullptr) {
+        const int wanted = pools->wanted->exchange(0);
+        if (wanted > 0 && !UsePoolQuiet(context_->ctx, *pools, std::min(wanted, pools->max))) {
+          SetError("ggml_threadpool_new failed");
+          break;
+        }
+      }
+      auto record = std::make_unique<Record>();
+      const std::string error = RunOneStep(context_->ctx, *batch_, CurrentDecodePool(context_->ctx), items_, record->outcome);
+      if (!error.empty()) {
+        SetError(error);
+        break;
+      }
+      record->outcome.threads = g_api.n_threads(context_->ctx);
+      std::vector<StepItem> next;
+      bool chunk = false;
+      size_t k = 0;
+      for (const StepItem& item : items_) {
+        const int32_t count = static_cast<int32_t>(item.tokens.size());
+        int32_t sampled = -2;
+        if (item.sampler != nullptr) {
+          sampled = record->outcome.tokens[k++];
+          const int32_t position = item.position + count;
+          const bool goesOn = sampled >= 0 && !(item.stopOnEog && g_api.vocab_is_eog(vocab, sampled)) && item.budget > 1 && position < n_ctx;
+          if (goesOn) {
+            StepItem follow = item;
+            follow.position = position;
+            follow.tokens.assign(1, sampled);
+            follow.budget = item.budget - 1;
+            next.push_back(std::move(follow));
+          }
+        } else {
+          chunk = true;
+        }
+        record->items.insert(record->items.end(), {item.seq, item.position, count, sampled});
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        records_.push_back(std::move(record));
+      }
+      progress.Signal();
+      steps_++;
+      if (chunk || next.empty()) break;
+      items_ = std::move(next);
+    }
+  }
+
+  void OnProgress(const char*, size_t) override { Deliver(); }
+
+  void OnOK() override {
+    Deliver();
+    if (!callbackError_.IsEmpty()) {
+      deferred_.Reject(callbackError_.Value());
+      return;
+    }
+    deferred_.Resolve(Napi::Number::New(Env(), steps_));
+  }
+  void OnError(const Napi::Error& error) override {
+    Deliver();
+    deferred_.Reject(error.Value());
+  }
+
+ private:
+  /** Hands the steps finished so far to onStep, oldest first. */
+  void Deliver() {
+    Napi::Env env = Env();
+    for (;;) {
+      std::unique_ptr<Record> record;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (records_.empty()) return;
+        record = std::move(records_.front());
+        records_.pop_front();
+      }
+      if (!callbackError_.IsEmpty()) continue;
+      Napi::HandleScope scope(env);
+      Napi::Int32Array items = Napi::Int32Array::New(env, record->items.size());
+      std::copy(record->items.begin(), record->items.end(), items.Data());
+      const StepOutcome& o = record->outcome;
+      std::vector<napi_value> args = {items, Napi::Number::New(env, o.computeMs), Napi::Number::New(env, o.threads), Napi::Number::New(env, o.doneAt)};
+      if (o.logprobs) {
+        Napi::Int32Array lpTokens = Napi::Int32Array::New(env, o.lpTokens.size());
+        std::copy(o.lpTokens.begin(), o.lpTokens.end(), lpTokens.Data());
+        Napi::Float32Array lpValues = Napi::Float32Array::New(env, o.lpValues.size());
+        std::copy(o.lpValues.begin(), o.lpValues.end(), lpValues.Data());
+        args.push_back(lpTokens);
+        args.push_back(lpValues);
+      }
+      try {
+        Callback().Call(args);
+      } catch (const Napi::Error& e) {
+        // The run's promise rejects with it once the run ends; the run stops at its next step.
+        callbackError_ = Napi::Reference<Napi::Value>::New(e.Value(), 1);
+        interrupt_->store(true);
+      }
+    }
+  }
+
+  AddonContext* context_;
+  StepBatch* batch_;
+  std::vector<StepItem> items_;
+  std::vector<AddonSampler*> samplers_;
+  std::shared_ptr<std::atomic<bool>> interrupt_;
+  Napi::Promise::Deferred deferred_;
+  std::mutex mutex_;
+  std::deque<std::unique_ptr<Record>> records_;
+  Napi::Reference<Napi::Value> callbackError_;
+  int32_t steps_ = 0;
+};
+
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (!info[1].IsTypedArray() || !info[2].IsArray() || !info[3].IsTypedArray() || !info[4].IsFunction()) {
+    throw Napi::TypeError::New(env, "run(context, Int32Array spec, samplers[], Int32Array plan, onStep)");
+  }
+  Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
+  const size_t specLength = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
+  std::vector<StepItem> items = ReadItems(env, context, specArray, specLength, info[2].As<Napi::Array>());
+  Napi::Int32Array plan = info[3].As<Napi::Int32Array>();
+  size_t k = 0;
+  for (StepItem& item : items) {
+    if (item.sampler == nullptr) continue;
+    if (plan.ElementLength() < 2 * (k + 1)) throw Napi::RangeError::New(env, "plan needs [budget, stopOnEog] per sampling item");
+    item.budget = plan[2 * k];
+    item.stopOnEog = plan[2 * k + 1] != 0;
+    if (item.budget < 1) throw Napi::RangeError::New(env, "a sampling item's budget must be >= 1");
+    k++;
+  }
+  if (info.Length() > 6) ReadTop(env, items, info[6]);
+  StepBatch& batch = BatchFor(env, context);
+  auto& interrupt = g_interrupts[context->ctx];
+  if (!interrupt) interrupt = std::make_shared<std::atomic<bool>>(false);
+  auto* worker = new RunWorker(info[4].As<Napi::Function>(), context, &batch, std::move(items), interrupt);
+  worker->Queue();
+  return worker->Promise();
+}
+
+/** interrupt(context): a run in flight on the context stops after its current step. */
+Napi::Value Interrupt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  auto it = g_interrupts.find(context->ctx);
+  if (it != g_interrupts.end()) it->second->store(true);
+  return env.Undefined();
+}
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("attachThreadpool", Napi::Function::New(env, AttachThreadpool));
@@ -711,6 +977,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("decode", Napi::Function::New(env, Decode));
   exports.Set("step", Napi::Function::New(env, Step));
   exports.Set("release", Napi::Function::New(env, Release));
+  exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("interrupt", Napi::Function::New(env, Interrupt));
   return exports;
 }
 
