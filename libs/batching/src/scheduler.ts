@@ -726,7 +726,9 @@ export class Scheduler {
   }
 
   #isIdle(): boolean {
-    return this.#queue.size === 0 && this.#slots.every((s) => s.state === SlotState.Idle);
+    // A run's worker may still be finishing its last step after every slot ended: not idle until
+    // it returned (the context must not be freed under it).
+    return !this.#running && this.#queue.size === 0 && this.#slots.every((s) => s.state === SlotState.Idle);
   }
 
   #notify(): void {

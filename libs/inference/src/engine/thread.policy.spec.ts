@@ -118,6 +118,43 @@ describe('AdaptiveThreadPolicy', () => {
     expect(Object.keys(snapshot).sort()).toEqual(['decode1', 'decode8', 'prompt']);
   });
 
+  it('prompt steps (each a first token) start on every core and try another count one step at a time, rarely', () => {
+    let clock = 0;
+    const policy = new AdaptiveThreadPolicy(2, { now: () => clock });
+    const chosen: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      clock += 500; // two prompts a second for 100 s
+      chosen.push(...drive(policy, 1, (t) => (t === 2 ? 1.3 : 1.8), 1, 40));
+    }
+    expect(chosen.slice(0, 3)).toEqual([2, 2, 2]);
+    // 1 thread is measured now and then (the machine may change), at most every 10 s here.
+    const ones = chosen.filter((t) => t === 1).length;
+    expect(ones).toBeGreaterThan(0);
+    expect(ones).toBeLessThanOrEqual(11);
+  });
+
+  it('with choices applied late (the engine loop runs a step ahead), a try is still one step', () => {
+    let clock = 0;
+    const policy = new AdaptiveThreadPolicy(2, { now: () => clock });
+    const machine = (t: number): number => (t === 2 ? 1.3 : 1.8);
+    // The engine runs step k + 1 while step k is reported: a choice made now applies two steps on.
+    const pending = [2, 2];
+    const used: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      const threads = pending.shift() as number;
+      clock += 300;
+      used.push(threads);
+      policy.record(1, 40, threads, 40 * machine(threads));
+      pending.push(policy.choose(1, 40));
+    }
+    // Each try of 1 thread (the first as soon as 2 threads are warm, then every 10 s or so) is a
+    // single step: the choice is not repeated while its figure is still on its way.
+    let repeats = 0;
+    for (let i = 1; i < used.length; i++) if (used[i] === 1 && used[i - 1] === 1) repeats++;
+    expect(used.filter((t) => t === 1).length).toBeGreaterThan(3);
+    expect(repeats).toBe(0);
+  });
+
   it('ignores measurements it cannot use', () => {
     const policy = new AdaptiveThreadPolicy(2);
     policy.record(1, 1, 2, NaN);

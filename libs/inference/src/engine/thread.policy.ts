@@ -24,6 +24,9 @@ export interface ThreadPolicyOptions {
   readonly warmup?: number;
 }
 
+/** Shortest time between tries of another thread count on prompt steps. */
+const PROMPT_MIN_EXPLORE_MS = 10_000;
+
 /** A kind of step: decode steps by how many sequences they carry, and prompt-heavy steps. */
 function stepKind(sequences: number, tokens: number): string {
   // Prompt chunks cost far less per token than decode steps: a 15-token prefill counted as a
@@ -72,8 +75,11 @@ function median(values: readonly number[]): number {
 export class AdaptiveThreadPolicy {
   readonly #candidates: readonly number[];
   readonly #estimates = new Map<string, Map<number, Estimate>>();
-  /** Per kind of step: its steps so far, and when (in those steps) each candidate was last explored. */
-  readonly #explorations = new Map<string, { steps: number; explored: Map<number, number> }>();
+  /**
+   * Per kind of step: its steps so far, when (in those steps) each candidate was last explored,
+   * and the explorations whose measurement has not come back yet.
+   */
+  readonly #explorations = new Map<string, { steps: number; explored: Map<number, number>; awaiting: Map<number, number> }>();
   readonly #exploreEvery: number;
   readonly #window: number;
   readonly #warmup: number;
@@ -101,8 +107,11 @@ export class AdaptiveThreadPolicy {
     const table = this.#table(kind);
     const state = this.#kind(kind);
     state.steps++;
-    // Until each candidate has a few measurements, take them in turn (best guess first).
-    for (const threads of this.#candidates) {
+    // Until each candidate has a few measurements, take them in turn (best guess first). Not for
+    // prompt steps: each is a request's time to first token, so only the best guess (every core)
+    // warms up there and the others are measured by exploration, one step at a time.
+    const prompt = kind === 'prompt';
+    for (const threads of prompt ? this.#candidates.slice(0, 1) : this.#candidates) {
       if ((table.get(threads)?.samples ?? 0) < this.#warmup) return threads;
     }
     const best = this.#best(table);
@@ -115,15 +124,24 @@ export class AdaptiveThreadPolicy {
     // chunks are rare, and counting every step would explore at nearly every one of them.
     for (const threads of this.#candidates) {
       if (threads === best) continue;
+      // A try whose figure has not come back yet (the engine's own loop applies a choice a step
+      // later, and reports it a step after that) is not a reason to try again.
+      const awaiting = state.awaiting.get(threads);
+      if (awaiting !== undefined && state.steps - awaiting < 4) continue;
       const ratio = Math.max(1, (table.get(threads)?.msPerToken ?? Infinity) / bestMs);
       const since = state.steps - (state.explored.get(threads) ?? 0);
       const measuredAt = table.get(threads)?.time ?? -Infinity;
       const extraMs = (ratio - 1) * bestMs * tokens;
       // In time, tries cost at most ~1/(4 x exploreEvery): most of the steps a time rule sees are
       // prompt chunks, and a try there is a longer time to first token for that request.
-      const afterMs = Math.min(this.#maxExploreMs, Math.max(this.#minExploreMs, 4 * this.#exploreEvery * extraMs));
-      if ((Number.isFinite(ratio) && since >= Math.max(16, this.#exploreEvery * (ratio - 1))) || this.#now() - measuredAt >= afterMs) {
+      // Prompt steps are tried less often (a try is a user's slower first token): at most every
+      // 64 of them and 10 s.
+      const minMs = prompt ? Math.max(this.#minExploreMs, PROMPT_MIN_EXPLORE_MS) : this.#minExploreMs;
+      const afterMs = Math.min(this.#maxExploreMs, Math.max(minMs, 4 * this.#exploreEvery * extraMs));
+      const minSteps = prompt ? 64 : 16;
+      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1))) || this.#now() - measuredAt >= afterMs) {
         state.explored.set(threads, state.steps);
+        state.awaiting.set(threads, state.steps);
         return threads;
       }
     }
@@ -135,7 +153,9 @@ export class AdaptiveThreadPolicy {
     if (!(computeMs > 0) || tokens < 1 || !this.#candidates.includes(threads)) return;
     const kind = stepKind(sequences, tokens);
     const table = this.#table(kind);
-    const now = this.#kind(kind).steps;
+    const state = this.#kind(kind);
+    state.awaiting.delete(threads);
+    const now = state.steps;
     const perToken = computeMs / tokens;
     let e = table.get(threads);
     if (!e) table.set(threads, (e = { msPerToken: perToken, recent: [], samples: 0, at: now, time: 0 }));
@@ -171,9 +191,9 @@ export class AdaptiveThreadPolicy {
     return out;
   }
 
-  #kind(kind: string): { steps: number; explored: Map<number, number> } {
+  #kind(kind: string): { steps: number; explored: Map<number, number>; awaiting: Map<number, number> } {
     let state = this.#explorations.get(kind);
-    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map() }));
+    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map(), awaiting: new Map() }));
     return state;
   }
 
