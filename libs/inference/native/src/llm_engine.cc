@@ -822,6 +822,13 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
     auto poolsIt = g_pools.find(context_->ctx);
     Pools* pools = poolsIt == g_pools.end() ? nullptr : &poolsIt->second;
     for (bool first = true;; first = false) {
+      if (!first) {
+        // Backpressure: at most kMaxAhead steps the main thread has not taken yet. A tiny model
+        // steps far faster than the streams can be written; unbounded, the loop would keep
+        // generating for a client that left long before its disconnect could be seen.
+        std::unique_lock<std::mutex> lock(leadMutex_);
+        while (!interrupt_->load() && steps_ - delivered_ > kMaxAhead) leadCv_.wait_for(lock, std::chrono::milliseconds(5));
+      }
       if (!first && interrupt_->load()) break;
       if (pools != nullptr) {
         const int wanted = pools->wanted->exchange(0);
@@ -864,7 +871,10 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
         records_.push_back(std::move(record));
       }
       progress.Signal();
-      steps_++;
+      {
+        std::lock_guard<std::mutex> lock(leadMutex_);
+        steps_++;
+      }
       if (chunk || next.empty()) break;
       items_ = std::move(next);
     }
@@ -918,8 +928,16 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
         callbackError_ = Napi::Reference<Napi::Value>::New(e.Value(), 1);
         interrupt_->store(true);
       }
+      {
+        std::lock_guard<std::mutex> lock(leadMutex_);
+        delivered_++;
+      }
+      leadCv_.notify_one();
     }
   }
+
+  /** Steps the loop may run ahead of the ones the main thread has taken (one computing, one waiting). */
+  static constexpr int32_t kMaxAhead = 2;
 
   AddonContext* context_;
   StepBatch* batch_;
@@ -930,7 +948,11 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
   std::mutex mutex_;
   std::deque<std::unique_ptr<Record>> records_;
   Napi::Reference<Napi::Value> callbackError_;
+  std::mutex leadMutex_;
+  std::condition_variable leadCv_;
+  /** Steps finished and steps handed to onStep (both under leadMutex_). */
   int32_t steps_ = 0;
+  int32_t delivered_ = 0;
 };
 
 Napi::Value Run(const Napi::CallbackInfo& info) {
