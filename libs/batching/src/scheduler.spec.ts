@@ -16,6 +16,8 @@ class FakeRuntime implements DecodeRuntime {
   readonly copies: { from: number; to: number; length: number }[] = [];
   readonly seeds: number[];
   eogAfter = Infinity;
+  /** From this KV length on the sampler gives no token (-1), as node-llama-cpp's does with no candidate left. */
+  noTokenAfter = Infinity;
   failNextDecode = false;
   /** Decode yields to the event loop (setImmediate) instead of a microtask: time passes per step. */
   slow = false;
@@ -63,6 +65,7 @@ class FakeRuntime implements DecodeRuntime {
       const kv = this.kv[slot];
       let h = this.seeds[slot] + 7;
       for (const t of kv) h = (h * 31 + t) % 1_000_003;
+      if (kv.length >= this.noTokenAfter) return -1;
       return kv.length >= this.eogAfter ? EOG : 100 + (h % 900);
     });
   }
@@ -620,6 +623,17 @@ describe('Scheduler over a runtime loop', () => {
     const cached = [...rt.kv[0]];
     const events = await collect(s.submit(job(3, [...cached, 42])));
     expect(doneOf(events)).toMatchObject({ completionTokens: 3, cachedPromptTokens: cached.length });
+  });
+
+  it('a sampler that gives no token ends the generation, ignoreEos or not, on both paths', async () => {
+    for (const Runtime of [FakeRuntime, FakeLoopRuntime]) {
+      const rt = new Runtime(1);
+      rt.noTokenAfter = 6;
+      const events = await collect(new Scheduler(rt).submit(job(8, [1, 2, 3], { ignoreEos: true })));
+      expect(tokensOf(events)).toHaveLength(3);
+      expect(tokensOf(events).every((t) => t >= 0)).toBe(true);
+      expect(doneOf(events)).toMatchObject({ finishReason: 'stop', completionTokens: 3 });
+    }
   });
 
   it('ends generation at the end-of-generation token unless ignoreEos, exactly as one call per step does', async () => {

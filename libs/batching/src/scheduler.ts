@@ -619,7 +619,9 @@ export class Scheduler {
     const r = this.#slots[index].request;
     if (!r || r.cancelled) return;
     const now = performance.now();
-    if (!r.job.sampling.ignoreEos && this.#runtime.isEndOfGeneration(token)) {
+    // A negative token is no token (the sampler had no candidate left, e.g. a finished grammar
+    // whose only way out is a banned end token): the generation ends, ignoreEos or not.
+    if (token < 0 || (!r.job.sampling.ignoreEos && this.#runtime.isEndOfGeneration(token))) {
       this.#finish(index, 'stop');
       return;
     }
