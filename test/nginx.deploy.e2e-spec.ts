@@ -116,9 +116,11 @@ describeNginx('nginx load balancer (deploy/nginx) in front of three replicas sha
     expect(events.at(-1)).toContain('"done":true');
     // A buffering proxy would deliver the ~12 KB in a few proxy-buffer-sized pieces at the end.
     expect(arrivals.length).toBeGreaterThan(30);
-    // The first piece holds the first token or two (a fast model can put two tokens into one
-    // read of the client), not a proxy buffer's worth (~100 events).
-    expect(arrivals[0].text.split('\n\n').filter((e) => e.startsWith('data: ')).length).toBeLessThanOrEqual(3);
+    // The first piece holds the first few tokens, not a proxy buffer's worth (~65 events of ~120
+    // bytes in nginx's 8 KB buffer). A few, not one: the bundled model steps in a fraction of a
+    // millisecond and the engine loop may run two steps ahead of the writes, so several tokens
+    // can reach one read of the client (seen: 4 in a CI run).
+    expect(arrivals[0].text.split('\n\n').filter((e) => e.startsWith('data: ')).length).toBeLessThanOrEqual(16);
     expect(arrivals.at(-1)!.at - arrivals[0].at).toBeGreaterThan(0);
   });
 
