@@ -402,51 +402,6 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-/**
- * decode(context) -> Promise<number>: llama_decode of the batch node-llama-cpp's initBatch/
- * addToBatch filled (its decodeBatch, plus timing). Resolves with the milliseconds spent in
- * llama_decode + synchronize on the worker thread.
- */
-class DecodeWorker : public Napi::AsyncWorker {
- public:
-  DecodeWorker(Napi::Env env, AddonContext* context)
-      : Napi::AsyncWorker(env, "LlmEngineDecode"), context_(context), deferred_(Napi::Promise::Deferred::New(env)) {
-    context_->Ref();  // the context object stays alive (and undisposed by GC) while we run
-  }
-  ~DecodeWorker() override { context_->Unref(); }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    const auto start = std::chrono::steady_clock::now();
-    const int32_t r = g_api.decode(context_->ctx, context_->batch);
-    if (r != 0) {
-      SetError(r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
-                      : "llama_decode failed with status " + std::to_string(r));
-      return;
-    }
-    g_api.synchronize(context_->ctx);
-    ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), ms_)); }
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
-
- private:
-  AddonContext* context_;
-  Napi::Promise::Deferred deferred_;
-  double ms_ = 0;
-};
-
-Napi::Value Decode(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  AddonContext* context = Unwrap(env, info[0]);
-  if (!context->has_batch) throw Napi::Error::New(env, "no batch: call initBatch and addToBatch first");
-  auto* worker = new DecodeWorker(env, context);
-  worker->Queue();
-  return worker->Promise();
-}
-
-
 /** One item of a step: a slot's tokens at its next positions, and how it samples. */
 struct StepItem {
   int32_t seq = 0;
@@ -996,7 +951,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attachThreadpool", Napi::Function::New(env, AttachThreadpool));
   exports.Set("detachThreadpool", Napi::Function::New(env, DetachThreadpool));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
-  exports.Set("decode", Napi::Function::New(env, Decode));
   exports.Set("step", Napi::Function::New(env, Step));
   exports.Set("release", Napi::Function::New(env, Release));
   exports.Set("run", Napi::Function::New(env, Run));

@@ -20,8 +20,6 @@ export interface EngineAddon {
   detachThreadpool(context: object): boolean;
   /** Threads of the next decode calls (capped at the pool's size). */
   setThreads(context: object, generation: number, batch?: number): void;
-  /** node-llama-cpp's decodeBatch plus the time llama_decode took, in ms. */
-  decode(context: object): Promise<number>;
   /**
    * One scheduler step: `spec` lists items as [sequence, firstPosition, tokenCount, sample 0|1,
    * ...tokens] (the first `specLength` entries are read); the k-th sampling item is sampled with
@@ -77,7 +75,7 @@ export function loadEngineAddon(path: string = DEFAULT_ENGINE_ADDON_PATH): Engin
   if (!existsSync(path)) return { addon: null, reason: `engine addon not built (${path} is missing; run \`node scripts/build-native.js\`)` };
   try {
     const addon = createRequire(__filename)(path) as EngineAddon;
-    for (const fn of ['probe', 'attachThreadpool', 'detachThreadpool', 'setThreads', 'decode', 'step', 'release'] as const) {
+    for (const fn of ['probe', 'attachThreadpool', 'detachThreadpool', 'setThreads', 'step', 'release'] as const) {
       if (typeof addon[fn] !== 'function') return { addon: null, reason: `engine addon at ${path} has no ${fn}()` };
     }
     return { addon, path };
