@@ -22,6 +22,26 @@ describe('continuous batching on the bundled model', () => {
     expect(together.map((r) => r.choices[0].text)).toEqual(alone);
   });
 
+  it('on a CPU, prompts that arrive together are evaluated one per step (PROMPT_PACK_TOKENS auto = 16)', async () => {
+    const words = 'the cat sat on a mat and the dog ran to the park where a big red ball lay in the sun'.split(' ');
+    const prompts = Array.from({ length: 6 }, (_, i) => `Story ${i}: ${Array.from({ length: 26 }, (_, k) => words[(i * 5 + k * 3) % words.length]).join(' ')}.`);
+    const steps = async (): Promise<{ count: number; upTo64: number }> => {
+      const text = await (await fetch(`${t.url}/metrics`)).text();
+      // A histogram with no observation yet has no series.
+      const read = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+      return { count: read(/^llm_batch_tokens_count\{[^}]*\} (\d+)/m), upTo64: read(/^llm_batch_tokens_bucket\{le="64"[^}]*\} (\d+)/m) };
+    };
+    const before = await steps();
+    const results = await Promise.all(prompts.map((prompt) => complete({ prompt, max_tokens: 4, temperature: 0 })));
+    const after = await steps();
+    // Each prompt is more than 32 tokens, so two in one step would make a step of more than 64
+    // (at most 3 decode tokens ride along with 4 slots).
+    for (const r of results) expect(r.usage.prompt_tokens).toBeGreaterThan(33);
+    for (const r of results) expect(r.usage.prompt_tokens).toBeLessThanOrEqual(61);
+    expect(after.count - before.count).toBeGreaterThanOrEqual(prompts.length);
+    expect(after.upTo64 - before.upTo64).toBe(after.count - before.count);
+  });
+
   it('concurrent requests each get their own sampling settings', async () => {
     const greedy = { prompt: 'Once upon a time', max_tokens: 30, temperature: 0 };
     const seeded = { prompt: 'Once upon a time', max_tokens: 30, temperature: 1.5, top_k: 0, top_p: 1, seed: 1234 };

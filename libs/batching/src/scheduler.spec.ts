@@ -563,6 +563,64 @@ describe.each(RUNTIMES)('Scheduler arrival coalescing (%s)', (_name, Runtime) =>
   });
 });
 
+describe.each(RUNTIMES)('Scheduler prompt packing (%s)', (_name, Runtime) => {
+  /** Submits the jobs in this order, each in a tick of its own (as separate HTTP requests arrive). */
+  async function arriving(s: Scheduler, jobs: GenerationJob[]): Promise<TokenEvent[][]> {
+    const runs: Promise<TokenEvent[]>[] = [];
+    for (const j of jobs) {
+      runs.push(collect(s.submit(j)));
+      await tick();
+    }
+    return Promise.all(runs);
+  }
+  const promptSizes = (rt: FakeRuntime) => rt.batches.map((b) => b.filter((i) => i.tokens.length > 1).map((i) => i.tokens.length)).filter((p) => p.length > 0);
+
+  it('prompts that arrive together are evaluated one per step, oldest first, while the earlier ones already decode', async () => {
+    const rt = new Runtime(4);
+    const s = new Scheduler(rt, { promptPackTokens: 16, coalesceMs: 20 });
+    const results = await arriving(s, [job(6, prompt(20, 100)), job(6, prompt(30, 200)), job(6, prompt(25, 300))]);
+    expect(promptSizes(rt)).toEqual([[20], [30], [25]]);
+    // The second prompt's step also decodes the first request (its first token was already out).
+    const second = rt.batches.find((b) => b.some((i) => i.tokens.length === 30)) as BatchItem[];
+    expect(second.filter((i) => i.tokens.length === 1)).toHaveLength(1);
+    // Each held-back prompt goes in the very next step (a runtime loop stops after the first).
+    expect(rt.batches.indexOf(second)).toBe(1);
+    expect(rt.batches[2].some((i) => i.tokens.length === 25)).toBe(true);
+    for (const events of results) expect(doneOf(events)).toMatchObject({ finishReason: 'length', completionTokens: 6 });
+  });
+
+  it('small prompts share a step within the limit; by default every prompt shares it (GPU)', async () => {
+    const rt = new Runtime(4);
+    await arriving(new Scheduler(rt, { promptPackTokens: 16, coalesceMs: 20 }), [job(2, prompt(5, 100)), job(2, prompt(6, 200)), job(2, prompt(7, 300))]);
+    expect(promptSizes(rt)).toEqual([[5, 6], [7]]);
+    const all = new Runtime(4);
+    await arriving(new Scheduler(all, { coalesceMs: 20 }), [job(2, prompt(20, 100)), job(2, prompt(30, 200)), job(2, prompt(25, 300))]);
+    expect(promptSizes(all)).toEqual([[20, 30, 25]]);
+  });
+
+  it('a short prompt goes before the remaining chunks of a long one, which then goes on', async () => {
+    const rt = new Runtime(4, true, 512);
+    const s = new Scheduler(rt, { prefillChunk: 16, promptPackTokens: 16, coalesceMs: 0 });
+    const streaming = collect(s.submit(job(30, [1, 2, 3])));
+    const long = collect(s.submit(job(2, prompt(100, 300))));
+    for (let i = 0; i < 3; i++) {
+      rt.step();
+      await tick();
+    }
+    const short = collect(s.submit(job(2, prompt(12, 100))));
+    const [, longEvents, shortEvents] = await drive(rt, Promise.all([streaming, long, short]));
+    const sizes = promptSizes(rt).flat().filter((n) => n > 3);
+    // Chunks of 16 (the stream runs), the short prompt whole between two of them, never in the same step as one.
+    expect(sizes.filter((n) => n === 12)).toHaveLength(1);
+    expect(sizes.filter((n) => n !== 12).reduce((a, b) => a + b, 0)).toBe(100);
+    expect(sizes.indexOf(12)).toBeGreaterThan(0);
+    expect(sizes.indexOf(12)).toBeLessThan(sizes.length - 1);
+    expect(rt.batches.every((b) => b.filter((i) => i.tokens.length > 1).length <= 1)).toBe(true);
+    expect(doneOf(longEvents)).toMatchObject({ completionTokens: 2 });
+    expect(doneOf(shortEvents)).toMatchObject({ completionTokens: 2 });
+  });
+});
+
 describe.each(RUNTIMES)('Scheduler slot choice (%s)', (_name, Runtime) => {
   it('sends an unrelated prompt to an empty slot, not over a warm cache that only shares BOS', async () => {
     const rt = new Runtime(2);

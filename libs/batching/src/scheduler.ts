@@ -34,8 +34,19 @@ export interface SchedulerOptions {
    */
   prefillChunk?: number;
   /**
+   * Prompt tokens of different requests evaluated together in one step. The oldest waiting short
+   * prompt always goes (then the oldest long one, by chunks); another joins only while the step's
+   * prompt tokens stay within this. Where prefill is compute-bound (a CPU) every prompt added to a
+   * step delays the first token of the others in it: evaluated one per step, the first of n
+   * prompts that arrived together gets its token after one prompt's time instead of n, and the
+   * last no later (the streams already started ride along in the next steps). Where a step costs
+   * about the same with more tokens (a GPU), all go at once. Default: the batch size (no limit).
+   */
+  promptPackTokens?: number;
+  /**
    * When the loop is idle, how long the first request waits for others arriving with it, so
-   * that they share the first decode call. Default 2 ms.
+   * that they share the first decode call. Default 2 ms; 0 when promptPackTokens is below the
+   * batch size (prompts that arrive together would not share a step anyway).
    */
   coalesceMs?: number;
   /**
@@ -134,6 +145,7 @@ export class Scheduler {
   readonly #queueMax: number;
   readonly #queueTimeoutMs: number;
   readonly #prefillChunk: number;
+  readonly #packTokens: number;
   readonly #minShared: number;
   readonly #coalesceMs: number;
   readonly #observer: SchedulerObserver;
@@ -159,7 +171,8 @@ export class Scheduler {
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 30_000;
     this.#prefillChunk = Math.max(1, Math.min(options.prefillChunk ?? 128, runtime.batchSize));
     this.#minShared = Math.max(1, options.minSharedPrefix ?? 32);
-    this.#coalesceMs = Math.max(0, options.coalesceMs ?? 2);
+    this.#packTokens = Math.max(1, Math.min(options.promptPackTokens ?? runtime.batchSize, runtime.batchSize));
+    this.#coalesceMs = Math.max(0, options.coalesceMs ?? (this.#packTokens < runtime.batchSize ? 0 : 2));
     this.#observer = observer;
   }
 
@@ -407,7 +420,7 @@ export class Scheduler {
     this.#running = true;
     this.#runSlots = new Set(items.map((i) => i.slot));
     try {
-      await (this.#runtime.run as NonNullable<DecodeRuntime['run']>)(items, plans, (step: RunStep) => {
+      const running = (this.#runtime.run as NonNullable<DecodeRuntime['run']>)(items, plans, (step: RunStep) => {
         const sampleSlots = this.#evaluated(step.items, step.report, step.doneAt - (previous ?? started), previous, step.doneAt);
         previous = step.doneAt;
         let k = 0;
@@ -420,6 +433,11 @@ export class Scheduler {
         if (this.#changed) this.#notify();
         this.#poke();
       });
+      // Work the run cannot do is already known (a prompt held back by promptPackTokens, a slot
+      // waiting for a prefix this step evaluates): the run stops after its first step instead of
+      // after the step that computes while that one is reported.
+      this.#poke();
+      await running;
     } catch (err) {
       this.#failItems(items, err);
       return null;
@@ -598,21 +616,44 @@ export class Scheduler {
     }
     // Decode first; then whole short prompts; a long prompt gets at most prefillChunk tokens a
     // step while others are streaming, so their next token is never more than a chunk away.
+    // Prompts go short ones first, oldest first, and share a step only within promptPackTokens.
     let budget = this.#runtime.batchSize - items.length;
     let longBudget = items.length > 0 ? this.#prefillChunk : budget;
-    for (const [index, slot] of this.#slots.entries()) {
-      const r = slot.request;
+    let packed = 0;
+    for (const index of this.#waitingPrompts()) {
+      const slot = this.#slots[index];
+      const r = slot.request as Request;
       if (budget <= 0) break;
-      if (slot.state !== SlotState.Prefill || !r || r.cancelled || r.pending.length === 0) continue;
       const short = r.pending.length <= this.#prefillChunk;
       const n = Math.min(r.pending.length, budget, short ? budget : longBudget);
       if (n <= 0) continue;
+      if (packed > 0 && packed + n > this.#packTokens) break;
       items.push({ slot: index, tokens: r.pending.slice(0, n), position: slot.cached.length, logits: n === r.pending.length });
       budget -= n;
+      packed += n;
       if (!short) longBudget -= n;
     }
     // Slot order keeps llama.cpp from splitting the step into several micro-batches.
     return items.sort((a, b) => a.slot - b.slot);
+  }
+
+  /** Slots with prompt tokens to evaluate: short prompts (one chunk) first, then long ones, each oldest first. */
+  #waitingPrompts(): number[] {
+    const waiting: number[] = [];
+    for (const [index, slot] of this.#slots.entries()) {
+      const r = slot.request;
+      if (slot.state === SlotState.Prefill && r && !r.cancelled && r.pending.length > 0) waiting.push(index);
+    }
+    if (waiting.length < 2) return waiting;
+    const order = (index: number): [boolean, number] => {
+      const r = this.#slots[index].request as Request;
+      return [r.pending.length > this.#prefillChunk, r.submittedAt];
+    };
+    return waiting.sort((a, b) => {
+      const [longA, atA] = order(a);
+      const [longB, atB] = order(b);
+      return longA === longB ? atA - atB : longA ? 1 : -1;
+    });
   }
 
   #accept(index: number, token: number): void {

@@ -29,6 +29,7 @@ export type InferenceConfig = Pick<
   | 'modelsFile'
   | 'parallelSlots'
   | 'prefillChunk'
+  | 'promptPackTokens'
   | 'queueMax'
   | 'queueTimeoutMs'
   | 'rerankModelPath'

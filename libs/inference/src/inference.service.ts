@@ -84,7 +84,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       engineLoop: config.engineLoop,
       schemaLimits: config.schemaLimits,
     };
-    const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk };
+    const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk, promptPackTokens: config.promptPackTokens };
     this.#registry = new ModelRegistry<LoadedModel>(
       this.#catalog.specs,
       this.#catalog.defaultId,

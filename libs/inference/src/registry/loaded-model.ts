@@ -10,12 +10,23 @@ import { ModelKind, ModelSpec, SamplingDefaults } from './model.types';
 import type { CompletedGeneration, GenerationRequest, PreparedPrompt, StopDetail } from './model.handle';
 import { ModelHandle, toUsage } from './model.handle';
 
-/** Scheduler settings every chat model shares (QUEUE_MAX, QUEUE_TIMEOUT_MS, PREFILL_CHUNK). */
+/** Scheduler settings every chat model shares (QUEUE_MAX, QUEUE_TIMEOUT_MS, PREFILL_CHUNK, PROMPT_PACK_TOKENS). */
 export interface QueueOptions {
   readonly queueMax: number;
   readonly queueTimeoutMs: number;
   readonly prefillChunk: number;
+  /** undefined = by where the model runs (CPU_PROMPT_PACK_TOKENS on a CPU, no limit on a GPU). */
+  readonly promptPackTokens?: number;
 }
+
+/**
+ * Prompt tokens of different requests packed into one step when the model computes on the CPU.
+ * A CPU step costs a fixed part (reading the weights: about one decode step) plus a part per
+ * token; a second prompt of p tokens in the same step delays the first one's token by p tokens'
+ * compute and saves the second one the fixed part, which pays only for prompts of a few tokens
+ * (110M Q8_0 on 2 cores: ~7 ms fixed, ~1 ms per prompt token; docs/PERFORMANCE.md).
+ */
+export const CPU_PROMPT_PACK_TOKENS = 16;
 
 /** Longest wait at unload/shutdown for cancelled generations to leave the decode loop before the model is freed. */
 const IDLE_WAIT_MS = 5000;
@@ -68,7 +79,13 @@ export class LoadedModel implements ModelHandle {
     if (this.spec.kind === 'chat') {
       this.#scheduler = new Scheduler(
         this.#adapter.runtime,
-        { queueMax: this.queue.queueMax, queueTimeoutMs: this.queue.queueTimeoutMs, prefillChunk: this.queue.prefillChunk },
+        {
+          queueMax: this.queue.queueMax,
+          queueTimeoutMs: this.queue.queueTimeoutMs,
+          prefillChunk: this.queue.prefillChunk,
+          // On a GPU a step with more prompt tokens costs about the same: all go at once.
+          promptPackTokens: this.queue.promptPackTokens ?? (descriptor.gpu && descriptor.gpuLayers > 0 ? undefined : CPU_PROMPT_PACK_TOKENS),
+        },
         this.observer,
       );
       if (this.#stopped) this.#scheduler.stopAccepting();
