@@ -50,6 +50,24 @@ describe('AdaptiveThreadPolicy', () => {
     expect((oneThreadSteps * (5.2 - 3.7)) / (chosen.length * 3.7)).toBeLessThan(0.04);
   });
 
+  it('on a steady machine a close count that keeps losing is tried less and less often, and often again once it wins', () => {
+    const policy = new AdaptiveThreadPolicy(2, { now: () => 0 });
+    let machine = (t: number): number => (t === 2 ? 3.7 : 5.2);
+    drive(policy, 1000, machine);
+    // 1.4x slower: tried every 16 steps at first (~6% of the steps), at most every 8 x that later.
+    const steady = drive(policy, 2000, machine);
+    const tries = steady.filter((t) => t === 1).length;
+    expect(tries).toBeGreaterThan(0);
+    expect(tries).toBeLessThanOrEqual(2000 / 100);
+    // The machine changes: 1 thread is now the faster. The policy follows within a few steps...
+    machine = (t: number): number => (t === 2 ? 6 : 4);
+    const changed = drive(policy, 400, machine);
+    expect(changed.slice(20).filter((t) => t === 1).length / 380).toBeGreaterThan(0.9);
+    // ...and the count that lost is tried from the usual pace again (16, then 32 steps), not the
+    // backed-off one (128 steps).
+    expect(changed.slice(20, 120).filter((t) => t === 2).length).toBeGreaterThanOrEqual(2);
+  });
+
   it('switches when the machine changes (another process takes a core), and back when it frees it', () => {
     const policy = new AdaptiveThreadPolicy(2);
     let busy = false;

@@ -27,6 +27,14 @@ export interface ThreadPolicyOptions {
 /** Shortest time between tries of another thread count on prompt steps. */
 const PROMPT_MIN_EXPLORE_MS = 10_000;
 
+/**
+ * A close candidate (less than 2x slower) that keeps losing its tries is tried at up to this many
+ * times the usual interval: on a steady machine each try of it is a step that runs ~1.5x slower
+ * for nothing (measured: 5% of the steps at 2-4 streams, a few percent of throughput). Its first
+ * win, or any change of the best count, resets the interval.
+ */
+const MAX_BACKOFF = 8;
+
 /** A kind of step: decode steps by how many sequences they carry, and prompt-heavy steps. */
 function stepKind(sequences: number, tokens: number): string {
   // Prompt chunks cost far less per token than decode steps: a 15-token prefill counted as a
@@ -40,6 +48,14 @@ function stepKind(sequences: number, tokens: number): string {
 export function threadCandidates(max: number): number[] {
   const m = Math.max(1, Math.floor(max));
   return [...new Set([m, Math.ceil(m / 2), 1])];
+}
+
+/** Per kind of step: its steps so far, the last try of each candidate, the tries not reported yet, each candidate's backoff. */
+interface ExploreState {
+  steps: number;
+  explored: Map<number, number>;
+  awaiting: Map<number, number>;
+  backoff: Map<number, number>;
 }
 
 interface Estimate {
@@ -79,7 +95,7 @@ export class AdaptiveThreadPolicy {
    * Per kind of step: its steps so far, when (in those steps) each candidate was last explored,
    * and the explorations whose measurement has not come back yet.
    */
-  readonly #explorations = new Map<string, { steps: number; explored: Map<number, number>; awaiting: Map<number, number> }>();
+  readonly #explorations = new Map<string, ExploreState>();
   readonly #exploreEvery: number;
   readonly #window: number;
   readonly #warmup: number;
@@ -131,7 +147,10 @@ export class AdaptiveThreadPolicy {
       const ratio = Math.max(1, (table.get(threads)?.msPerToken ?? Infinity) / bestMs);
       const since = state.steps - (state.explored.get(threads) ?? 0);
       const measuredAt = table.get(threads)?.time ?? -Infinity;
-      const extraMs = (ratio - 1) * bestMs * tokens;
+      // Only close candidates back off: a far one (another busy process) is already tried rarely,
+      // and must be tried on time to notice the machine freeing up.
+      const backoff = ratio < 2 ? (state.backoff.get(threads) ?? 1) : 1;
+      const extraMs = (ratio - 1) * bestMs * tokens * backoff;
       // In time, tries cost at most ~1/(4 x exploreEvery): most of the steps a time rule sees are
       // prompt chunks, and a try there is a longer time to first token for that request.
       // Prompt steps are tried less often (a try is a user's slower first token): at most every
@@ -139,7 +158,7 @@ export class AdaptiveThreadPolicy {
       const minMs = prompt ? Math.max(this.#minExploreMs, PROMPT_MIN_EXPLORE_MS) : this.#minExploreMs;
       const afterMs = Math.min(this.#maxExploreMs, Math.max(minMs, 4 * this.#exploreEvery * extraMs));
       const minSteps = prompt ? 64 : 16;
-      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1))) || this.#now() - measuredAt >= afterMs) {
+      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff)) || this.#now() - measuredAt >= afterMs) {
         state.explored.set(threads, state.steps);
         state.awaiting.set(threads, state.steps);
         return threads;
@@ -154,7 +173,8 @@ export class AdaptiveThreadPolicy {
     const kind = stepKind(sequences, tokens);
     const table = this.#table(kind);
     const state = this.#kind(kind);
-    state.awaiting.delete(threads);
+    const tried = state.awaiting.delete(threads);
+    const bestBefore = table.size ? this.#best(table) : null;
     const now = state.steps;
     const perToken = computeMs / tokens;
     let e = table.get(threads);
@@ -180,6 +200,9 @@ export class AdaptiveThreadPolicy {
     e.samples++;
     e.at = now;
     e.time = this.#now();
+    const bestAfter = this.#best(table);
+    if (bestAfter !== bestBefore) state.backoff.clear();
+    else if (tried && threads !== bestAfter) state.backoff.set(threads, Math.min(MAX_BACKOFF, 2 * (state.backoff.get(threads) ?? 1)));
   }
 
   /** Current estimates (ms per token by kind of step and threads), for diagnostics and tests. */
@@ -191,9 +214,9 @@ export class AdaptiveThreadPolicy {
     return out;
   }
 
-  #kind(kind: string): { steps: number; explored: Map<number, number>; awaiting: Map<number, number> } {
+  #kind(kind: string): ExploreState {
     let state = this.#explorations.get(kind);
-    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map(), awaiting: new Map() }));
+    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map(), awaiting: new Map(), backoff: new Map() }));
     return state;
   }
 
