@@ -338,6 +338,8 @@ export class ResponseCacheService implements OnModuleInit {
    * it). A consumer that stops early (client gone) leaves nothing stored.
    */
   #miss(events: AsyncIterable<CompletionEvent>, store: ((record: CachedCompletion) => Promise<void>) | null, by = ''): CachedRun {
+    // Nothing to record: the model's own stream, not one more generator every token passes.
+    if (!store) return { status: 'MISS', headers: { 'X-Cache': 'MISS' }, events };
     return {
       status: 'MISS',
       headers: { 'X-Cache': 'MISS' },

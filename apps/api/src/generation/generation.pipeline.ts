@@ -64,7 +64,9 @@ export class GenerationPipeline {
           const ends: Extract<GenerationStreamEvent, { type: 'choice-end' }>[] = [];
           for await (const event of events) {
             if (event.type === 'choice-end') ends.push(event);
-            yield* presenter.streamEvent(event);
+            // A loop, not yield*: an async generator delegating to a sync iterable (the frames)
+            // wraps and awaits each value once more, on every token.
+            for (const frame of presenter.streamEvent(event)) yield frame;
           }
           yield* presenter.streamEnd(summarize(prepared, ends, sources));
         })(),
@@ -155,9 +157,9 @@ async function* choiceEvents(
     if (event.kind === 'text') {
       const logprobs = (event as { logprobs?: readonly TextLogprob[] }).logprobs;
       if (!parser) yield logprobs ? { type: 'text', choice, text: event.text, logprobs } : { type: 'text', choice, text: event.text };
-      else yield* convert(parser.push(event.text), logprobs);
+      else for (const e of convert(parser.push(event.text), logprobs)) yield e;
     } else {
-      if (parser) yield* convert(parser.flush());
+      if (parser) for (const e of convert(parser.flush())) yield e;
       const called = (parser?.calls ?? 0) > 0;
       const finishReason: ChoiceFinish = event.finishReason === 'length' ? 'length' : called ? 'tool_calls' : 'stop';
       yield {
@@ -192,11 +194,12 @@ function summarize(p: PreparedGeneration, ends: readonly { choice: number; usage
  * one prompt reach the scheduler together (the prompt is evaluated once and its KV copied). An
  * error in one ends the whole stream; leaving early stops every choice.
  */
-async function* merge<T>(streams: readonly AsyncIterable<T>[]): AsyncGenerator<T> {
-  if (streams.length === 1) {
-    yield* streams[0];
-    return;
-  }
+function merge<T>(streams: readonly AsyncIterable<T>[]): AsyncIterable<T> {
+  // One choice (nearly every request): its own stream, not one more generator every token passes.
+  return streams.length === 1 ? streams[0] : mergeMany(streams);
+}
+
+async function* mergeMany<T>(streams: readonly AsyncIterable<T>[]): AsyncGenerator<T> {
   const iterators = streams.map((s) => s[Symbol.asyncIterator]());
   const pending = new Map<number, Promise<{ i: number; r: IteratorResult<T> }>>();
   const pull = (i: number): void => {
