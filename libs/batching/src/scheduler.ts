@@ -645,15 +645,9 @@ export class Scheduler {
       if (slot.state === SlotState.Prefill && r && !r.cancelled && r.pending.length > 0) waiting.push(index);
     }
     if (waiting.length < 2) return waiting;
-    const order = (index: number): [boolean, number] => {
-      const r = this.#slots[index].request as Request;
-      return [r.pending.length > this.#prefillChunk, r.submittedAt];
-    };
-    return waiting.sort((a, b) => {
-      const [longA, atA] = order(a);
-      const [longB, atB] = order(b);
-      return longA === longB ? atA - atB : longA ? 1 : -1;
-    });
+    const request = (index: number) => this.#slots[index].request as Request;
+    const long = (index: number) => (request(index).pending.length > this.#prefillChunk ? 1 : 0);
+    return waiting.sort((a, b) => long(a) - long(b) || request(a).submittedAt - request(b).submittedAt);
   }
 
   #accept(index: number, token: number): void {
