@@ -93,6 +93,44 @@ describe('engine addon', () => {
     expect(differences).toEqual([]);
   });
 
+  it("samples plain chains (greedy, top-k up to 128, with biases) on its fast path as node-llama-cpp's sampleToken does", async () => {
+    // The addon samples a plain chain without copying and sorting the whole vocabulary; the
+    // binding's sampleToken (ENGINE_ADDON=off) always does. Same seed, same logits (one request
+    // at a time, one thread): the same tokens. The bundled model's 512-token vocabulary is 32
+    // blocks of 16, so top_k 20 and 8 take the fast path and the default 40 does not.
+    const requests: Record<string, unknown>[] = [
+      { prompt: 'Once upon a time', temperature: 0.9, top_k: 20, top_p: 0.9, seed: 11 },
+      { prompt: 'The little dog', temperature: 1.3, top_k: 8, seed: 5, ignore_eos: true, logit_bias: { '13': 4, '300': -100 } },
+      { prompt: 'Tom and Sue went', temperature: 0, logit_bias: { '13': -100, '400': 3 } },
+      { prompt: 'A big red ball', temperature: 1.1, min_p: 0.02, top_k: 3, seed: 9, n: 2 },
+      { prompt: 'Once upon a time', temperature: 0.9, seed: 3 },
+    ];
+    const outputs: unknown[][] = [];
+    for (const env of [{}, { ENGINE_ADDON: 'off' }]) {
+      const server = await startServer({ API_KEYS: KEY, THREADS: '1', ...env });
+      const texts: unknown[] = [];
+      try {
+        await waitForModel(server);
+        for (const body of requests) {
+          const res = await fetch(`${server.url}/v1/completions`, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}`, 'Cache-Control': 'no-cache, no-store' },
+            body: JSON.stringify({ max_tokens: 40, ...body }),
+          });
+          expect(res.status).toBe(200);
+          const json = (await res.json()) as { choices: { text: string; finish_reason: string }[] };
+          texts.push(json.choices.map((c) => [c.text, c.finish_reason]));
+        }
+      } finally {
+        await server.stop();
+      }
+      outputs.push(texts);
+    }
+    expect(outputs[0]).toEqual(outputs[1]);
+    // Sampled, not constant: the seeded requests differ from one another.
+    expect(new Set(outputs[0].map((t) => JSON.stringify(t))).size).toBe(requests.length);
+  });
+
   it('falls back to node-llama-cpp when the addon is missing, with a warning, and still generates the same text', async () => {
     const withAddon = await startServer({ API_KEYS: KEY });
     let expected: string;
