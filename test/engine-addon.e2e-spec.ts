@@ -106,7 +106,7 @@ describe('engine addon', () => {
       { prompt: 'Once upon a time', temperature: 0.9, seed: 3 },
     ];
     const outputs: unknown[][] = [];
-    for (const env of [{}, { ENGINE_ADDON: 'off' }]) {
+    for (const env of [{}, { ENGINE_ADDON: 'off' }] as Record<string, string>[]) {
       const server = await startServer({ API_KEYS: KEY, THREADS: '1', ...env });
       const texts: unknown[] = [];
       try {

@@ -201,6 +201,12 @@ export interface RunStep {
   readonly report: DecodeReport;
   /** When the step (decode and sampling) ended, on performance.now()'s clock. */
   readonly doneAt: number;
+  /**
+   * The run ends with this step and the runtime is already free for the next run (which may
+   * start before run()'s promise settles). Optional: without it, the next run waits for the
+   * promise.
+   */
+  readonly final?: boolean;
 }
 
 /** Per-submission options. */

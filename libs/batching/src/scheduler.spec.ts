@@ -108,34 +108,59 @@ class FakeLoopRuntime extends FakeRuntime {
     this.#interrupted = true;
   }
 
+  /** A run owns the runtime until its final step (or its end): another run before that is a scheduler bug. */
+  #busy = false;
+  /** Runs that started from a final step, before the previous run's promise settled. */
+  early = 0;
+  #settling = 0;
+
   async run(items: readonly BatchItem[], plans: readonly RunPlan[], onStep: (step: RunStep) => void): Promise<void> {
+    if (this.#busy) throw new Error('run() while another run owns the runtime');
+    this.#busy = true;
+    if (this.#settling > 0) this.early++;
     this.runs++;
     this.#interrupted = false;
     const plan = new Map<number, RunPlan>();
     items.filter((i) => i.logits).forEach((item, k) => plan.set(item.slot, plans[k]));
     let delivered = Promise.resolve();
     let current = [...items];
-    for (let first = true; ; first = false) {
-      if (!first && this.#interrupted) break;
-      await this.decode(current);
-      const sampled = await this.sample(current.filter((i) => i.logits).map((i) => i.slot));
-      const step: RunStep = { items: current, sampled, report: { computeMs: 1, threads: 1 }, doneAt: performance.now() };
-      delivered = delivered.then(() => new Promise<void>((r) => setImmediate(r))).then(() => onStep(step));
-      const next: BatchItem[] = [];
-      let k = 0;
-      for (const item of current) {
-        if (!item.logits) continue;
-        const token = sampled[k++];
-        const p = plan.get(item.slot) as RunPlan;
-        if (token >= 0 && !(p.stopOnEog && this.isEndOfGeneration(token)) && p.budget > 1) {
-          plan.set(item.slot, { ...p, budget: p.budget - 1 });
-          next.push({ slot: item.slot, tokens: [token], position: item.position + item.tokens.length, logits: true });
+    try {
+      for (let first = true; ; first = false) {
+        if (!first && this.#interrupted) break;
+        await this.decode(current);
+        const sampled = await this.sample(current.filter((i) => i.logits).map((i) => i.slot));
+        const next: BatchItem[] = [];
+        let k = 0;
+        for (const item of current) {
+          if (!item.logits) continue;
+          const token = sampled[k++];
+          const p = plan.get(item.slot) as RunPlan;
+          if (token >= 0 && !(p.stopOnEog && this.isEndOfGeneration(token)) && p.budget > 1) {
+            plan.set(item.slot, { ...p, budget: p.budget - 1 });
+            next.push({ slot: item.slot, tokens: [token], position: item.position + item.tokens.length, logits: true });
+          }
         }
+        // As the addon does: the run knows it ends here (and lets the runtime go) when the step
+        // had a prompt chunk, nothing goes on, or an interrupt came while it computed.
+        const last = current.some((i) => !i.logits) || next.length === 0 || this.#interrupted;
+        if (last) this.#busy = false;
+        const step: RunStep = { items: current, sampled, report: { computeMs: 1, threads: 1 }, doneAt: performance.now(), final: last };
+        delivered = delivered.then(() => new Promise<void>((r) => setImmediate(r))).then(() => onStep(step));
+        if (last) break;
+        current = next;
       }
-      if (current.some((i) => !i.logits) || next.length === 0) break;
-      current = next;
+    } finally {
+      this.#busy = false;
     }
-    await delivered;
+    // The promise settles well after the final step (the addon's settles once the main thread has
+    // taken that step's tokens too): the scheduler must not wait for it.
+    this.#settling++;
+    try {
+      await delivered;
+      for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
+    } finally {
+      this.#settling--;
+    }
   }
 }
 
@@ -661,6 +686,8 @@ describe('Scheduler over a runtime loop', () => {
     expect(doneOf(await second)).toMatchObject({ completionTokens: 4 });
     expect(rt.interrupts).toBeGreaterThan(0);
     expect(rt.runs).toBeGreaterThan(1);
+    // The run after the interrupted one started from its final step, before its promise settled.
+    expect(rt.early).toBeGreaterThan(0);
     // The new prompt was evaluated in a step that also decoded the running stream.
     expect(rt.batches.some((b) => b.some((i) => i.slot === 0 && i.tokens.length === 1) && b.some((i) => i.tokens.length === 4))).toBe(true);
     expect(s.cachedTokens(0)).toEqual(rt.kv[0]);

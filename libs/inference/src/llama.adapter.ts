@@ -254,7 +254,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#spec,
       samplers,
       plan,
-      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, lpTokens?: Int32Array, lpValues?: Float32Array) => {
+      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array) => {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
         let goingOn = 0;
@@ -275,7 +275,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
         }
         first = false;
         engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs);
-        onStep({ items: stepItems, sampled, report: { computeMs, threads }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE });
+        onStep({ items: stepItems, sampled, report: { computeMs, threads }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
         // Threads for the next step (the addon switches before it starts, if it has not already).
         if (engine.policy && goingOn > 0) {
           const next = engine.policy.choose(goingOn, goingOn);

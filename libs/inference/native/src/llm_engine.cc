@@ -322,7 +322,8 @@ constexpr size_t kParallelSamplingMin = 3;
 struct StepBatch {
   llama_batch batch{};
   int32_t capacity = 0;
-  bool busy = false;
+  /** A step or run owns the context (read on the main thread, released by a run's worker). */
+  std::atomic<bool> busy{false};
 };
 std::unordered_map<llama_context*, StepBatch> g_batches;
 /** Per context: a run in flight can be asked to stop after its current step. */
@@ -901,11 +902,16 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
  *
  * `plan` (Int32Array, two entries per sampling item): [budget, stopOnEog 0|1]; budget = tokens
  * the slot may still sample, this step's included. onStep(items, computeMs, threads, doneAt,
- * lpTokens?, lpValues?) is called on the main thread for every step, in order, while the next
+ * final, lpTokens?, lpValues?) is called on the main thread for every step, in order, while the next
  * step already runs: items is an Int32Array of [sequence, firstPosition, tokenCount, sampled]
  * per item (sampled: the token, -1 = none, -2 = the item did not sample); doneAt is the step's
- * end in the steady clock's milliseconds. Resolves (after the last onStep) with the number of
- * steps. setThreads() during a run takes effect at the next step.
+ * end in the steady clock's milliseconds; final is true when the run ends with this step. A
+ * final step has already let the context go: onStep may start the next run at once, without
+ * waiting for the promise, which settles only after the main thread has also written this
+ * step's tokens out (measured on 2 cores at 8 streams: ~3 ms of idle engine per run). A run
+ * interrupted too late to know it at its last step ends without a final step. Resolves (after
+ * the last onStep) with the number of steps. setThreads() during a run takes effect at the
+ * next step.
  */
 class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
  public:
@@ -925,7 +931,7 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
     interrupt_->store(false);
   }
   ~RunWorker() override {
-    batch_->busy = false;
+    if (!released_) batch_->busy = false;
     for (auto* sampler : samplers_) sampler->Unref();
     context_->Unref();
   }
@@ -935,6 +941,7 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
   struct Record {
     std::vector<int32_t> items;
     StepOutcome outcome;
+    bool final = false;
   };
 
   void Execute(const ExecutionProgress& progress) override {
@@ -987,6 +994,15 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
         }
         record->items.insert(record->items.end(), {item.seq, item.position, count, sampled});
       }
+      // Known now (an interrupt usually comes while the step computes): the run ends here, and
+      // the context is let go before the step is reported, so that the main thread can start
+      // the next run from onStep. Nothing below touches the context or the batch.
+      const bool ends = chunk || next.empty() || interrupt_->load();
+      if (ends) {
+        record->final = true;
+        released_ = true;
+        batch_->busy = false;
+      }
       {
         std::lock_guard<std::mutex> lock(mutex_);
         records_.push_back(std::move(record));
@@ -996,7 +1012,7 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
         std::lock_guard<std::mutex> lock(leadMutex_);
         steps_++;
       }
-      if (chunk || next.empty()) break;
+      if (ends) break;
       items_ = std::move(next);
     }
   }
@@ -1033,7 +1049,8 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
       Napi::Int32Array items = Napi::Int32Array::New(env, record->items.size());
       std::copy(record->items.begin(), record->items.end(), items.Data());
       const StepOutcome& o = record->outcome;
-      std::vector<napi_value> args = {items, Napi::Number::New(env, o.computeMs), Napi::Number::New(env, o.threads), Napi::Number::New(env, o.doneAt)};
+      std::vector<napi_value> args = {items, Napi::Number::New(env, o.computeMs), Napi::Number::New(env, o.threads), Napi::Number::New(env, o.doneAt),
+                                      Napi::Boolean::New(env, record->final)};
       if (o.logprobs) {
         Napi::Int32Array lpTokens = Napi::Int32Array::New(env, o.lpTokens.size());
         std::copy(o.lpTokens.begin(), o.lpTokens.end(), lpTokens.Data());
@@ -1065,6 +1082,8 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
   std::vector<StepItem> items_;
   std::vector<AddonSampler*> samplers_;
   std::shared_ptr<std::atomic<bool>> interrupt_;
+  /** The final step let the context go (the next run may own it before this worker is gone). */
+  bool released_ = false;
   Napi::Promise::Deferred deferred_;
   std::mutex mutex_;
   std::deque<std::unique_ptr<Record>> records_;

@@ -45,19 +45,21 @@ export interface EngineAddon {
    * `spec` as in step(); after each one, every sampling item whose slot goes on becomes a
    * one-token item of the next step with the token just sampled. `plan` holds [budget,
    * stopOnEog 0|1] per sampling item (budget: tokens it may still sample, this step's included).
-   * `onStep(layout, computeMs, threads, doneAt, lpTokens?, lpValues?)` runs on the main thread
-   * for each step in order while the next computes: layout is [sequence, firstPosition,
+   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?)` runs on the main
+   * thread for each step in order while the next computes: layout is [sequence, firstPosition,
    * tokenCount, sampled] per item (sampled -1 = none, -2 = the item did not sample), doneAt the
-   * step's end on the monotonic clock in ms. Ends when no item goes on, after a step with a
-   * non-sampling item, or after interrupt(); resolves with the number of steps. Absent from
-   * builds before it existed (the server then steps one call at a time).
+   * step's end on the monotonic clock in ms, final true on the run's last step when the run knew
+   * it then (the context is already free: the next run may start from onStep). Ends when no item
+   * goes on, after a step with a non-sampling item, or after interrupt(); resolves with the
+   * number of steps. Absent from builds before it existed (the server then steps one call at a
+   * time).
    */
   run?(
     context: object,
     spec: Int32Array,
     samplers: readonly object[],
     plan: Int32Array,
-    onStep: (layout: Int32Array, computeMs: number, threads: number, doneAt: number, lpTokens?: Int32Array, lpValues?: Float32Array) => void,
+    onStep: (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array) => void,
     specLength?: number,
     top?: Int32Array,
   ): Promise<number>;
