@@ -36,6 +36,12 @@ export interface StepFigures {
   readonly computeMs: number | null;
   /** Mean per-step host overhead (everything but compute, back-to-back steps only), ms. */
   readonly hostMs: number | null;
+  /**
+   * Median of the same, ms, interpolated in its histogram's bucket as Prometheus'
+   * histogram_quantile does: the steps of a run, without the few where the loop stopped to
+   * take a new request (a run restart costs a millisecond or more and lifts the mean).
+   */
+  readonly hostP50Ms: number | null;
 }
 
 export interface Row {
@@ -126,7 +132,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
             perServer.set(server.label, [...(perServer.get(server.label) ?? []), row]);
             log(
               `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
-                (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step` : ''),
+                (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step (p50 ${steps.hostP50Ms?.toFixed(3) ?? '–'})` : ''),
             );
             for (const sample of result.errorSamples) log(`    error: ${sample}`);
           }
@@ -191,7 +197,10 @@ export function medianRound(runs: readonly Row[]): Row {
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
-type StepCounters = Record<'steps' | 'stepSeconds' | 'tokens' | 'computeCount' | 'computeSeconds' | 'hostCount' | 'hostSeconds', number>;
+type StepCounters = Record<'steps' | 'stepSeconds' | 'tokens' | 'computeCount' | 'computeSeconds' | 'hostCount' | 'hostSeconds', number> & {
+  /** Cumulative counts of llm_batch_host_overhead_seconds by upper bound (seconds), ascending. */
+  readonly hostBuckets: readonly (readonly [number, number])[];
+};
 
 /** The batching loop's step histograms from this server's /metrics (sums and counts). */
 export async function scrapeSteps(url: string): Promise<StepCounters> {
@@ -212,7 +221,30 @@ export function parseStepCounters(text: string): StepCounters {
     computeSeconds: value('llm_batch_compute_seconds_sum'),
     hostCount: value('llm_batch_host_overhead_seconds_count'),
     hostSeconds: value('llm_batch_host_overhead_seconds_sum'),
+    hostBuckets: [...text.matchAll(/^llm_batch_host_overhead_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} ([0-9.eE+-]+)$/gm)]
+      .map((m): [number, number] => [m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])])
+      .sort((x, y) => x[0] - y[0]),
   };
+}
+
+/** The median of a histogram's counts between two scrapes, linear within its bucket (ms). */
+function histogramMedianMs(before: StepCounters['hostBuckets'], after: StepCounters['hostBuckets']): number | null {
+  const counts = after.map(([le, n]): [number, number] => [le, n - (before.find(([b]) => b === le)?.[1] ?? 0)]);
+  const total = counts.at(-1)?.[1] ?? 0;
+  if (total <= 0) return null;
+  const rank = total / 2;
+  let lower = 0;
+  let below = 0;
+  for (const [le, n] of counts) {
+    if (n >= rank) {
+      // The top bucket has no upper bound: its lower bound is all that can be said.
+      if (!Number.isFinite(le)) return lower * 1000;
+      return (lower + ((le - lower) * (rank - below)) / Math.max(1, n - below)) * 1000;
+    }
+    lower = le;
+    below = n;
+  }
+  return null;
 }
 
 export function stepDelta(a: StepCounters, b: StepCounters): StepFigures {
@@ -225,11 +257,12 @@ export function stepDelta(a: StepCounters, b: StepCounters): StepFigures {
     stepMs: steps ? ((b.stepSeconds - a.stepSeconds) * 1000) / steps : 0,
     computeMs: compute ? ((b.computeSeconds - a.computeSeconds) * 1000) / compute : null,
     hostMs: host ? ((b.hostSeconds - a.hostSeconds) * 1000) / host : null,
+    hostP50Ms: host ? histogramMedianMs(a.hostBuckets, b.hostBuckets) : null,
   };
 }
 
 export function formatTable(rows: Row[]): string {
-  const head = ['target', 'clients', 'tok/s', 'req/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'errors', 'tok/step', 'step', 'compute', 'host/step'];
+  const head = ['target', 'clients', 'tok/s', 'req/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'errors', 'tok/step', 'step', 'compute', 'host/step', 'host p50'];
   const ms = (v: number | null | undefined, digits = 2): string => (v == null ? '–' : `${v.toFixed(digits)} ms`);
   const lines = rows.map((r) => [
     r.target,
@@ -245,6 +278,7 @@ export function formatTable(rows: Row[]): string {
     ms(r.steps?.stepMs),
     ms(r.steps?.computeMs),
     ms(r.steps?.hostMs, 3),
+    ms(r.steps?.hostP50Ms, 3),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const fmt = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;

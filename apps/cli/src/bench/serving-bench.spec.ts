@@ -36,6 +36,21 @@ describe('bench serve figures', () => {
     expect(d.hostMs).toBeCloseTo(20 / 99);
   });
 
+  it('takes the median host overhead from the histogram, interpolated in its bucket', () => {
+    const buckets = (counts: number[]): string =>
+      ['0.0001', '0.0002', '0.0005', '0.001', '+Inf']
+        .map((le, i) => `llm_batch_host_overhead_seconds_bucket{le="${le}",model="m"} ${counts[i]}`)
+        .concat([`llm_batch_host_overhead_seconds_count{model="m"} ${counts[4]}`, `llm_batch_host_overhead_seconds_sum{model="m"} 1`])
+        .join('\n');
+    // Between the scrapes: 10 steps under 0.1 ms, 30 in (0.1, 0.2], 10 in (0.2, 0.5], 50 over 1 ms.
+    const d = stepDelta(parseStepCounters(buckets([5, 5, 5, 5, 5])), parseStepCounters(buckets([15, 45, 55, 55, 105])));
+    // Rank 50 of 100 falls in (0.2, 0.5] ms, the 10th of its 10 steps: at its top.
+    expect(d.hostP50Ms).toBeCloseTo(0.5);
+    // Rank 25: (0.1, 0.2] holds ranks 11-40, so 15/30 of the way.
+    const e = stepDelta(parseStepCounters(buckets([0, 0, 0, 0, 0])), parseStepCounters(buckets([10, 40, 40, 40, 50])));
+    expect(e.hostP50Ms).toBeCloseTo(0.1 + 0.1 * (15 / 30));
+  });
+
   it('without the engine addon there are no compute or host figures', () => {
     const empty = parseStepCounters('llm_batch_step_seconds_count 5\nllm_batch_step_seconds_sum 0.05\n');
     const later = parseStepCounters('llm_batch_step_seconds_count 15\nllm_batch_step_seconds_sum 0.15\n');
