@@ -780,7 +780,8 @@ export class Scheduler {
 
   #isIdle(): boolean {
     // A run's worker may still be finishing its last step after every slot ended: not idle until
-    // it returned (the context must not be freed under it).
+    // it returned or reported its final step (the context must not be freed under it; after a
+    // final step the worker no longer touches it).
     return !this.#running && this.#queue.size === 0 && this.#slots.every((s) => s.state === SlotState.Idle);
   }
 
