@@ -557,7 +557,8 @@ bool FastSample(AddonSampler* sampler, llama_context* ctx, int32_t row, int32_t 
   if (logits == nullptr || nVocab <= 0) return false;
   // The chain's logit-bias stage (ignore_eos, logit_bias) comes first, so selection is on the
   // biased logits: the biases are added in place for the scans and taken off again at once.
-  std::vector<std::pair<int32_t, float>> saved;
+  thread_local std::vector<std::pair<int32_t, float>> saved;
+  saved.clear();
   if (sampler->tokenBiasSampler != nullptr) {
     const auto& biases = sampler->tokenBiasSampler_biases;
     if (biases.size() > 64) return false;
