@@ -183,6 +183,17 @@ export interface DecodeRuntime {
   run?(items: readonly BatchItem[], plans: readonly RunPlan[], onStep: (step: RunStep) => void): Promise<void>;
   /** Ends a run in flight after its current step (no-op otherwise). Comes with run. */
   interrupt?(): void;
+  /**
+   * Optional, with run: hands the run in flight more prompts, each a whole prompt (an item with
+   * logits, one plan each) of a slot that is not in the run. The run takes them in at its next
+   * step boundaries, oldest first, as many a step as fit within `packTokens` prompt tokens (the
+   * first always goes) and the batch, after dropping the slot's KV cells from the item's position
+   * on; each then goes on like the run's other items and is reported in its onStep. Returns false
+   * when there is no run or it is ending: nothing was taken, and the runtime is the caller's.
+   * A prompt fed and never reported was not evaluated and its slot's cells from its position on
+   * may or may not be gone: the caller truncates that slot again.
+   */
+  feed?(items: readonly BatchItem[], plans: readonly RunPlan[], packTokens: number): boolean;
 }
 
 /** How far a run may take an item with logits (one per such item, in item order). */

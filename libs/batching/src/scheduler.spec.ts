@@ -108,6 +108,33 @@ class FakeLoopRuntime extends FakeRuntime {
     this.#interrupted = true;
   }
 
+  /** Prompts fed to the run in flight (FakeFeedRuntime), and whether it takes any now. */
+  protected fed: { item: BatchItem; plan: RunPlan }[] = [];
+  protected pack = 1;
+  protected open = false;
+  /** Called when a run decides that the step it just computed is its last (before that step is reported). */
+  onClose?: () => void;
+
+  /** Moves fed prompts into the coming step as the addon does: oldest first, within the pack limit, after cutting the slot's KV. */
+  protected takeFed(current: BatchItem[], plan: Map<number, RunPlan>): BatchItem[] {
+    let packed = 0;
+    let total = current.reduce((n, i) => n + i.tokens.length, 0);
+    const out = [...current];
+    while (this.fed.length > 0) {
+      const { item, plan: p } = this.fed[0];
+      const n = item.tokens.length;
+      if ((packed > 0 && packed + n > this.pack) || total + n > this.batchSize) break;
+      if (out.some((i) => i.slot === item.slot)) throw new Error(`slot ${item.slot} fed while it generates in the run`);
+      this.fed.shift();
+      this.kv[item.slot].length = Math.min(this.kv[item.slot].length, item.position);
+      plan.set(item.slot, p);
+      out.push(item);
+      packed += n;
+      total += n;
+    }
+    return out.sort((a, b) => a.slot - b.slot);
+  }
+
   /** A run owns the runtime until its final step (or its end): another run before that is a scheduler bug. */
   #busy = false;
   /** Runs that started from a final step, before the previous run's promise settled. */
@@ -124,9 +151,11 @@ class FakeLoopRuntime extends FakeRuntime {
     items.filter((i) => i.logits).forEach((item, k) => plan.set(item.slot, plans[k]));
     let delivered = Promise.resolve();
     let current = [...items];
+    this.open = true;
     try {
       for (let first = true; ; first = false) {
         if (!first && this.#interrupted) break;
+        if (!first) current = this.takeFed(current, plan);
         await this.decode(current);
         const sampled = await this.sample(current.filter((i) => i.logits).map((i) => i.slot));
         const next: BatchItem[] = [];
@@ -142,8 +171,14 @@ class FakeLoopRuntime extends FakeRuntime {
         }
         // As the addon does: the run knows it ends here (and lets the runtime go) when the step
         // had a prompt chunk, nothing goes on, or an interrupt came while it computed.
-        const last = current.some((i) => !i.logits) || next.length === 0 || this.#interrupted;
-        if (last) this.#busy = false;
+        const last = current.some((i) => !i.logits) || (next.length === 0 && this.fed.length === 0) || this.#interrupted;
+        if (last) {
+          this.#busy = false;
+          // Prompts fed and not taken stay the scheduler's (it truncates those slots itself).
+          this.open = false;
+          this.fed = [];
+          this.onClose?.();
+        }
         const step: RunStep = { items: current, sampled, report: { computeMs: 1, threads: 1 }, doneAt: performance.now(), final: last };
         delivered = delivered.then(() => new Promise<void>((r) => setImmediate(r))).then(() => onStep(step));
         if (last) break;
@@ -151,6 +186,8 @@ class FakeLoopRuntime extends FakeRuntime {
       }
     } finally {
       this.#busy = false;
+      this.open = false;
+      this.fed = [];
     }
     // The promise settles well after the final step (the addon's settles once the main thread has
     // taken that step's tokens too): the scheduler must not wait for it.
@@ -161,6 +198,24 @@ class FakeLoopRuntime extends FakeRuntime {
     } finally {
       this.#settling--;
     }
+  }
+}
+
+/** The runtime loop that also takes prompts while it runs (DecodeRuntime.feed), as the engine addon does. */
+class FakeFeedRuntime extends FakeLoopRuntime {
+  /** Prompts the scheduler fed, and how many of those were refused (the run was ending). */
+  feeds = 0;
+  refusedFeeds = 0;
+
+  feed(items: readonly BatchItem[], plans: readonly RunPlan[], packTokens: number): boolean {
+    if (!this.open) {
+      this.refusedFeeds += items.length;
+      return false;
+    }
+    items.forEach((item, k) => this.fed.push({ item, plan: plans[k] }));
+    this.pack = packTokens;
+    this.feeds += items.length;
+    return true;
   }
 }
 
@@ -195,6 +250,7 @@ const reachable = (from: SlotState, to: SlotState): boolean => SLOT_TRANSITIONS[
 const RUNTIMES: [string, typeof FakeRuntime][] = [
   ['one call per step', FakeRuntime],
   ['runtime loop', FakeLoopRuntime],
+  ['runtime loop taking prompts while it runs', FakeFeedRuntime],
 ];
 
 describe.each(RUNTIMES)('Scheduler (%s)', (_name, Runtime) => {
@@ -692,6 +748,93 @@ describe('Scheduler over a runtime loop', () => {
     expect(rt.batches.some((b) => b.some((i) => i.slot === 0 && i.tokens.length === 1) && b.some((i) => i.tokens.length === 4))).toBe(true);
     expect(s.cachedTokens(0)).toEqual(rt.kv[0]);
     expect(s.cachedTokens(1)).toEqual(rt.kv[1]);
+  });
+
+  it('a request arriving mid-run is fed to the running loop: no stop, it joins the next step, the running stream is unchanged', async () => {
+    const alone = new FakeFeedRuntime(2);
+    const reference = tokensOf(await collect(new Scheduler(alone).submit(job(30, [1, 2, 3], { seed: 5 }))));
+    const secondAlone = tokensOf(await collect(new Scheduler(new FakeFeedRuntime(2)).submit(job(4, [7, 8, 9, 10], { seed: 9 }))));
+    const rt = new FakeFeedRuntime(2);
+    const s = new Scheduler(rt);
+    const first = s.submit(job(30, [1, 2, 3], { seed: 5 }))[Symbol.asyncIterator]();
+    const seen: number[] = [];
+    for (let i = 0; i < 5; i++) seen.push(((await first.next()).value as { token: number }).token);
+    const second = collect(s.submit(job(4, [7, 8, 9, 10], { seed: 9 })));
+    for (let r = await first.next(); !r.done; r = await first.next()) if (r.value.kind === 'token') seen.push(r.value.token);
+    expect(seen).toEqual(reference);
+    const secondEvents = await second;
+    expect(tokensOf(secondEvents)).toEqual(secondAlone);
+    expect(doneOf(secondEvents)).toMatchObject({ completionTokens: 4 });
+    expect(rt.feeds).toBe(1);
+    expect(rt.interrupts).toBe(0);
+    expect(rt.runs).toBe(1);
+    // Evaluated in a step that also decoded the running stream, after the step that was computing.
+    expect(rt.batches.some((b) => b.some((i) => i.slot === 0 && i.tokens.length === 1) && b.some((i) => i.tokens.length === 4))).toBe(true);
+    expect(s.cachedTokens(0)).toEqual(rt.kv[0]);
+    expect(s.cachedTokens(1)).toEqual(rt.kv[1]);
+  });
+
+  it('a fed prompt reuses its slot\'s cached prefix; the runtime cuts the stale cells when it takes the prompt in', async () => {
+    const rt = new FakeFeedRuntime(2);
+    const s = new Scheduler(rt, { coalesceMs: 0 });
+    const base = prompt(40, 300);
+    await collect(s.submit(job(6, base)));
+    const warm = rt.kv.findIndex((kv) => kv.length > 0);
+    expect(rt.kv[warm]).toHaveLength(45);
+    const stream = s.submit(job(40, [1, 2, 3]))[Symbol.asyncIterator]();
+    for (let i = 0; i < 3; i++) await stream.next();
+    // Shares 30 tokens with the warm slot (which holds 45): fed with 30 reused, 15 stale cells cut.
+    const events = await collect(s.submit(job(3, [...base.slice(0, 30), 7, 7, 7])));
+    expect(doneOf(events)).toMatchObject({ cachedPromptTokens: 30, completionTokens: 3 });
+    for (let r = await stream.next(); !r.done; r = await stream.next());
+    expect(rt.feeds).toBe(1);
+    expect(rt.runs).toBe(2);
+    expect(rt.kv[warm].slice(0, 33)).toEqual([...base.slice(0, 30), 7, 7, 7]);
+    expect(s.cachedTokens(0)).toEqual(rt.kv[0]);
+    expect(s.cachedTokens(1)).toEqual(rt.kv[1]);
+  });
+
+  it('a prompt fed to a run that stops before taking it in goes on in the next run from a correctly cut slot', async () => {
+    const rt = new FakeFeedRuntime(3);
+    const s = new Scheduler(rt, { coalesceMs: 0 });
+    const base = prompt(40, 300);
+    const reference = tokensOf(await collect(new Scheduler(new FakeFeedRuntime(3)).submit(job(5, [...base.slice(0, 30), 7, 7], { seed: 3 }))));
+    await collect(s.submit(job(6, base)));
+    const a = s.submit(job(40, [1, 2, 3]))[Symbol.asyncIterator]();
+    const leaving = new AbortController();
+    const b = s.submit(job(40, [4, 5, 6]), { signal: leaving.signal })[Symbol.asyncIterator]();
+    await a.next();
+    await b.next();
+    const fed = collect(s.submit(job(5, [...base.slice(0, 30), 7, 7], { seed: 3 })));
+    // Right away, before the run takes the prompt in: a cancellation stops the run at this step.
+    leaving.abort();
+    const events = await fed;
+    // b's prompt, then this one.
+    expect(rt.feeds).toBe(2);
+    expect(rt.interrupts).toBeGreaterThan(0);
+    expect(tokensOf(events)).toEqual(reference);
+    expect(doneOf(events)).toMatchObject({ cachedPromptTokens: 30, completionTokens: 5 });
+    for (let r = await a.next(); !r.done; r = await a.next());
+    for (const slot of [0, 1, 2]) expect(s.cachedTokens(slot)).toEqual(rt.kv[slot]);
+  });
+
+  it('a prompt the ending run refuses is taken by the next run, the slot cut by the scheduler', async () => {
+    const rt = new FakeFeedRuntime(2);
+    const s = new Scheduler(rt, { coalesceMs: 0 });
+    const base = prompt(40, 300);
+    await collect(s.submit(job(6, base)));
+    let late: Promise<TokenEvent[]> | null = null;
+    // The moment the run decides its step is its last (it takes no more prompts), before the scheduler hears of it.
+    rt.onClose = () => {
+      rt.onClose = undefined;
+      late = collect(s.submit(job(3, [...base.slice(0, 30), 9])));
+    };
+    await collect(s.submit(job(4, [1, 2, 3])));
+    expect(late).not.toBeNull();
+    const events = await (late as unknown as Promise<TokenEvent[]>);
+    expect(rt.refusedFeeds).toBe(1);
+    expect(doneOf(events)).toMatchObject({ cachedPromptTokens: 30, completionTokens: 3 });
+    for (const slot of [0, 1]) expect(s.cachedTokens(slot)).toEqual(rt.kv[slot]);
   });
 
   it('a stream left mid-run frees its slot at the next boundary with the KV bookkeeping intact; the slot is reused correctly', async () => {

@@ -90,6 +90,19 @@ interface Engine {
   readonly nativeLoop: boolean;
 }
 
+/** What the runtime knows of the run in flight, to tell what each reported item stands for. */
+interface RunState {
+  /** Prompt tokens of prompts fed to the run and not reported yet, by slot. */
+  readonly fed: Map<number, readonly number[]>;
+  /** The token each slot sampled last (its next item decodes it). */
+  readonly last: Map<number, number>;
+  /** Alternatives a slot reports (SamplingParams.logprobs); absent = none. */
+  readonly topBySlot: Map<number, number>;
+  readonly stopOnEog: Map<number, boolean>;
+  /** Sampling items of the last reported step that go on (for the thread policy). */
+  goingOn: number;
+}
+
 /** performance.now() minus the monotonic clock the addon reports in (both CLOCK_MONOTONIC here), ms. */
 const MONOTONIC_TO_PERFORMANCE = performance.now() - Number(process.hrtime.bigint()) / 1e6;
 
@@ -112,6 +125,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   readonly run?: DecodeRuntime['run'];
   readonly interrupt?: DecodeRuntime['interrupt'];
+  readonly feed?: DecodeRuntime['feed'];
+  /** The run in flight (the latest started: the next may start from the previous one's final step). */
+  #current: RunState | null = null;
 
   /** Grammar states of constrained requests, kept alive while their slot samples with them. */
   readonly #grammarStates: unknown[] = [];
@@ -146,6 +162,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       const addon = engine.addon as Required<EngineAddon>;
       this.run = (items, plans, onStep) => this.#run(engine, addon, items, plans, onStep);
       this.interrupt = () => addon.interrupt(this.ctx);
+      if (typeof engine.addon.feed === 'function') this.feed = (items, plans, packTokens) => this.#feed(engine, addon, items, plans, packTokens);
     }
   }
 
@@ -232,28 +249,21 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   async #run(engine: Engine, addon: Required<EngineAddon>, items: readonly BatchItem[], plans: readonly RunPlan[], onStep: (step: RunStep) => void): Promise<void> {
     const { length, sampling, samplers } = this.#fillSpec(items);
     this.#chooseThreads(engine, items);
-    const plan = new Int32Array(2 * sampling);
-    plans.forEach((p, k) => {
-      plan[2 * k] = p.budget;
-      plan[2 * k + 1] = p.stopOnEog ? 1 : 0;
-    });
     const top = this.#logprobRequests(items, sampling);
-    const topBySlot = new Map<number, number>();
-    const last = new Map<number, number>();
-    const stopOnEog = new Map<number, boolean>();
+    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0 };
     let k0 = 0;
     for (const item of items) {
       if (!item.logits) continue;
-      if (top && top[k0] >= 0) topBySlot.set(item.slot, top[k0]);
-      stopOnEog.set(item.slot, plans[k0].stopOnEog);
+      if (top && top[k0] >= 0) state.topBySlot.set(item.slot, top[k0]);
+      state.stopOnEog.set(item.slot, plans[k0].stopOnEog);
       k0++;
     }
     let first = true;
-    await addon.run(
+    const running = addon.run(
       this.ctx,
       this.#spec,
       samplers,
-      plan,
+      planArray(plans),
       (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array) => {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
@@ -261,33 +271,66 @@ class LlamaDecodeRuntime implements DecodeRuntime {
         for (let i = 0, n = 0; i < layout.length; i += 4, n++) {
           const slot = layout[i];
           const token = layout[i + 3];
-          // Later steps decode exactly the token the previous step sampled for the slot.
-          const tokens = first ? items[n].tokens : [last.get(slot) as number];
+          // A fed prompt is reported once, whole; later steps decode exactly the token the
+          // previous step sampled for the slot.
+          const fed = first ? undefined : state.fed.get(slot);
+          if (fed) state.fed.delete(slot);
+          const tokens = first ? items[n].tokens : (fed ?? [state.last.get(slot) as number]);
           const logits = token !== -2;
           stepItems.push({ slot, tokens, position: layout[i + 1], logits });
           if (!logits) continue;
           const k = sampled.length;
           sampled.push(token);
-          last.set(slot, token);
-          const want = topBySlot.get(slot);
+          state.last.set(slot, token);
+          const want = state.topBySlot.get(slot);
           if (want !== undefined && lpTokens && lpValues) this.#lastLogprobs[slot] = this.#readLogprobs(k, want, lpTokens, lpValues);
-          if (token >= 0 && !(stopOnEog.get(slot) && this.isEog(token))) goingOn++;
+          if (token >= 0 && !(state.stopOnEog.get(slot) && this.isEog(token))) goingOn++;
         }
         first = false;
+        state.goingOn = goingOn;
         engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs);
         onStep({ items: stepItems, sampled, report: { computeMs, threads }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
         // Threads for the next step (the addon switches before it starts, if it has not already).
-        if (engine.policy && goingOn > 0) {
-          const next = engine.policy.choose(goingOn, goingOn);
-          if (next !== this.#threads) {
-            addon.setThreads(this.ctx, next);
-            this.#threads = next;
-          }
-        }
+        if (goingOn > 0 || state.fed.size > 0) this.#rethread(engine, addon, state);
       },
       length,
       top,
     );
+    this.#current = state;
+    try {
+      await running;
+    } finally {
+      if (this.#current === state) this.#current = null;
+    }
+  }
+
+  /** Hands the run in flight whole prompts (DecodeRuntime.feed); false when it takes no more. */
+  #feed(engine: Engine, addon: Required<EngineAddon>, items: readonly BatchItem[], plans: readonly RunPlan[], packTokens: number): boolean {
+    const state = this.#current;
+    if (!state || items.length === 0) return false;
+    const { length, sampling, samplers } = this.#fillSpec(items);
+    const top = this.#logprobRequests(items, sampling);
+    if (!addon.feed(this.ctx, this.#spec, samplers, planArray(plans), packTokens, length, top)) return false;
+    items.forEach((item, k) => {
+      state.fed.set(item.slot, item.tokens);
+      state.stopOnEog.set(item.slot, plans[k].stopOnEog);
+      if (top && top[k] >= 0) state.topBySlot.set(item.slot, top[k]);
+      else state.topBySlot.delete(item.slot);
+    });
+    this.#rethread(engine, addon, state);
+    return true;
+  }
+
+  /** The thread policy's choice for the run's next steps: the slots that go on and the prompts fed and not taken yet. */
+  #rethread(engine: Engine, addon: Required<EngineAddon>, state: RunState): void {
+    if (!engine.policy) return;
+    let tokens = state.goingOn;
+    for (const prompt of state.fed.values()) tokens += prompt.length;
+    const next = engine.policy.choose(state.goingOn + state.fed.size, tokens);
+    if (next !== this.#threads) {
+      addon.setThreads(this.ctx, next);
+      this.#threads = next;
+    }
   }
 
   /** Writes the items into the addon's step layout; the samplers of the items with logits, in order. */
@@ -393,6 +436,16 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     for (const sampler of this.#samplers) sampler.dispose();
     for (const probe of this.#probes) probe?.dispose();
   }
+}
+
+/** A run's plans as the addon reads them: [budget, stopOnEog 0|1] per item with logits. */
+function planArray(plans: readonly RunPlan[]): Int32Array {
+  const plan = new Int32Array(2 * plans.length);
+  plans.forEach((p, k) => {
+    plan[2 * k] = p.budget;
+    plan[2 * k + 1] = p.stopOnEog ? 1 : 0;
+  });
+  return plan;
 }
 
 function tokenCount(items: readonly BatchItem[]): number {

@@ -17,6 +17,10 @@
 //   32k tokens, measured in the server on 2 cores (FastSample).
 // - A run's last step lets the context go before it is reported, so that the scheduler starts
 //   the next run from that report instead of from the run's promise (RunWorker).
+// - Prompts handed to a run in flight (feed): the loop takes them in at its next step boundary,
+//   dropping the slot's stale KV cells there on its own thread, as llama.cpp's server takes new
+//   tasks between two batches; the scheduler no longer stops and restarts the loop for every
+//   request that arrives while others stream (RunWorker::TakeFed).
 //
 // Nothing of llama.cpp is linked: the context object is node-llama-cpp's (napi_unwrap gives its
 // AddonContext*, whose layout comes from the pinned package's own header), and every llama/ggml
@@ -77,6 +81,8 @@ struct Api {
   const llama_vocab* (*model_get_vocab)(const llama_model*) = nullptr;
   int32_t (*vocab_n_tokens)(const llama_vocab*) = nullptr;
   bool (*vocab_is_eog)(const llama_vocab*, llama_token) = nullptr;
+  llama_memory_t (*get_memory)(const llama_context*) = nullptr;
+  bool (*memory_seq_rm)(llama_memory_t, llama_seq_id, llama_pos, llama_pos) = nullptr;
   // node-llama-cpp's own sampler (its addon exports these C++ members): sampling stays exactly
   // what its sampleToken does, grammar and token bias included.
   void (*sampler_rebuild)(AddonSampler*) = nullptr;
@@ -144,6 +150,7 @@ void LoadApi() {
             Resolve(g_api.get_logits, "llama_get_logits") & Resolve(g_api.get_logits_ith, "llama_get_logits_ith") &
             Resolve(g_api.model_get_vocab, "llama_model_get_vocab") & Resolve(g_api.vocab_n_tokens, "llama_vocab_n_tokens") &
             Resolve(g_api.vocab_is_eog, "llama_vocab_is_eog") &
+            Resolve(g_api.get_memory, "llama_get_memory") & Resolve(g_api.memory_seq_rm, "llama_memory_seq_rm") &
             Resolve(g_api.sampler_rebuild, "_ZN12AddonSampler20rebuildChainIfNeededEv") &
             Resolve(g_api.sampler_sample, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb") &
             Resolve(g_api.sampler_accept, "_ZN12AddonSampler11acceptTokenEi") &
@@ -330,6 +337,9 @@ struct StepBatch {
 std::unordered_map<llama_context*, StepBatch> g_batches;
 /** Per context: a run in flight can be asked to stop after its current step. */
 std::unordered_map<llama_context*, std::shared_ptr<std::atomic<bool>>> g_interrupts;
+class RunWorker;
+/** Per context: the run in flight, to feed it prompts (main thread only; a worker unregisters itself when it is deleted). */
+std::unordered_map<llama_context*, RunWorker*> g_runs;
 
 /** probe(context) -> { contextSize, threads, libraries }: checks the layout and the symbols. */
 Napi::Value Probe(const Napi::CallbackInfo& info) {
@@ -796,6 +806,19 @@ void ReadTop(Napi::Env env, std::vector<StepItem>& items, const Napi::Value& val
   }
 }
 
+/** A run's plan (Int32Array [budget, stopOnEog 0|1] per sampling item) onto its items. */
+void ReadPlan(Napi::Env env, std::vector<StepItem>& items, Napi::Int32Array plan) {
+  size_t k = 0;
+  for (StepItem& item : items) {
+    if (item.sampler == nullptr) continue;
+    if (plan.ElementLength() < 2 * (k + 1)) throw Napi::RangeError::New(env, "plan needs [budget, stopOnEog] per sampling item");
+    item.budget = plan[2 * k];
+    item.stopOnEog = plan[2 * k + 1] != 0;
+    if (item.budget < 1) throw Napi::RangeError::New(env, "a sampling item's budget must be >= 1");
+    k++;
+  }
+}
+
 /**
  * step(context, spec, samplers, out, specLength?, top?, lpTokens?, lpValues?) -> Promise<number>:
  * one scheduler step in one call (RunOneStep on a worker thread). Writes the k-th sampled token
@@ -914,7 +937,8 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
  * step's tokens out (measured on 2 cores at 8 streams: ~3 ms of idle engine per run). A run
  * interrupted too late to know it at its last step ends without a final step. Resolves (after
  * the last onStep) with the number of steps. setThreads() during a run takes effect at the
- * next step.
+ * next step. feed() hands the run more prompts while it goes; a run with fed prompts left does
+ * not end for lack of items.
  */
 class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
  public:
@@ -934,11 +958,31 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
     interrupt_->store(false);
   }
   ~RunWorker() override {
+    auto registered = g_runs.find(context_->ctx);
+    if (registered != g_runs.end() && registered->second == this) g_runs.erase(registered);
     if (!released_) batch_->busy = false;
     for (auto* sampler : samplers_) sampler->Unref();
     context_->Unref();
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
+
+  /**
+   * Main thread: queues whole prompts (each item samples) for the loop to take in at a later
+   * step boundary, in order, as many a step as fit within `pack` prompt tokens (the first always
+   * goes) and the batch. False, with nothing queued, once the run has decided to end: the
+   * caller then owns the context again (the loop no longer touches it).
+   */
+  bool Feed(std::vector<StepItem> items, int32_t pack) {
+    std::lock_guard<std::mutex> lock(fedMutex_);
+    if (closed_) return false;
+    for (StepItem& item : items) {
+      item.sampler->Ref();
+      samplers_.push_back(item.sampler);
+      fed_.push_back(std::move(item));
+    }
+    pack_ = std::max(1, pack);
+    return true;
+  }
 
  protected:
   struct Record {
@@ -961,6 +1005,7 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
         while (!interrupt_->load() && steps_ - delivered_ > kMaxAhead) leadCv_.wait_for(lock, std::chrono::milliseconds(5));
       }
       if (!first && interrupt_->load()) break;
+      if (!first && !TakeFed()) break;
       if (pools != nullptr) {
         const int wanted = pools->wanted->exchange(0);
         if (wanted > 0 && !UsePoolQuiet(context_->ctx, *pools, std::min(wanted, pools->max))) {
@@ -1000,7 +1045,13 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
       // Known now (an interrupt usually comes while the step computes): the run ends here, and
       // the context is let go before the step is reported, so that the main thread can start
       // the next run from onStep. Nothing below touches the context or the batch.
-      const bool ends = chunk || next.empty() || interrupt_->load();
+      bool ends;
+      {
+        // Under the feed lock: a prompt fed after this is refused, so none is left behind.
+        std::lock_guard<std::mutex> lock(fedMutex_);
+        ends = chunk || interrupt_->load() || (next.empty() && fed_.empty());
+        if (ends) closed_ = true;
+      }
       if (ends) {
         record->final = true;
         released_ = true;
@@ -1018,6 +1069,48 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
       if (ends) break;
       items_ = std::move(next);
     }
+    // Ended without a final step (an error, or an interrupt seen only at a boundary): prompts fed
+    // and not taken stay with the caller, who finds them unreported.
+    std::lock_guard<std::mutex> lock(fedMutex_);
+    closed_ = true;
+  }
+
+  /**
+   * Loop thread, at a step boundary: moves fed prompts into the coming step (oldest first, within
+   * the pack limit and the batch), each after dropping its slot's KV cells from its position on
+   * (stale cells of the slot's previous request). False when a slot's cells cannot be dropped
+   * (memory that cannot cut a sequence in the middle): the run ends there, and the caller
+   * truncates those slots itself.
+   */
+  bool TakeFed() {
+    std::lock_guard<std::mutex> lock(fedMutex_);
+    if (fed_.empty()) return true;
+    const int32_t n_batch = static_cast<int32_t>(context_->context_params.n_batch);
+    int32_t tokens = 0;
+    for (const StepItem& item : items_) tokens += static_cast<int32_t>(item.tokens.size());
+    int32_t packed = 0;
+    bool took = false;
+    while (!fed_.empty()) {
+      StepItem& item = fed_.front();
+      const int32_t n = static_cast<int32_t>(item.tokens.size());
+      if (took && packed + n > pack_) break;
+      if (tokens + n > n_batch) break;
+      for (const StepItem& running : items_) {
+        if (running.seq == item.seq) {
+          SetError("a prompt was fed for a slot that is still generating in the run");
+          return false;
+        }
+      }
+      if (!g_api.memory_seq_rm(g_api.get_memory(context_->ctx), item.seq, item.position, -1)) return false;
+      items_.push_back(std::move(item));
+      fed_.pop_front();
+      tokens += n;
+      packed += n;
+      took = true;
+    }
+    // Slot order keeps llama.cpp from splitting the step into several micro-batches.
+    if (took) std::sort(items_.begin(), items_.end(), [](const StepItem& a, const StepItem& b) { return a.seq < b.seq; });
+    return true;
   }
 
   void OnProgress(const char*, size_t) override { Deliver(); }
@@ -1087,6 +1180,11 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
   std::shared_ptr<std::atomic<bool>> interrupt_;
   /** The final step let the context go (the next run may own it before this worker is gone). */
   bool released_ = false;
+  /** Prompts fed and not taken yet, the pack limit, and whether the run still takes any (fedMutex_). */
+  std::mutex fedMutex_;
+  std::deque<StepItem> fed_;
+  int32_t pack_ = 1;
+  bool closed_ = false;
   Napi::Promise::Deferred deferred_;
   std::mutex mutex_;
   std::deque<std::unique_ptr<Record>> records_;
@@ -1107,23 +1205,45 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
   const size_t specLength = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
   std::vector<StepItem> items = ReadItems(env, context, specArray, specLength, info[2].As<Napi::Array>());
-  Napi::Int32Array plan = info[3].As<Napi::Int32Array>();
-  size_t k = 0;
-  for (StepItem& item : items) {
-    if (item.sampler == nullptr) continue;
-    if (plan.ElementLength() < 2 * (k + 1)) throw Napi::RangeError::New(env, "plan needs [budget, stopOnEog] per sampling item");
-    item.budget = plan[2 * k];
-    item.stopOnEog = plan[2 * k + 1] != 0;
-    if (item.budget < 1) throw Napi::RangeError::New(env, "a sampling item's budget must be >= 1");
-    k++;
-  }
+  ReadPlan(env, items, info[3].As<Napi::Int32Array>());
   if (info.Length() > 6) ReadTop(env, items, info[6]);
   StepBatch& batch = BatchFor(env, context);
   auto& interrupt = g_interrupts[context->ctx];
   if (!interrupt) interrupt = std::make_shared<std::atomic<bool>>(false);
   auto* worker = new RunWorker(info[4].As<Napi::Function>(), context, &batch, std::move(items), interrupt);
+  g_runs[context->ctx] = worker;
   worker->Queue();
   return worker->Promise();
+}
+
+/**
+ * feed(context, spec, samplers, plan, pack, specLength?, top?) -> boolean: hands the run in
+ * flight whole prompts (spec as in step(), every item sampling; plan and top as in run()). The
+ * loop takes them in at its next step boundaries, oldest first, as many a step as fit within
+ * `pack` prompt tokens (the first always goes) and the batch, after dropping each slot's KV cells
+ * from the item's position on. Each then goes on as the run's other items do. False when no run
+ * is in flight or it has decided to end: nothing was taken and the context is the caller's
+ * again. A prompt fed and never reported (the run ended first, by interrupt(), a prompt chunk in
+ * its first step, or a slot whose cells could not be dropped) was not evaluated; its slot's cells
+ * from its position on may or may not have been dropped.
+ */
+Napi::Value Feed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (!info[1].IsTypedArray() || !info[2].IsArray() || !info[3].IsTypedArray() || !info[4].IsNumber()) {
+    throw Napi::TypeError::New(env, "feed(context, Int32Array spec, samplers[], Int32Array plan, pack)");
+  }
+  Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
+  const size_t specLength = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
+  std::vector<StepItem> items = ReadItems(env, context, specArray, specLength, info[2].As<Napi::Array>());
+  for (const StepItem& item : items) {
+    if (item.sampler == nullptr) throw Napi::RangeError::New(env, "fed prompts must be whole (every item samples)");
+  }
+  ReadPlan(env, items, info[3].As<Napi::Int32Array>());
+  if (info.Length() > 6) ReadTop(env, items, info[6]);
+  auto run = g_runs.find(context->ctx);
+  if (run == g_runs.end()) return Napi::Boolean::New(env, false);
+  return Napi::Boolean::New(env, run->second->Feed(std::move(items), info[4].As<Napi::Number>().Int32Value()));
 }
 
 /** interrupt(context): a run in flight on the context stops after its current step. */
@@ -1143,6 +1263,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("release", Napi::Function::New(env, Release));
   exports.Set("run", Napi::Function::New(env, Run));
   exports.Set("interrupt", Napi::Function::New(env, Interrupt));
+  exports.Set("feed", Napi::Function::New(env, Feed));
   return exports;
 }
 

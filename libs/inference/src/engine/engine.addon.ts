@@ -65,6 +65,16 @@ export interface EngineAddon {
   ): Promise<number>;
   /** A run in flight on the context stops after its current step. */
   interrupt?(context: object): void;
+  /**
+   * Hands the run in flight whole prompts (`spec` as in step(), every item sampling; `plan` and
+   * `top` as in run()): the loop takes them in at its next step boundaries, oldest first, as many
+   * a step as fit within `pack` prompt tokens (the first always goes) and the batch, after
+   * dropping each slot's KV cells from the item's position on; each then goes on as the run's
+   * other items. False when no run is in flight or it has decided to end (nothing was taken).
+   * A prompt fed and never reported was not evaluated, and its slot's cells from its position on
+   * may or may not have been dropped. Absent from builds before it existed.
+   */
+  feed?(context: object, spec: Int32Array, samplers: readonly object[], plan: Int32Array, pack: number, specLength?: number, top?: Int32Array): boolean;
 }
 
 /** Where `npm ci` (scripts/build-native.js) puts the addon. */
