@@ -837,6 +837,27 @@ describe('Scheduler over a runtime loop', () => {
     for (const slot of [0, 1]) expect(s.cachedTokens(slot)).toEqual(rt.kv[slot]);
   });
 
+  it('a run that fails fails the requests fed to it too, also those it had already taken in', async () => {
+    const rt = new FakeFeedRuntime(2);
+    const s = new Scheduler(rt, { coalesceMs: 0 });
+    const a = s.submit(job(200, [1, 2, 3]))[Symbol.asyncIterator]();
+    await a.next();
+    const b = s.submit(job(200, [4, 5, 6]))[Symbol.asyncIterator]();
+    await b.next();
+    expect(rt.feeds).toBe(1);
+    expect(rt.runs).toBe(1);
+    rt.failNextDecode = true;
+    const drain = async (it: AsyncIterator<TokenEvent>) => {
+      for (;;) if ((await it.next()).done) return;
+    };
+    await expect(drain(a)).rejects.toThrow('decode failed');
+    await expect(drain(b)).rejects.toThrow('decode failed');
+    await s.whenIdle();
+    expect(s.snapshot().busySlots).toBe(0);
+    // The next request starts from clean slots.
+    expect(doneOf(await collect(s.submit(job(3, [4, 5, 6]))))).toMatchObject({ completionTokens: 3, cachedPromptTokens: 0 });
+  });
+
   it('a stream left mid-run frees its slot at the next boundary with the KV bookkeeping intact; the slot is reused correctly', async () => {
     const rt = new FakeLoopRuntime(1);
     const s = new Scheduler(rt);

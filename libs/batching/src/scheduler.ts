@@ -160,6 +160,8 @@ export class Scheduler {
    * with the KV length the runtime cuts them to when it takes the prompt in.
    */
   readonly #fed = new Map<number, number>();
+  /** Every slot fed to the run in flight, reported or not: a failed run fails them too. */
+  readonly #joined = new Set<number>();
   /** The run in flight may still take prompts: not once it refused one or was asked to stop. */
   #feedable = false;
   #avgJobMs = 1000;
@@ -426,6 +428,7 @@ export class Scheduler {
     const started = performance.now();
     this.#running = true;
     this.#feedable = this.#runtime.feed !== undefined;
+    this.#joined.clear();
     this.#runSlots = new Set(items.map((i) => i.slot));
     // A final step frees the runtime: the loop goes on from there at once instead of after the
     // promise, which settles only once the main thread has also taken the tokens of that step
@@ -464,8 +467,9 @@ export class Scheduler {
         running.then(resolve, (err: unknown) => (finalSeen ? this.#log.error(`run failed after its final step: ${String(err)}`) : reject(err)));
       });
     } catch (err) {
-      // Prompts fed and not reported fail with the run: their slots' KV state is unknown too.
-      const fed = [...this.#fed.keys()].map((slot) => ({ slot, tokens: [], position: 0, logits: false }));
+      // Requests fed to the run fail with it, taken in or not: their slots' KV state is unknown too.
+      const first = new Set(items.map((i) => i.slot));
+      const fed = [...this.#joined].filter((slot) => !first.has(slot)).map((slot) => ({ slot, tokens: [], position: 0, logits: false }));
       this.#fed.clear();
       this.#failItems([...items, ...fed], err);
       return null;
@@ -520,6 +524,7 @@ export class Scheduler {
       const position = this.#slots[index].cached.length;
       if (!feed([{ slot: index, tokens: r.pending, position, logits: true }], [plan(r)])) return void (this.#feedable = false);
       this.#fed.set(index, position);
+      this.#joined.add(index);
     }
     while (this.#queue.size > 0) {
       const request = this.#queue.peek() as Request;
@@ -533,6 +538,8 @@ export class Scheduler {
       if (this.#runtime.copyPrefix && this.#bestDonor(index, prompt, own, new Set())) return;
       this.#queue.poll();
       this.#transition(index, SlotState.Prefill, { request });
+      // The slot's first-step item, if it had one, has ended: its new prompt is not a chunk of that step.
+      this.#runSlots.delete(index);
       this.#emitFor(request, 'onQueueWait', performance.now() - request.submittedAt);
       this.#runtime.configure(index, request.job.sampling, prompt);
       request.cachedPromptTokens = own;
@@ -545,6 +552,7 @@ export class Scheduler {
       }
       slot.cached.length = Math.min(slot.cached.length, own);
       this.#fed.set(index, own);
+      this.#joined.add(index);
       if (debugEnabled()) {
         this.#log.debug(`slot ${index} assigned after ${Math.round(performance.now() - request.submittedAt)} ms queued, fed to the running loop: prefix reuse ${own}/${prompt.length} tokens`);
       }
@@ -580,10 +588,11 @@ export class Scheduler {
   }
 
   /**
-   * While a run is in flight, ends it at the next step boundary when the loop has work the run
-   * cannot do: a queued request and a free slot, a cancelled slot to free, a slot waiting for
-   * another's prefix, or a prompt with tokens left that is not in the run (one in the run's first
-   * step either finishes there or, as a chunk, ends the run by itself).
+   * While a run is in flight, first hands it the prompts it can take (#feedRun), then ends it at
+   * the next step boundary when the loop has work the run cannot do: a queued request and a free
+   * slot, a cancelled slot to free, a slot waiting for another's prefix, or a prompt with tokens
+   * left that is not in the run (one in the run's first step either finishes there or, as a
+   * chunk, ends the run by itself).
    */
   #poke(): void {
     if (!this.#running) return;
