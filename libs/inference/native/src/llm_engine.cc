@@ -1196,17 +1196,23 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
   int32_t delivered_ = 0;
 };
 
+/** The items of run() and feed(): (context, spec, samplers, plan, <4th>, specLength?, top?). */
+std::vector<StepItem> ReadRunItems(Napi::Env env, AddonContext* context, const Napi::CallbackInfo& info) {
+  Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
+  const size_t specLength = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
+  std::vector<StepItem> items = ReadItems(env, context, specArray, specLength, info[2].As<Napi::Array>());
+  ReadPlan(env, items, info[3].As<Napi::Int32Array>());
+  if (info.Length() > 6) ReadTop(env, items, info[6]);
+  return items;
+}
+
 Napi::Value Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   AddonContext* context = Unwrap(env, info[0]);
   if (!info[1].IsTypedArray() || !info[2].IsArray() || !info[3].IsTypedArray() || !info[4].IsFunction()) {
     throw Napi::TypeError::New(env, "run(context, Int32Array spec, samplers[], Int32Array plan, onStep)");
   }
-  Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
-  const size_t specLength = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
-  std::vector<StepItem> items = ReadItems(env, context, specArray, specLength, info[2].As<Napi::Array>());
-  ReadPlan(env, items, info[3].As<Napi::Int32Array>());
-  if (info.Length() > 6) ReadTop(env, items, info[6]);
+  std::vector<StepItem> items = ReadRunItems(env, context, info);
   StepBatch& batch = BatchFor(env, context);
   auto& interrupt = g_interrupts[context->ctx];
   if (!interrupt) interrupt = std::make_shared<std::atomic<bool>>(false);
@@ -1233,16 +1239,12 @@ Napi::Value Feed(const Napi::CallbackInfo& info) {
   if (!info[1].IsTypedArray() || !info[2].IsArray() || !info[3].IsTypedArray() || !info[4].IsNumber()) {
     throw Napi::TypeError::New(env, "feed(context, Int32Array spec, samplers[], Int32Array plan, pack)");
   }
-  Napi::Int32Array specArray = info[1].As<Napi::Int32Array>();
-  const size_t specLength = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Uint32Value() : specArray.ElementLength();
-  std::vector<StepItem> items = ReadItems(env, context, specArray, specLength, info[2].As<Napi::Array>());
+  auto run = g_runs.find(context->ctx);
+  if (run == g_runs.end()) return Napi::Boolean::New(env, false);
+  std::vector<StepItem> items = ReadRunItems(env, context, info);
   for (const StepItem& item : items) {
     if (item.sampler == nullptr) throw Napi::RangeError::New(env, "fed prompts must be whole (every item samples)");
   }
-  ReadPlan(env, items, info[3].As<Napi::Int32Array>());
-  if (info.Length() > 6) ReadTop(env, items, info[6]);
-  auto run = g_runs.find(context->ctx);
-  if (run == g_runs.end()) return Napi::Boolean::New(env, false);
   return Napi::Boolean::New(env, run->second->Feed(std::move(items), info[4].As<Napi::Number>().Int32Value()));
 }
 
