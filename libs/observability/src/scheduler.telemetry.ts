@@ -7,6 +7,7 @@ import { AppConfig } from '@app/common';
 import { METRIC } from './metrics.providers';
 import { RequestTelemetry } from './request.telemetry';
 import { recordSpan } from './tracing.api';
+import { boundHistogram } from './bound.histogram';
 
 /**
  * The scheduler's view of its state, as its observer receives it. Declared here (structurally the
@@ -81,6 +82,7 @@ export class SchedulerTelemetry {
   readonly #model: string;
   #pending: (Acquisition & { readonly reportedAt: number })[] = [];
   readonly #initialized = new Set<string>();
+  #configuredHooks: ModelSchedulerHooks | undefined;
 
   constructor(
     @Inject(AppConfig) private readonly config: ObservabilityConfig,
@@ -113,15 +115,34 @@ export class SchedulerTelemetry {
    */
   forModel(model: string): ModelSchedulerHooks {
     this.#init(model);
+    // Per step and per token: bound to the model's series once (see boundHistogram).
+    const labels = { model };
+    const step = boundHistogram(this.batchStep, labels);
+    const tokens = boundHistogram(this.batchTokens, labels);
+    const compute = boundHistogram(this.batchCompute, labels);
+    const host = boundHistogram(this.batchHost, labels);
+    const threads = boundHistogram(this.batchThreads, labels);
+    const interToken = boundHistogram(this.interToken, labels);
     return {
       onQueueWait: (ms) => this.#onQueueWait(model, ms),
-      onStep: (step) => this.#onStep(model, step),
+      onStep: (s) => {
+        step(s.ms / 1000);
+        tokens(s.tokens);
+        if (s.computeMs !== undefined) compute(s.computeMs / 1000);
+        if (s.hostMs !== undefined) host(s.hostMs / 1000);
+        if (s.threads !== undefined) threads(s.threads);
+      },
       onRejected: (code) => this.rejections.inc({ reason: code, model }),
       onStateChange: (snapshot) => this.#onStateChange(model, snapshot),
       onFirstToken: (ms) => this.#onFirstToken(model, ms),
-      onInterToken: (ms) => this.interToken.observe({ model }, ms / 1000),
+      onInterToken: (ms) => interToken(ms / 1000),
       onFinish: (outcome) => this.#onFinish(model, outcome),
     };
+  }
+
+  /** The configured model's hooks, made once. */
+  #configured(): ModelSchedulerHooks {
+    return (this.#configuredHooks ??= this.forModel(this.#model));
   }
 
   /** A model was unloaded: its gauges go (counters and histograms stay, as Prometheus expects). */
@@ -131,31 +152,31 @@ export class SchedulerTelemetry {
 
   // The hooks without forModel(): the configured model (MODEL_NAME).
   onQueueWait(ms: number): void {
-    this.forModel(this.#model).onQueueWait(ms);
+    this.#configured().onQueueWait(ms);
   }
 
   onStep(step: StepView): void {
-    this.forModel(this.#model).onStep(step);
+    this.#configured().onStep(step);
   }
 
   onRejected(code: string): void {
-    this.forModel(this.#model).onRejected(code);
+    this.#configured().onRejected(code);
   }
 
   onStateChange(snapshot: SchedulerStateView): void {
-    this.forModel(this.#model).onStateChange(snapshot);
+    this.#configured().onStateChange(snapshot);
   }
 
   onFirstToken(ms: number): void {
-    this.forModel(this.#model).onFirstToken(ms);
+    this.#configured().onFirstToken(ms);
   }
 
   onInterToken(ms: number): void {
-    this.forModel(this.#model).onInterToken(ms);
+    this.#configured().onInterToken(ms);
   }
 
   onFinish(outcome: GenerationOutcomeView): void {
-    this.forModel(this.#model).onFinish(outcome);
+    this.#configured().onFinish(outcome);
   }
 
   #init(model: string): void {
@@ -182,15 +203,6 @@ export class SchedulerTelemetry {
     }
     this.#pending.push({ ...acquisition, reportedAt: now });
     if (this.#pending.length > MAX_PENDING) this.#pending.splice(0, this.#pending.length - MAX_PENDING);
-  }
-
-  #onStep(model: string, step: StepView): void {
-    const labels = { model };
-    this.batchStep.observe(labels, step.ms / 1000);
-    this.batchTokens.observe(labels, step.tokens);
-    if (step.computeMs !== undefined) this.batchCompute.observe(labels, step.computeMs / 1000);
-    if (step.hostMs !== undefined) this.batchHost.observe(labels, step.hostMs / 1000);
-    if (step.threads !== undefined) this.batchThreads.observe(labels, step.threads);
   }
 
   #onStateChange(model: string, snapshot: SchedulerStateView): void {

@@ -98,6 +98,20 @@ export interface GenerationResult extends GenerationSummary {
 export interface SseFrame {
   readonly event?: string;
   readonly data: unknown;
+  /** `data` already encoded as JSON: sent as is. */
+  readonly json?: string;
+}
+
+/**
+ * A frame built as JSON text rather than as an object (a streamed token's chunk: no object
+ * built and serialised, field by field, for every token). `data` parses it for readers.
+ */
+export class EncodedFrame implements SseFrame {
+  constructor(readonly json: string) {}
+
+  get data(): unknown {
+    return JSON.parse(this.json);
+  }
 }
 
 /**

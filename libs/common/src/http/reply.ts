@@ -12,7 +12,7 @@ export type Reply =
       /** Sent after the last event; OpenAI streams end with `[DONE]`. */
       readonly terminator?: string;
       readonly headers?: Record<string, string>;
-      /** Events are `{event?, data}` frames: `data` is sent, and `event` as the SSE event name. */
+      /** Events are `{event?, data, json?}` frames: `data` is sent (`json` when set: it is `data` already encoded), and `event` as the SSE event name. */
       readonly named?: boolean;
       /** The wire format's own error event, for an error after the stream started (see writeSse). */
       readonly errorEvent?: (error: RenderedError) => { event?: string; data: unknown };
@@ -32,7 +32,7 @@ export async function sendReply(res: Response, reply: Reply): Promise<void> {
   }
   await writeSse(res, reply.events, {
     encode: reply.named
-      ? (frame) => JSON.stringify((frame as { data: unknown }).data)
+      ? (frame) => (frame as { json?: string }).json ?? JSON.stringify((frame as { data: unknown }).data)
       : (event) => JSON.stringify(event),
     eventName: reply.named ? (frame) => (frame as { event?: string }).event : undefined,
     terminator: reply.terminator,

@@ -1,3 +1,4 @@
+import { EncodedFrame } from '../generation.types';
 import type { GenerationPresenter, GenerationResult, GenerationStreamEvent, GenerationSummary, SseFrame } from '../generation.types';
 import { chatLogprobs, OpenAIMeta, openaiUsage } from './openai-common';
 
@@ -13,13 +14,23 @@ export interface ChatPresenterOptions {
 export class ChatPresenter implements GenerationPresenter {
   readonly terminator = '[DONE]';
   readonly #started = new Set<number>();
+  /** A content chunk's JSON around its index and text (what #chunk would serialise), for the common case: no role, no logprobs. */
+  readonly #textHead: string;
+  readonly #textTail: string;
 
   constructor(
     private readonly meta: OpenAIMeta,
     private readonly options: ChatPresenterOptions,
-  ) {}
+  ) {
+    this.#textHead = `${JSON.stringify(this.#base()).slice(0, -1)},"choices":[{"index":`;
+    this.#textTail = `},"logprobs":null,"finish_reason":null}]${options.includeUsage ? ',"usage":null' : ''}}`;
+  }
 
   streamEvent(e: GenerationStreamEvent): SseFrame[] {
+    if (e.type === 'text' && this.options.topLogprobs === undefined && this.#started.has(e.choice)) {
+      // Every streamed token after the first comes here: its chunk is written as text, not built and serialised.
+      return [new EncodedFrame(`${this.#textHead}${e.choice},"delta":{"content":${JSON.stringify(e.text)}${this.#textTail}`)];
+    }
     const first = !this.#started.has(e.choice);
     this.#started.add(e.choice);
     const role = first ? { role: 'assistant' } : {};

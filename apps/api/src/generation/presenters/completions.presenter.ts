@@ -1,4 +1,5 @@
 import type { TextLogprob } from '@app/batching';
+import { EncodedFrame } from '../generation.types';
 import type { GenerationPresenter, GenerationResult, GenerationStreamEvent, GenerationSummary, SseFrame } from '../generation.types';
 import { OpenAIMeta, openaiUsage } from './openai-common';
 
@@ -13,13 +14,24 @@ export class CompletionsPresenter implements GenerationPresenter {
   readonly terminator = '[DONE]';
   /** Characters of text so far per choice: text_offset of the next token. */
   readonly #offsets = new Map<number, number>();
+  /** A text chunk's JSON around its index and text (what #chunk would serialise), for the common case: no logprobs. */
+  readonly #textHead: string;
+  readonly #textTail: string;
 
   constructor(
     private readonly meta: OpenAIMeta,
     private readonly options: CompletionsPresenterOptions,
-  ) {}
+  ) {
+    this.#textHead = `${JSON.stringify({ ...meta, object: 'text_completion' }).slice(0, -1)},"choices":[{"index":`;
+    this.#textTail = `,"logprobs":null,"finish_reason":null}]${options.includeUsage ? ',"usage":null' : ''}}`;
+  }
 
   streamEvent(e: GenerationStreamEvent): SseFrame[] {
+    if (e.type === 'text' && this.options.logprobs === undefined) {
+      // Every streamed token comes here: its chunk is written as text, not built and serialised
+      // (text offsets are only kept for logprobs).
+      return [new EncodedFrame(`${this.#textHead}${e.choice},"text":${JSON.stringify(e.text)}${this.#textTail}`)];
+    }
     if (e.type === 'text') {
       const logprobs = this.#logprobs(e.choice, e.text, e.logprobs ?? []);
       return [this.#chunk(e.choice, e.text, logprobs, null)];

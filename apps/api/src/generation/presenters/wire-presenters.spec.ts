@@ -3,6 +3,8 @@ import { ErrorType } from '@app/common';
 import type { GenerationResult, GenerationStreamEvent, SseFrame } from '../generation.types';
 import { AnthropicPresenter, anthropicErrorType } from './anthropic.presenter';
 import { ResponseEcho, ResponsesPresenter } from './responses.presenter';
+import { ChatPresenter } from './chat.presenter';
+import { CompletionsPresenter } from './completions.presenter';
 
 const usage = { promptTokens: 10, completionTokens: 5, cachedPromptTokens: 4 };
 /** Text, whitespace, a call with streamed arguments, then the end. */
@@ -157,5 +159,54 @@ describe('Anthropic presenter', () => {
       'api_error',
       'overloaded_error',
     ]);
+  });
+});
+
+describe('OpenAI presenters: streamed text chunks', () => {
+  const meta = { id: 'cmpl-1', created: 1700000000, model: 'm' };
+  const text = 'a "quoted"\ntoken \u00e9\u2028';
+
+  it('completions: the chunk of a token is the JSON the object form serialises to, byte for byte', () => {
+    for (const includeUsage of [false, true]) {
+      const p = new CompletionsPresenter(meta, { includeUsage });
+      const [frame] = p.streamEvent({ type: 'text', choice: 2, text });
+      const expected = { ...meta, object: 'text_completion', choices: [{ index: 2, text, logprobs: null, finish_reason: null }], ...(includeUsage ? { usage: null } : {}) };
+      expect(frame.json).toBe(JSON.stringify(expected));
+      expect(frame.data).toEqual(expected);
+    }
+  });
+
+  it('completions: chunks with logprobs keep the object form, with their text offsets', () => {
+    const p = new CompletionsPresenter(meta, { includeUsage: false, logprobs: 0 });
+    p.streamEvent({ type: 'text', choice: 0, text: 'ab', logprobs: [{ token: 1, text: 'ab', bytes: [97, 98], logprob: -1, top: [] }] });
+    const [frame] = p.streamEvent({ type: 'text', choice: 0, text: 'c', logprobs: [{ token: 2, text: 'c', bytes: [99], logprob: -2, top: [] }] });
+    expect(frame.json).toBeUndefined();
+    expect(data(frame).choices[0].logprobs.text_offset).toEqual([2]);
+  });
+
+  it('chat: the first chunk carries the role, later ones are the JSON the object form serialises to', () => {
+    for (const includeUsage of [false, true]) {
+      const p = new ChatPresenter(meta, { includeUsage, legacyFunctions: false });
+      const [first] = p.streamEvent({ type: 'text', choice: 0, text: 'Hi' });
+      expect(data(first).choices[0].delta).toEqual({ role: 'assistant', content: 'Hi' });
+      const [later] = p.streamEvent({ type: 'text', choice: 0, text });
+      const expected = {
+        ...meta,
+        object: 'chat.completion.chunk',
+        system_fingerprint: null,
+        choices: [{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }],
+        ...(includeUsage ? { usage: null } : {}),
+      };
+      expect(later.json).toBe(JSON.stringify(expected));
+      expect(later.data).toEqual(expected);
+    }
+  });
+
+  it('chat: chunks with logprobs keep the object form', () => {
+    const p = new ChatPresenter(meta, { includeUsage: false, legacyFunctions: false, topLogprobs: 0 });
+    p.streamEvent({ type: 'text', choice: 0, text: 'Hi' });
+    const [later] = p.streamEvent({ type: 'text', choice: 0, text: 'x', logprobs: [{ token: 1, text: 'x', bytes: [120], logprob: -0.5, top: [] }] });
+    expect(later.json).toBeUndefined();
+    expect(data(later).choices[0].logprobs.content[0]).toMatchObject({ token: 'x', logprob: -0.5 });
   });
 });
