@@ -49,6 +49,8 @@ export interface Row {
   concurrency: number;
   result: LoadResult;
   steps?: StepFigures;
+  /** Every round's result, in the order they ran (the row's own `result` is the median one). */
+  rounds?: LoadResult[];
 }
 
 const OURS = 'this server';
@@ -107,7 +109,9 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
         await runLoad({ url: server.url, apiKey, concurrency: 1, requests: 1, maxTokens: 8, prompt: () => 'Warm up.' });
       }
       for (const [levelIndex, concurrency] of levels.entries()) {
-        const requests = o.requests ?? Math.max(8, concurrency * 3);
+        // 16 at least: a TTFT p50 of 8 requests (2 clients: 4 pairs that arrive together) moved
+        // by 0.3x between runs of the same code.
+        const requests = o.requests ?? Math.max(16, concurrency * 4);
         const perServer = new Map<string, Row[]>();
         for (let round = 0; round < rounds; round++) {
           // Prompts no earlier level or round sent: a server's prompt cache must not stand in for
@@ -138,7 +142,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
           }
         }
         // The median round of each server (by throughput) stands for it at this level.
-        for (const runs of perServer.values()) rows.push(medianRound(runs));
+        for (const runs of perServer.values()) rows.push({ ...medianRound(runs), rounds: runs.map((r) => r.result) });
       }
     } finally {
       await Promise.all(servers.map(({ server }) => server.stop()));
@@ -162,7 +166,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   parseConcurrency(v: string): string {
     return v;
   }
-  @Option({ flags: '--requests <n>', description: 'Requests per level (default max(8, 3 x concurrency))' })
+  @Option({ flags: '--requests <n>', description: 'Requests per level and round (default max(16, 4 x concurrency))' })
   parseRequests(v: string): number {
     return positiveInt(v);
   }
@@ -297,6 +301,35 @@ export function formatTable(rows: Row[]): string {
         `TTFT p50 ${(o.result.ttftMs.p50 / best.result.ttftMs.p50).toFixed(2)}x, TTFT p99 ${(o.result.ttftMs.p99 / best.result.ttftMs.p99).toFixed(2)}x, ` +
         `ITL p50 ${(o.result.itlMs.p50 / best.result.itlMs.p50).toFixed(2)}x\n`;
     }
+    out += pairedRatios(ours, refs);
   }
   return out;
+}
+
+/**
+ * Ratios round by round (this server's round r against the same reference setting's round r,
+ * run right after it), their median over the rounds: a slow or fast spell of the machine then
+ * counts for both sides of a ratio. The independent medians above can pair one server's fast
+ * round with the other's slow one (on a shared 2-core VM one server's rounds at one client
+ * spread over 0.85-1.0x of its best).
+ */
+function pairedRatios(ours: readonly Row[], refs: readonly Row[]): string {
+  const median = (v: number[]): number => {
+    const s = [...v].sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
+  let out = '';
+  for (const o of ours) {
+    const best = refs.filter((x) => x.concurrency === o.concurrency).sort((a, b) => b.result.tokensPerSecond - a.result.tokensPerSecond)[0];
+    const n = Math.min(o.rounds?.length ?? 0, best?.rounds?.length ?? 0);
+    if (!best || n < 2) continue;
+    const pairs = Array.from({ length: n }, (_, r) => [(o.rounds as LoadResult[])[r], (best.rounds as LoadResult[])[r]] as const);
+    out +=
+      `  ${o.concurrency} clients vs ${best.target}: throughput ${median(pairs.map(([a, b]) => a.tokensPerSecond / b.tokensPerSecond)).toFixed(2)}x, ` +
+      `TTFT p50 ${median(pairs.map(([a, b]) => a.ttftMs.p50 / b.ttftMs.p50)).toFixed(2)}x, ` +
+      `ITL p50 ${median(pairs.map(([a, b]) => a.itlMs.p50 / b.itlMs.p50)).toFixed(2)}x ` +
+      `(rounds: ${pairs.map(([a, b]) => (a.tokensPerSecond / b.tokensPerSecond).toFixed(2)).join(' / ')})\n`;
+  }
+  return out ? `\nPaired ratios (round by round against the same setting, the median of the rounds):\n${out}` : '';
 }

@@ -76,4 +76,27 @@ describe('bench serve figures', () => {
     expect(medianRound(rounds).result.tokensPerSecond).toBe(120);
     expect(medianRound(rounds.slice(0, 2)).result.tokensPerSecond).toBe(90);
   });
+
+  it('prints paired ratios: the median of round-by-round ratios against the same setting', () => {
+    // Rounds in time order; the machine was slow in round 2 for both servers.
+    const oursRounds = [result(200, 40), result(150, 60), result(210, 50)];
+    const refRounds = [result(190, 50), result(140, 50), result(230, 40)];
+    const rows: Row[] = [
+      { target: 'this server', concurrency: 1, result: oursRounds[0], rounds: oursRounds },
+      { target: 'llama-server -t 2', concurrency: 1, result: refRounds[0], rounds: refRounds },
+      { target: 'llama-server -t 1', concurrency: 1, result: result(100, 80), rounds: [result(100, 80), result(90, 80), result(95, 80)] },
+    ];
+    const out = formatTable(rows);
+    // Throughput ratios 1.053, 1.071, 0.913: median 1.05. TTFT ratios 0.8, 1.2, 1.25: median 1.2.
+    expect(out).toContain('Paired ratios');
+    expect(out).toContain('1 clients vs llama-server -t 2: throughput 1.05x, TTFT p50 1.20x, ITL p50 1.00x (rounds: 1.05 / 1.07 / 0.91)');
+  });
+
+  it('prints no paired ratios for a single round', () => {
+    const rows: Row[] = [
+      { target: 'this server', concurrency: 1, result: result(130, 40), rounds: [result(130, 40)] },
+      { target: 'llama-server -t 2', concurrency: 1, result: result(160, 30), rounds: [result(160, 30)] },
+    ];
+    expect(formatTable(rows)).not.toContain('Paired ratios');
+  });
 });
