@@ -119,8 +119,9 @@ describeNginx('nginx load balancer (deploy/nginx) in front of three replicas sha
     // The first piece holds the first few tokens, not a proxy buffer's worth (~65 events of ~120
     // bytes in nginx's 8 KB buffer). A few, not one: the bundled model steps in a fraction of a
     // millisecond and the engine loop may run two steps ahead of the writes, so several tokens
-    // can reach one read of the client (seen: 4 in a CI run).
-    expect(arrivals[0].text.split('\n\n').filter((e) => e.startsWith('data: ')).length).toBeLessThanOrEqual(16);
+    // can reach one read of the client (seen: 4 in a CI run, 18 in one under the whole suite's
+    // load). Half a buffer's worth still tells the two apart.
+    expect(arrivals[0].text.split('\n\n').filter((e) => e.startsWith('data: ')).length).toBeLessThanOrEqual(32);
     expect(arrivals.at(-1)!.at - arrivals[0].at).toBeGreaterThan(0);
   });
 
