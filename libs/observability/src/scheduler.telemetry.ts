@@ -7,7 +7,6 @@ import { AppConfig } from '@app/common';
 import { METRIC } from './metrics.providers';
 import { RequestTelemetry } from './request.telemetry';
 import { recordSpan } from './tracing.api';
-import { boundHistogram } from './bound.histogram';
 
 /**
  * The scheduler's view of its state, as its observer receives it. Declared here (structurally the
@@ -115,32 +114,25 @@ export class SchedulerTelemetry {
    */
   forModel(model: string): ModelSchedulerHooks {
     this.#init(model);
-    // Per step and per token: bound to the model's series once (see boundHistogram).
     const labels = { model };
-    const step = boundHistogram(this.batchStep, labels);
-    const tokens = boundHistogram(this.batchTokens, labels);
-    const compute = boundHistogram(this.batchCompute, labels);
-    const host = boundHistogram(this.batchHost, labels);
-    const threads = boundHistogram(this.batchThreads, labels);
-    const interToken = boundHistogram(this.interToken, labels);
     return {
       onQueueWait: (ms) => this.#onQueueWait(model, ms),
       onStep: (s) => {
-        step(s.ms / 1000);
-        tokens(s.tokens);
-        if (s.computeMs !== undefined) compute(s.computeMs / 1000);
-        if (s.hostMs !== undefined) host(s.hostMs / 1000);
-        if (s.threads !== undefined) threads(s.threads);
+        this.batchStep.observe(labels, s.ms / 1000);
+        this.batchTokens.observe(labels, s.tokens);
+        if (s.computeMs !== undefined) this.batchCompute.observe(labels, s.computeMs / 1000);
+        if (s.hostMs !== undefined) this.batchHost.observe(labels, s.hostMs / 1000);
+        if (s.threads !== undefined) this.batchThreads.observe(labels, s.threads);
       },
       onRejected: (code) => this.rejections.inc({ reason: code, model }),
       onStateChange: (snapshot) => this.#onStateChange(model, snapshot),
       onFirstToken: (ms) => this.#onFirstToken(model, ms),
-      onInterToken: (ms) => interToken(ms / 1000),
+      onInterToken: (ms) => this.interToken.observe(labels, ms / 1000),
       onFinish: (outcome) => this.#onFinish(model, outcome),
     };
   }
 
-  /** The configured model's hooks, made once. */
+  /** The configured model's hooks, made once (not an object of closures per call). */
   #configured(): ModelSchedulerHooks {
     return (this.#configuredHooks ??= this.forModel(this.#model));
   }

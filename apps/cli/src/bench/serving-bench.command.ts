@@ -292,9 +292,7 @@ export function formatTable(rows: Row[]): string {
   if (refs.length) {
     out += '\nRatios (this server / the best llama.cpp server setting at that level, by throughput):\n';
     for (const o of ours) {
-      const best = refs
-        .filter((x) => x.concurrency === o.concurrency)
-        .sort((a, b) => b.result.tokensPerSecond - a.result.tokensPerSecond)[0];
+      const best = bestReference(refs, o.concurrency);
       if (!best) continue;
       out +=
         `  ${o.concurrency} clients vs ${best.target}: throughput ${(o.result.tokensPerSecond / best.result.tokensPerSecond).toFixed(2)}x, ` +
@@ -304,6 +302,11 @@ export function formatTable(rows: Row[]): string {
     out += pairedRatios(ours, refs);
   }
   return out;
+}
+
+/** The llama-server setting with the highest throughput (median round) at a level. */
+function bestReference(refs: readonly Row[], concurrency: number): Row | undefined {
+  return refs.filter((x) => x.concurrency === concurrency).sort((a, b) => b.result.tokensPerSecond - a.result.tokensPerSecond)[0];
 }
 
 /**
@@ -321,7 +324,7 @@ function pairedRatios(ours: readonly Row[], refs: readonly Row[]): string {
   };
   let out = '';
   for (const o of ours) {
-    const best = refs.filter((x) => x.concurrency === o.concurrency).sort((a, b) => b.result.tokensPerSecond - a.result.tokensPerSecond)[0];
+    const best = bestReference(refs, o.concurrency);
     const n = Math.min(o.rounds?.length ?? 0, best?.rounds?.length ?? 0);
     if (!best || n < 2) continue;
     const pairs = Array.from({ length: n }, (_, r) => [(o.rounds as LoadResult[])[r], (best.rounds as LoadResult[])[r]] as const);
