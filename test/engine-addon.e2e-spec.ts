@@ -84,11 +84,12 @@ describe('engine addon', () => {
     }
     // Logits differ in the last bits with the batch shape (which requests shared a step is a
     // matter of timing in both paths): texts, tokens and counts must be equal, log-probabilities
-    // within 0.01.
+    // within 0.05. (On a CPU with AMX, ggml computes batches of several tokens with int8 tiles and
+    // single tokens with dot products: an unlikely alternative's -6.664 came back as -6.675.)
     const differences: string[] = [];
     const compare = (a: unknown, b: unknown, path: string): void => {
       if (typeof a === 'number' && typeof b === 'number' && !Number.isInteger(a)) {
-        if (Math.abs(a - b) > 0.01) differences.push(`${path}: ${a} vs ${b}`);
+        if (Math.abs(a - b) > 0.05) differences.push(`${path}: ${a} vs ${b}`);
       } else if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object') {
         const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
         for (const k of keys) compare((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${path}.${k}`);

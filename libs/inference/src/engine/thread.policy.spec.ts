@@ -133,7 +133,49 @@ describe('AdaptiveThreadPolicy', () => {
     expect(share(drive(policy, 200, machine(1), 1, 1), 1)).toBeGreaterThan(0.85);
     expect(share(drive(policy, 200, machine(8), 8, 8), 2)).toBeGreaterThan(0.9);
     const snapshot = policy.snapshot();
-    expect(Object.keys(snapshot).sort()).toEqual(['decode1', 'decode8', 'prompt']);
+    expect(Object.keys(snapshot).sort()).toEqual(['decode1', 'decode8', 'prompt128']);
+  });
+
+  it('keeps separate estimates per size of prompt step: 1 thread about as fast on small ones does not take the large ones', () => {
+    let clock = 0;
+    const policy = new AdaptiveThreadPolicy(2, { now: () => clock });
+    // Measured on 2 AMX cores: 38 tokens 26.7 ms on 2 threads, 28.7 on 1; 115 tokens 48 and 80.
+    const machine = (tokens: number) => (t: number) => (tokens <= 64 ? (t === 2 ? 26.7 : 28.7) : t === 2 ? 48 : 80) / tokens;
+    // One client: only small prompt steps for a minute...
+    for (let i = 0; i < 120; i++) {
+      clock += 500;
+      drive(policy, 1, machine(38), 1, 38);
+    }
+    // ...a pause (the next level of a benchmark)...
+    clock += 15_000;
+    // ...then four: three prompts together, then a lone one, over and over. Per token, 1 thread on
+    // a large step (0.70 ms) is as fast as 2 threads on a small one (0.70 ms): counted as one
+    // kind, 1 thread won whenever it was tried on a large step, and ran 13% of them 1.7x slower.
+    const large: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      clock += 500;
+      large.push(...drive(policy, 1, machine(115), 4, 115));
+      drive(policy, 1, machine(38), 1, 38);
+    }
+    // (The rest: 1 thread tried now and then, at most every 64 large steps or 10 s.)
+    expect(share(large, 2)).toBeGreaterThan(0.95);
+    const snapshot = policy.snapshot();
+    expect(Object.keys(snapshot).sort()).toEqual(['prompt128', 'prompt64']);
+    expect(snapshot.prompt128[2]).toBeCloseTo(48 / 115, 6);
+    expect(snapshot.prompt128[1]).toBeCloseTo(80 / 115, 6);
+  });
+
+  it('one slow step among a count\'s first figures does not hand its kind to a slower count', () => {
+    const policy = new AdaptiveThreadPolicy(2, { now: () => 0 });
+    // 2 threads: three steps at 0.30 ms a token, then one at 0.84 (a new batch shape, a preemption).
+    for (const ms of [0.3, 0.3, 0.3, 0.84]) policy.record(1, 100, 2, ms * 100);
+    // 1 thread, tried once: 0.55 ms a token. The mean of [0.30, 0.84] would make it the best.
+    policy.record(1, 100, 1, 55);
+    expect(policy.snapshot().prompt128).toEqual({ 2: 0.3, 1: 0.55 });
+    expect(policy.choose(1, 100)).toBe(2);
+    // From three figures on, the median: a lasting change still shows.
+    policy.record(1, 100, 2, 84);
+    expect(policy.snapshot().prompt128[2]).toBeCloseTo(0.84, 9);
   });
 
   it('prompt steps (each a first token) start on every core and try another count one step at a time, rarely', () => {

@@ -35,11 +35,15 @@ const PROMPT_MIN_EXPLORE_MS = 10_000;
  */
 const MAX_BACKOFF = 8;
 
-/** A kind of step: decode steps by how many sequences they carry, and prompt-heavy steps. */
+/** A kind of step: decode steps by how many sequences they carry, prompt-heavy steps by their tokens. */
 function stepKind(sequences: number, tokens: number): string {
   // Prompt chunks cost far less per token than decode steps: a 15-token prefill counted as a
-  // one-sequence decode step would make its thread count look 10x faster than it is.
-  if (tokens >= 4 * sequences) return 'prompt';
+  // one-sequence decode step would make its thread count look 10x faster than it is. And among
+  // prompt steps, what more threads buy grows with the tokens (a step's fixed part weighs less):
+  // on 2 AMX cores a 38-token step took 26.7 ms on 2 threads and 28.7 on 1, a 115-token step 48
+  // and 80. Counted as one kind, 1 thread measured on large steps looked as fast per token as 2
+  // threads on small ones, won, and ran the large steps 1.7x slower (PERFORMANCE.md, 2026-12-01).
+  if (tokens >= 4 * sequences) return tokens <= 32 ? 'prompt32' : tokens <= 64 ? 'prompt64' : tokens <= 128 ? 'prompt128' : tokens <= 256 ? 'prompt256' : 'prompt>256';
   const bucket = sequences <= 1 ? 1 : sequences <= 2 ? 2 : sequences <= 4 ? 4 : sequences <= 8 ? 8 : 16;
   return `decode${bucket}`;
 }
@@ -126,7 +130,7 @@ export class AdaptiveThreadPolicy {
     // Until each candidate has a few measurements, take them in turn (best guess first). Not for
     // prompt steps: each is a request's time to first token, so only the best guess (every core)
     // warms up there and the others are measured by exploration, one step at a time.
-    const prompt = kind === 'prompt';
+    const prompt = kind.startsWith('prompt');
     for (const threads of prompt ? this.#candidates.slice(0, 1) : this.#candidates) {
       if ((table.get(threads)?.samples ?? 0) < this.#warmup) return threads;
     }
@@ -196,7 +200,11 @@ export class AdaptiveThreadPolicy {
     if (e.samples < this.#warmup) e.recent = [Math.min(perToken, ...e.recent)];
     else e.recent.push(perToken);
     if (e.recent.length > this.#window) e.recent.shift();
-    e.msPerToken = median(e.recent);
+    // With only two figures a median is their mean, and one slow step (a preemption, the first
+    // step of a new batch shape) halfway tips it: the better one stands until a third arrives.
+    // Seen: 2 threads at [0.30, 0.84] ms a token (median 0.57) lost to 1 thread at 0.55, and ran
+    // the next prompt steps 1.7x slower.
+    e.msPerToken = e.recent.length < 3 ? Math.min(...e.recent) : median(e.recent);
     e.samples++;
     e.at = now;
     e.time = this.#now();
