@@ -4,3 +4,4 @@ export * from './batching.exception';
 export * from './bounded-priority.queue';
 export * from './async.channel';
 export * from './scheduler';
+export * from './prompt-cost';

@@ -679,6 +679,35 @@ describe.each(RUNTIMES)('Scheduler prompt packing (%s)', (_name, Runtime) => {
     expect(promptSizes(all)).toEqual([[20, 30, 25]]);
   });
 
+  it('packs up to busyPromptPackTokens while three or more prompts wait, not one or two', async () => {
+    const options = { promptPackTokens: 16, busyPromptPackTokens: 100, coalesceMs: 20 };
+    const two = new Runtime(4);
+    await arriving(new Scheduler(two, options), [job(2, prompt(20, 100)), job(2, prompt(30, 200))]);
+    expect(promptSizes(two)).toEqual([[20], [30]]);
+    const four = new Runtime(4);
+    await arriving(new Scheduler(four, options), [job(2, prompt(20, 100)), job(2, prompt(30, 200)), job(2, prompt(25, 300)), job(2, prompt(40, 400))]);
+    // Within 100 tokens (the fourth does not fit); then one prompt waits: 16 again.
+    expect(promptSizes(four)).toEqual([[20, 30, 25], [40]]);
+  });
+
+  it('prompts that arrive while others stream: three at once share a step, two do not', async () => {
+    for (const [count, expected] of [
+      [2, [[20], [21]]],
+      [3, [[20, 21, 22]]],
+    ] as const) {
+      const rt = new Runtime(4);
+      rt.slow = true;
+      const s = new Scheduler(rt, { promptPackTokens: 16, busyPromptPackTokens: 100, coalesceMs: 0 });
+      const streaming = collect(s.submit(job(40, [1, 2, 3])));
+      for (let i = 0; i < 5; i++) await tick();
+      const before = rt.batches.length;
+      const arrivals = Array.from({ length: count }, (_, i) => collect(s.submit(job(2, prompt(20 + i, 100 * (i + 1))))));
+      await Promise.all([streaming, ...arrivals]);
+      const sizes = rt.batches.slice(before).map((b) => b.filter((i) => i.tokens.length > 3).map((i) => i.tokens.length)).filter((p) => p.length > 0);
+      expect(sizes).toEqual(expected);
+    }
+  });
+
   it('a short prompt goes before the remaining chunks of a long one, which then goes on', async () => {
     const rt = new Runtime(4, true, 512);
     const s = new Scheduler(rt, { prefillChunk: 16, promptPackTokens: 16, coalesceMs: 0 });

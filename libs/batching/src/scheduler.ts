@@ -44,6 +44,15 @@ export interface SchedulerOptions {
    */
   promptPackTokens?: number;
   /**
+   * Prompt tokens of different requests evaluated together in one step while at least
+   * `busyPrompts` prompts wait for one: a queue of prompts, where packing them is throughput and
+   * the last of them waits less, while one or two prompts at a time keep their first token as
+   * early as promptPackTokens gives it. Default: promptPackTokens (no difference).
+   */
+  busyPromptPackTokens?: number;
+  /** Prompts waiting at once from which busyPromptPackTokens applies. Default 3. */
+  busyPrompts?: number;
+  /**
    * When the loop is idle, how long the first request waits for others arriving with it, so
    * that they share the first decode call. Default 2 ms; 0 when promptPackTokens is below the
    * batch size (prompts that arrive together would not share a step anyway).
@@ -146,6 +155,8 @@ export class Scheduler {
   readonly #queueTimeoutMs: number;
   readonly #prefillChunk: number;
   readonly #packTokens: number;
+  readonly #busyPackTokens: number;
+  readonly #busyPrompts: number;
   readonly #minShared: number;
   readonly #coalesceMs: number;
   readonly #observer: SchedulerObserver;
@@ -181,6 +192,8 @@ export class Scheduler {
     this.#prefillChunk = Math.max(1, Math.min(options.prefillChunk ?? 128, runtime.batchSize));
     this.#minShared = Math.max(1, options.minSharedPrefix ?? 32);
     this.#packTokens = Math.max(1, Math.min(options.promptPackTokens ?? runtime.batchSize, runtime.batchSize));
+    this.#busyPackTokens = Math.max(this.#packTokens, Math.min(options.busyPromptPackTokens ?? this.#packTokens, runtime.batchSize));
+    this.#busyPrompts = Math.max(2, options.busyPrompts ?? 3);
     this.#coalesceMs = Math.max(0, options.coalesceMs ?? (this.#packTokens < runtime.batchSize ? 0 : 2));
     this.#observer = observer;
   }
@@ -513,7 +526,8 @@ export class Scheduler {
    */
   #feedRun(): void {
     const runtime = this.#runtime as Required<Pick<DecodeRuntime, 'feed'>>;
-    const feed = (items: BatchItem[], plans: RunPlan[]) => runtime.feed(items, plans, this.#packTokens);
+    // Prompts waiting for a step: fed and not reported yet, this one, and the queue behind it.
+    const feed = (items: BatchItem[], plans: RunPlan[]) => runtime.feed(items, plans, this.#packLimit(this.#fed.size + items.length + this.#queue.size));
     // The step that takes a prompt in also decodes every running slot.
     const room = this.#runtime.batchSize - this.#slots.length;
     const fits = (n: number) => n <= this.#prefillChunk && n <= room;
@@ -740,14 +754,16 @@ export class Scheduler {
     let budget = this.#runtime.batchSize - items.length;
     let longBudget = items.length > 0 ? this.#prefillChunk : budget;
     let packed = 0;
-    for (const index of this.#waitingPrompts()) {
+    const waiting = this.#waitingPrompts();
+    const packLimit = this.#packLimit(waiting.length);
+    for (const index of waiting) {
       const slot = this.#slots[index];
       const r = slot.request as Request;
       if (budget <= 0) break;
       const short = r.pending.length <= this.#prefillChunk;
       const n = Math.min(r.pending.length, budget, short ? budget : longBudget);
       if (n <= 0) continue;
-      if (packed > 0 && packed + n > this.#packTokens) break;
+      if (packed > 0 && packed + n > packLimit) break;
       items.push({ slot: index, tokens: r.pending.slice(0, n), position: slot.cached.length, logits: n === r.pending.length });
       budget -= n;
       packed += n;
@@ -755,6 +771,11 @@ export class Scheduler {
     }
     // Slot order keeps llama.cpp from splitting the step into several micro-batches.
     return items.sort((a, b) => a.slot - b.slot);
+  }
+
+  /** Prompt tokens of different requests one step may hold while `waiting` prompts wait for one. */
+  #packLimit(waiting: number): number {
+    return waiting >= this.#busyPrompts ? this.#busyPackTokens : this.#packTokens;
   }
 
   /** Slots with prompt tokens to evaluate: short prompts (one chunk) first, then long ones, each oldest first. */

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { GenerationEvent, Scheduler, SchedulerObserver, SchedulerSnapshot, SlotState, SubmitOptions, TextLogprob } from '@app/batching';
+import { GenerationEvent, measurePromptCost, promptPackTokens, Scheduler, SchedulerObserver, SchedulerSnapshot, SlotState, SubmitOptions, TextLogprob } from '@app/batching';
 import { InferenceErrorCode, InferenceException } from '../inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor } from '../inference.types';
 import { EngineOptions, LlamaAdapter } from '../llama.adapter';
@@ -15,18 +15,22 @@ export interface QueueOptions {
   readonly queueMax: number;
   readonly queueTimeoutMs: number;
   readonly prefillChunk: number;
-  /** undefined = by where the model runs (CPU_PROMPT_PACK_TOKENS on a CPU, no limit on a GPU). */
+  /** undefined = by where the model runs (measured at load on a CPU, no limit on a GPU). */
   readonly promptPackTokens?: number;
 }
 
 /**
- * Prompt tokens of different requests packed into one step when the model computes on the CPU.
- * A CPU step costs a fixed part (reading the weights: about one decode step) plus a part per
- * token; a second prompt of p tokens in the same step delays the first one's token by p tokens'
- * compute and saves the second one the fixed part, which pays only for prompts of a few tokens
- * (110M Q8_0 on 2 cores: ~7 ms fixed, ~1 ms per prompt token; docs/PERFORMANCE.md).
+ * Prompt tokens of different requests packed into one step on a CPU at least, and when the cost
+ * of a prompt token cannot be measured at load. A CPU step costs a fixed part (reading the
+ * weights: about one decode step) plus a part per token; a second prompt of p tokens in the same
+ * step delays the first one's token by p tokens' compute and saves the second one the fixed part
+ * (110M Q8_0 on 2 zen4 cores: ~7 ms fixed, ~0.9 ms per prompt token). How many more tokens pay
+ * depends on the CPU (matrix units make a prompt token 3-4x cheaper): promptPackTokens().
  */
 export const CPU_PROMPT_PACK_TOKENS = 16;
+
+/** What the prompt-cost measurement at load evaluates (any text: only its length matters). */
+const CALIBRATION_TEXT = 'Once upon a time there was a little girl named Lily who loved to play in the park with her dog Max every day.';
 
 /** Longest wait at unload/shutdown for cancelled generations to leave the decode loop before the model is freed. */
 const IDLE_WAIT_MS = 5000;
@@ -84,7 +88,11 @@ export class LoadedModel implements ModelHandle {
           queueTimeoutMs: this.queue.queueTimeoutMs,
           prefillChunk: this.queue.prefillChunk,
           // On a GPU a step with more prompt tokens costs about the same: all go at once.
-          promptPackTokens: this.queue.promptPackTokens ?? (descriptor.gpu && descriptor.gpuLayers > 0 ? undefined : CPU_PROMPT_PACK_TOKENS),
+          ...(this.queue.promptPackTokens !== undefined
+            ? { promptPackTokens: this.queue.promptPackTokens }
+            : descriptor.gpu && descriptor.gpuLayers > 0
+              ? {}
+              : await this.#cpuPacking()),
         },
         this.observer,
       );
@@ -94,6 +102,32 @@ export class LoadedModel implements ModelHandle {
     }
     this.#descriptor = descriptor;
     return descriptor;
+  }
+
+  /**
+   * On a CPU, how many prompt tokens share a step when prompts queue (three or more waiting) is
+   * measured at load (measurePromptCost: ~0.2 s for a 110M model on 2 cores) rather than fixed:
+   * promptPackTokens() keeps one short prompt a step on a CPU where a prompt token costs ~0.9 ms,
+   * and packs a few on one with matrix units (0.27 ms), where that was 4.7% / 7.6% more
+   * throughput at 4 / 8 streams (docs/PERFORMANCE.md). One or two prompts at a time keep
+   * CPU_PROMPT_PACK_TOKENS (their first token first); so does everything when it cannot be measured.
+   */
+  async #cpuPacking(): Promise<{ promptPackTokens: number; busyPromptPackTokens?: number }> {
+    const runtime = this.#adapter.runtime;
+    try {
+      const cost = await measurePromptCost(runtime, this.#adapter.tokenize(CALIBRATION_TEXT));
+      if (cost) {
+        const tokens = promptPackTokens(cost, runtime.batchSize, CPU_PROMPT_PACK_TOKENS);
+        this.#logger.log(
+          `${this.spec.id}: a prompt token costs ${cost.perTokenMs.toFixed(3)} ms here (a step ${cost.fixedMs.toFixed(1)} ms more): ` +
+            `prompts of different requests share a step within ${CPU_PROMPT_PACK_TOKENS} tokens, within ${tokens} while three or more wait (PROMPT_PACK_TOKENS overrides)`,
+        );
+        return { promptPackTokens: CPU_PROMPT_PACK_TOKENS, busyPromptPackTokens: tokens };
+      }
+    } catch (err) {
+      this.#logger.warn(`${this.spec.id}: could not measure the cost of a prompt step (${(err as Error).message}); prompts share a step within ${CPU_PROMPT_PACK_TOKENS} tokens`);
+    }
+    return { promptPackTokens: CPU_PROMPT_PACK_TOKENS };
   }
 
   get descriptor(): ModelDescriptor {
