@@ -1,5 +1,5 @@
 import type { BatchItem, DecodeRuntime } from './batching.types';
-import { measurePromptCost, PromptCost, promptPackTokens } from './prompt-cost';
+import { busyPromptPackTokens, measurePromptCost, PromptCost } from './prompt-cost';
 
 /** A runtime whose prompt steps cost fixed + perToken * n ms (reported as engine compute), with `slow` added to chosen calls. */
 function costRuntime(fixed: number, perToken: number, options: { batchSize?: number; contextSize?: number; slow?: (call: number) => number } = {}) {
@@ -65,18 +65,18 @@ describe('measurePromptCost', () => {
   });
 });
 
-describe('promptPackTokens', () => {
+describe('busyPromptPackTokens', () => {
   it('packs prompt work within ~40 ms and ten times the fixed cost, never below the floor or above the batch', () => {
     // A 2-core CPU where a prompt token costs ~0.9 ms: one short prompt a step, as with 16.
-    expect(promptPackTokens({ fixedMs: 5, perTokenMs: 0.9 }, 512, 16)).toBe(44);
-    expect(promptPackTokens({ fixedMs: 1, perTokenMs: 0.9 }, 512, 16)).toBe(16);
+    expect(busyPromptPackTokens({ fixedMs: 5, perTokenMs: 0.9 }, 512, 16)).toBe(44);
+    expect(busyPromptPackTokens({ fixedMs: 1, perTokenMs: 0.9 }, 512, 16)).toBe(16);
     // Matrix units (AMX), measured: 0.266 ms a token, 3.8 ms a step: a few short prompts.
-    expect(promptPackTokens({ fixedMs: 3.8, perTokenMs: 0.266 }, 512, 16)).toBe(142);
+    expect(busyPromptPackTokens({ fixedMs: 3.8, perTokenMs: 0.266 }, 512, 16)).toBe(142);
     // A tiny model: no fixed cost to save, so no packing beyond the floor.
-    expect(promptPackTokens({ fixedMs: 0, perTokenMs: 0.1 }, 512, 16)).toBe(16);
+    expect(busyPromptPackTokens({ fixedMs: 0, perTokenMs: 0.1 }, 512, 16)).toBe(16);
     // GPU-like: the whole batch.
-    expect(promptPackTokens({ fixedMs: 5, perTokenMs: 0.01 }, 512, 16)).toBe(512);
-    expect(promptPackTokens({ fixedMs: 5, perTokenMs: 0.9 }, 512, 16, 10)).toBe(16);
-    expect(promptPackTokens({ fixedMs: 5, perTokenMs: 0.1 }, 64)).toBe(64);
+    expect(busyPromptPackTokens({ fixedMs: 5, perTokenMs: 0.01 }, 512, 16)).toBe(512);
+    expect(busyPromptPackTokens({ fixedMs: 5, perTokenMs: 0.9 }, 512, 16, 10)).toBe(16);
+    expect(busyPromptPackTokens({ fixedMs: 5, perTokenMs: 0.1 }, 64)).toBe(64);
   });
 });

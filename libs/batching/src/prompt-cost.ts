@@ -61,16 +61,16 @@ export async function measurePromptCost(runtime: DecodeRuntime, filler: readonly
 
 /**
  * Default time budget of the prompts packed into one step when prompts queue
- * ({@link promptPackTokens}), ms. Chosen by measurement (docs/PERFORMANCE.md, 2026-12-01): on a
- * 2-core AMX CPU (0.27 ms a prompt token), 145 tokens a step (~40 ms) against 16, alternated six
- * times with llama-server: 4.7% / 7.6% more throughput at 4 / 8 streams (every round), time to
- * first token (median) 74 / 101 ms instead of 56 / 68 (llama-server: 77 / 171 ms).
+ * ({@link busyPromptPackTokens}), ms. Chosen by measurement (docs/PERFORMANCE.md, 2026-12-01):
+ * on a 2-core AMX CPU (0.27 ms a prompt token), 145 tokens a step (~40 ms) against 16, alternated
+ * six times with llama-server: 4.7% / 7.6% more throughput at 4 / 8 streams (every round), time
+ * to first token (median) 74 / 101 ms instead of 56 / 68 (llama-server: 77 / 171 ms).
  */
 export const PROMPT_PACK_BUDGET_MS = 40;
 
 /**
- * Packed prompt work at most this many times a step's fixed cost (see promptPackTokens): the AMX
- * VM's ~4 ms (measured with an empty cache) keeps the whole budget, a tiny model's ~0 gets none.
+ * Packed prompt work at most this many times a step's fixed cost (see busyPromptPackTokens): the
+ * AMX VM's ~4 ms (measured with an empty cache) keeps the whole budget, a tiny model's ~0 none.
  */
 const PACK_FIXED_MULTIPLE = 10;
 
@@ -85,7 +85,7 @@ const PACK_FIXED_MULTIPLE = 10;
  * units (AMX, 0.26 ms) a few; on a GPU about the whole batch. Where the fixed cost is negligible
  * (a tiny model) packing saves nothing: the second bound keeps it at `floor` there.
  */
-export function promptPackTokens(cost: PromptCost, batchSize: number, floor = 1, budgetMs = PROMPT_PACK_BUDGET_MS): number {
+export function busyPromptPackTokens(cost: PromptCost, batchSize: number, floor = 1, budgetMs = PROMPT_PACK_BUDGET_MS): number {
   const workMs = Math.min(budgetMs, PACK_FIXED_MULTIPLE * cost.fixedMs);
   const fit = cost.perTokenMs > 0 ? Math.floor(workMs / cost.perTokenMs) : batchSize;
   return Math.max(1, Math.min(batchSize, Math.max(floor, fit)));

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { GenerationEvent, measurePromptCost, promptPackTokens, Scheduler, SchedulerObserver, SchedulerSnapshot, SlotState, SubmitOptions, TextLogprob } from '@app/batching';
+import { busyPromptPackTokens, GenerationEvent, measurePromptCost, Scheduler, SchedulerObserver, SchedulerSnapshot, SlotState, SubmitOptions, TextLogprob } from '@app/batching';
 import { InferenceErrorCode, InferenceException } from '../inference.exception';
 import { ChatMessage, EmbeddingResult, EmbeddingTokenizer, ModelDescriptor } from '../inference.types';
 import { EngineOptions, LlamaAdapter } from '../llama.adapter';
@@ -25,7 +25,7 @@ export interface QueueOptions {
  * weights: about one decode step) plus a part per token; a second prompt of p tokens in the same
  * step delays the first one's token by p tokens' compute and saves the second one the fixed part
  * (110M Q8_0 on 2 zen4 cores: ~7 ms fixed, ~0.9 ms per prompt token). How many more tokens pay
- * depends on the CPU (matrix units make a prompt token 3-4x cheaper): promptPackTokens().
+ * depends on the CPU (matrix units make a prompt token 3-4x cheaper): busyPromptPackTokens().
  */
 export const CPU_PROMPT_PACK_TOKENS = 16;
 
@@ -107,7 +107,7 @@ export class LoadedModel implements ModelHandle {
   /**
    * On a CPU, how many prompt tokens share a step when prompts queue (three or more waiting) is
    * measured at load (measurePromptCost: ~0.2 s for a 110M model on 2 cores) rather than fixed:
-   * promptPackTokens() keeps one short prompt a step on a CPU where a prompt token costs ~0.9 ms,
+   * busyPromptPackTokens() keeps one short prompt a step on a CPU where a prompt token costs ~0.9 ms,
    * and packs a few on one with matrix units (0.27 ms), where that was 4.7% / 7.6% more
    * throughput at 4 / 8 streams (docs/PERFORMANCE.md). One or two prompts at a time keep
    * CPU_PROMPT_PACK_TOKENS (their first token first); so does everything when it cannot be measured.
@@ -117,7 +117,7 @@ export class LoadedModel implements ModelHandle {
     try {
       const cost = await measurePromptCost(runtime, this.#adapter.tokenize(CALIBRATION_TEXT));
       if (cost) {
-        const tokens = promptPackTokens(cost, runtime.batchSize, CPU_PROMPT_PACK_TOKENS);
+        const tokens = busyPromptPackTokens(cost, runtime.batchSize, CPU_PROMPT_PACK_TOKENS);
         this.#logger.log(
           `${this.spec.id}: a prompt token costs ${cost.perTokenMs.toFixed(3)} ms here (a step ${cost.fixedMs.toFixed(1)} ms more): ` +
             `prompts of different requests share a step within ${CPU_PROMPT_PACK_TOKENS} tokens, within ${tokens} while three or more wait (PROMPT_PACK_TOKENS overrides)`,
