@@ -52,6 +52,7 @@
 #endif
 
 #include "napi.h"
+#include "uv.h"
 #include "llama.h"
 #include "ggml-backend.h"
 #include "AddonContext.h"
@@ -940,16 +941,33 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
  * next step. feed() hands the run more prompts while it goes; a run with fed prompts left does
  * not end for lack of items.
  */
-class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
+class RunWorker : public Napi::AsyncWorker {
  public:
   RunWorker(const Napi::Function& onStep, AddonContext* context, StepBatch* batch, std::vector<StepItem> items,
             std::shared_ptr<std::atomic<bool>> interrupt)
-      : Napi::AsyncProgressQueueWorker<char>(onStep, "LlmEngineRun"),
+      : Napi::AsyncWorker(onStep, "LlmEngineRun"),
         context_(context),
         batch_(batch),
         items_(std::move(items)),
         interrupt_(std::move(interrupt)),
-        deferred_(Napi::Promise::Deferred::New(onStep.Env())) {
+        deferred_(Napi::Promise::Deferred::New(onStep.Env())),
+        stepContext_(onStep.Env(), "LlmEngineRunStep") {
+    // Steps are handed to the main thread through a plain libuv async handle rather than N-API's
+    // thread-safe function (AsyncProgressQueueWorker): that one signals while holding its queue
+    // mutex, so on a busy machine the woken main thread first blocks on that mutex and must be
+    // woken a second time (a contended futex after every step, seen with strace).
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(onStep.Env(), &loop) != napi_ok || loop == nullptr) {
+      throw Napi::Error::New(onStep.Env(), "no event loop for the run");
+    }
+    wake_ = new uv_async_t;
+    wake_->data = this;
+    uv_async_init(loop, wake_, [](uv_async_t* handle) {
+      auto* self = static_cast<RunWorker*>(handle->data);
+      if (self == nullptr) return;
+      Napi::HandleScope scope(self->Env());
+      self->Deliver();
+    });
     context_->Ref();
     // Every sampler a later step may use is one of the first step's.
     for (auto& item : items_) if (item.sampler) item.sampler->Ref();
@@ -958,6 +976,9 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
     interrupt_->store(false);
   }
   ~RunWorker() override {
+    // Main thread, after OnOK/OnError: the loop thread has returned, nothing signals any more.
+    wake_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(wake_), [](uv_handle_t* handle) { delete reinterpret_cast<uv_async_t*>(handle); });
     auto registered = g_runs.find(context_->ctx);
     if (registered != g_runs.end() && registered->second == this) g_runs.erase(registered);
     if (!released_) batch_->busy = false;
@@ -991,7 +1012,7 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
     bool final = false;
   };
 
-  void Execute(const ExecutionProgress& progress) override {
+  void Execute() override {
     const int32_t n_ctx = static_cast<int32_t>(context_->context_params.n_ctx);
     const llama_vocab* vocab = g_api.model_get_vocab(g_api.get_model(context_->ctx));
     auto poolsIt = g_pools.find(context_->ctx);
@@ -1061,7 +1082,8 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
         std::lock_guard<std::mutex> lock(mutex_);
         records_.push_back(std::move(record));
       }
-      progress.Signal();
+      // Outside the lock: the main thread it wakes takes the records without waiting for us.
+      uv_async_send(wake_);
       {
         std::lock_guard<std::mutex> lock(leadMutex_);
         steps_++;
@@ -1113,8 +1135,6 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
     return true;
   }
 
-  void OnProgress(const char*, size_t) override { Deliver(); }
-
   void OnOK() override {
     Deliver();
     if (!callbackError_.IsEmpty()) {
@@ -1156,7 +1176,9 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
         args.push_back(lpValues);
       }
       try {
-        Callback().Call(args);
+        // MakeCallback: as a libuv callback this is a top-level entry into JavaScript, so the
+        // microtasks and ticks onStep queues run right after it, as they would after any event.
+        Callback().MakeCallback(Receiver().Value(), args, stepContext_);
       } catch (const Napi::Error& e) {
         // The run's promise rejects with it once the run ends; the run stops at its next step.
         callbackError_ = Napi::Reference<Napi::Value>::New(e.Value(), 1);
@@ -1186,6 +1208,9 @@ class RunWorker : public Napi::AsyncProgressQueueWorker<char> {
   int32_t pack_ = 1;
   bool closed_ = false;
   Napi::Promise::Deferred deferred_;
+  Napi::AsyncContext stepContext_;
+  /** Wakes the main thread for finished steps (closed by the destructor, freed by libuv). */
+  uv_async_t* wake_ = nullptr;
   std::mutex mutex_;
   std::deque<std::unique_ptr<Record>> records_;
   Napi::Reference<Napi::Value> callbackError_;

@@ -1,0 +1,83 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ROOT } from './support/server-process';
+
+interface Report {
+  readonly position: number;
+  readonly count: number;
+  readonly sampled: number;
+  readonly final: boolean;
+  readonly computeMs: number;
+  readonly doneAt: number;
+}
+interface ChildResult {
+  readonly ordered: { readonly steps: number; readonly seen: (Report | string)[] };
+  readonly repeat: number[];
+  readonly thrown: { readonly calls: number; readonly error: string | null };
+  readonly interrupted: { readonly steps: number; readonly calls: number };
+}
+
+/**
+ * The addon's native step loop, run() (libs/inference/native), driven directly on the bundled
+ * model in a child process (test/support/engine-run.child.mjs): the contract the scheduler
+ * builds on, below the server.
+ */
+describe('engine addon run()', () => {
+  let result: ChildResult;
+
+  beforeAll(() => {
+    // The child must end by itself once it has disposed everything: an event-loop handle the
+    // addon left open (its per-run wake-up handle) would keep it alive until the timeout.
+    const child = spawnSync(process.execPath, [join(ROOT, 'test', 'support', 'engine-run.child.mjs'), ROOT], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    if (child.error || child.status !== 0) {
+      throw new Error(`child failed (${child.error?.message ?? `exit ${child.status}, signal ${child.signal}`}): ${child.stderr.slice(-2000)}`);
+    }
+    result = JSON.parse(child.stdout.trim().split('\n').pop() as string) as ChildResult;
+  }, 90_000);
+
+  it('reports every step in order, the prompt first, then one token a step, the last one final', () => {
+    const reports = result.ordered.seen.filter((s): s is Report => typeof s === 'object');
+    expect(result.ordered.steps).toBe(8);
+    expect(reports).toHaveLength(8);
+    expect(reports[0].position).toBe(0);
+    expect(reports[0].count).toBeGreaterThan(1);
+    for (let i = 1; i < reports.length; i++) {
+      expect(reports[i].count).toBe(1);
+      expect(reports[i].position).toBe(reports[i - 1].position + reports[i - 1].count);
+      expect(reports[i].doneAt).toBeGreaterThanOrEqual(reports[i - 1].doneAt);
+    }
+    for (const r of reports) {
+      expect(r.sampled).toBeGreaterThanOrEqual(0);
+      expect(r.computeMs).toBeGreaterThan(0);
+    }
+    expect(reports.map((r) => r.final)).toEqual([false, false, false, false, false, false, false, true]);
+  });
+
+  it('hands each step to JavaScript as its own event: what a step queued runs before the next step is reported', () => {
+    // The consumers of a step's tokens (promise continuations down to the HTTP write) run before
+    // the scheduler sees the next step, even when the loop finished several steps in the meantime.
+    expect(result.ordered.seen.map((s) => (typeof s === 'string' ? s : 'step'))).toEqual(
+      Array.from({ length: 8 }, (_, i) => ['step', `micro${i}`]).flat(),
+    );
+  });
+
+  it('is deterministic at temperature 0', () => {
+    const first = result.ordered.seen.filter((s): s is Report => typeof s === 'object').map((r) => r.sampled);
+    expect(result.repeat).toEqual(first);
+  });
+
+  it('stops at a callback that throws and rejects with its error, reporting no later step', () => {
+    expect(result.thrown).toEqual({ calls: 3, error: 'boom at step 3' });
+  });
+
+  it('ends early on interrupt()', () => {
+    // Interrupted from the second report: the loop may already have finished the third step.
+    expect(result.interrupted.calls).toBeGreaterThanOrEqual(2);
+    expect(result.interrupted.calls).toBeLessThanOrEqual(4);
+    expect(result.interrupted.steps).toBe(result.interrupted.calls);
+  });
+});
