@@ -296,7 +296,9 @@ describe('the memory budget', () => {
     for (const name of ['y', 'z']) copyFileSync(join(dir, 'x.gguf'), join(dir, `${name}.gguf`));
     // Sized with the server's own estimator: the default model and two others fit, a third does not.
     // Context for streams long enough to outlast the bounded wait below on a fast machine too.
-    const base = { MODELS_DIR: dir, MODEL_PATH: BUNDLED_MODEL, CONTEXT_SIZE: '1024', PARALLEL_SLOTS: '2', THREADS: '1' };
+    // PROMPT_PACK_TOKENS set: no prompt-cost measurement at load, which took these loads past the
+    // 1 s MODEL_LOAD_TIMEOUT_MS below on a slow 2-core VM with another model streaming.
+    const base = { MODELS_DIR: dir, MODEL_PATH: BUNDLED_MODEL, CONTEXT_SIZE: '1024', PARALLEL_SLOTS: '2', THREADS: '1', PROMPT_PACK_TOKENS: '16' };
     const catalog = buildCatalog(AppConfig.fromEnv(base));
     const backend = new LlamaBackend('cpu', BUNDLED_MODEL);
     const [main, x] = await Promise.all([backend.estimate(catalog.specs[0]), backend.estimate(catalog.specs[1])]);

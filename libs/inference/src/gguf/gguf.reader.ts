@@ -1,11 +1,30 @@
 import { closeSync, openSync, readSync } from 'node:fs';
-import { GGUF_MAGIC, GgufType, GgufValue } from './gguf.format';
+import { GGUF_ALIGNMENT, GGUF_MAGIC, GgmlType, GgufType, GgufValue } from './gguf.format';
+
+/** Where a tensor's data lies in a GGUF file. */
+export interface GgufTensorInfo {
+  readonly name: string;
+  /** ggml order: ne0 (the contiguous dimension) first. */
+  readonly dims: readonly number[];
+  readonly type: GgmlType;
+  /** Byte offset of its data from the start of the file. */
+  readonly fileOffset: number;
+}
 
 /**
  * Reads the metadata key/values of a GGUF file (not the tensors). Small and dependency-free so
  * that tools (model synth) can copy a tokenizer without loading llama.cpp.
  */
 export function readGgufMetadata(path: string): Map<string, GgufValue> {
+  return readGguf(path, false).metadata;
+}
+
+/** The metadata and the tensor table (names, shapes, types, where each one's data is). */
+export function readGgufTensors(path: string): { metadata: Map<string, GgufValue>; tensors: GgufTensorInfo[] } {
+  return readGguf(path, true);
+}
+
+function readGguf(path: string, withTensors: boolean): { metadata: Map<string, GgufValue>; tensors: GgufTensorInfo[] } {
   const fd = openSync(path, 'r');
   let buffer = Buffer.alloc(1 << 20);
   let filled = 0;
@@ -57,7 +76,7 @@ export function readGgufMetadata(path: string): Map<string, GgufValue> {
     if (u32() !== GGUF_MAGIC) throw new Error(`${path} is not a GGUF file`);
     const version = u32();
     if (version < 2) throw new Error(`${path}: GGUF version ${version} is not supported`);
-    u64(); // tensor count
+    const tensorCount = Number(u64());
     const count = Number(u64());
     const out = new Map<string, GgufValue>();
     for (let i = 0; i < count; i++) {
@@ -76,7 +95,21 @@ export function readGgufMetadata(path: string): Map<string, GgufValue> {
         out.set(key, scalar(type));
       }
     }
-    return out;
+    const tensors: GgufTensorInfo[] = [];
+    if (withTensors) {
+      const infos: { name: string; dims: number[]; type: GgmlType; offset: number }[] = [];
+      for (let i = 0; i < tensorCount; i++) {
+        const name = str();
+        const nDims = u32();
+        const dims = Array.from({ length: nDims }, () => Number(u64()));
+        const type = u32() as GgmlType;
+        infos.push({ name, dims, type, offset: Number(u64()) });
+      }
+      const alignment = typeof out.get('general.alignment') === 'number' ? (out.get('general.alignment') as number) : GGUF_ALIGNMENT;
+      const dataStart = Math.ceil(pos / alignment) * alignment;
+      for (const t of infos) tensors.push({ name: t.name, dims: t.dims, type: t.type, fileOffset: dataStart + t.offset });
+    }
+    return { metadata: out, tensors };
   } finally {
     closeSync(fd);
   }

@@ -71,8 +71,14 @@ const HALF_LEVELS = (() => {
   return out;
 })();
 
-function matrix(name: string, dims: [number, number], type: SynthShape['type'], seed: number): TensorSpec {
+/**
+ * A random matrix of `dims` (ne0 = row length first). Rows listed in `zeroRows` are all zeros;
+ * the random stream is drawn for them all the same, so that every other row is what it would be
+ * without them.
+ */
+function matrix(name: string, dims: [number, number], type: SynthShape['type'], seed: number, zeroRows: ReadonlySet<number> = new Set()): TensorSpec {
   const elements = dims[0] * dims[1];
+  const zero = (element: number): boolean => zeroRows.size > 0 && zeroRows.has(Math.floor(element / dims[0]));
   return {
     name,
     dims,
@@ -95,6 +101,8 @@ function matrix(name: string, dims: [number, number], type: SynthShape['type'], 
               buf[at + 4 + i] = ((r >>> 16) % 255) - 127 + 256;
               buf[at + 5 + i] = ((r >>> 24) % 255) - 127 + 256;
             }
+            // Q8_0 blocks never straddle rows (row lengths are multiples of 32).
+            if (zero(done + b * Q8_0_BLOCK)) buf.fill(0, at, at + 34);
           }
           write(buf);
           done += blocks * Q8_0_BLOCK;
@@ -106,11 +114,13 @@ function matrix(name: string, dims: [number, number], type: SynthShape['type'], 
         if (type === GgmlType.F16) {
           const arr = new Uint16Array(n);
           for (let i = 0; i < n; i++) arr[i] = HALF_LEVELS[next() & 4095];
+          if (zeroRows.size > 0) for (let i = 0; i < n; i++) if (zero(done + i)) arr[i] = 0;
           write(Buffer.from(arr.buffer));
         } else {
           const arr = new Float32Array(n);
           const limit = WEIGHT_STD * Math.sqrt(3);
           for (let i = 0; i < n; i++) arr[i] = ((next() / 0xffffffff) * 2 - 1) * limit;
+          if (zeroRows.size > 0) for (let i = 0; i < n; i++) if (zero(done + i)) arr[i] = 0;
           write(Buffer.from(arr.buffer));
         }
         done += n;
@@ -216,7 +226,20 @@ export function synthesizeModel(
   }
   const kv = shape.kvHeads * headDim;
   const m = (name: string, dims: [number, number]): TensorSpec => matrix(name, dims, shape.type, seed);
-  const tensors: TensorSpec[] = [m('token_embd.weight', [shape.dim, shape.vocab]), ones('output_norm.weight', shape.dim), m('output.weight', [shape.dim, shape.vocab])];
+  // The byte-fallback tokens (<0x00>..<0xFF>) get zero output rows, so a zero logit: far below
+  // the top 40 of the random ones, so that sampling never picks one (a grammar that allows
+  // nothing else still can). Random bytes make invalid UTF-8, which real models seldom emit and
+  // which made llama.cpp's server end its streams with an error in the side-by-side benchmark
+  // (its chat parser refuses such text), so that the two servers no longer ran the same load.
+  const byteTokens = new Set<number>();
+  (tokens.items as unknown[]).forEach((t, i) => {
+    if (typeof t === 'string' && /^<0x[0-9A-Fa-f]{2}>$/.test(t) && i < shape.vocab) byteTokens.add(i);
+  });
+  const tensors: TensorSpec[] = [
+    m('token_embd.weight', [shape.dim, shape.vocab]),
+    ones('output_norm.weight', shape.dim),
+    matrix('output.weight', [shape.dim, shape.vocab], shape.type, seed, byteTokens),
+  ];
   for (let l = 0; l < shape.layers; l++) {
     tensors.push(
       ones(`blk.${l}.attn_norm.weight`, shape.dim),

@@ -115,11 +115,12 @@ export class LoadedModel implements ModelHandle {
   async #cpuPacking(): Promise<{ promptPackTokens: number; busyPromptPackTokens?: number }> {
     const runtime = this.#adapter.runtime;
     try {
+      const started = performance.now();
       const cost = await measurePromptCost(runtime, this.#adapter.tokenize(CALIBRATION_TEXT));
       if (cost) {
         const tokens = busyPromptPackTokens(cost, runtime.batchSize, CPU_PROMPT_PACK_TOKENS);
         this.#logger.log(
-          `${this.spec.id}: a prompt token costs ${cost.perTokenMs.toFixed(3)} ms here (a step ${cost.fixedMs.toFixed(1)} ms more): ` +
+          `${this.spec.id}: a prompt token costs ${cost.perTokenMs.toFixed(3)} ms here (a step ${cost.fixedMs.toFixed(1)} ms more; measured in ${Math.round(performance.now() - started)} ms): ` +
             `prompts of different requests share a step within ${CPU_PROMPT_PACK_TOKENS} tokens, within ${tokens} while three or more wait (PROMPT_PACK_TOKENS overrides)`,
         );
         return { promptPackTokens: CPU_PROMPT_PACK_TOKENS, busyPromptPackTokens: tokens };
