@@ -298,10 +298,19 @@ export function formatTable(rows: Row[]): string {
         `  ${o.concurrency} clients vs ${best.target}: throughput ${(o.result.tokensPerSecond / best.result.tokensPerSecond).toFixed(2)}x, ` +
         `TTFT p50 ${(o.result.ttftMs.p50 / best.result.ttftMs.p50).toFixed(2)}x, TTFT p99 ${(o.result.ttftMs.p99 / best.result.ttftMs.p99).toFixed(2)}x, ` +
         `ITL p50 ${(o.result.itlMs.p50 / best.result.itlMs.p50).toFixed(2)}x\n`;
+      const failed = [o, best].filter((r) => erroredStreams(r) > 0).map((r) => `${r.target} ${erroredStreams(r)}`);
+      // A stream that ends early is a shorter request: the servers no longer ran the same load (and
+      // closed-loop clients drift apart), so such a ratio compares different work.
+      if (failed.length) out += `    not the same load: streams that failed (all rounds): ${failed.join(', ')}\n`;
     }
     out += pairedRatios(ours, refs);
   }
   return out;
+}
+
+/** Requests that failed (an HTTP error, or an error event that ended the stream), every round. */
+function erroredStreams(row: Row): number {
+  return (row.rounds ?? [row.result]).reduce((n, r) => n + r.errors, 0);
 }
 
 /** The llama-server setting with the highest throughput (median round) at a level. */

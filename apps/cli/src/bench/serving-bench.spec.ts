@@ -71,6 +71,20 @@ describe('bench serve figures', () => {
     expect(out).toContain('8 clients vs llama-server -t 2: throughput 1.06x, TTFT p50 2.00x');
   });
 
+  it('says when a level compares different loads: streams that failed on either side, in any round', () => {
+    const failing = (errors: number): LoadResult => ({ ...result(300, 100), errors });
+    const rows: Row[] = [
+      { target: 'this server', concurrency: 2, result: result(150, 80), rounds: [result(150, 80), result(140, 80)] },
+      { target: 'llama-server -t 2', concurrency: 2, result: result(160, 90), rounds: [failing(2), result(160, 90)] },
+      { target: 'this server', concurrency: 8, result: result(280, 160) },
+      { target: 'llama-server -t 2', concurrency: 8, result: result(300, 320) },
+    ];
+    const lines = formatTable(rows).split('\n');
+    const at = (clients: number) => lines.findIndex((l) => l.startsWith(`  ${clients} clients vs`));
+    expect(lines[at(2) + 1]).toBe('    not the same load: streams that failed (all rounds): llama-server -t 2 2');
+    expect(lines[at(8) + 1]).not.toContain('not the same load');
+  });
+
   it('takes the median round of each server', () => {
     const rounds: Row[] = [130, 90, 120].map((tps) => ({ target: 'this server', concurrency: 1, result: result(tps, 40) }));
     expect(medianRound(rounds).result.tokensPerSecond).toBe(120);
