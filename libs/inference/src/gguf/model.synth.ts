@@ -79,6 +79,14 @@ const HALF_LEVELS = (() => {
 function matrix(name: string, dims: [number, number], type: SynthShape['type'], seed: number, zeroRows: ReadonlySet<number> = new Set()): TensorSpec {
   const elements = dims[0] * dims[1];
   const zero = (element: number): boolean => zeroRows.size > 0 && zeroRows.has(Math.floor(element / dims[0]));
+  /** Zeroes the parts of the zero rows that fall in elements [from, from + arr.length). */
+  const clear = (arr: Uint16Array | Float32Array, from: number): void => {
+    for (const row of zeroRows) {
+      const start = Math.max(row * dims[0], from);
+      const end = Math.min((row + 1) * dims[0], from + arr.length);
+      if (start < end) arr.fill(0, start - from, end - from);
+    }
+  };
   return {
     name,
     dims,
@@ -114,13 +122,13 @@ function matrix(name: string, dims: [number, number], type: SynthShape['type'], 
         if (type === GgmlType.F16) {
           const arr = new Uint16Array(n);
           for (let i = 0; i < n; i++) arr[i] = HALF_LEVELS[next() & 4095];
-          if (zeroRows.size > 0) for (let i = 0; i < n; i++) if (zero(done + i)) arr[i] = 0;
+          clear(arr, done);
           write(Buffer.from(arr.buffer));
         } else {
           const arr = new Float32Array(n);
           const limit = WEIGHT_STD * Math.sqrt(3);
           for (let i = 0; i < n; i++) arr[i] = ((next() / 0xffffffff) * 2 - 1) * limit;
-          if (zeroRows.size > 0) for (let i = 0; i < n; i++) if (zero(done + i)) arr[i] = 0;
+          clear(arr, done);
           write(Buffer.from(arr.buffer));
         }
         done += n;
