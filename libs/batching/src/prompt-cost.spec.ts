@@ -55,6 +55,28 @@ describe('measurePromptCost', () => {
     expect(await measurePromptCost(costRuntime(3, 0.1).runtime, [])).toBeNull();
   });
 
+  it('measures again, up to `attempts` times, when a measurement cannot tell the lengths apart', async () => {
+    // The first measurement (7 evaluations) overlaps another process: every long prompt as fast as a short one.
+    const busy = costRuntime(4, 0.25);
+    const decode = busy.runtime.decode;
+    busy.runtime.decode = async (items) => {
+      const report = await decode(items);
+      return busy.calls.length <= 7 && report ? { ...report, computeMs: 40 } : report;
+    };
+    expect(await measurePromptCost(busy.runtime, [1])).toBeNull();
+    expect(busy.calls).toHaveLength(7);
+    busy.calls.length = 0;
+    const cost = (await measurePromptCost(busy.runtime, [1], { attempts: 3 })) as PromptCost;
+    expect(busy.calls).toHaveLength(14);
+    expect(cost.fixedMs).toBeCloseTo(4, 9);
+    expect(cost.perTokenMs).toBeCloseTo(0.25, 9);
+    // Never told apart: gives up after the attempts, the slot left empty.
+    const flat = costRuntime(3, 0);
+    expect(await measurePromptCost(flat.runtime, [1], { attempts: 3 })).toBeNull();
+    expect(flat.calls).toHaveLength(21);
+    expect(flat.truncated.at(-1)).toEqual([0, 0]);
+  });
+
   it('clears the slot even when a decode fails', async () => {
     const { runtime, truncated } = costRuntime(1, 1);
     runtime.decode = async () => {

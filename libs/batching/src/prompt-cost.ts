@@ -19,6 +19,13 @@ export interface MeasurePromptCostOptions {
   readonly tries?: number;
   /** Slot whose KV cells the measurement uses (emptied before and after). Default 0. */
   readonly slot?: number;
+  /**
+   * Whole measurements made before giving up when the lengths cannot be told apart. Default 1.
+   * Another process computing on the same cores (a second server warming up next to this one)
+   * can make the long prompts' fastest evaluation no slower than the short ones'; seen on a
+   * 2-core VM with two servers loading at once, where the second measurement succeeded.
+   */
+  readonly attempts?: number;
 }
 
 /**
@@ -27,10 +34,17 @@ export interface MeasurePromptCostOptions {
  * `tries` times in turn, keeping the fastest of each (a slow one is another process, not the
  * step). Uses the engine's own compute time when the runtime reports it. Must run while the
  * runtime is idle (before the scheduler takes requests); leaves the slot empty. Null when the two
- * lengths cannot be told apart (a runtime too fast to time, a context too small): the caller
- * keeps its default.
+ * lengths cannot be told apart (a runtime too fast to time, a context too small) in any of the
+ * `attempts`: the caller keeps its default.
  */
 export async function measurePromptCost(runtime: DecodeRuntime, filler: readonly number[], options: MeasurePromptCostOptions = {}): Promise<PromptCost | null> {
+  for (let attempt = 1; ; attempt++) {
+    const cost = await measureOnce(runtime, filler, options);
+    if (cost || attempt >= Math.max(1, options.attempts ?? 1)) return cost;
+  }
+}
+
+async function measureOnce(runtime: DecodeRuntime, filler: readonly number[], options: MeasurePromptCostOptions): Promise<PromptCost | null> {
   const long = Math.min(options.long ?? 128, runtime.batchSize, runtime.contextSize);
   const short = Math.min(options.short ?? 32, Math.floor(long / 2));
   const slot = options.slot ?? 0;

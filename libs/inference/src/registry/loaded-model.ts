@@ -29,6 +29,14 @@ export interface QueueOptions {
  */
 export const CPU_PROMPT_PACK_TOKENS = 16;
 
+/**
+ * Measurements of the prompt cost at load before giving up on it (each ~0.2–0.6 s for a 110M
+ * model on 2 cores, seconds while something else computes): with two servers loading at once on
+ * 2 cores, a first one came back inconclusive and the second did not. Before, that left the
+ * server on CPU_PROMPT_PACK_TOKENS without a word in the log.
+ */
+const PROMPT_COST_ATTEMPTS = 3;
+
 /** What the prompt-cost measurement at load evaluates (any text: only its length matters). */
 const CALIBRATION_TEXT = 'Once upon a time there was a little girl named Lily who loved to play in the park with her dog Max every day.';
 
@@ -116,8 +124,12 @@ export class LoadedModel implements ModelHandle {
     const runtime = this.#adapter.runtime;
     try {
       const started = performance.now();
-      const cost = await measurePromptCost(runtime, this.#adapter.tokenize(CALIBRATION_TEXT));
-      if (cost) {
+      const cost = await measurePromptCost(runtime, this.#adapter.tokenize(CALIBRATION_TEXT), { attempts: PROMPT_COST_ATTEMPTS });
+      if (!cost) {
+        this.#logger.warn(
+          `${this.spec.id}: could not tell the cost of a prompt token from a step's (${PROMPT_COST_ATTEMPTS} measurements in ${Math.round(performance.now() - started)} ms, something else computing?); prompts share a step within ${CPU_PROMPT_PACK_TOKENS} tokens (PROMPT_PACK_TOKENS overrides)`,
+        );
+      } else {
         const tokens = busyPromptPackTokens(cost, runtime.batchSize, CPU_PROMPT_PACK_TOKENS);
         this.#logger.log(
           `${this.spec.id}: a prompt token costs ${cost.perTokenMs.toFixed(3)} ms here (a step ${cost.fixedMs.toFixed(1)} ms more; measured in ${Math.round(performance.now() - started)} ms): ` +
