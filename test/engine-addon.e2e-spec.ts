@@ -59,14 +59,17 @@ describe('engine addon', () => {
         await waitForModel(server);
         expect(server.output()).toMatch(loop === 'native' ? /persistent pool, native step loop/ : /persistent pool, one call per step/);
         // Four streams at once, staggered, with logprobs: runs start, take arrivals in, and end by budget or EOS.
+        // The first one is long (no EOS) so that the others arrive while its run is in flight:
+        // with 20 tokens (a step of this tiny model: ~0.4 ms on 2 cores, 8 ms in all) it often ended
+        // before the second arrived 15 ms later (3 of 6 runs on one VM), and nothing was fed.
         results.push(
           await Promise.all(
             prompts.map(async (prompt, i) => {
-              await new Promise((r) => setTimeout(r, 15 * i));
+              await new Promise((r) => setTimeout(r, 5 * i));
               const res = await fetch(`${server.url}/v1/completions`, {
                 method: 'POST',
                 headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}`, 'Cache-Control': 'no-cache, no-store' },
-                body: JSON.stringify({ prompt, max_tokens: 20 + 8 * i, temperature: 0, logprobs: 2 }),
+                body: JSON.stringify({ prompt, temperature: 0, logprobs: 2, ...(i === 0 ? { max_tokens: 200, ignore_eos: true } : { max_tokens: 20 + 8 * i }) }),
               });
               expect(res.status).toBe(200);
               const body = (await res.json()) as { choices: { text: string; logprobs: unknown; finish_reason: string }[]; usage: unknown };
