@@ -37,6 +37,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -325,6 +326,84 @@ class SamplingPool {
   bool stop_ = false;
 };
 std::unique_ptr<SamplingPool> g_sampling;
+/**
+ * One long-lived thread per context that drives its runs (run()'s loop: every llama_decode and
+ * the sampling after it). A run used to step on whichever libuv pool thread took its job, one
+ * that had often slept for seconds; the kernel woke it on the core where ggml's persistent pool
+ * worker was spinning, and the two busy threads took turns on that core for 4-8 ms while the other
+ * core idled (perf sched: every one-client prompt step of 37-43 ms, none of those of 29-31 ms).
+ * llama.cpp's server drives every decode from one thread, which stays apart from its workers; so
+ * does this (perf sched again, THREADS=2: the two threads on different cores in all 40 prompt
+ * steps, none above 32 ms; with the default thread policy 13 of 96 above 35 ms instead of 24 of
+ * 96). The libuv job only waits for the driver. Drivers are never freed (a detached thread
+ * that sleeps between runs): a process exiting in the middle of a run must not wait for it.
+ */
+class Driver {
+ public:
+  Driver() { std::thread([this] { Loop(); }).detach(); }
+
+  /** Runs fn on the driver thread; returns when it has returned, rethrowing what it threw. */
+  void Run(const std::function<void()>& fn) {
+    Job job{&fn, nullptr, false};
+    std::unique_lock<std::mutex> lock(mutex_);
+    idle_.wait(lock, [this] { return job_ == nullptr; });
+    job_ = &job;
+    wake_.notify_all();
+    idle_.wait(lock, [&job] { return job.done; });
+    lock.unlock();
+    if (job.error) std::rethrow_exception(job.error);
+  }
+
+  /** The thread ends once idle (the context is gone); the object itself is never freed. */
+  void Stop() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+    wake_.notify_all();
+  }
+
+ private:
+  struct Job {
+    const std::function<void()>* fn;
+    std::exception_ptr error;
+    bool done;
+  };
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stop_ || job_ != nullptr; });
+      if (job_ == nullptr) return;
+      Job* job = job_;
+      lock.unlock();
+      try {
+        (*job->fn)();
+      } catch (...) {
+        job->error = std::current_exception();
+      }
+      lock.lock();
+      job->done = true;
+      job_ = nullptr;
+      idle_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  Job* job_ = nullptr;
+  bool stop_ = false;
+};
+std::mutex g_driversMutex;
+/** Leaked on purpose (see Driver): no destructor runs at exit. */
+auto* g_drivers = new std::unordered_map<llama_context*, Driver*>();
+
+Driver& DriverFor(llama_context* ctx) {
+  std::lock_guard<std::mutex> lock(g_driversMutex);
+  Driver*& driver = (*g_drivers)[ctx];
+  if (driver == nullptr) driver = new Driver();
+  return *driver;
+}
+
 /** Fewer sampling items than this are sampled on the step's own thread (waking threads costs more). */
 constexpr size_t kParallelSamplingMin = 3;
 
@@ -403,6 +482,14 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   g_api.batch_free(it->second.batch);
   g_batches.erase(it);
   g_interrupts.erase(context->ctx);
+  {
+    std::lock_guard<std::mutex> lock(g_driversMutex);
+    auto driver = g_drivers->find(context->ctx);
+    if (driver != g_drivers->end()) {
+      driver->second->Stop();
+      g_drivers->erase(driver);
+    }
+  }
   return Napi::Boolean::New(env, true);
 }
 
@@ -1013,6 +1100,11 @@ class RunWorker : public Napi::AsyncWorker {
   };
 
   void Execute() override {
+    // On the context's own long-lived thread (see Driver); this pool thread only waits.
+    DriverFor(context_->ctx).Run([this] { Loop(); });
+  }
+
+  void Loop() {
     const int32_t n_ctx = static_cast<int32_t>(context_->context_params.n_ctx);
     const llama_vocab* vocab = g_api.model_get_vocab(g_api.get_model(context_->ctx));
     auto poolsIt = g_pools.find(context_->ctx);
