@@ -57,6 +57,7 @@ describe('measurePromptCost', () => {
 
   it('measures again, up to `attempts` times, when a measurement cannot tell the lengths apart', async () => {
     // The first measurement (7 evaluations) overlaps another process: every long prompt as fast as a short one.
+    // (The second call's first 7 evaluations are flat again: its first attempt fails too.)
     const busy = costRuntime(4, 0.25);
     const decode = busy.runtime.decode;
     busy.runtime.decode = async (items) => {
@@ -67,13 +68,14 @@ describe('measurePromptCost', () => {
     expect(busy.calls).toHaveLength(7);
     busy.calls.length = 0;
     const cost = (await measurePromptCost(busy.runtime, [1], { attempts: 3 })) as PromptCost;
-    expect(busy.calls).toHaveLength(14);
+    // The unmeasured first evaluation once, then six a measurement.
+    expect(busy.calls).toHaveLength(13);
     expect(cost.fixedMs).toBeCloseTo(4, 9);
     expect(cost.perTokenMs).toBeCloseTo(0.25, 9);
     // Never told apart: gives up after the attempts, the slot left empty.
     const flat = costRuntime(3, 0);
     expect(await measurePromptCost(flat.runtime, [1], { attempts: 3 })).toBeNull();
-    expect(flat.calls).toHaveLength(21);
+    expect(flat.calls).toHaveLength(19);
     expect(flat.truncated.at(-1)).toEqual([0, 0]);
   });
 

@@ -38,16 +38,10 @@ export interface MeasurePromptCostOptions {
  * `attempts`: the caller keeps its default.
  */
 export async function measurePromptCost(runtime: DecodeRuntime, filler: readonly number[], options: MeasurePromptCostOptions = {}): Promise<PromptCost | null> {
-  for (let attempt = 1; ; attempt++) {
-    const cost = await measureOnce(runtime, filler, options);
-    if (cost || attempt >= Math.max(1, options.attempts ?? 1)) return cost;
-  }
-}
-
-async function measureOnce(runtime: DecodeRuntime, filler: readonly number[], options: MeasurePromptCostOptions): Promise<PromptCost | null> {
   const long = Math.min(options.long ?? 128, runtime.batchSize, runtime.contextSize);
   const short = Math.min(options.short ?? 32, Math.floor(long / 2));
   const slot = options.slot ?? 0;
+  // Nothing to measure with: no attempt would do better.
   if (filler.length === 0 || short < 8) return null;
   const tokens = (n: number) => Array.from({ length: n }, (_, i) => filler[i % filler.length]);
   const evaluate = async (n: number): Promise<number> => {
@@ -58,16 +52,19 @@ async function measureOnce(runtime: DecodeRuntime, filler: readonly number[], op
     return report && report.computeMs !== undefined ? report.computeMs : wall;
   };
   try {
+    // Unmeasured, once: the first evaluation meets graph allocation.
     await evaluate(long);
-    let shortMs = Infinity;
-    let longMs = Infinity;
-    for (let i = 0; i < Math.max(1, options.tries ?? 3); i++) {
-      shortMs = Math.min(shortMs, await evaluate(short));
-      longMs = Math.min(longMs, await evaluate(long));
+    for (let attempt = 1; ; attempt++) {
+      let shortMs = Infinity;
+      let longMs = Infinity;
+      for (let i = 0; i < Math.max(1, options.tries ?? 3); i++) {
+        shortMs = Math.min(shortMs, await evaluate(short));
+        longMs = Math.min(longMs, await evaluate(long));
+      }
+      const perTokenMs = (longMs - shortMs) / (long - short);
+      if (perTokenMs > 0 && Number.isFinite(perTokenMs)) return { fixedMs: Math.max(0, shortMs - perTokenMs * short), perTokenMs };
+      if (attempt >= Math.max(1, options.attempts ?? 1)) return null;
     }
-    const perTokenMs = (longMs - shortMs) / (long - short);
-    if (!(perTokenMs > 0) || !Number.isFinite(perTokenMs)) return null;
-    return { fixedMs: Math.max(0, shortMs - perTokenMs * short), perTokenMs };
   } finally {
     runtime.truncate(slot, 0);
   }
