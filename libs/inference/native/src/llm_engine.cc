@@ -762,6 +762,13 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
   }
   g_api.synchronize(ctx);
   out.computeMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  // The decode's other ggml threads now spin waiting for the next graph (for milliseconds at
+  // ggml's default poll level), on the cores that the samplers and then the main thread, woken to
+  // take this step, need: put them to sleep; the next decode wakes them (ggml's kickoff resumes a
+  // paused pool). With the pool spinning, the woken main thread took the loop thread's own core
+  // and the next step waited for it: 1.2 ms a step at 8 streams (parallel sampling, where this
+  // pause began), 0.8-1.0 ms a step at one stream (2 cores, 2026-12-01, docs/PERFORMANCE.md).
+  if (decodePool != nullptr) g_api.pool_pause(decodePool);
   out.tokens.assign(sampling.size(), -1);
   out.logprobs = logprobs;
   if (logprobs) {
@@ -803,12 +810,6 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
   };
   bool parallel = false;
   if (g_sampling && g_sampling->size() > 0 && sampling.size() >= kParallelSamplingMin) {
-    // The decode's other ggml threads would spin waiting for the next graph on the cores the
-    // samplers need: put them to sleep; the next decode wakes them (ggml's kickoff resumes a
-    // paused pool). That also leaves a core free when the main thread is woken to take this
-    // step's tokens: with the pool spinning instead, the woken main thread took the loop
-    // thread's own core, and the loop waited 1.2 ms a step at 8 streams (measured on 2 cores).
-    if (decodePool != nullptr) g_api.pool_pause(decodePool);
     parallel = g_sampling->TryRun(sampling.size(), sampleOne);
   }
   if (!parallel) {
