@@ -101,6 +101,8 @@ interface RunState {
   readonly stopOnEog: Map<number, boolean>;
   /** Sampling items of the last reported step that go on (for the thread policy). */
   goingOn: number;
+  /** Prompt tokens the loop packs into one step (the latest feed's limit). */
+  packTokens: number;
 }
 
 /** performance.now() minus the monotonic clock the addon reports in (both CLOCK_MONOTONIC here), ms. */
@@ -254,7 +256,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const { length, sampling, samplers } = this.#fillSpec(items);
     this.#chooseThreads(engine, items);
     const top = this.#logprobRequests(items, sampling);
-    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0 };
+    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0, packTokens: 1 };
     let k0 = 0;
     for (const item of items) {
       if (!item.logits) continue;
@@ -315,6 +317,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const { length, sampling, samplers } = this.#fillSpec(items);
     const top = this.#logprobRequests(items, sampling);
     if (!addon.feed(this.ctx, this.#spec, samplers, planArray(plans), packTokens, length, top)) return false;
+    state.packTokens = Math.max(1, packTokens);
     items.forEach((item, k) => {
       state.fed.set(item.slot, item.tokens);
       state.stopOnEog.set(item.slot, plans[k].stopOnEog);
@@ -328,9 +331,20 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   /** The thread policy's choice for the run's next steps: the slots that go on and the prompts fed and not taken yet. */
   #rethread(engine: Engine, addon: Required<EngineAddon>, state: RunState): void {
     if (!engine.policy) return;
+    // The next step as the loop will make it: the slots that go on, and the fed prompts it takes in
+    // (as the addon's TakeFed: oldest first, the first whatever its size, the others within the
+    // pack limit, all within the batch). Counting every fed prompt named a kind of step that does
+    // not come (two prompts where one is taken), so the figure of a try landed on another kind.
     let tokens = state.goingOn;
-    for (const prompt of state.fed.values()) tokens += prompt.length;
-    const next = engine.policy.choose(state.goingOn + state.fed.size, tokens);
+    let sequences = state.goingOn;
+    let packed = 0;
+    for (const prompt of state.fed.values()) {
+      if ((packed > 0 && packed + prompt.length > state.packTokens) || tokens + prompt.length > this.batchSize) break;
+      packed += prompt.length;
+      tokens += prompt.length;
+      sequences++;
+    }
+    const next = engine.policy.choose(sequences, tokens);
     if (next !== this.#threads) {
       addon.setThreads(this.ctx, next);
       this.#threads = next;

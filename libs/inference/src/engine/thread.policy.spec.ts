@@ -215,6 +215,31 @@ describe('AdaptiveThreadPolicy', () => {
     expect(repeats).toBe(0);
   });
 
+  it('a try whose step turned out to be of another kind is not repeated at every step of its kind', () => {
+    let clock = 0;
+    const policy = new AdaptiveThreadPolicy(2, { now: () => clock });
+    const machine = (t: number): number => (t === 2 ? 1.3 : 1.8);
+    // Both counts measured on 100-token prompt steps...
+    for (let i = 0; i < 300; i++) {
+      clock += 100;
+      const threads = policy.choose(1, 100);
+      policy.record(1, 100, threads, 100 * machine(threads));
+    }
+    // ...then steps planned as 100-token ones run as 50-token ones (the engine took one of two
+    // waiting prompts): every figure lands on the other kind, the planned kind's stay old. For
+    // 60 s, ten steps a second:
+    let tries = 0;
+    for (let i = 0; i < 600; i++) {
+      clock += 100;
+      const threads = policy.choose(1, 100);
+      if (threads === 1) tries++;
+      policy.record(1, 50, threads, 50 * machine(threads));
+    }
+    // Tried again now and then (at most every 10 s for prompt steps), not at every step once its figures are old.
+    expect(tries).toBeGreaterThan(0);
+    expect(tries).toBeLessThanOrEqual(7);
+  });
+
   it('ignores measurements it cannot use', () => {
     const policy = new AdaptiveThreadPolicy(2);
     policy.record(1, 1, 2, NaN);

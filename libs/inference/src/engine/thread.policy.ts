@@ -54,10 +54,11 @@ export function threadCandidates(max: number): number[] {
   return [...new Set([m, Math.ceil(m / 2), 1])];
 }
 
-/** Per kind of step: its steps so far, the last try of each candidate, the tries not reported yet, each candidate's backoff. */
+/** Per kind of step: its steps so far, the last try of each candidate (its step, its clock time), the tries not reported yet, each candidate's backoff. */
 interface ExploreState {
   steps: number;
   explored: Map<number, number>;
+  triedAt: Map<number, number>;
   awaiting: Map<number, number>;
   backoff: Map<number, number>;
 }
@@ -150,7 +151,11 @@ export class AdaptiveThreadPolicy {
       if (awaiting !== undefined && state.steps - awaiting < 4) continue;
       const ratio = Math.max(1, (table.get(threads)?.msPerToken ?? Infinity) / bestMs);
       const since = state.steps - (state.explored.get(threads) ?? 0);
-      const measuredAt = table.get(threads)?.time ?? -Infinity;
+      // The time rule counts from the later of its last figure and its last try: a try whose step
+      // turned out to be of another kind (the engine packed fewer prompts into it than were
+      // waiting) brings no figure for this kind, and the rule would otherwise fire again at every
+      // step of this kind (seen: 10 of 396 steps at 8 streams were such 1-thread prompt steps).
+      const measuredAt = Math.max(table.get(threads)?.time ?? -Infinity, state.triedAt.get(threads) ?? -Infinity);
       // Only close candidates back off: a far one (another busy process) is already tried rarely,
       // and must be tried on time to notice the machine freeing up.
       const backoff = ratio < 2 ? (state.backoff.get(threads) ?? 1) : 1;
@@ -162,8 +167,10 @@ export class AdaptiveThreadPolicy {
       const minMs = prompt ? Math.max(this.#minExploreMs, PROMPT_MIN_EXPLORE_MS) : this.#minExploreMs;
       const afterMs = Math.min(this.#maxExploreMs, Math.max(minMs, 4 * this.#exploreEvery * extraMs));
       const minSteps = prompt ? 64 : 16;
-      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff)) || this.#now() - measuredAt >= afterMs) {
+      const now = this.#now();
+      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff)) || now - measuredAt >= afterMs) {
         state.explored.set(threads, state.steps);
+        state.triedAt.set(threads, now);
         state.awaiting.set(threads, state.steps);
         return threads;
       }
@@ -224,7 +231,7 @@ export class AdaptiveThreadPolicy {
 
   #kind(kind: string): ExploreState {
     let state = this.#explorations.get(kind);
-    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map(), awaiting: new Map(), backoff: new Map() }));
+    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map(), triedAt: new Map(), awaiting: new Map(), backoff: new Map() }));
     return state;
   }
 
