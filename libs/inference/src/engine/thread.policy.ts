@@ -10,7 +10,7 @@ export interface ThreadPolicyOptions {
   /**
    * A candidate is also tried again once 4 x exploreEvery times the extra time one try would cost
    * (its estimated slowdown over the best, for a step of this size) has passed since it was last
-   * measured for that kind of step, clamped to [minExploreMs, maxExploreMs]: the step rule alone
+   * measured or tried for that kind of step, clamped to [minExploreMs, maxExploreMs]: the step rule alone
    * would leave a rare kind of step (prompt chunks, one per request) with figures from a busy
    * moment (another process starting) for minutes. Defaults 250 and 30000 ms.
    */
