@@ -732,6 +732,22 @@ describe.each(RUNTIMES)('Scheduler prompt packing (%s)', (_name, Runtime) => {
 });
 
 describe.each(RUNTIMES)('Scheduler slot choice (%s)', (_name, Runtime) => {
+  it('keeps busy slots consecutive when the cached prefixes on offer are about as long (one micro-batch a step)', async () => {
+    const rt = new Runtime(8);
+    const s = new Scheduler(rt, { minSharedPrefix: 1000 });
+    // Every slot holds a prompt starting with the same two tokens ("Request "); the even slots'
+    // caches are shorter, so the fewest-lost-tokens rule alone would pick 0, 2, 4, 6.
+    await Promise.all(Array.from({ length: 8 }, (_, i) => collect(s.submit(job(1, [9, 9, 100 + i, ...prompt(i % 2 === 0 ? 3 : 12, 200 + i)])))));
+    const before = rt.batches.length;
+    await Promise.all(Array.from({ length: 4 }, (_, i) => collect(s.submit(job(6, [9, 9, 300 + i, 7, 7])))));
+    const decodes = rt.batches.slice(before).filter((b) => b.length === 4 && b.every((item) => item.tokens.length === 1));
+    expect(decodes.length).toBeGreaterThan(0);
+    for (const b of decodes) {
+      const slots = b.map((item) => item.slot).sort((x, y) => x - y);
+      expect(slots[3] - slots[0]).toBe(3);
+    }
+  });
+
   it('sends an unrelated prompt to an empty slot, not over a warm cache that only shares BOS', async () => {
     const rt = new Runtime(2);
     const s = new Scheduler(rt, { minSharedPrefix: 1000 });
