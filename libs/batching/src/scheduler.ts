@@ -70,11 +70,13 @@ export interface SchedulerOptions {
  * for keeping busy slots consecutive. With llama.cpp's per-sequence KV streams (node-llama-cpp's
  * contexts are not unified), a step is split into one micro-batch per run of consecutive
  * sequence ids, each a whole pass over the weights: four streams on slots {0, 1, 4, 5} decode as
- * two 2-token passes. Measured on 2 zen4 cores (2026-12-01): after eight clients had left every
- * slot holding a prompt that shared "Request " with the next ones, four clients were spread over
- * the eight slots by the least-recently-used rule and ran 11-13% slower (decode steps 4.37 against
- * 3.75 ms a token, `gemm4xN<2>` in place of `gemm4xN<4>` in perf) than on a fresh server.
- * Re-evaluating a few prompt tokens once costs less than a pass a step for a request's life.
+ * two 2-token passes. Measured on 2 zen4 cores (2026-12-01), prompts packed in one step (eight
+ * clients in waves, as a GPU packs): after eight clients had left every slot holding a prompt
+ * that shared "Request " with the next ones, four clients were spread over the eight slots by
+ * the fewest-lost-tokens and least-recently-used rules and ran 11-13% slower (decode steps 4.37
+ * against 3.75 ms a token, `gemm4xN<2>` in place of `gemm4xN<4>` in perf); kept consecutive,
+ * +13.5% at four clients and +8% at eight (docs/PERFORMANCE.md). Re-evaluating a few prompt
+ * tokens once costs less than a pass a step for a request's life.
  */
 const SLOT_CONTIGUITY_TOKENS = 16;
 
