@@ -23,6 +23,11 @@ export interface LoadOptions {
 export interface LoadResult {
   readonly requests: number;
   readonly errors: number;
+  /**
+   * Requests sent again because the connection they went out on was closed by the server before
+   * any response (see {@link sendWithReconnect}); they count as requests, not errors.
+   */
+  readonly reconnects: number;
   readonly errorSamples: string[];
   readonly wallSeconds: number;
   readonly tokens: number;
@@ -46,10 +51,40 @@ export function percentiles(values: readonly number[]): Percentiles {
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
 }
 
-/** Streams one request; returns TTFT, the gaps between tokens, and the token count. */
-async function streamOne(o: LoadOptions, i: number): Promise<{ ttft: number; gaps: number[]; tokens: number }> {
+/** Connection failures (undici's codes) that happen before a request reached the server's handler. */
+const CLOSED_CONNECTION = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+
+/** Sends again at most this many times a request whose kept-alive connection was closed under it. */
+const MAX_RECONNECTS = 2;
+
+/**
+ * `fetch`, sent again on a fresh connection when the kept-alive one it went out on turns out to be
+ * closed before any response came back. llama.cpp's server closes the connection after each
+ * streamed response while advertising `Keep-Alive: timeout=5, max=100`; when the client's next
+ * request goes out on that connection before its FIN arrives, undici fails it with `fetch failed`
+ * (`UND_ERR_SOCKET`, 5–12 ms after sending, nothing received; 1–2 of 32 requests at eight
+ * clients, 2026-12-01). Counted as an error, the reference then ran fewer requests than this
+ * server and its clients drifted apart. curl and the OpenAI SDKs reconnect in this case too.
+ */
+async function sendWithReconnect(url: string, init: RequestInit, onReconnect: () => void): Promise<Response> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetch(url, init);
+    } catch (err) {
+      const code = ((err as { cause?: { code?: string } }).cause ?? {}).code;
+      if (attempt >= MAX_RECONNECTS || !code || !CLOSED_CONNECTION.has(code)) throw err;
+      onReconnect();
+    }
+  }
+}
+
+/**
+ * Streams one request; returns TTFT (from the first send, a reconnect included: what the client
+ * waited), the gaps between tokens, and the token count.
+ */
+async function streamOne(o: LoadOptions, i: number, onReconnect: () => void): Promise<{ ttft: number; gaps: number[]; tokens: number }> {
   const started = performance.now();
-  const res = await fetch(`${o.url}/v1/completions`, {
+  const res = await sendWithReconnect(`${o.url}/v1/completions`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', ...BYPASS_CACHE, ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) },
     body: JSON.stringify({
@@ -62,7 +97,7 @@ async function streamOne(o: LoadOptions, i: number): Promise<{ ttft: number; gap
       stream: true,
       ...o.body,
     }),
-  });
+  }, onReconnect);
   if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
   const decoder = new TextDecoder();
   let buffer = '';
@@ -97,6 +132,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const gaps: number[] = [];
   const errorSamples: string[] = [];
   let errors = 0;
+  let reconnects = 0;
   let tokens = 0;
   let next = 0;
   const started = performance.now();
@@ -104,7 +140,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     Array.from({ length: o.concurrency }, async () => {
       for (let i = next++; i < o.requests; i = next++) {
         try {
-          const r = await streamOne(o, i);
+          const r = await streamOne(o, i, () => reconnects++);
           ttfts.push(r.ttft);
           for (const g of r.gaps) gaps.push(g);
           tokens += r.tokens;
@@ -120,6 +156,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   return {
     requests: o.requests,
     errors,
+    reconnects,
     errorSamples,
     wallSeconds,
     tokens,
@@ -173,12 +210,16 @@ export async function runInterference(o: { url: string; apiKey?: string; streams
   const streaming = new Promise<void>((r) => (allStreaming = r));
   const controller = new AbortController();
   const runs = stamps.map(async (list, i) => {
-    const res = await fetch(`${o.url}/v1/completions`, {
-      method: 'POST',
-      headers,
-      signal: controller.signal,
-      body: JSON.stringify({ prompt: distinctPrompt(i), max_tokens: 1500, temperature: 0.8, seed: i, ignore_eos: true, stream: true, ...o.body }),
-    });
+    const res = await sendWithReconnect(
+      `${o.url}/v1/completions`,
+      {
+        method: 'POST',
+        headers,
+        signal: controller.signal,
+        body: JSON.stringify({ prompt: distinctPrompt(i), max_tokens: 1500, temperature: 0.8, seed: i, ignore_eos: true, stream: true, ...o.body }),
+      },
+      () => undefined,
+    );
     const decoder = new TextDecoder();
     let buffer = '';
     try {
@@ -200,11 +241,11 @@ export async function runInterference(o: { url: string; apiKey?: string; streams
   await streaming;
   await new Promise((r) => setTimeout(r, 1000));
   const injectedAt = performance.now();
-  const res = await fetch(`${o.url}/v1/completions`, {
-    method: 'POST',
-    headers,
-    body: JSON.stringify({ prompt: longPrompt(o.promptTokens), max_tokens: 1, temperature: 0, ...o.body }),
-  });
+  const res = await sendWithReconnect(
+    `${o.url}/v1/completions`,
+    { method: 'POST', headers, body: JSON.stringify({ prompt: longPrompt(o.promptTokens), max_tokens: 1, temperature: 0, ...o.body }) },
+    () => undefined,
+  );
   const body = (await res.json()) as { usage?: { prompt_tokens: number } };
   const answeredAt = performance.now();
   await new Promise((r) => setTimeout(r, 300));

@@ -136,6 +136,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
             perServer.set(server.label, [...(perServer.get(server.label) ?? []), row]);
             log(
               `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
+                (result.reconnects ? `, ${result.reconnects} sent again on a new connection (the server had closed the kept-alive one)` : '') +
                 (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step (p50 ${steps.hostP50Ms?.toFixed(3) ?? '–'})` : ''),
             );
             for (const sample of result.errorSamples) log(`    error: ${sample}`);

@@ -4,6 +4,7 @@ import { LoadResult } from './load.generator';
 const result = (tps: number, ttft: number): LoadResult => ({
   requests: 8,
   errors: 0,
+  reconnects: 0,
   errorSamples: [],
   wallSeconds: 1,
   tokens: tps,
