@@ -10,7 +10,15 @@ interface Report {
   readonly computeMs: number;
   readonly doneAt: number;
 }
+interface GapScenario {
+  readonly busyTokens: number[][];
+  readonly idleMax: number[][];
+  readonly idleNext: number[];
+  readonly promptLengths: number[];
+  readonly added: number;
+}
 interface ChildResult {
+  readonly gapFill: { readonly off: GapScenario; readonly on: GapScenario; readonly wideOff: GapScenario; readonly wideOne: GapScenario; readonly wideTwo: GapScenario };
   readonly ordered: { readonly steps: number; readonly seen: (Report | string)[] };
   readonly repeat: number[];
   readonly thrown: { readonly calls: number; readonly error: string | null };
@@ -20,7 +28,7 @@ interface ChildResult {
 /**
  * The addon's native step loop, run() (libs/inference/native), driven directly on the bundled
  * model in a child process (test/support/engine-run.child.mjs): the contract the scheduler
- * builds on, below the server.
+ * builds on, below the server; and step()'s filling of holes between busy sequences.
  */
 describe('engine addon run()', () => {
   let result: ChildResult;
@@ -79,5 +87,29 @@ describe('engine addon run()', () => {
     expect(result.interrupted.calls).toBeGreaterThanOrEqual(2);
     expect(result.interrupted.calls).toBeLessThanOrEqual(4);
     expect(result.interrupted.steps).toBe(result.interrupted.calls);
+  });
+
+  it('fills a hole between busy sequences with a throwaway token that leaves no trace (setGapFill)', () => {
+    const { off, on } = result.gapFill;
+    // Sequences 0 and 2 decode four steps while 1 and 3 hold their prompts: the hole at 1 is
+    // filled once a step, 3 (after the last busy one) splits nothing and is left alone.
+    expect(off.added).toBe(0);
+    expect(on.added).toBe(4);
+    // The same tokens, for the busy sequences and for the idle ones going on afterwards: the
+    // throwaway cell was removed (the idle sequences' cells end where their prompts did).
+    expect(on.busyTokens).toEqual(off.busyTokens);
+    expect(on.idleNext).toEqual(off.idleNext);
+    const prompt = (seq: number): number => on.promptLengths[seq] - 1;
+    for (const max of on.idleMax) expect(max).toEqual([prompt(1), prompt(3)]);
+  });
+
+  it('fills only holes no longer than the setting', () => {
+    const { wideOff, wideOne, wideTwo } = result.gapFill;
+    // Sequences 0 and 3 busy: a hole of two (1 and 2), three steps.
+    expect(wideOne.added).toBe(0);
+    expect(wideTwo.added).toBe(6);
+    expect(wideTwo.busyTokens).toEqual(wideOff.busyTokens);
+    expect(wideTwo.idleNext).toEqual(wideOff.idleNext);
+    for (const max of wideTwo.idleMax) expect(max).toEqual([wideTwo.promptLengths[1] - 1, wideTwo.promptLengths[2] - 1]);
   });
 });

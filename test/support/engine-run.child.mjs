@@ -75,6 +75,61 @@ const result = {};
   result.interrupted = { steps, calls };
 }
 
+// 5. Holes between busy sequences (setGapFill): with per-sequence KV streams llama.cpp splits a
+//    step at a hole; a throwaway token of the idle sequence closes it and is removed after the
+//    decode. Four sequences; 0 and 2 (and then 0 and 3) decode while the others hold a prompt.
+{
+  const gapContext = await model.createContext({ sequences: 4, contextSize: 4 * 128, threads: 1 });
+  for (let i = 0; i < 4; i++) gapContext.getSequence();
+  const gapNative = gapContext._ctx;
+  addon.attachThreadpool(gapNative, 1, 0, 1);
+  const samplers = Array.from({ length: 4 }, () => {
+    const s = new llama._bindings.AddonSampler(model._model);
+    s.applyConfig({});
+    return s;
+  });
+  const prompts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue'].map((p) => (bos === null ? [] : [bos]).concat(model.tokenize(p)));
+  const stepOnce = async (items) => {
+    const spec = Int32Array.from(items.flatMap((it) => [it.seq, it.position, it.tokens.length, 1, ...it.tokens]));
+    const out = new Int32Array(items.length).fill(-1);
+    await addon.step(gapNative, spec, items.map((it) => samplers[it.seq]), out);
+    return [...out];
+  };
+  /** Prompts in all four, then `steps` steps of `busy` only, then each idle one goes on alone. */
+  const scenario = async (fill, busy, steps) => {
+    addon.setGapFill(fill);
+    const before = addon.setGapFill();
+    for (let i = 0; i < 4; i++) gapNative.disposeSequence(i);
+    const next = await stepOnce(prompts.map((tokens, seq) => ({ seq, position: 0, tokens })));
+    const position = prompts.map((p) => p.length);
+    const busyTokens = [];
+    const idleMax = [];
+    for (let k = 0; k < steps; k++) {
+      const sampled = await stepOnce(busy.map((seq) => ({ seq, position: position[seq]++, tokens: [next[seq]] })));
+      busy.forEach((seq, i) => (next[seq] = sampled[i]));
+      busyTokens.push(sampled);
+      idleMax.push([0, 1, 2, 3].filter((s) => !busy.includes(s)).map((s) => gapNative.getSequenceKvCacheMaxPosition(s)));
+    }
+    const idleNext = [];
+    for (const seq of [0, 1, 2, 3].filter((s) => !busy.includes(s))) {
+      idleNext.push(...(await stepOnce([{ seq, position: position[seq], tokens: [next[seq]] }])));
+    }
+    return { busyTokens, idleMax, idleNext, promptLengths: prompts.map((p) => p.length), added: addon.setGapFill() - before };
+  };
+  result.gapFill = {
+    off: await scenario(0, [0, 2], 4),
+    on: await scenario(1, [0, 2], 4),
+    wideOff: await scenario(0, [0, 3], 3),
+    wideOne: await scenario(1, [0, 3], 3),
+    wideTwo: await scenario(2, [0, 3], 3),
+  };
+  addon.setGapFill(1);
+  addon.release(gapNative);
+  addon.detachThreadpool(gapNative);
+  for (const s of samplers) s.dispose?.();
+  await gapContext.dispose();
+}
+
 addon.release(native);
 addon.detachThreadpool(native);
 await context.dispose();

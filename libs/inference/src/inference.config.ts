@@ -13,6 +13,7 @@ export type InferenceConfig = Pick<
   | 'embeddingModelPath'
   | 'engineAddon'
   | 'engineAddonPath'
+  | 'engineGapFill'
   | 'engineLoop'
   | 'flashAttention'
   | 'gpu'

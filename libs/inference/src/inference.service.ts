@@ -82,6 +82,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       engineAddon: config.engineAddon,
       engineAddonPath: config.engineAddonPath,
       engineLoop: config.engineLoop,
+      engineGapFill: config.engineGapFill,
       schemaLimits: config.schemaLimits,
     };
     const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk, promptPackTokens: config.promptPackTokens };

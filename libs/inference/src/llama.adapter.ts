@@ -487,17 +487,22 @@ function logprobsOf(token: number, flat: readonly number[], top: number): Sample
   return { logprob, top: best };
 }
 
+/** ENGINE_GAP_FILL's default: one idle slot between busy ones (measured, docs/PERFORMANCE.md). */
+const DEFAULT_GAP_FILL = 1;
+
 /** Prompt texts remembered with their tokens, and the longest remembered (≈ 4 MB of text at most). */
 const TOKEN_MEMO_ENTRIES = 512;
 const TOKEN_MEMO_MAX_CHARS = 8192;
 
-/** Engine settings every model shares (the server's THREAD_POLL, ENGINE_ADDON, ENGINE_ADDON_PATH, ENGINE_LOOP). */
+/** Engine settings every model shares (the server's THREAD_POLL, ENGINE_ADDON, ENGINE_ADDON_PATH, ENGINE_LOOP, ENGINE_GAP_FILL). */
 export interface EngineOptions {
   readonly threadPoll: number;
   readonly engineAddon: 'auto' | 'off';
   readonly engineAddonPath: string | undefined;
   /** ENGINE_LOOP: steps back to back on the addon's thread, or one call per step. */
   readonly engineLoop: 'native' | 'js';
+  /** ENGINE_GAP_FILL: the longest hole of idle slots between busy ones a step fills with throwaway tokens (0 = never). Default 1. */
+  readonly engineGapFill?: number;
   /** Limits on response_format and tool schemas (SCHEMA_MAX_*). */
   readonly schemaLimits: SchemaLimits;
 }
@@ -669,11 +674,15 @@ export class LlamaAdapter {
           // threads set (THREADS or the model's own): exactly that. Unset: up to every core, chosen per step by measurement.
           const policy = spec.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
           const nativeLoop = this.engineOptions.engineLoop === 'native' && typeof addon.addon.run === 'function';
+          // Process-wide in the addon; every model is given the same server setting.
+          const gapFill = typeof addon.addon.setGapFill === 'function' ? this.engineOptions.engineGapFill ?? DEFAULT_GAP_FILL : 0;
+          addon.addon.setGapFill?.(gapFill);
           engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop };
           this.#engineAddon = addon.addon;
           engineNote =
             `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
-            ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}`;
+            ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}` +
+            (gapFill > 0 ? `, holes of up to ${gapFill} idle slot${gapFill === 1 ? '' : 's'} between busy ones filled` : '');
         } catch (err) {
           engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
         }

@@ -433,6 +433,8 @@ export const CONFIG_SPEC = {
       'Engine addon (persistent ggml threadpool, timed decode, built by `npm ci`): `auto` = use it when built and compatible, `off` = node-llama-cpp\'s binding only'),
     ENGINE_LOOP: oneOf('ENGINE_LOOP', ['native', 'js'] as const, 'native',
       'With the engine addon: `native` = decode steps run back to back on the addon\'s thread, tokens handed to JavaScript while the next step computes; `js` = one addon call per step from the scheduler (the path before; for comparison)'),
+    ENGINE_GAP_FILL: int('ENGINE_GAP_FILL', 0, 64, 1,
+      'With the engine addon: a decode step fills a hole of up to this many idle slots between busy ones with a throwaway token each, removed after the step (llama.cpp splits a step at every hole in the sequence ids: one more pass over the weights); 0 = never'),
     ENGINE_ADDON_PATH: optionalPath( 'Where the engine addon is loaded from', 'libs/inference/native/build/Release/llm_engine.node'),
     CONTEXT_SIZE: int('CONTEXT_SIZE', 64, 1048576, undefined,
       'KV-cache tokens per slot (prompt + completion); auto = the model\'s training context, at most 4096; per model: `context_size`'),

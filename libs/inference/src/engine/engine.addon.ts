@@ -63,6 +63,15 @@ export interface EngineAddon {
     specLength?: number,
     top?: Int32Array,
   ): Promise<number>;
+  /**
+   * Process-wide: a step fills each hole of at most `maxRun` idle sequences between busy ones
+   * with a throwaway token per idle sequence (no logits, its cell removed right after the
+   * decode), so that llama.cpp does not split the step at the hole (one micro-batch per run of
+   * consecutive sequence ids with per-sequence KV streams). 0 = never; the addon's default is 1.
+   * Plain attention caches only (not recurrent, hybrid or sliding-window models). Returns the
+   * throwaway tokens added so far. Absent from builds before it existed.
+   */
+  setGapFill?(maxRun?: number): number;
   /** A run in flight on the context stops after its current step. */
   interrupt?(context: object): void;
   /**
