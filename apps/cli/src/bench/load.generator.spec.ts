@@ -1,13 +1,18 @@
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
-import { runLoad } from './load.generator';
+import { chatMaxTokens, runLoad } from './load.generator';
 
 /** A tiny /v1/completions that streams two tokens; `decide` may close the connection instead. */
-async function fakeServer(decide: (n: number, req: IncomingMessage, res: ServerResponse) => boolean): Promise<{ url: string; server: Server; seen: () => number }> {
+async function fakeServer(
+  decide: (n: number, req: IncomingMessage, res: ServerResponse) => boolean,
+  bodies: { max_tokens: number; at: number }[] = [],
+): Promise<{ url: string; server: Server; seen: () => number }> {
   let n = 0;
   const server = createServer((req, res) => {
-    req.resume();
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
+      bodies.push({ max_tokens: (JSON.parse(body) as { max_tokens: number }).max_tokens, at: performance.now() });
       if (!decide(n++, req, res)) return;
       res.writeHead(200, { 'Content-Type': 'text/event-stream' });
       for (const text of ['a', 'b']) res.write(`data: ${JSON.stringify({ choices: [{ text }] })}\n\n`);
@@ -23,7 +28,8 @@ const load = (url: string, requests = 1) => runLoad({ url, concurrency: 1, reque
 describe('bench load generator', () => {
   let server: Server | undefined;
   afterEach(async () => {
-    server?.closeAllConnections();
+    if (!server) return;
+    server.closeAllConnections();
     await new Promise((r) => server?.close(r));
     server = undefined;
   });
@@ -45,6 +51,35 @@ describe('bench load generator', () => {
     expect(r).toMatchObject({ errors: 1, reconnects: 2, tokens: 0 });
     expect(r.errorSamples[0]).toContain('fetch failed');
     expect(fake.seen()).toBe(3);
+  });
+
+  it('chat workload: answer lengths spread over max/4 to 2 x max, the same for every server', () => {
+    const lengths = Array.from({ length: 64 }, (_, i) => chatMaxTokens(64, i));
+    expect(Math.min(...lengths)).toBe(16);
+    expect(Math.max(...lengths)).toBeLessThan(128);
+    expect(new Set(lengths).size).toBeGreaterThan(40);
+    expect(Array.from({ length: 64 }, (_, i) => chatMaxTokens(64, i))).toEqual(lengths);
+  });
+
+  it('sends each request its own max_tokens and pauses a client before each request', async () => {
+    const bodies: { max_tokens: number; at: number }[] = [];
+    const fake = await fakeServer(() => true, bodies);
+    server = fake.server;
+    const started = performance.now();
+    const r = await runLoad({ url: fake.url, concurrency: 1, requests: 4, maxTokens: 2, maxTokensOf: (i) => 10 + i, thinkMs: 40, prompt: () => 'x' });
+    expect(r.errors).toBe(0);
+    expect(bodies.map((b) => b.max_tokens)).toEqual([10, 11, 12, 13]);
+    // Four pauses drawn from [0, 80) ms with a fixed seed: the same total every run, and not zero.
+    const waited = bodies[3].at - started;
+    expect(waited).toBeGreaterThan(20);
+    const again: { max_tokens: number; at: number }[] = [];
+    const fake2 = await fakeServer(() => true, again);
+    const started2 = performance.now();
+    await runLoad({ url: fake2.url, concurrency: 1, requests: 4, maxTokens: 2, thinkMs: 40, prompt: () => 'x' });
+    fake2.server.closeAllConnections();
+    await new Promise((res) => fake2.server.close(res));
+    expect(again.map((b) => b.max_tokens)).toEqual([2, 2, 2, 2]);
+    expect(Math.abs(again[3].at - started2 - waited)).toBeLessThan(30);
   });
 
   it('does not send again a request the server answered with an error', async () => {

@@ -12,6 +12,14 @@ export interface LoadOptions {
   readonly requests: number;
   /** New tokens per request (generation ignores end-of-text so every request makes exactly this many). */
   readonly maxTokens: number;
+  /** New tokens of request i, when they vary (else maxTokens). */
+  maxTokensOf?(i: number): number;
+  /**
+   * Mean pause of a client before each of its requests, ms (a user reading the last answer):
+   * drawn uniformly from [0, 2 x thinkMs) by a generator seeded per client, so that every server
+   * gets the same pauses. Default 0 (closed loop).
+   */
+  readonly thinkMs?: number;
   /** Prompt of request i. */
   prompt(i: number): string;
   /** Extra body fields (model name…). */
@@ -89,7 +97,7 @@ async function streamOne(o: LoadOptions, i: number, onReconnect: () => void): Pr
     headers: { 'Content-Type': 'application/json', ...BYPASS_CACHE, ...(o.apiKey ? { Authorization: `Bearer ${o.apiKey}` } : {}) },
     body: JSON.stringify({
       prompt: o.prompt(i),
-      max_tokens: o.maxTokens,
+      max_tokens: o.maxTokensOf ? o.maxTokensOf(i) : o.maxTokens,
       temperature: 0.8,
       top_p: 0.95,
       seed: i,
@@ -126,6 +134,28 @@ async function streamOne(o: LoadOptions, i: number, onReconnect: () => void): Pr
   return { ttft, gaps, tokens };
 }
 
+/** Uniform [0, 1) numbers from a fixed seed (mulberry32): the same sequence for every server. */
+function seededUniform(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * New tokens of request i in the `chat` workload: spread over [maxTokens / 4, 2 x maxTokens)
+ * (16..127 for 64), the same for every server. Streams of different lengths end at different
+ * steps, as answers do.
+ */
+export function chatMaxTokens(maxTokens: number, i: number): number {
+  const low = Math.max(1, Math.round(maxTokens / 4));
+  return low + ((i * 37) % Math.max(1, 2 * maxTokens - low));
+}
+
 /** Runs `requests` streaming requests with `concurrency` clients; each client runs its share in turn. */
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const ttfts: number[] = [];
@@ -137,8 +167,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   let next = 0;
   const started = performance.now();
   await Promise.all(
-    Array.from({ length: o.concurrency }, async () => {
+    Array.from({ length: o.concurrency }, async (_, client) => {
+      const pause = seededUniform(client + 1);
       for (let i = next++; i < o.requests; i = next++) {
+        if (o.thinkMs) await new Promise((r) => setTimeout(r, pause() * 2 * (o.thinkMs as number)));
         try {
           const r = await streamOne(o, i, () => reconnects++);
           ttfts.push(r.ttft);

@@ -5,7 +5,7 @@ import { projectRoot } from '@app/common';
 import { ReferenceBenchCommand } from './reference-bench.command';
 import { defaultReferenceThreads, EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
 import { ProgressBar } from '../support/progress.bar';
-import { distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
+import { chatMaxTokens, distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
 import { positiveInt } from '../support/options';
 
 interface ServingOptions {
@@ -17,7 +17,8 @@ interface ServingOptions {
   concurrency?: string;
   requests?: number;
   maxTokens?: number;
-  workload?: 'distinct' | 'shared-prefix';
+  workload?: 'distinct' | 'shared-prefix' | 'chat';
+  thinkMs?: number;
   context?: number;
   batch?: number;
   reference?: boolean;
@@ -55,6 +56,9 @@ export interface Row {
 
 const OURS = 'this server';
 
+/** Mean pause of a `chat` client before each request, ms. */
+const DEFAULT_THINK_MS = 300;
+
 /**
  * Streaming load against this server with its defaults and, in the same run with the same
  * model, slots, context and batch, against llama.cpp's own HTTP server at each reference thread
@@ -81,6 +85,10 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
     const maxTokens = o.maxTokens ?? 64;
     const workload = o.workload ?? 'distinct';
     const prompt = workload === 'shared-prefix' ? sharedPrefixPrompt : distinctPrompt;
+    // chat: answers of different lengths and clients that pause between requests (open slots
+    // come and go at random steps, unlike closed-loop clients that run in waves).
+    const thinkMs = o.thinkMs ?? (workload === 'chat' ? DEFAULT_THINK_MS : 0);
+    const maxTokensOf = workload === 'chat' ? (i: number) => chatMaxTokens(maxTokens, i) : undefined;
     const rows: Row[] = [];
     const log = (m: string): void => void process.stderr.write(`${m}\n`);
 
@@ -118,7 +126,10 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
           // prefill (llama.cpp's server keeps prompt states in RAM). Each server gets the same ones.
           const offset = 10_000 * (levelIndex + 1) + 1000 * round;
           for (const { server, apiKey, ours } of servers) {
-            log(`  ${server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokens} tokens (${workload}), round ${round + 1}/${rounds}...`);
+            log(
+              `  ${server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokensOf ? `${maxTokensOf(0)}-${2 * maxTokens - 1}` : maxTokens} tokens (${workload}` +
+                `${thinkMs ? `, ${thinkMs} ms mean pause` : ''}), round ${round + 1}/${rounds}...`,
+            );
             const bar = new ProgressBar('   ', !o.json);
             const before = ours ? await scrapeSteps(server.url) : null;
             const result = await runLoad({
@@ -127,6 +138,8 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
               concurrency,
               requests,
               maxTokens,
+              maxTokensOf,
+              thinkMs,
               prompt: (i) => prompt(offset + i),
               onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
             });
@@ -149,7 +162,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
       await Promise.all(servers.map(({ server }) => server.stop()));
     }
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ settings, referenceThreads, workload, maxTokens, rows }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ settings, referenceThreads, workload, maxTokens, thinkMs, rows }, null, 2)}\n`);
       return;
     }
     process.stdout.write(formatTable(rows));
@@ -175,10 +188,20 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   parseMaxTokens(v: string): number {
     return positiveInt(v);
   }
-  @Option({ flags: '--workload <kind>', description: 'distinct | shared-prefix (~540-token common prefix)' })
+  @Option({
+    flags: '--workload <kind>',
+    description:
+      'distinct | shared-prefix (~540-token common prefix) | chat (distinct prompts, answers of max-tokens/4 to 2 x max-tokens, clients pausing --think-ms on average before each request)',
+  })
   parseWorkload(v: string): string {
-    if (v !== 'distinct' && v !== 'shared-prefix') throw new Error('--workload must be distinct or shared-prefix');
+    if (v !== 'distinct' && v !== 'shared-prefix' && v !== 'chat') throw new Error('--workload must be distinct, shared-prefix or chat');
     return v;
+  }
+  @Option({ flags: '--think-ms <n>', description: `Mean pause of a client before each request, ms (default 0; ${DEFAULT_THINK_MS} with --workload chat)` })
+  parseThinkMs(v: string): number {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new Error('--think-ms must be a number of ms, 0 or more');
+    return n;
   }
   @Option({ flags: '--context <n>', description: 'Context tokens per slot (default 2048)' })
   parseContext(v: string): number {
