@@ -164,6 +164,46 @@ describe('engine addon', () => {
     }
   });
 
+  it('fills the hole a finished stream leaves between two busy slots, and counts the throwaway tokens (ENGINE_GAP_FILL)', async () => {
+    /** Starts a stream and resolves once its first token arrived, with a promise of its end. */
+    const stream = async (url: string, prompt: string, maxTokens: number): Promise<{ done: Promise<number> }> => {
+      const res = await fetch(`${url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}`, 'Cache-Control': 'no-cache, no-store' },
+        body: JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true }),
+      });
+      expect(res.status).toBe(200);
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      let chunks = (await reader.read()).done ? 0 : 1;
+      const done = (async () => {
+        while (!(await reader.read()).done) chunks++;
+        return chunks;
+      })();
+      return { done };
+    };
+    const filled: Record<string, number> = {};
+    for (const fill of ['1', '0']) {
+      // Three slots taken in turn (a fresh server: slot 0, then the idle slot next to a busy one):
+      // the middle stream ends first while the two others go on.
+      const server = await startServer({ API_KEYS: KEY, THREADS: '1', PARALLEL_SLOTS: '3', ENGINE_GAP_FILL: fill, LOG_LEVEL: 'debug' });
+      try {
+        await waitForModel(server);
+        const a = await stream(server.url, 'Once upon a time', 400);
+        const b = await stream(server.url, 'The little dog', 60);
+        const c = await stream(server.url, 'Tom and Sue went', 400);
+        await Promise.all([a.done, b.done, c.done]);
+        filled[fill] = metric(await scrape(server.url), 'llm_batch_filled_tokens_total');
+        if (fill === '1' && !(filled[fill] > 0)) throw new Error(`no hole was filled; slots as assigned:\n${server.output().split('\n').filter((l) => /slot \d+ assigned/.test(l)).join('\n')}`);
+      } finally {
+        await server.stop();
+      }
+    }
+    // Slot 1 idle between 0 and 2 for ~340 steps: one throwaway token each (a step or two
+    // before its stream was seen to end aside).
+    expect(filled['1']).toBeGreaterThan(250);
+    expect(filled['0']).toBe(0);
+  });
+
   it('ENGINE_ADDON=off runs without it and says so in the metrics, without a warning', async () => {
     const server = await startServer({ API_KEYS: KEY, ENGINE_ADDON: 'off' });
     try {

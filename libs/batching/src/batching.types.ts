@@ -236,6 +236,8 @@ export interface DecodeReport {
   readonly computeMs: number;
   /** CPU threads the call ran on. */
   readonly threads?: number;
+  /** Throwaway tokens the engine added to close holes between busy slots (not in the items). */
+  readonly filledTokens?: number;
 }
 
 /** One step of the loop as the observer sees it. */
@@ -250,6 +252,8 @@ export interface StepStats {
   readonly computeMs?: number;
   /** CPU threads the call ran on, when the runtime reports it. */
   readonly threads?: number;
+  /** Throwaway tokens the engine added to close holes between busy slots, when it reports them. */
+  readonly filledTokens?: number;
   /**
    * Everything in the step that is not engine compute, when this step followed the previous one
    * without a pause (queue empty, prefix copy): sampling, the loop's own work, dispatch and

@@ -602,6 +602,7 @@ export class Scheduler {
       ms,
       computeMs: compute,
       threads: report ? report.threads : undefined,
+      filledTokens: report ? report.filledTokens : undefined,
       hostMs: compute !== undefined && previousDone !== null ? Math.max(0, done - previousDone - compute) : undefined,
     });
     const sampleSlots: number[] = [];

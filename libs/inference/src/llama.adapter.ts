@@ -234,7 +234,8 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const top = this.#logprobRequests(items, sampling);
     const lpTokens = top ? new Int32Array(sampling * LOGPROB_TOP_MAX) : undefined;
     const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
-    const ms = await engine.addon.step(this.ctx, this.#spec, samplers, out, length, top, lpTokens, lpValues);
+    const info = new Int32Array(1);
+    const ms = await engine.addon.step(this.ctx, this.#spec, samplers, out, length, top, lpTokens, lpValues, info);
     engine.policy?.record(items.length, tokenCount(items), threads, ms);
     let k = 0;
     for (const item of items) {
@@ -243,7 +244,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       if (top && lpTokens && lpValues && top[k] >= 0) this.#lastLogprobs[item.slot] = this.#readLogprobs(k, top[k], lpTokens, lpValues);
       k++;
     }
-    return { computeMs: ms, threads };
+    return { computeMs: ms, threads, filledTokens: info[0] };
   }
 
   /**
@@ -270,7 +271,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#spec,
       samplers,
       planArray(plans),
-      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array) => {
+      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array, filled?: number) => {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
         let goingOn = 0;
@@ -295,7 +296,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
         first = false;
         state.goingOn = goingOn;
         engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs);
-        onStep({ items: stepItems, sampled, report: { computeMs, threads }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
+        onStep({ items: stepItems, sampled, report: { computeMs, threads, filledTokens: filled ?? 0 }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
         // Threads for the next step (the addon switches before it starts, if it has not already).
         if (goingOn > 0 || state.fed.size > 0) this.#rethread(engine, addon, state);
       },

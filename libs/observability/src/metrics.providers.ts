@@ -18,6 +18,7 @@ export const METRIC = {
   batchHostOverhead: 'llm_batch_host_overhead_seconds',
   batchCompute: 'llm_batch_compute_seconds',
   batchThreads: 'llm_batch_threads',
+  batchFilledTokens: 'llm_batch_filled_tokens_total',
   queueWait: 'llm_queue_wait_seconds',
   promptTokens: 'llm_prompt_tokens_total',
   promptTokensCached: 'llm_prompt_tokens_cached_total',
@@ -107,6 +108,13 @@ export const METRIC_PROVIDERS = [
     name: METRIC.batchThreads,
     help: 'CPU threads one decode call ran on (chosen per step by measured compute unless THREADS is set); needs the engine addon',
     buckets: [1, 2, 4, 8, 16, 32, 64],
+    labelNames: ['model'],
+  }),
+  makeCounterProvider({
+    name: METRIC.batchFilledTokens,
+    help:
+      'Throwaway tokens decode steps carried to close a hole between busy slots (ENGINE_GAP_FILL: llama.cpp would ' +
+      'split the step into one pass per run of consecutive slots); needs the engine addon',
     labelNames: ['model'],
   }),
   makeHistogramProvider({

@@ -27,6 +27,7 @@ export interface StepView {
   readonly computeMs?: number;
   readonly hostMs?: number;
   readonly threads?: number;
+  readonly filledTokens?: number;
 }
 
 /** How a generation ended (structurally the batching library's RequestOutcome). */
@@ -93,6 +94,7 @@ export class SchedulerTelemetry {
     @InjectMetric(METRIC.batchCompute) private readonly batchCompute: Histogram<'model'>,
     @InjectMetric(METRIC.batchHostOverhead) private readonly batchHost: Histogram<'model'>,
     @InjectMetric(METRIC.batchThreads) private readonly batchThreads: Histogram<'model'>,
+    @InjectMetric(METRIC.batchFilledTokens) private readonly batchFilled: Counter<'model'>,
     @InjectMetric(METRIC.tokensGenerated) private readonly tokensGenerated: Counter<'model'>,
     @InjectMetric(METRIC.promptTokens) private readonly promptTokens: Counter<'model'>,
     @InjectMetric(METRIC.promptTokensCached) private readonly promptTokensCached: Counter<'model'>,
@@ -123,6 +125,7 @@ export class SchedulerTelemetry {
         if (s.computeMs !== undefined) this.batchCompute.observe(labels, s.computeMs / 1000);
         if (s.hostMs !== undefined) this.batchHost.observe(labels, s.hostMs / 1000);
         if (s.threads !== undefined) this.batchThreads.observe(labels, s.threads);
+        if (s.filledTokens) this.batchFilled.inc(labels, s.filledTokens);
       },
       onRejected: (code) => this.rejections.inc({ reason: code, model }),
       onStateChange: (snapshot) => this.#onStateChange(model, snapshot),
@@ -181,6 +184,7 @@ export class SchedulerTelemetry {
     this.promptTokensCached.inc(labels, 0);
     for (const reason of ['queue_full', 'queue_timeout', 'shutting_down']) this.rejections.inc({ reason, model }, 0);
     this.aborted.inc(labels, 0);
+    this.batchFilled.inc(labels, 0);
   }
 
   #onQueueWait(model: string, ms: number): void {

@@ -557,6 +557,8 @@ struct StepOutcome {
   int threads = 0;
   /** steady_clock milliseconds when the step (decode + sampling) ended. */
   double doneAt = 0;
+  /** Throwaway tokens the step carried to close holes between busy sequences (GapFills). */
+  int32_t filled = 0;
 };
 
 double NowMs() {
@@ -855,6 +857,7 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
     }
     g_gapFillTokens.fetch_add(filled, std::memory_order_relaxed);
   }
+  out.filled = static_cast<int32_t>(filled);
   if (r != 0) {
     return r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
                   : "llama_decode failed with status " + std::to_string(r);
@@ -1008,13 +1011,14 @@ void ReadPlan(Napi::Env env, std::vector<StepItem>& items, Napi::Int32Array plan
 }
 
 /**
- * step(context, spec, samplers, out, specLength?, top?, lpTokens?, lpValues?) -> Promise<number>:
+ * step(context, spec, samplers, out, specLength?, top?, lpTokens?, lpValues?, info?) -> Promise<number>:
  * one scheduler step in one call (RunOneStep on a worker thread). Writes the k-th sampled token
  * to out[k] (-1 when the sampler gave none) and resolves with the milliseconds llama_decode took
  * (sampling excluded). With `top`, the item's raw distribution (log-softmax of the logits over
  * the whole vocabulary, before temperature, top-k/p, penalties, biases and grammar: OpenAI's
  * meaning): the sampled token's logprob in lpValues[k * 21], the best tokens in lpTokens[k * 20 +
- * i] and lpValues[k * 21 + 1 + i].
+ * i] and lpValues[k * 21 + 1 + i]. `info` (Int32Array): info[0] = throwaway tokens the step
+ * carried to close holes between busy sequences (GapFills).
  */
 class StepWorker : public Napi::AsyncWorker {
  public:
@@ -1036,6 +1040,7 @@ class StepWorker : public Napi::AsyncWorker {
     lpValuesRef_ = Napi::Persistent(values);
   }
   void SetDecodePool(ggml_threadpool_t pool) { decodePool_ = pool; }
+  void SetInfoOutput(Napi::Int32Array info) { infoRef_ = Napi::Persistent(info); }
 
  protected:
   void Execute() override {
@@ -1059,6 +1064,10 @@ class StepWorker : public Napi::AsyncWorker {
       for (size_t i = 0; i < outcome_.lpTokens.size() && i < lpTokens.ElementLength(); i++) lpTokens[i] = outcome_.lpTokens[i];
       for (size_t i = 0; i < outcome_.lpValues.size() && i < lpValues.ElementLength(); i++) lpValues[i] = outcome_.lpValues[i];
     }
+    if (!infoRef_.IsEmpty()) {
+      Napi::Int32Array info = infoRef_.Value().As<Napi::Int32Array>();
+      if (info.ElementLength() > 0) info[0] = outcome_.filled;
+    }
     deferred_.Resolve(Napi::Number::New(Env(), outcome_.computeMs));
   }
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
@@ -1072,6 +1081,7 @@ class StepWorker : public Napi::AsyncWorker {
   Napi::Reference<Napi::Int32Array> out_;
   Napi::Reference<Napi::Int32Array> lpTokensRef_;
   Napi::Reference<Napi::Float32Array> lpValuesRef_;
+  Napi::Reference<Napi::Int32Array> infoRef_;
   Napi::Promise::Deferred deferred_;
 };
 
@@ -1099,6 +1109,8 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   auto* worker = new StepWorker(env, context, &batch, std::move(items), out);
   if (withLogprobs) worker->SetLogprobOutputs(info[6].As<Napi::Int32Array>(), info[7].As<Napi::Float32Array>());
   worker->SetDecodePool(CurrentDecodePool(context->ctx));
+  // info[0] after the step: the throwaway tokens it carried (GapFills).
+  if (info.Length() > 8 && info[8].IsTypedArray()) worker->SetInfoOutput(info[8].As<Napi::Int32Array>());
   worker->Queue();
   return worker->Promise();
 }
@@ -1116,7 +1128,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
  *
  * `plan` (Int32Array, two entries per sampling item): [budget, stopOnEog 0|1]; budget = tokens
  * the slot may still sample, this step's included. onStep(items, computeMs, threads, doneAt,
- * final, lpTokens?, lpValues?) is called on the main thread for every step, in order, while the next
+ * final, lpTokens?, lpValues?, filled) is called on the main thread for every step, in order, while the next
  * step already runs: items is an Int32Array of [sequence, firstPosition, tokenCount, sampled]
  * per item (sampled: the token, -1 = none, -2 = the item did not sample); doneAt is the step's
  * end in the steady clock's milliseconds; final is true when the run ends with this step. A
@@ -1366,7 +1378,11 @@ class RunWorker : public Napi::AsyncWorker {
         std::copy(o.lpValues.begin(), o.lpValues.end(), lpValues.Data());
         args.push_back(lpTokens);
         args.push_back(lpValues);
+      } else {
+        args.push_back(env.Undefined());
+        args.push_back(env.Undefined());
       }
+      args.push_back(Napi::Number::New(env, o.filled));
       try {
         // MakeCallback: as a libuv callback this is a top-level entry into JavaScript, so the
         // microtasks and ticks onStep queues run right after it, as they would after any event.

@@ -26,7 +26,9 @@ export interface EngineAddon {
    * `samplers[k]` (node-llama-cpp AddonSampler objects) into `out[k]` (-1 = no token). Resolves
    * with the ms llama_decode took. With `top` (one entry per sampling item: -1 = none, else
    * 0..20), the item's raw log-probabilities: the sampled token's in `lpValues[k * 21]`, the best
-   * `top[k]` tokens in `lpTokens[k * 20 + i]` / `lpValues[k * 21 + 1 + i]`.
+   * `top[k]` tokens in `lpTokens[k * 20 + i]` / `lpValues[k * 21 + 1 + i]`. `info[0]`, when
+   * given: the throwaway tokens the step carried to close holes (setGapFill; builds before it
+   * leave it as it was).
    */
   step(
     context: object,
@@ -37,6 +39,7 @@ export interface EngineAddon {
     top?: Int32Array,
     lpTokens?: Int32Array,
     lpValues?: Float32Array,
+    info?: Int32Array,
   ): Promise<number>;
   /** Frees what step() allocated for the context; call before disposing it. */
   release(context: object): boolean;
@@ -45,11 +48,12 @@ export interface EngineAddon {
    * `spec` as in step(); after each one, every sampling item whose slot goes on becomes a
    * one-token item of the next step with the token just sampled. `plan` holds [budget,
    * stopOnEog 0|1] per sampling item (budget: tokens it may still sample, this step's included).
-   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?)` runs on the main
+   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?, filled?)` runs on the main
    * thread for each step in order while the next computes: layout is [sequence, firstPosition,
    * tokenCount, sampled] per item (sampled -1 = none, -2 = the item did not sample), doneAt the
    * step's end on the monotonic clock in ms, final true on the run's last step when the run knew
-   * it then (the context is already free: the next run may start from onStep). Ends when no item
+   * it then (the context is already free: the next run may start from onStep), filled the
+   * throwaway tokens the step carried (setGapFill). Ends when no item
    * goes on, after a step with a non-sampling item, or after interrupt(); resolves with the
    * number of steps. Absent from builds before it existed (the server then steps one call at a
    * time).
@@ -59,7 +63,16 @@ export interface EngineAddon {
     spec: Int32Array,
     samplers: readonly object[],
     plan: Int32Array,
-    onStep: (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array) => void,
+    onStep: (
+      layout: Int32Array,
+      computeMs: number,
+      threads: number,
+      doneAt: number,
+      final: boolean,
+      lpTokens?: Int32Array,
+      lpValues?: Float32Array,
+      filled?: number,
+    ) => void,
     specLength?: number,
     top?: Int32Array,
   ): Promise<number>;
