@@ -768,6 +768,14 @@ std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_cont
       g_api.model_is_recurrent == nullptr || g_api.model_is_hybrid == nullptr) {
     return gaps;
   }
+  // Most steps have no hole (slot order, no gap): nothing to look up or allocate for them.
+  bool hole = false;
+  for (size_t k = 1; k < items.size(); k++) {
+    const llama_seq_id gap = items[k].seq - items[k - 1].seq - 1;
+    if (gap < 0) return gaps;  // not in slot order: llama.cpp would split this step anyway
+    if (gap > 0 && gap <= maxRun) hole = true;
+  }
+  if (!hole) return gaps;
   const llama_model* model = g_api.get_model(ctx);
   const uint32_t perSeq = g_api.n_ctx_seq(ctx);
   // One stream for all sequences (unified): a hole splits nothing.
@@ -779,7 +787,6 @@ std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_cont
   gaps.resize(items.size());
   for (size_t k = 1; k < items.size(); k++) {
     const llama_seq_id from = items[k - 1].seq + 1, to = items[k].seq;
-    if (to < from) return {};  // not in slot order: llama.cpp would split this step anyway
     if (to - from > maxRun || to == from) continue;
     if (tokens + (to - from) > capacity) break;
     std::vector<std::pair<llama_seq_id, llama_pos>> fill;
