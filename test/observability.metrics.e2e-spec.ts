@@ -79,7 +79,10 @@ describe('/metrics on the bundled model', () => {
   it('shows busy slots and a queue under load, records queue waits, and returns to zero', async () => {
     const before = await scrape(t.url);
     const body = { prompt: 'Once upon a time', max_tokens: 150, ignore_eos: true, temperature: 0 };
-    const runs = Array.from({ length: 5 }, () => request(t.url).post('/v1/generate').set(auth()).send(body));
+    // Past the response cache: five identical temperature-0 requests are one cache entry, and a
+    // request whose connection is read after the first answer was stored (a loaded CI machine)
+    // would be a cache hit that never queues.
+    const runs = Array.from({ length: 5 }, () => request(t.url).post('/v1/generate').set(auth()).set('Cache-Control', 'no-cache, no-store').send(body));
     const done = Promise.all(runs.map((r) => r.then((res) => res.status)));
     let peak = { busy: 0, queue: 0, active: 0 };
     await waitFor(async () => {
