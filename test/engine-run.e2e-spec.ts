@@ -17,7 +17,19 @@ interface GapScenario {
   readonly promptLengths: number[];
   readonly added: number;
 }
+interface FedItem {
+  readonly seq: number;
+  readonly position: number;
+  readonly count: number;
+  readonly sampled: number;
+}
+interface FeedScenario {
+  readonly steps: { readonly items: FedItem[]; readonly held: number; readonly fed?: boolean }[];
+  readonly tokens: number[][];
+  readonly setting: boolean;
+}
 interface ChildResult {
+  readonly promptAlone: { readonly on: FeedScenario; readonly off: FeedScenario };
   readonly gapFill: { readonly off: GapScenario; readonly on: GapScenario; readonly wideOff: GapScenario; readonly wideOne: GapScenario; readonly wideTwo: GapScenario };
   readonly ordered: { readonly steps: number; readonly seen: (Report | string)[] };
   readonly repeat: number[];
@@ -101,6 +113,42 @@ describe('engine addon run()', () => {
     expect(on.idleNext).toEqual(off.idleNext);
     const prompt = (seq: number): number => on.promptLengths[seq] - 1;
     for (const max of on.idleMax) expect(max).toEqual([prompt(1), prompt(3)]);
+  });
+
+  it('takes a fed prompt in alone and the generating sequence a step later (setPromptAlone), not right after another prompt, with the same tokens', () => {
+    const { on, off } = result.promptAlone;
+    expect([on.setting, off.setting]).toEqual([true, false]);
+    expect(on.steps[2].fed).toBe(true);
+    expect(off.steps[2].fed).toBe(true);
+    const layout = (s: FeedScenario, from: number, n: number): [number, number][][] =>
+      s.steps.slice(from, from + n).map((step) => step.items.map((it) => [it.seq, it.count > 1 ? 2 : 1]));
+    const first = (s: FeedScenario): number => s.steps.findIndex((step) => step.items.some((it) => it.seq === 1));
+    // Off: every step that takes a prompt in (one a step: pack limit 1) also decodes the others.
+    const offAt = first(off);
+    expect(layout(off, offAt, 4)).toEqual([
+      [[0, 1], [1, 2]],
+      [[0, 1], [1, 1], [2, 2]],
+      [[0, 1], [1, 1], [2, 1], [3, 2]],
+      [[0, 1], [1, 1], [2, 1], [3, 1]],
+    ]);
+    expect(off.steps.every((step) => step.held === 0)).toBe(true);
+    // On: the first prompt goes alone (sequence 0 held back and reported as held); the next step
+    // takes sequence 0 back whatever is fed; the third prompt, right after a step that evaluated
+    // one, goes with the others too.
+    const onAt = first(on);
+    expect(layout(on, onAt, 4)).toEqual([
+      [[1, 2]],
+      [[0, 1], [1, 1], [2, 2]],
+      [[0, 1], [1, 1], [2, 1], [3, 2]],
+      [[0, 1], [1, 1], [2, 1], [3, 1]],
+    ]);
+    expect(on.steps.map((step) => step.held)).toEqual(on.steps.map((_, i) => (i === onAt ? 1 : 0)));
+    // Sequence 0 goes on at the position after its previous token.
+    const before = on.steps[onAt - 1].items.find((it) => it.seq === 0) as FedItem;
+    expect(on.steps[onAt + 1].items[0].position).toBe(before.position + before.count);
+    // The same tokens for every sequence, and each got its whole budget.
+    expect(on.tokens).toEqual(off.tokens);
+    expect(on.tokens.map((t) => t.length)).toEqual([12, 6, 6, 6]);
   });
 
   it('fills only holes no longer than the setting', () => {

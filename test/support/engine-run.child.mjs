@@ -130,6 +130,46 @@ const result = {};
   await gapContext.dispose();
 }
 
+// 6. Prompts fed to a running loop (feed()) with setPromptAlone: the step that takes the first
+//    in holds the generating sequence back (reported as `held`), the next one takes it whatever
+//    is fed; a prompt taken right after a step that evaluated one holds nothing back. Four
+//    sequences: 0 generates from the start; 1, 2 and 3 are fed together after its third report,
+//    one a step (pack limit 1).
+{
+  const feedContext = await model.createContext({ sequences: 4, contextSize: 4 * 128, threads: 1 });
+  for (let i = 0; i < 4; i++) feedContext.getSequence();
+  const feedNative = feedContext._ctx;
+  addon.attachThreadpool(feedNative, 1, 0, 1);
+  const samplers = Array.from({ length: 4 }, () => {
+    const s = new llama._bindings.AddonSampler(model._model);
+    s.applyConfig({});
+    return s;
+  });
+  const prompts = ['The little dog', 'A big red ball', 'Tom and Sue'].map((p) => (bos === null ? [] : [bos]).concat(model.tokenize(p)));
+  const scenario = async (alone) => {
+    addon.setPromptAlone(alone);
+    for (let i = 0; i < 4; i++) feedNative.disposeSequence(i);
+    const steps = [];
+    await addon.run(feedNative, spec(), [samplers[0]], plan(12), (layout, computeMs, threads, doneAt, final, lpTokens, lpValues, filled, held) => {
+      const items = [];
+      for (let i = 0; i < layout.length; i += 4) items.push({ seq: layout[i], position: layout[i + 1], count: layout[i + 2], sampled: layout[i + 3] });
+      steps.push({ items, held });
+      if (steps.length === 3) {
+        const spec = Int32Array.from(prompts.flatMap((p, k) => [k + 1, 0, p.length, 1, ...p]));
+        steps[2].fed = addon.feed(feedNative, spec, samplers.slice(1), Int32Array.from([6, 0, 6, 0, 6, 0]), 1);
+      }
+    });
+    const tokensOf = (seq) => steps.flatMap((s) => s.items.filter((it) => it.seq === seq).map((it) => it.sampled));
+    return { steps, tokens: [0, 1, 2, 3].map(tokensOf), setting: addon.setPromptAlone() };
+  };
+  result.promptAlone = { on: await scenario(true), off: await scenario(false) };
+  addon.setPromptAlone(false);
+  addon.release(feedNative);
+  addon.detachThreadpool(feedNative);
+  for (const s of samplers) s.dispose?.();
+  await feedContext.dispose();
+}
+
 addon.release(native);
 addon.detachThreadpool(native);
 await context.dispose();

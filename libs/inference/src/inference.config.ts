@@ -14,6 +14,7 @@ export type InferenceConfig = Pick<
   | 'engineAddon'
   | 'engineAddonPath'
   | 'engineGapFill'
+  | 'enginePromptAlone'
   | 'engineLoop'
   | 'flashAttention'
   | 'gpu'

@@ -83,6 +83,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       engineAddonPath: config.engineAddonPath,
       engineLoop: config.engineLoop,
       engineGapFill: config.engineGapFill,
+      enginePromptAlone: config.enginePromptAlone,
       schemaLimits: config.schemaLimits,
     };
     const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk, promptPackTokens: config.promptPackTokens };

@@ -88,6 +88,8 @@ interface Engine {
   readonly policy: AdaptiveThreadPolicy | null;
   /** Steps run back to back on the addon's thread (ENGINE_LOOP=native) instead of one call per step. */
   readonly nativeLoop: boolean;
+  /** The native loop takes fed prompts in alone, the generating items a step later (ENGINE_PROMPT_ALONE). */
+  readonly promptAlone: boolean;
 }
 
 /** What the runtime knows of the run in flight, to tell what each reported item stands for. */
@@ -99,8 +101,10 @@ interface RunState {
   /** Alternatives a slot reports (SamplingParams.logprobs); absent = none. */
   readonly topBySlot: Map<number, number>;
   readonly stopOnEog: Map<number, boolean>;
-  /** Sampling items of the last reported step that go on (for the thread policy). */
+  /** Sampling items of the last reported step that go on, and those it held back (for the thread policy). */
   goingOn: number;
+  /** The last reported step evaluated a prompt (an item of two tokens or more): the next one holds nothing back (setPromptAlone). */
+  promptLast: boolean;
   /** Prompt tokens the loop packs into one step (the latest feed's limit). */
   packTokens: number;
 }
@@ -257,7 +261,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const { length, sampling, samplers } = this.#fillSpec(items);
     this.#chooseThreads(engine, items);
     const top = this.#logprobRequests(items, sampling);
-    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0, packTokens: 1 };
+    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0, promptLast: false, packTokens: 1 };
     let k0 = 0;
     for (const item of items) {
       if (!item.logits) continue;
@@ -271,7 +275,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#spec,
       samplers,
       planArray(plans),
-      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array, filled?: number) => {
+      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array, filled?: number, held?: number) => {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
         let goingOn = 0;
@@ -294,7 +298,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
           if (token >= 0 && !(state.stopOnEog.get(slot) && this.isEog(token))) goingOn++;
         }
         first = false;
-        state.goingOn = goingOn;
+        // Items the step held back (a prompt went alone) are not in its layout and go on.
+        state.goingOn = goingOn + (held ?? 0);
+        state.promptLast = stepItems.some((item) => item.tokens.length >= 2);
         engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs);
         onStep({ items: stepItems, sampled, report: { computeMs, threads, filledTokens: filled ?? 0 }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
         // Threads for the next step (the addon switches before it starts, if it has not already).
@@ -339,11 +345,21 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     let tokens = state.goingOn;
     let sequences = state.goingOn;
     let packed = 0;
+    let long = false;
+    let taken = 0;
     for (const prompt of state.fed.values()) {
       if ((packed > 0 && packed + prompt.length > state.packTokens) || tokens + prompt.length > this.batchSize) break;
       packed += prompt.length;
       tokens += prompt.length;
       sequences++;
+      taken++;
+      long ||= prompt.length >= 2;
+    }
+    // As the addon's TakeFed: a step that takes a prompt in leaves the generating items to the
+    // next one (setPromptAlone), unless the step before evaluated a prompt.
+    if (engine.promptAlone && long && !state.promptLast && state.goingOn > 0) {
+      tokens = packed;
+      sequences = taken;
     }
     const next = engine.policy.choose(sequences, tokens);
     if (next !== this.#threads) {
@@ -504,6 +520,12 @@ export interface EngineOptions {
   readonly engineLoop: 'native' | 'js';
   /** ENGINE_GAP_FILL: the longest hole of idle slots between busy ones a step fills with throwaway tokens (0 = never). Default 1. */
   readonly engineGapFill?: number;
+  /**
+   * ENGINE_PROMPT_ALONE: in the native loop, a step that takes a new prompt in leaves the
+   * generating slots to the next step. Default `auto`: on where the model runs on the CPU (a
+   * decode pass there costs as much as a short prompt's), off on a GPU.
+   */
+  readonly enginePromptAlone?: 'auto' | 'on' | 'off';
   /** Limits on response_format and tool schemas (SCHEMA_MAX_*). */
   readonly schemaLimits: SchemaLimits;
 }
@@ -678,12 +700,18 @@ export class LlamaAdapter {
           // Process-wide in the addon; every model is given the same server setting.
           const gapFill = typeof addon.addon.setGapFill === 'function' ? this.engineOptions.engineGapFill ?? DEFAULT_GAP_FILL : 0;
           addon.addon.setGapFill?.(gapFill);
-          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop };
+          const promptAloneSetting = this.engineOptions.enginePromptAlone ?? 'auto';
+          const onGpu = Boolean(probe.gpu) && model.gpuLayers > 0;
+          const promptAlone =
+            nativeLoop && typeof addon.addon.setPromptAlone === 'function' && (promptAloneSetting === 'on' || (promptAloneSetting === 'auto' && !onGpu));
+          addon.addon.setPromptAlone?.(promptAlone);
+          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone };
           this.#engineAddon = addon.addon;
           engineNote =
             `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
             ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}` +
-            (gapFill > 0 ? `, holes of up to ${gapFill} idle slot${gapFill === 1 ? '' : 's'} between busy ones filled` : '');
+            (gapFill > 0 ? `, holes of up to ${gapFill} idle slot${gapFill === 1 ? '' : 's'} between busy ones filled` : '') +
+            (promptAlone ? ', new prompts in a step of their own' : '');
         } catch (err) {
           engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
         }

@@ -48,12 +48,14 @@ export interface EngineAddon {
    * `spec` as in step(); after each one, every sampling item whose slot goes on becomes a
    * one-token item of the next step with the token just sampled. `plan` holds [budget,
    * stopOnEog 0|1] per sampling item (budget: tokens it may still sample, this step's included).
-   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?, filled?)` runs on the main
+   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?, filled?, held?)` runs on the main
    * thread for each step in order while the next computes: layout is [sequence, firstPosition,
    * tokenCount, sampled] per item (sampled -1 = none, -2 = the item did not sample), doneAt the
    * step's end on the monotonic clock in ms, final true on the run's last step when the run knew
    * it then (the context is already free: the next run may start from onStep), filled the
-   * throwaway tokens the step carried (setGapFill). Ends when no item
+   * throwaway tokens the step carried (setGapFill), held the generating items the step left to
+   * the next one because it took a prompt in alone (setPromptAlone; they are not in its layout
+   * and still go on). Ends when no item
    * goes on, after a step with a non-sampling item, or after interrupt(); resolves with the
    * number of steps. Absent from builds before it existed (the server then steps one call at a
    * time).
@@ -72,6 +74,7 @@ export interface EngineAddon {
       lpTokens?: Int32Array,
       lpValues?: Float32Array,
       filled?: number,
+      held?: number,
     ) => void,
     specLength?: number,
     top?: Int32Array,
@@ -85,6 +88,14 @@ export interface EngineAddon {
    * throwaway tokens added so far. Absent from builds before it existed.
    */
   setGapFill?(maxRun?: number): number;
+  /**
+   * Process-wide, run() only: a step that takes in a fed prompt of two tokens or more leaves the
+   * run's generating items to the next step (never two steps in a row), so that the prompt's
+   * first token comes one decode pass sooner; with per-sequence KV streams llama.cpp evaluates
+   * such a step as two passes anyway (the decode tokens with the prompt's first, then the rest
+   * of the prompt). Default off. Returns the setting. Absent from builds before it existed.
+   */
+  setPromptAlone?(on?: boolean): boolean;
   /** A run in flight on the context stops after its current step. */
   interrupt?(context: object): void;
   /**
