@@ -70,9 +70,9 @@ describe('AdaptiveThreadPolicy', () => {
 
   it('after a busy spell on one thread, goes back to more threads whose tries measure cold', () => {
     const policy = new AdaptiveThreadPolicy(2);
-    // As measured at one stream on a 2-core VM (2026-12-01): 2 threads 4.3 ms a step in a row of
-    // them, 4.9 ms on the first after 1-thread steps (the other core's worker woken, cold
-    // caches), 1 thread 4.8 ms. A spell where another process takes a core hands the kind to 1
+    // As traced at one stream on a 2-core VM (2026-12-01): 2 threads ~4.3 ms a step in a row of
+    // them, ~4.9 ms for the first after 1-thread steps (the other core's worker woken, cold
+    // caches), 1 thread ~4.8 ms. A spell where another process takes a core hands the kind to 1
     // thread; a try of 2 threads among 1-thread steps is always a first step and measured cold.
     let busy = true;
     let previous = 0;

@@ -39,12 +39,13 @@ const MAX_BACKOFF = 8;
  * Fewer threads than the most win only when they measure this much faster (their estimate is
  * weighed 1.15x). The figures are not alike: a try of more threads among steps on fewer is the
  * first step after a switch (the paused pool's worker woken on a core that idled, cold caches)
- * and measures slow, while a try of fewer threads runs on the loop's own warm thread. Measured
- * at one stream on a 2-core VM (2026-12-01): 2 threads 4.3 ms a step in a row of them, 4.9 ms on
- * the first after 1-thread steps, 1 thread 4.8 ms, so once a busy moment had handed the kind to
- * 1 thread its tries of 2 rarely won it back (1,610 of 2,048 steps of a one-client run on 1
- * thread, inter-token latency 5.0 against 4.2 ms with THREADS=2; llama-server -t 2 was 1.15x
- * -t 1). Another busy process makes more threads slower by far more than this (several times).
+ * and measures slow, while a try of fewer threads runs on the loop's own warm thread. Traced at
+ * one stream on a 2-core zen4 VM (2026-12-01, late afternoon): 2 threads 3.6-4.3 ms a step in a
+ * row of them, 4.8-4.9 ms for a try among 1-thread steps, 1 thread 4.1-4.7 ms; so once a busy
+ * moment had handed the kind to 1 thread its tries of 2 rarely won it back (on the next VM, 1,610
+ * of 2,048 steps of a one-client run on 1 thread, where a server with THREADS=1 had an
+ * inter-token latency of 5.0 ms against 4.2 with THREADS=2, and llama-server made 1.13-1.30x
+ * with -t 2 what it made with -t 1). Another busy process makes more threads slower by far more than this (several times).
  */
 const FEWER_THREADS_MARGIN = 1.15;
 
