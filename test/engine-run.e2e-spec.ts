@@ -27,6 +27,8 @@ interface FeedScenario {
   readonly steps: { readonly items: FedItem[]; readonly held: number; readonly fed?: boolean }[];
   readonly tokens: number[][];
   readonly setting: boolean;
+  /** The setting of another context meanwhile. */
+  readonly other: boolean;
 }
 interface ChildResult {
   readonly promptAlone: { readonly on: FeedScenario; readonly off: FeedScenario };
@@ -118,6 +120,8 @@ describe('engine addon run()', () => {
   it('takes a fed prompt in alone and the generating sequence a step later (setPromptAlone), not right after another prompt, with the same tokens', () => {
     const { on, off } = result.promptAlone;
     expect([on.setting, off.setting]).toEqual([true, false]);
+    // Per context: another context keeps its own (off).
+    expect([on.other, off.other]).toEqual([false, false]);
     expect(on.steps[2].fed).toBe(true);
     expect(off.steps[2].fed).toBe(true);
     const layout = (s: FeedScenario, from: number, n: number): [number, number][][] =>

@@ -147,7 +147,7 @@ const result = {};
   });
   const prompts = ['The little dog', 'A big red ball', 'Tom and Sue'].map((p) => (bos === null ? [] : [bos]).concat(model.tokenize(p)));
   const scenario = async (alone) => {
-    addon.setPromptAlone(alone);
+    addon.setPromptAlone(feedNative, alone);
     for (let i = 0; i < 4; i++) feedNative.disposeSequence(i);
     const steps = [];
     await addon.run(feedNative, spec(), [samplers[0]], plan(12), (layout, computeMs, threads, doneAt, final, lpTokens, lpValues, filled, held) => {
@@ -160,10 +160,9 @@ const result = {};
       }
     });
     const tokensOf = (seq) => steps.flatMap((s) => s.items.filter((it) => it.seq === seq).map((it) => it.sampled));
-    return { steps, tokens: [0, 1, 2, 3].map(tokensOf), setting: addon.setPromptAlone() };
+    return { steps, tokens: [0, 1, 2, 3].map(tokensOf), setting: addon.setPromptAlone(feedNative), other: addon.setPromptAlone(native) };
   };
   result.promptAlone = { on: await scenario(true), off: await scenario(false) };
-  addon.setPromptAlone(false);
   addon.release(feedNative);
   addon.detachThreadpool(feedNative);
   for (const s of samplers) s.dispose?.();

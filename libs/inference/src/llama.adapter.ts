@@ -704,7 +704,7 @@ export class LlamaAdapter {
           const onGpu = Boolean(probe.gpu) && model.gpuLayers > 0;
           const promptAlone =
             nativeLoop && typeof addon.addon.setPromptAlone === 'function' && (promptAloneSetting === 'on' || (promptAloneSetting === 'auto' && !onGpu));
-          addon.addon.setPromptAlone?.(promptAlone);
+          addon.addon.setPromptAlone?.(nativeContext, promptAlone);
           engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone };
           this.#engineAddon = addon.addon;
           engineNote =

@@ -428,6 +428,12 @@ struct StepBatch {
 std::unordered_map<llama_context*, StepBatch> g_batches;
 /** Per context: a run in flight can be asked to stop after its current step. */
 std::unordered_map<llama_context*, std::shared_ptr<std::atomic<bool>>> g_interrupts;
+/**
+ * Contexts whose runs take fed prompts in alone (see RunWorker::TakeFed), by setPromptAlone();
+ * off by default. Per context: one process may hold a model on a GPU and another on the CPU.
+ * Main thread only (a run reads its context's setting when it starts).
+ */
+std::unordered_map<llama_context*, bool> g_promptAlone;
 class RunWorker;
 /** Per context: the run in flight, to feed it prompts (main thread only; a worker unregisters itself when it is deleted). */
 std::unordered_map<llama_context*, RunWorker*> g_runs;
@@ -493,6 +499,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   g_api.batch_free(it->second.batch);
   g_batches.erase(it);
   g_interrupts.erase(context->ctx);
+  g_promptAlone.erase(context->ctx);
   {
     std::lock_guard<std::mutex> lock(g_driversMutex);
     auto driver = g_drivers->find(context->ctx);
@@ -749,11 +756,6 @@ std::atomic<int32_t> g_gapFill{1};
 /** Throwaway tokens added so far (all contexts). */
 std::atomic<uint64_t> g_gapFillTokens{0};
 
-/**
- * run(): a step that takes prompts in leaves the generating sequences to the next step (see
- * RunWorker::TakeFed). Set by setPromptAlone(); off by default.
- */
-std::atomic<bool> g_promptAlone{false};
 
 /**
  * node-llama-cpp's contexts keep one KV stream per sequence (it never sets kv_unified), and with
@@ -1188,6 +1190,8 @@ class RunWorker : public Napi::AsyncWorker {
     for (auto& item : items_) if (item.sampler) samplers_.push_back(item.sampler);
     batch_->busy = true;
     interrupt_->store(false);
+    auto alone = g_promptAlone.find(context_->ctx);
+    promptAlone_ = alone != g_promptAlone.end() && alone->second;
   }
   ~RunWorker() override {
     // Main thread, after OnOK/OnError: the loop thread has returned, nothing signals any more.
@@ -1326,7 +1330,7 @@ class RunWorker : public Napi::AsyncWorker {
    * (memory that cannot cut a sequence in the middle): the run ends there, and the caller
    * truncates those slots itself.
    *
-   * With setPromptAlone(true), a step that takes a prompt of two or more tokens in leaves the
+   * With setPromptAlone(context, true), a step that takes a prompt of two or more tokens in leaves the
    * generating sequences (one token each) to the next step, unless the step before took a prompt
    * in too (so they never wait two steps in a row). With one KV stream per sequence, llama.cpp splits
    * a step into micro-batches that hold the same number of tokens of each of their sequences
@@ -1381,7 +1385,7 @@ class RunWorker : public Napi::AsyncWorker {
       packed += n;
       took = true;
     }
-    if (took && longPrompt && !heldBefore && !promptLast_ && running > 0 && g_promptAlone.load(std::memory_order_relaxed)) {
+    if (took && longPrompt && !heldBefore && !promptLast_ && running > 0 && promptAlone_) {
       // items_[0, running) are the generating sequences (one token each): the next step's.
       const auto end = items_.begin() + static_cast<std::ptrdiff_t>(running);
       held_.assign(std::make_move_iterator(items_.begin()), std::make_move_iterator(end));
@@ -1473,6 +1477,8 @@ class RunWorker : public Napi::AsyncWorker {
   std::deque<StepItem> fed_;
   /** Generating sequences a step that took a prompt in left to the next step (TakeFed). */
   std::vector<StepItem> held_;
+  /** This context's setPromptAlone() when the run started. */
+  bool promptAlone_ = false;
   /** The step just computed evaluated a prompt (an item of two tokens or more): the next one holds nothing back. */
   bool promptLast_ = false;
   int32_t pack_ = 1;
@@ -1566,13 +1572,16 @@ Napi::Value SetGapFill(const Napi::CallbackInfo& info) {
 }
 
 /**
- * setPromptAlone(on): in run(), a step that takes prompts in leaves the generating sequences to
- * the next step (see RunWorker::TakeFed); default off. Returns the setting.
+ * setPromptAlone(context, on?): in the context's next runs, a step that takes prompts in leaves
+ * the generating sequences to the next step (see RunWorker::TakeFed); default off. Returns the
+ * context's setting.
  */
 Napi::Value SetPromptAlone(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() > 0 && !info[0].IsUndefined()) g_promptAlone.store(info[0].ToBoolean().Value());
-  return Napi::Boolean::New(env, g_promptAlone.load());
+  AddonContext* context = Unwrap(env, info[0]);
+  if (info.Length() > 1 && !info[1].IsUndefined()) g_promptAlone[context->ctx] = info[1].ToBoolean().Value();
+  auto it = g_promptAlone.find(context->ctx);
+  return Napi::Boolean::New(env, it != g_promptAlone.end() && it->second);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

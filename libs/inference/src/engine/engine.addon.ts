@@ -89,13 +89,14 @@ export interface EngineAddon {
    */
   setGapFill?(maxRun?: number): number;
   /**
-   * Process-wide, run() only: a step that takes in a fed prompt of two tokens or more leaves the
-   * run's generating items to the next step (never two steps in a row), so that the prompt's
-   * first token comes one decode pass sooner; with per-sequence KV streams llama.cpp evaluates
-   * such a step as two passes anyway (the decode tokens with the prompt's first, then the rest
-   * of the prompt). Default off. Returns the setting. Absent from builds before it existed.
+   * The context's next run() calls: a step that takes in a fed prompt of two tokens or more
+   * leaves the run's generating items to the next step (not right after a step that evaluated a
+   * prompt), so that the prompt's first token comes one decode pass sooner; with per-sequence
+   * KV streams llama.cpp evaluates such a step as two passes anyway (the decode tokens with the
+   * prompt's first, then the rest of the prompt). Default off; release() forgets it. Returns the
+   * context's setting. Absent from builds before it existed.
    */
-  setPromptAlone?(on?: boolean): boolean;
+  setPromptAlone?(context: object, on?: boolean): boolean;
   /** A run in flight on the context stops after its current step. */
   interrupt?(context: object): void;
   /**
