@@ -796,7 +796,7 @@ export class LlamaAdapter {
       `Model ${d.id} (${d.kind}) ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
         (d.kind === 'chat'
           ? `context ${d.contextSize} x ${d.slots} slots, KV ${d.kvCacheTypeK}/${d.kvCacheTypeV}, flash attention ${d.flashAttention}, ` +
-            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? 'native step loop' : 'one call per step'}` : 'per-call threads'}), `
+            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? `native step loop${engine.promptAlone ? ', new prompts in a step of their own' : ''}` : 'one call per step'}` : 'per-call threads'}), `
           : `context ${d.contextSize}, `) +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );
