@@ -32,6 +32,28 @@ async function run(budget, onStep) {
 
 const result = {};
 
+/** A context of four sequences with the addon's pool and a greedy sampler per sequence; close() frees it all. */
+async function fourSequences() {
+  const ctx = await model.createContext({ sequences: 4, contextSize: 4 * 128, threads: 1 });
+  for (let i = 0; i < 4; i++) ctx.getSequence();
+  const native = ctx._ctx;
+  addon.attachThreadpool(native, 1, 0, 1);
+  const samplers = Array.from({ length: 4 }, () => {
+    const s = new llama._bindings.AddonSampler(model._model);
+    s.applyConfig({});
+    return s;
+  });
+  const close = async () => {
+    addon.release(native);
+    addon.detachThreadpool(native);
+    for (const s of samplers) s.dispose?.();
+    await ctx.dispose();
+  };
+  return { native, samplers, close };
+}
+/** BOS (when the model wants one) and the text's tokens. */
+const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(text));
+
 // 1. Steps arrive in order, one event each: microtasks queued by a step's callback run before
 //    the next step's callback (each step is its own entry into JavaScript).
 {
@@ -79,16 +101,8 @@ const result = {};
 //    step at a hole; a throwaway token of the idle sequence closes it and is removed after the
 //    decode. Four sequences; 0 and 2 (and then 0 and 3) decode while the others hold a prompt.
 {
-  const gapContext = await model.createContext({ sequences: 4, contextSize: 4 * 128, threads: 1 });
-  for (let i = 0; i < 4; i++) gapContext.getSequence();
-  const gapNative = gapContext._ctx;
-  addon.attachThreadpool(gapNative, 1, 0, 1);
-  const samplers = Array.from({ length: 4 }, () => {
-    const s = new llama._bindings.AddonSampler(model._model);
-    s.applyConfig({});
-    return s;
-  });
-  const prompts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue'].map((p) => (bos === null ? [] : [bos]).concat(model.tokenize(p)));
+  const { native: gapNative, samplers, close } = await fourSequences();
+  const prompts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
   const stepOnce = async (items) => {
     const spec = Int32Array.from(items.flatMap((it) => [it.seq, it.position, it.tokens.length, 1, ...it.tokens]));
     const out = new Int32Array(items.length).fill(-1);
@@ -124,10 +138,7 @@ const result = {};
     wideTwo: await scenario(2, [0, 3], 3),
   };
   addon.setGapFill(1);
-  addon.release(gapNative);
-  addon.detachThreadpool(gapNative);
-  for (const s of samplers) s.dispose?.();
-  await gapContext.dispose();
+  await close();
 }
 
 // 6. Prompts fed to a running loop (feed()) with setPromptAlone: the step that takes the first
@@ -136,16 +147,8 @@ const result = {};
 //    sequences: 0 generates from the start; 1, 2 and 3 are fed together after its third report,
 //    one a step (pack limit 1).
 {
-  const feedContext = await model.createContext({ sequences: 4, contextSize: 4 * 128, threads: 1 });
-  for (let i = 0; i < 4; i++) feedContext.getSequence();
-  const feedNative = feedContext._ctx;
-  addon.attachThreadpool(feedNative, 1, 0, 1);
-  const samplers = Array.from({ length: 4 }, () => {
-    const s = new llama._bindings.AddonSampler(model._model);
-    s.applyConfig({});
-    return s;
-  });
-  const prompts = ['The little dog', 'A big red ball', 'Tom and Sue'].map((p) => (bos === null ? [] : [bos]).concat(model.tokenize(p)));
+  const { native: feedNative, samplers, close } = await fourSequences();
+  const prompts = ['The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
   const scenario = async (alone) => {
     addon.setPromptAlone(feedNative, alone);
     for (let i = 0; i < 4; i++) feedNative.disposeSequence(i);
@@ -163,10 +166,7 @@ const result = {};
     return { steps, tokens: [0, 1, 2, 3].map(tokensOf), setting: addon.setPromptAlone(feedNative), other: addon.setPromptAlone(native) };
   };
   result.promptAlone = { on: await scenario(true), off: await scenario(false) };
-  addon.release(feedNative);
-  addon.detachThreadpool(feedNative);
-  for (const s of samplers) s.dispose?.();
-  await feedContext.dispose();
+  await close();
 }
 
 addon.release(native);

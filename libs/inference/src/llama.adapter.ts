@@ -504,6 +504,9 @@ function logprobsOf(token: number, flat: readonly number[], top: number): Sample
   return { logprob, top: best };
 }
 
+/** How the startup lines say that the native loop takes new prompts in alone (ENGINE_PROMPT_ALONE). */
+const PROMPT_ALONE_NOTE = 'new prompts in a step of their own';
+
 /** ENGINE_GAP_FILL's default: one idle slot between busy ones (measured, docs/PERFORMANCE.md). */
 const DEFAULT_GAP_FILL = 1;
 
@@ -711,7 +714,7 @@ export class LlamaAdapter {
             `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
             ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}` +
             (gapFill > 0 ? `, holes of up to ${gapFill} idle slot${gapFill === 1 ? '' : 's'} between busy ones filled` : '') +
-            (promptAlone ? ', new prompts in a step of their own' : '');
+            (promptAlone ? `, ${PROMPT_ALONE_NOTE}` : '');
         } catch (err) {
           engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
         }
@@ -796,7 +799,7 @@ export class LlamaAdapter {
       `Model ${d.id} (${d.kind}) ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
         (d.kind === 'chat'
           ? `context ${d.contextSize} x ${d.slots} slots, KV ${d.kvCacheTypeK}/${d.kvCacheTypeV}, flash attention ${d.flashAttention}, ` +
-            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? `native step loop${engine.promptAlone ? ', new prompts in a step of their own' : ''}` : 'one call per step'}` : 'per-call threads'}), `
+            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? `native step loop${engine.promptAlone ? `, ${PROMPT_ALONE_NOTE}` : ''}` : 'one call per step'}` : 'per-call threads'}), `
           : `context ${d.contextSize}, `) +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );

@@ -756,7 +756,6 @@ std::atomic<int32_t> g_gapFill{1};
 /** Throwaway tokens added so far (all contexts). */
 std::atomic<uint64_t> g_gapFillTokens{0};
 
-
 /**
  * node-llama-cpp's contexts keep one KV stream per sequence (it never sets kv_unified), and with
  * several streams llama.cpp cuts a batch into one micro-batch per run of consecutive sequence
@@ -1331,8 +1330,8 @@ class RunWorker : public Napi::AsyncWorker {
    * truncates those slots itself.
    *
    * With setPromptAlone(context, true), a step that takes a prompt of two or more tokens in leaves the
-   * generating sequences (one token each) to the next step, unless the step before took a prompt
-   * in too (so they never wait two steps in a row). With one KV stream per sequence, llama.cpp splits
+   * generating sequences (one token each) to the next step, unless the step before evaluated a
+   * prompt (as a step that held them always did: they never wait two steps in a row). With one KV stream per sequence, llama.cpp splits
    * a step into micro-batches that hold the same number of tokens of each of their sequences
    * (llama_batch_allocr::split_equal): seven decode tokens and a 38-token prompt are two passes
    * over the weights, one of 8 tokens (the decode tokens and the prompt's first) and one of 37,
@@ -1385,7 +1384,7 @@ class RunWorker : public Napi::AsyncWorker {
       packed += n;
       took = true;
     }
-    if (took && longPrompt && !heldBefore && !promptLast_ && running > 0 && promptAlone_) {
+    if (took && longPrompt && !promptLast_ && running > 0 && promptAlone_) {
       // items_[0, running) are the generating sequences (one token each): the next step's.
       const auto end = items_.begin() + static_cast<std::ptrdiff_t>(running);
       held_.assign(std::make_move_iterator(items_.begin()), std::make_move_iterator(end));

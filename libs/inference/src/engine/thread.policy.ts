@@ -45,7 +45,8 @@ const MAX_BACKOFF = 8;
  * moment had handed the kind to 1 thread its tries of 2 rarely won it back (on the next VM, 1,610
  * of 2,048 steps of a one-client run on 1 thread, where a server with THREADS=1 had an
  * inter-token latency of 5.0 ms against 4.2 with THREADS=2, and llama-server made 1.13-1.30x
- * with -t 2 what it made with -t 1). Another busy process makes more threads slower by far more than this (several times).
+ * with -t 2 what it made with -t 1). Another busy process makes more threads slower by far more
+ * than this (several times).
  */
 const FEWER_THREADS_MARGIN = 1.15;
 
