@@ -748,6 +748,21 @@ describe.each(RUNTIMES)('Scheduler slot choice (%s)', (_name, Runtime) => {
     }
   });
 
+  it('does not give a long warm cache away to stay next to a busy slot when a cold slot is free', async () => {
+    const rt = new Runtime(3);
+    const s = new Scheduler(rt, { minSharedPrefix: 1000 });
+    // Slot 0 holds a short prompt, slot 1 a long conversation, slot 2 is empty.
+    await Promise.all([collect(s.submit(job(1, [1, 5, 6]))), collect(s.submit(job(1, [1, ...prompt(100, 300)])))]);
+    expect(rt.kv[1].slice(0, 2)).toEqual([1, 300]);
+    const streaming = s.submit(job(30, [1, 40, 41]))[Symbol.asyncIterator]();
+    await streaming.next();
+    // Slot 2 streams; an unrelated prompt now finds slot 1 next to it, slot 0 alone but cheap to lose.
+    await collect(s.submit(job(1, [1, 7, 8])));
+    for (let r = await streaming.next(); !r.done; r = await streaming.next());
+    const back = await collect(s.submit(job(1, [1, ...prompt(100, 300), 5])));
+    expect(doneOf(back).cachedPromptTokens).toBe(101);
+  });
+
   it('sends an unrelated prompt to an empty slot, not over a warm cache that only shares BOS', async () => {
     const rt = new Runtime(2);
     const s = new Scheduler(rt, { minSharedPrefix: 1000 });

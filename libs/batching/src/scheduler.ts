@@ -80,6 +80,18 @@ export interface SchedulerOptions {
  */
 const SLOT_CONTIGUITY_TOKENS = 16;
 
+/**
+ * Cached tokens a slot may lose beyond the fewest any candidate would lose and still win by being
+ * next to busy slots. Without this bound an unrelated short prompt arriving while another streamed
+ * took the idle slot beside it even when that slot held a ~100-token conversation and a slot
+ * holding a few stale tokens was free elsewhere: the conversation's follow-up then found one token
+ * cached (seen in CI, test/batching.e2e-spec.ts). The bench's closed-loop streams leave caches of
+ * about the same length everywhere (prompt + 64 tokens), so contiguity still decides there; a
+ * longer cache than the rest is more likely a conversation that comes back, and its re-evaluation
+ * (about 1 ms a token on 2 CPU cores) is paid on the critical path of its next turn.
+ */
+const SLOT_CONTIGUITY_LOSS_TOKENS = 32;
+
 /** What the scheduler reports when a request ends (any way it ends). */
 export interface RequestOutcome {
   /** `error` when the runtime failed or the deadline passed. */
@@ -893,7 +905,8 @@ export class Scheduler {
    * The idle slot to give a prompt: the longest reusable prefix first (a one-token match, such
    * as a shared BOS, counts as none), where the matches differ by more than
    * SLOT_CONTIGUITY_TOKENS; among slots within that of the longest, the one next to the most busy
-   * slots (so that busy slots stay consecutive), then the longer match, then the slot whose
+   * slots (so that busy slots stay consecutive; not one whose cache would lose more than
+   * SLOT_CONTIGUITY_LOSS_TOKENS beyond the fewest lost), then the longer match, then the slot whose
    * cache loses the fewest tokens, then the least recently used. So unrelated prompts go to
    * empty or stale slots and leave warm caches for the requests that can use them, and a few
    * shared tokens (a template's opening, "Request ") do not scatter the streams over the slots.
@@ -910,6 +923,9 @@ export class Scheduler {
       longest = Math.max(longest, match);
       idle.push({ index: i, match, loss: s.cached.length - raw, used: s.lastUsed, neighbours: (busy(i - 1) ? 1 : 0) + (busy(i + 1) ? 1 : 0) });
     }
+    let fewestLost = Infinity;
+    for (const c of idle) if (c.match >= longest - SLOT_CONTIGUITY_TOKENS) fewestLost = Math.min(fewestLost, c.loss);
+    for (const c of idle) if (c.loss > fewestLost + SLOT_CONTIGUITY_LOSS_TOKENS) c.neighbours = 0;
     let best: (typeof idle)[number] | null = null;
     for (const c of idle) {
       if (c.match < longest - SLOT_CONTIGUITY_TOKENS) continue;
