@@ -22,7 +22,8 @@ const CACHED = 100;
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
 const model = await llama.loadModel({ modelPath });
 const context = await model.createContext({ sequences: SEQUENCES, contextSize: SEQUENCES * 1024, batchSize: 512, threads });
-for (let i = 0; i < SEQUENCES; i++) context.getSequence();
+// Held: node-llama-cpp erases a sequence's KV cells once its object is garbage-collected.
+const sequences = Array.from({ length: SEQUENCES }, () => context.getSequence());
 const native = context._ctx;
 addon.attachThreadpool(native, threads, 50, 0);
 addon.setThreads(native, threads, threads);
@@ -51,6 +52,10 @@ const layouts = [
   { name: '6 decode tokens, holes at 2 and 5', items: [0, 1, 3, 4, 6, 7].map((s) => [s, 1]) },
   { name: '2 decode tokens, sequences 0 and 7', items: [[0, 1], [7, 1]] },
   { name: '38-token prompt alone', items: [[3, 38]] },
+  ...[2, 4, 8].map((n) => ({ name: `${n} 38-token prompts, sequences 0-${n - 1}`, items: Array.from({ length: n }, (_, i) => [i, 38]) })),
+  { name: '2 38-token prompts, sequences 0 and 2', items: [[0, 38], [2, 38]] },
+  { name: 'prompts of 38 and 41 tokens, sequences 0-1', items: [[0, 38], [1, 41]] },
+  { name: '4 prompts of 36-41 tokens, sequences 0-3', items: [[0, 38], [1, 41], [2, 36], [3, 39]] },
   { name: '7 decode tokens + a 38-token prompt at 3', items: [[0, 1], [1, 1], [2, 1], [3, 38], [4, 1], [5, 1], [6, 1], [7, 1]] },
   { name: '6 decode + a 38-token prompt at 4, a hole at 3', items: [[0, 1], [1, 1], [2, 1], [4, 38], [5, 1], [6, 1], [7, 1]] },
 ];

@@ -1,4 +1,6 @@
 import request from 'supertest';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { InferenceService } from '@app/inference';
 import { startTestApp, TestApp } from './support/test-app';
 
@@ -88,6 +90,25 @@ describe('continuous batching on the bundled model', () => {
     const followUp = await complete({ prompt: `${base}One day, they went to the park.`, max_tokens: 4, temperature: 0 });
     expect(followUp.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(first.usage.prompt_tokens - 1);
     expect(followUp.usage.prompt_tokens_details.cached_tokens).toBeLessThan(followUp.usage.prompt_tokens);
+  });
+
+  it('a cached prefix survives a full garbage collection (node-llama-cpp erases a sequence whose object is collected)', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const body = { prompt: 'Tom had a big red kite. He ran to the hill with his sister', max_tokens: 12, temperature: 0 };
+    const fresh = (b: object) =>
+      request(t.url).post('/v1/completions').set('Authorization', `Bearer ${t.key}`).set('Cache-Control', 'no-cache, no-store').send(b).expect(200).then((r) => r.body);
+    const first = await fresh(body);
+    expect(first.usage.completion_tokens).toBe(12);
+    // Finalizers run after the collection, and node-llama-cpp's erase after a lock: give them time.
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const again = await fresh(body);
+    // The slot's cells are reused (all but the last prompt token) and must still be there.
+    expect(again.usage.prompt_tokens_details.cached_tokens).toBe(first.usage.prompt_tokens - 1);
+    expect(again.choices[0].text).toBe(first.choices[0].text);
   });
 
   it('a hot shared prefix is evaluated once and copied to the other slots, with the same output', async () => {

@@ -549,6 +549,8 @@ export class LlamaAdapter {
   #llama: NodeLlamaCpp.Llama | null = null;
   #model: NodeLlamaCpp.LlamaModel | null = null;
   #context: NodeLlamaCpp.LlamaContext | null = null;
+  /** The context's sequences, one per slot, held for its life (see load()). */
+  #sequences: NodeLlamaCpp.LlamaContextSequence[] = [];
   #runtime: LlamaDecodeRuntime | null = null;
   /** Set while the addon's threadpool is attached to #context: detached before the context goes. */
   #engineAddon: EngineAddon | null = null;
@@ -680,8 +682,15 @@ export class LlamaAdapter {
       }
       const lib = this.#lib;
       const pristineStates = new WeakMap<NodeLlamaCpp.LlamaGrammar, NodeLlamaCpp.LlamaGrammarEvaluationState>();
-      // Reserve every sequence id so that nothing else in node-llama-cpp hands one out.
-      for (let i = 0; i < spec.slots; i++) this.#context.getSequence();
+      // Reserve every sequence id so that nothing else in node-llama-cpp hands one out, and hold
+      // the sequence objects as long as the context: node-llama-cpp registers each with a
+      // FinalizationRegistry that, once the object is garbage-collected, disposes the sequence,
+      // erasing its KV cells. Dropped at once (as before 2026-12-02), they were collected at some
+      // major GC under load: every slot then lost its cached prefix (the BOS included) while the
+      // scheduler still reused it, and prompts were evaluated without their first tokens (wrong
+      // output at temperature 0 for the rest of the process's life; the erase also ran on the
+      // main thread while the native loop could be decoding on its own).
+      this.#sequences = Array.from({ length: spec.slots }, () => (this.#context as NodeLlamaCpp.LlamaContext).getSequence());
       type Internals = { _ctx: NativeContext; _llama: { _bindings: { AddonSampler: new (m: unknown) => NativeSampler } } };
       type ModelInternals = { _model: unknown };
       const nativeContext = (this.#context as unknown as Internals)._ctx;
@@ -1105,6 +1114,7 @@ export class LlamaAdapter {
     await this.#context?.dispose();
     await this.#model?.dispose();
     this.#context = this.#model = this.#llama = null;
+    this.#sequences = [];
     // Compiled grammars belong to this model's Llama; the worker thread goes with them.
     await this.#grammars?.close();
     this.#grammars = null;
