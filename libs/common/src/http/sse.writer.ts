@@ -34,9 +34,13 @@ export async function writeSse<T>(res: Response, items: AsyncIterable<T>, option
     'X-Accel-Buffering': 'no',
     ...options.headers,
   });
-  res.flushHeaders();
   res.socket?.setNoDelay(true);
-  const write = frameWriter(res);
+  // The head leaves with the first frame, in one write (flushHeaders() would send it alone: one
+  // more syscall and one more wake-up of the client a request); later frames go pre-framed.
+  let write = (frame: string): void => {
+    res.write(frame);
+    write = frameWriter(res);
+  };
   try {
     while (!next.done) {
       if (res.writableEnded || res.destroyed) break;
