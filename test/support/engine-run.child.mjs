@@ -12,7 +12,9 @@ const { getLlama } = await import('node-llama-cpp');
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
 const model = await llama.loadModel({ modelPath: join(root, 'models', 'stories260K.gguf') });
 const context = await model.createContext({ sequences: 1, contextSize: 256, threads: 1 });
-context.getSequence();
+// Held for the process's life: node-llama-cpp disposes a sequence (erasing its KV cells, from
+// this thread, even mid-run) once its object is garbage-collected.
+const sequence = context.getSequence();
 const native = context._ctx;
 addon.attachThreadpool(native, 1, 0, 1);
 const sampler = new llama._bindings.AddonSampler(model._model);
@@ -35,7 +37,8 @@ const result = {};
 /** A context of four sequences with the addon's pool and a greedy sampler per sequence; close() frees it all. */
 async function fourSequences() {
   const ctx = await model.createContext({ sequences: 4, contextSize: 4 * 128, threads: 1 });
-  for (let i = 0; i < 4; i++) ctx.getSequence();
+  // Held until close(), which refers to them (see the first context).
+  const sequences = Array.from({ length: 4 }, () => ctx.getSequence());
   const native = ctx._ctx;
   addon.attachThreadpool(native, 1, 0, 1);
   const samplers = Array.from({ length: 4 }, () => {
@@ -48,6 +51,7 @@ async function fourSequences() {
     addon.detachThreadpool(native);
     for (const s of samplers) s.dispose?.();
     await ctx.dispose();
+    sequences.length = 0;
   };
   return { native, samplers, close };
 }
