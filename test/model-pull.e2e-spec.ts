@@ -179,7 +179,7 @@ describe('model pull', () => {
     const plain = { MODELS_DIR: modelsDir, LOG_LEVEL: 'error' };
     const wrong = await runCli(['model', 'pull', `${hub.url}/files/tiny-chat.gguf`, '--name', 'wrong.gguf', '--sha256', '0'.repeat(64), '--url', 'http://127.0.0.1:9'], plain);
     expect(wrong.code).toBe(1);
-    expect(wrong.stderr).toContain(`checksum mismatch for wrong.gguf: expected ${'0'.repeat(64)} (--sha256), got ${sha256(model)}; the file was deleted`);
+    expect(wrong.stderr).toContain(`checksum mismatch for wrong.gguf: expected ${'0'.repeat(64)} (--sha256), got ${sha256(model)} (${model.length} bytes, the server announced ${model.length}); the file was deleted`);
     const page = await runCli(['model', 'pull', `${hub.url}/files/page.gguf`, '--url', 'http://127.0.0.1:9'], plain);
     expect(page.code).toBe(1);
     expect(page.stderr).toContain('is not a GGUF file');

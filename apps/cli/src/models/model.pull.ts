@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, openSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, openSync, readSync, closeSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 /** What `model pull` did. */
@@ -137,16 +137,36 @@ export async function pullModel(o: PullOptions): Promise<PullResult> {
   });
   aborted.catch(() => undefined);
   await Promise.race([downloader.download(), aborted]);
+  settleSize(path, downloader.totalSize);
   const sha256 = await sha256File(path);
   if (want && sha256 !== want) {
+    const size = statSync(path).size;
     rmSync(path, { force: true });
-    throw new Error(`checksum mismatch for ${basename(path)}: expected ${want} (${expected ? '--sha256' : 'published by the server'}), got ${sha256}; the file was deleted`);
+    throw new Error(`checksum mismatch for ${basename(path)}: expected ${want} (${expected ? '--sha256' : 'published by the server'}), got ${sha256} (${size} bytes, the server announced ${downloader.totalSize}); the file was deleted`);
   }
   if (!isGguf(path)) {
     rmSync(path, { force: true });
     throw new Error(`${o.uri} is not a GGUF file (no GGUF magic at its start); the file was deleted`);
   }
   return { path, bytes: statSync(path).size, sha256, verifiedAgainst: want ? (expected ? 'option' : 'server') : null, alreadyPresent: false };
+}
+
+/**
+ * ipull keeps its progress as JSON after the data and truncates it away when the download ends,
+ * but a progress save already under way can land after that truncation (a write and a truncate
+ * on different libuv threads): the finished file then ends with a few hundred bytes of JSON.
+ * The data before the announced size is complete once download() resolves, so the tail goes;
+ * a file shorter than announced is an incomplete download: deleted, and said as such rather than
+ * as a bad checksum.
+ */
+export function settleSize(path: string, announced: number): void {
+  if (!(announced > 0)) return; // size unknown (no Content-Length): nothing to hold the file to
+  const size = statSync(path).size;
+  if (size > announced) truncateSync(path, announced);
+  else if (size < announced) {
+    rmSync(path, { force: true });
+    throw new Error(`the download of ${basename(path)} ended at ${size} of ${announced} bytes; the file was deleted, pull it again`);
+  }
 }
 
 /** The partial download of a pull that was interrupted, if any (`<file>.ipull`). */
