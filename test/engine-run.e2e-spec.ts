@@ -32,6 +32,7 @@ interface FeedScenario {
 }
 interface ChildResult {
   readonly promptAlone: { readonly on: FeedScenario; readonly off: FeedScenario };
+  readonly drainPack: { readonly on: FeedScenario; readonly long: FeedScenario; readonly off: FeedScenario };
   readonly gapFill: { readonly off: GapScenario; readonly on: GapScenario; readonly wideOff: GapScenario; readonly wideOne: GapScenario; readonly wideTwo: GapScenario };
   readonly ordered: { readonly steps: number; readonly seen: (Report | string)[] };
   readonly repeat: number[];
@@ -153,6 +154,24 @@ describe('engine addon run()', () => {
     // The same tokens for every sequence, and each got its whole budget.
     expect(on.tokens).toEqual(off.tokens);
     expect(on.tokens.map((t) => t.length)).toEqual([12, 6, 6, 6]);
+  });
+
+  it('takes every fed prompt in one step while the generating sequence is about to end (setDrainPack), not otherwise, with the same tokens', () => {
+    const { on, long, off } = result.drainPack;
+    expect([on.setting, long.setting, off.setting]).toEqual([true, true, false]);
+    // Per context: another context keeps its own (off).
+    expect([on.other, off.other]).toEqual([false, false]);
+    for (const s of [on, long, off]) expect(s.steps[1].fed).toBe(true);
+    const prompts = (s: FeedScenario): number[][] =>
+      s.steps.map((step) => step.items.filter((it) => it.count > 1).map((it) => it.seq)).filter((seqs) => seqs.length > 0);
+    // Sequence 0 (budget 5) has at most three tokens left when the prompts are taken: all three at once.
+    expect(prompts(on)).toEqual([[0], [1, 2, 3]]);
+    // Budget 40, or the setting off: one a step (pack limit 1).
+    expect(prompts(long)).toEqual([[0], [1], [2], [3]]);
+    expect(prompts(off)).toEqual([[0], [1], [2], [3]]);
+    // The same tokens whatever the layout, and each sequence got its whole budget.
+    expect(on.tokens).toEqual(off.tokens);
+    expect(on.tokens.map((t) => t.length)).toEqual([5, 4, 4, 4]);
   });
 
   it('fills only holes no longer than the setting', () => {

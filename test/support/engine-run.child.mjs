@@ -173,6 +173,33 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
   await close();
 }
 
+// 7. setDrainPack: three prompts fed together (pack limit 1) while sequence 0 generates. With
+//    its budget nearly spent (it ends within three steps), the step that takes them in takes all
+//    three; with many tokens left, or with the setting off, one a step.
+{
+  const { native: drainNative, samplers, close } = await fourSequences();
+  const prompts = ['The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
+  const scenario = async (drain, budget) => {
+    addon.setPromptAlone(drainNative, false);
+    addon.setDrainPack(drainNative, drain);
+    for (let i = 0; i < 4; i++) drainNative.disposeSequence(i);
+    const steps = [];
+    await addon.run(drainNative, spec(), [samplers[0]], plan(budget), (layout) => {
+      const items = [];
+      for (let i = 0; i < layout.length; i += 4) items.push({ seq: layout[i], position: layout[i + 1], count: layout[i + 2], sampled: layout[i + 3] });
+      steps.push({ items, held: 0 });
+      if (steps.length === 2) {
+        const spec = Int32Array.from(prompts.flatMap((p, k) => [k + 1, 0, p.length, 1, ...p]));
+        steps[1].fed = addon.feed(drainNative, spec, samplers.slice(1), Int32Array.from([4, 0, 4, 0, 4, 0]), 1);
+      }
+    });
+    const tokensOf = (seq) => steps.flatMap((s) => s.items.filter((it) => it.seq === seq).map((it) => it.sampled));
+    return { steps, tokens: [0, 1, 2, 3].map(tokensOf), setting: addon.setDrainPack(drainNative), other: addon.setDrainPack(native) };
+  };
+  result.drainPack = { on: await scenario(true, 5), long: await scenario(true, 40), off: await scenario(false, 5) };
+  await close();
+}
+
 addon.release(native);
 addon.detachThreadpool(native);
 await context.dispose();

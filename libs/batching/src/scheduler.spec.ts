@@ -112,6 +112,8 @@ class FakeLoopRuntime extends FakeRuntime {
   protected fed: { item: BatchItem; plan: RunPlan }[] = [];
   protected pack = 1;
   protected open = false;
+  /** The addon's setDrainPack: every fed prompt goes while two or more wait and the generating items end within as many steps. */
+  drain = true;
   /** Called when a run decides that the step it just computed is its last (before that step is reported). */
   onClose?: () => void;
 
@@ -120,10 +122,13 @@ class FakeLoopRuntime extends FakeRuntime {
     let packed = 0;
     let total = current.reduce((n, i) => n + i.tokens.length, 0);
     const out = [...current];
+    const waiting = this.fed.length;
+    const drains = this.drain && current.length > 0 && waiting >= 2 && current.every((i) => (plan.get(i.slot) as RunPlan).budget <= waiting);
+    const limit = drains ? this.batchSize : this.pack;
     while (this.fed.length > 0) {
       const { item, plan: p } = this.fed[0];
       const n = item.tokens.length;
-      if ((packed > 0 && packed + n > this.pack) || total + n > this.batchSize) break;
+      if ((packed > 0 && packed + n > limit) || total + n > this.batchSize) break;
       if (out.some((i) => i.slot === item.slot)) throw new Error(`slot ${item.slot} fed while it generates in the run`);
       this.fed.shift();
       this.kv[item.slot].length = Math.min(this.kv[item.slot].length, item.position);
@@ -705,6 +710,29 @@ describe.each(RUNTIMES)('Scheduler prompt packing (%s)', (_name, Runtime) => {
       await Promise.all([streaming, ...arrivals]);
       const sizes = rt.batches.slice(before).map((b) => b.filter((i) => i.tokens.length > 3).map((i) => i.tokens.length)).filter((p) => p.length > 0);
       expect(sizes).toEqual(expected);
+    }
+  });
+
+  it('prompts that arrive while the streams are about to end go in one step (drainPack); not while one has many tokens left, nor with drainPack off', async () => {
+    const cases: [number, boolean, number[][]][] = [
+      [6, true, [[20, 21, 22]]],
+      [40, true, [[20], [21], [22]]],
+      [6, false, [[20], [21], [22]]],
+    ];
+    for (const [maxTokens, drainPack, expected] of cases) {
+      const rt = new Runtime(4);
+      rt.slow = true;
+      if (rt instanceof FakeLoopRuntime) rt.drain = drainPack;
+      const s = new Scheduler(rt, { promptPackTokens: 16, coalesceMs: 0, drainPack });
+      // Three tokens out: the stream may sample at most three more (one more, if the run is a step ahead).
+      const streaming = s.submit(job(maxTokens, [1, 2, 3]))[Symbol.asyncIterator]();
+      for (let seen = 0; seen < 3; ) if ((await streaming.next()).value?.kind === 'token') seen++;
+      const before = rt.batches.length;
+      const arrivals = [0, 1, 2].map((i) => collect(s.submit(job(2, prompt(20 + i, 100 * (i + 1))))));
+      await Promise.all(arrivals);
+      for (let r = await streaming.next(); !r.done; r = await streaming.next());
+      const sizes = rt.batches.slice(before).map((b) => b.filter((i) => i.tokens.length > 3).map((i) => i.tokens.length)).filter((p) => p.length > 0);
+      expect([maxTokens, drainPack, sizes]).toEqual([maxTokens, drainPack, expected]);
     }
   });
 

@@ -53,6 +53,20 @@ export interface SchedulerOptions {
   /** Prompts waiting at once from which busyPromptPackTokens applies. Default 3. */
   busyPrompts?: number;
   /**
+   * While two or more prompts wait and every generating request ends within as many tokens as
+   * prompts wait (the tokens its max_tokens leaves), a step takes all the waiting prompts the
+   * batch holds, whatever promptPackTokens says. Taken one a step, those prompts would each share
+   * their step with a decode pass of the few streams about to end (with one KV stream per
+   * sequence llama.cpp runs that pass apart: it costs what a decode step costs), and the streams
+   * they start would join later, narrow passes: with short answers most passes were a few tokens
+   * wide. Packed, they cost what they cost apart and the passes after decode them together.
+   * Streams with many tokens left keep promptPackTokens (a long prompt step would only stall
+   * them), so do steps with nothing generating (requests that arrive together still start one a
+   * step). The engine addon's native loop applies the same rule to the prompts fed to it.
+   * Default true.
+   */
+  drainPack?: boolean;
+  /**
    * When the loop is idle, how long the first request waits for others arriving with it, so
    * that they share the first decode call. Default 2 ms; 0 when promptPackTokens is below the
    * batch size (prompts that arrive together would not share a step anyway).
@@ -184,6 +198,7 @@ export class Scheduler {
   readonly #packTokens: number;
   readonly #busyPackTokens: number;
   readonly #busyPrompts: number;
+  readonly #drainPack: boolean;
   readonly #minShared: number;
   readonly #coalesceMs: number;
   readonly #observer: SchedulerObserver;
@@ -221,6 +236,7 @@ export class Scheduler {
     this.#packTokens = Math.max(1, Math.min(options.promptPackTokens ?? runtime.batchSize, runtime.batchSize));
     this.#busyPackTokens = Math.max(this.#packTokens, Math.min(options.busyPromptPackTokens ?? this.#packTokens, runtime.batchSize));
     this.#busyPrompts = Math.max(2, options.busyPrompts ?? 3);
+    this.#drainPack = options.drainPack ?? true;
     this.#coalesceMs = Math.max(0, options.coalesceMs ?? (this.#packTokens < runtime.batchSize ? 0 : 2));
     this.#observer = observer;
   }
@@ -783,7 +799,7 @@ export class Scheduler {
     let longBudget = items.length > 0 ? this.#prefillChunk : budget;
     let packed = 0;
     const waiting = this.#waitingPrompts();
-    const packLimit = this.#packLimit(waiting.length);
+    const packLimit = this.#drains(items, waiting.length) ? this.#runtime.batchSize : this.#packLimit(waiting.length);
     for (const index of waiting) {
       const slot = this.#slots[index];
       const r = slot.request as Request;
@@ -799,6 +815,15 @@ export class Scheduler {
     }
     // Slot order keeps llama.cpp from splitting the step into several micro-batches.
     return items.sort((a, b) => a.slot - b.slot);
+  }
+
+  /** Whether a step of these decode items takes every waiting prompt the batch holds (SchedulerOptions.drainPack). */
+  #drains(decoding: readonly BatchItem[], waiting: number): boolean {
+    if (!this.#drainPack || waiting < 2 || decoding.length === 0) return false;
+    return decoding.every((item) => {
+      const r = this.#slots[item.slot].request as Request;
+      return r.job.maxTokens - r.completionTokens <= waiting;
+    });
   }
 
   /** Prompt tokens of different requests one step may hold while `waiting` prompts wait for one. */

@@ -31,6 +31,7 @@ export type InferenceConfig = Pick<
   | 'modelsFile'
   | 'parallelSlots'
   | 'prefillChunk'
+  | 'promptDrainPack'
   | 'promptPackTokens'
   | 'queueMax'
   | 'queueTimeoutMs'

@@ -79,6 +79,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     this.#backend = new LlamaBackend(config.gpu, defaultSpec?.path ?? config.modelPath);
     const engine = {
       threadPoll: config.threadPoll,
+      promptDrainPack: config.promptDrainPack,
       engineAddon: config.engineAddon,
       engineAddonPath: config.engineAddonPath,
       engineLoop: config.engineLoop,
@@ -86,7 +87,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       enginePromptAlone: config.enginePromptAlone,
       schemaLimits: config.schemaLimits,
     };
-    const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk, promptPackTokens: config.promptPackTokens };
+    const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk, promptPackTokens: config.promptPackTokens, drainPack: config.promptDrainPack };
     this.#registry = new ModelRegistry<LoadedModel>(
       this.#catalog.specs,
       this.#catalog.defaultId,

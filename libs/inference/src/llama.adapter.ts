@@ -90,6 +90,8 @@ interface Engine {
   readonly nativeLoop: boolean;
   /** The native loop takes fed prompts in alone, the generating items a step later (ENGINE_PROMPT_ALONE). */
   readonly promptAlone: boolean;
+  /** The native loop packs every fed prompt while the generating items are about to end (PROMPT_DRAIN_PACK). */
+  readonly drainPack: boolean;
 }
 
 /** What the runtime knows of the run in flight, to tell what each reported item stands for. */
@@ -107,6 +109,8 @@ interface RunState {
   promptLast: boolean;
   /** Prompt tokens the loop packs into one step (the latest feed's limit). */
   packTokens: number;
+  /** Tokens each generating slot may still sample (its plan's budget less what it sampled), for the drain rule. */
+  readonly budgets: Map<number, number>;
 }
 
 /** performance.now() minus the monotonic clock the addon reports in (both CLOCK_MONOTONIC here), ms. */
@@ -261,12 +265,13 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const { length, sampling, samplers } = this.#fillSpec(items);
     this.#chooseThreads(engine, items);
     const top = this.#logprobRequests(items, sampling);
-    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0, promptLast: false, packTokens: 1 };
+    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0, promptLast: false, packTokens: 1, budgets: new Map() };
     let k0 = 0;
     for (const item of items) {
       if (!item.logits) continue;
       if (top && top[k0] >= 0) state.topBySlot.set(item.slot, top[k0]);
       state.stopOnEog.set(item.slot, plans[k0].stopOnEog);
+      state.budgets.set(item.slot, plans[k0].budget);
       k0++;
     }
     let first = true;
@@ -295,7 +300,11 @@ class LlamaDecodeRuntime implements DecodeRuntime {
           state.last.set(slot, token);
           const want = state.topBySlot.get(slot);
           if (want !== undefined && lpTokens && lpValues) this.#lastLogprobs[slot] = this.#readLogprobs(k, want, lpTokens, lpValues);
-          if (token >= 0 && !(state.stopOnEog.get(slot) && this.isEog(token))) goingOn++;
+          const budget = (state.budgets.get(slot) ?? 1) - 1;
+          if (token >= 0 && !(state.stopOnEog.get(slot) && this.isEog(token)) && budget > 0) {
+            goingOn++;
+            state.budgets.set(slot, budget);
+          } else state.budgets.delete(slot);
         }
         first = false;
         // Items the step held back (a prompt went alone) are not in its layout and go on.
@@ -328,6 +337,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     items.forEach((item, k) => {
       state.fed.set(item.slot, item.tokens);
       state.stopOnEog.set(item.slot, plans[k].stopOnEog);
+      state.budgets.set(item.slot, plans[k].budget);
       if (top && top[k] >= 0) state.topBySlot.set(item.slot, top[k]);
       else state.topBySlot.delete(item.slot);
     });
@@ -347,8 +357,15 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     let packed = 0;
     let long = false;
     let taken = 0;
+    // As the addon's DrainPacks: every fed prompt while the generating slots are about to end.
+    let limit = state.packTokens;
+    if (engine.drainPack && state.goingOn > 0 && state.fed.size >= 2) {
+      let latest = 0;
+      for (const [slot, budget] of state.budgets) if (!state.fed.has(slot)) latest = Math.max(latest, budget);
+      if (latest <= state.fed.size) limit = this.batchSize;
+    }
     for (const prompt of state.fed.values()) {
-      if ((packed > 0 && packed + prompt.length > state.packTokens) || tokens + prompt.length > this.batchSize) break;
+      if ((packed > 0 && packed + prompt.length > limit) || tokens + prompt.length > this.batchSize) break;
       packed += prompt.length;
       tokens += prompt.length;
       sequences++;
@@ -529,6 +546,12 @@ export interface EngineOptions {
    * decode pass there costs as much as a short prompt's), off on a GPU.
    */
   readonly enginePromptAlone?: 'auto' | 'on' | 'off';
+  /**
+   * PROMPT_DRAIN_PACK: in the native loop, a step takes every fed prompt the batch holds while
+   * two or more wait and the generating slots end within as many steps (the scheduler's
+   * drainPack, applied where the loop takes fed prompts in). Default true.
+   */
+  readonly promptDrainPack?: boolean;
   /** Limits on response_format and tool schemas (SCHEMA_MAX_*). */
   readonly schemaLimits: SchemaLimits;
 }
@@ -717,7 +740,9 @@ export class LlamaAdapter {
           const promptAlone =
             nativeLoop && typeof addon.addon.setPromptAlone === 'function' && (promptAloneSetting === 'on' || (promptAloneSetting === 'auto' && !onGpu));
           addon.addon.setPromptAlone?.(nativeContext, promptAlone);
-          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone };
+          const drainPack = nativeLoop && typeof addon.addon.setDrainPack === 'function' && (this.engineOptions.promptDrainPack ?? true);
+          addon.addon.setDrainPack?.(nativeContext, drainPack);
+          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone, drainPack };
           this.#engineAddon = addon.addon;
           engineNote =
             `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +

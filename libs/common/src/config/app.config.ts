@@ -446,6 +446,8 @@ export const CONFIG_SPEC = {
       'Prompt tokens evaluated per step while other requests stream (bounds their pause; a lone prompt uses the whole batch)'),
     PROMPT_PACK_TOKENS: int('PROMPT_PACK_TOKENS', 1, 65536, undefined,
       'Prompt tokens of different requests evaluated in one step: the oldest waiting prompt always goes, others join only within this; auto = 16 on a CPU (prefill is compute-bound: every prompt added to a step delays the first token of the others) and, while three or more prompts wait, what ~40 ms of prompt work holds as measured at load; the batch size when the model runs on a GPU'),
+    PROMPT_DRAIN_PACK: bool('PROMPT_DRAIN_PACK', true,
+      'While two or more prompts wait and every generating request ends within as many tokens as prompts wait (its max_tokens), one step takes all the waiting prompts the batch holds instead of those within PROMPT_PACK_TOKENS: taken one a step, short answers made most decode passes a few tokens wide; packed, the next passes decode them all at once (measured +20% throughput with 4-token answers at eight clients on 2 cores, docs/PERFORMANCE.md)'),
     QUEUE_MAX: int('QUEUE_MAX', 0, 100000, 64, 'Requests that may wait for a slot; beyond it: 429'),
     QUEUE_TIMEOUT_MS: int('QUEUE_TIMEOUT_MS', 1, 3600000, 30000, 'Longest wait for a slot before 503'),
   }),

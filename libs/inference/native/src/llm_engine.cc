@@ -434,6 +434,8 @@ std::unordered_map<llama_context*, std::shared_ptr<std::atomic<bool>>> g_interru
  * Main thread only (a run reads its context's setting when it starts).
  */
 std::unordered_map<llama_context*, bool> g_promptAlone;
+/** Contexts whose runs pack the fed prompts when the generating sequences are about to end (setDrainPack). */
+std::unordered_map<llama_context*, bool> g_drainPack;
 class RunWorker;
 /** Per context: the run in flight, to feed it prompts (main thread only; a worker unregisters itself when it is deleted). */
 std::unordered_map<llama_context*, RunWorker*> g_runs;
@@ -500,6 +502,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   g_batches.erase(it);
   g_interrupts.erase(context->ctx);
   g_promptAlone.erase(context->ctx);
+  g_drainPack.erase(context->ctx);
   {
     std::lock_guard<std::mutex> lock(g_driversMutex);
     auto driver = g_drivers->find(context->ctx);
@@ -1191,6 +1194,8 @@ class RunWorker : public Napi::AsyncWorker {
     interrupt_->store(false);
     auto alone = g_promptAlone.find(context_->ctx);
     promptAlone_ = alone != g_promptAlone.end() && alone->second;
+    auto drain = g_drainPack.find(context_->ctx);
+    drainPack_ = drain != g_drainPack.end() && drain->second;
   }
   ~RunWorker() override {
     // Main thread, after OnOK/OnError: the loop thread has returned, nothing signals any more.
@@ -1365,10 +1370,11 @@ class RunWorker : public Napi::AsyncWorker {
     int32_t packed = 0;
     bool took = false;
     bool longPrompt = false;
+    const int32_t limit = DrainPacks(running) ? n_batch : pack_;
     while (!fed_.empty()) {
       StepItem& item = fed_.front();
       const int32_t n = static_cast<int32_t>(item.tokens.size());
-      if (took && packed + n > pack_) break;
+      if (took && packed + n > limit) break;
       if (tokens + n > n_batch) break;
       for (const StepItem& other : items_) {
         if (other.seq == item.seq) {
@@ -1392,6 +1398,27 @@ class RunWorker : public Napi::AsyncWorker {
     }
     // Slot order keeps llama.cpp from splitting the step into several micro-batches.
     if (took || heldBefore) SortBySeq(items_);
+    return true;
+  }
+
+  /**
+   * Whether the coming step takes in every fed prompt the batch holds rather than those within
+   * the pack limit (setDrainPack): when two or more prompts wait and each generating sequence
+   * ends within as many steps as prompts wait (its token budget). Taken one a step, those prompts
+   * would each share their step with a decode pass of the few streams still running (on one KV
+   * stream per sequence that pass is a pass of its own over the weights, see the setPromptAlone
+   * note), and the streams they start would join later, smaller passes: short answers (an
+   * agent's tool call, a classification) made most decode passes a few tokens wide. Packed, the
+   * waiting prompts cost what they cost apart, and the next passes decode them all at once, as
+   * llama-server's lockstep waves do. Streams with many tokens left keep the limit: a long prompt
+   * step would only stall them.
+   */
+  bool DrainPacks(size_t running) const {
+    if (!drainPack_ || running == 0 || fed_.size() < 2) return false;
+    const int32_t waiting = static_cast<int32_t>(fed_.size());
+    for (size_t i = 0; i < running; i++) {
+      if (items_[i].budget > waiting) return false;
+    }
     return true;
   }
 
@@ -1478,6 +1505,8 @@ class RunWorker : public Napi::AsyncWorker {
   std::vector<StepItem> held_;
   /** This context's setPromptAlone() when the run started. */
   bool promptAlone_ = false;
+  /** This context's setDrainPack() when the run started. */
+  bool drainPack_ = false;
   /** The step just computed evaluated a prompt (an item of two tokens or more): the next one holds nothing back. */
   bool promptLast_ = false;
   int32_t pack_ = 1;
@@ -1583,7 +1612,21 @@ Napi::Value SetPromptAlone(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, it != g_promptAlone.end() && it->second);
 }
 
+/**
+ * setDrainPack(context, on?): in the context's next runs, a step packs every fed prompt the
+ * batch holds when the generating sequences end within as many steps as prompts wait (see
+ * RunWorker::DrainPacks); default off. Returns the context's setting.
+ */
+Napi::Value SetDrainPack(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (info.Length() > 1 && !info[1].IsUndefined()) g_drainPack[context->ctx] = info[1].ToBoolean().Value();
+  auto it = g_drainPack.find(context->ctx);
+  return Napi::Boolean::New(env, it != g_drainPack.end() && it->second);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("setDrainPack", Napi::Function::New(env, SetDrainPack));
   exports.Set("setGapFill", Napi::Function::New(env, SetGapFill));
   exports.Set("setPromptAlone", Napi::Function::New(env, SetPromptAlone));
   exports.Set("probe", Napi::Function::New(env, Probe));

@@ -97,6 +97,7 @@ export interface EngineAddon {
    * context's setting. Absent from builds before it existed.
    */
   setPromptAlone?(context: object, on?: boolean): boolean;
+  setDrainPack?(context: object, on?: boolean): boolean;
   /** A run in flight on the context stops after its current step. */
   interrupt?(context: object): void;
   /**

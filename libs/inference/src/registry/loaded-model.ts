@@ -10,13 +10,15 @@ import { ModelKind, ModelSpec, SamplingDefaults } from './model.types';
 import type { CompletedGeneration, GenerationRequest, PreparedPrompt, StopDetail } from './model.handle';
 import { ModelHandle, toUsage } from './model.handle';
 
-/** Scheduler settings every chat model shares (QUEUE_MAX, QUEUE_TIMEOUT_MS, PREFILL_CHUNK, PROMPT_PACK_TOKENS). */
+/** Scheduler settings every chat model shares (QUEUE_MAX, QUEUE_TIMEOUT_MS, PREFILL_CHUNK, PROMPT_PACK_TOKENS, PROMPT_DRAIN_PACK). */
 export interface QueueOptions {
   readonly queueMax: number;
   readonly queueTimeoutMs: number;
   readonly prefillChunk: number;
   /** undefined = by where the model runs (measured at load on a CPU, no limit on a GPU). */
   readonly promptPackTokens?: number;
+  /** PROMPT_DRAIN_PACK (SchedulerOptions.drainPack). Default true. */
+  readonly drainPack?: boolean;
 }
 
 /**
@@ -95,6 +97,7 @@ export class LoadedModel implements ModelHandle {
           queueMax: this.queue.queueMax,
           queueTimeoutMs: this.queue.queueTimeoutMs,
           prefillChunk: this.queue.prefillChunk,
+          drainPack: this.queue.drainPack ?? true,
           // On a GPU a step with more prompt tokens costs about the same: all go at once.
           ...(this.queue.promptPackTokens !== undefined
             ? { promptPackTokens: this.queue.promptPackTokens }
