@@ -50,6 +50,9 @@ function counters(): LayerCounters {
  * `X-Cache-Sampled: true` says otherwise. Any cache or embedding failure is logged (at most every
  * 10 s per kind), counted, and the request goes to the model: a cache never fails a request.
  */
+/** How long a model file's modification time is trusted before it is read again, ms. */
+const VERSION_RECHECK_MS = 1000;
+
 @Injectable()
 export class ResponseCacheService implements OnModuleInit {
   readonly #logger = new Logger('Cache');
@@ -60,6 +63,8 @@ export class ResponseCacheService implements OnModuleInit {
   #model: string | null = null;
   #embeddingModel: string | null = null;
   readonly #fingerprints = new Map<string, Promise<string>>();
+  /** The model files' modification times, read at most once a second (a stat a request was ~3% of its main-thread time). */
+  readonly #versions = new Map<string, { version: string; at: number }>();
   readonly #semantic: SemanticCache | null;
   readonly #failedGets = new Set<string>();
   readonly #lastLog = new Map<string, { at: number; suppressed: number }>();
@@ -106,13 +111,20 @@ export class ResponseCacheService implements OnModuleInit {
 
   /** Fingerprints by file, computed once each (a model's file is read at its first request). */
   #fingerprint(path: string): Promise<string> {
-    let version = '';
-    try {
-      // A file replaced in place (pulled again) is another model.
-      version = String(statSync(path).mtimeMs);
-    } catch {
-      /* missing: modelFingerprint rejects */
+    const now = performance.now();
+    let seen = this.#versions.get(path);
+    if (!seen || now - seen.at >= VERSION_RECHECK_MS) {
+      let version = '';
+      try {
+        // A file replaced in place (pulled again) is another model.
+        version = String(statSync(path).mtimeMs);
+      } catch {
+        /* missing: modelFingerprint rejects */
+      }
+      seen = { version, at: now };
+      this.#versions.set(path, seen);
     }
+    const version = seen.version;
     const key = `${path}\u0000${version}`;
     let found = this.#fingerprints.get(key);
     if (!found) {
