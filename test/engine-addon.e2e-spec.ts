@@ -110,12 +110,15 @@ describe('engine addon', () => {
     // The addon samples a plain chain without copying and sorting the whole vocabulary; the
     // binding's sampleToken (ENGINE_ADDON=off) always does. Same seed, same logits (one request
     // at a time, one thread): the same tokens. The bundled model's 512-token vocabulary is 32
-    // blocks of 16, so top_k 20 and 8 take the fast path and the default 40 does not.
+    // blocks of 16, so top_k 20 and 8 take the fast path and the default 40 does not. One choice a
+    // request: two (n: 2) run side by side, and whether the second prompt shares the first one's
+    // step depends on when it reaches the loop; a step of another shape can round the logits
+    // differently and a temperature-1.1 draw can then differ (seen once in CI under load).
     const requests: Record<string, unknown>[] = [
       { prompt: 'Once upon a time', temperature: 0.9, top_k: 20, top_p: 0.9, seed: 11 },
       { prompt: 'The little dog', temperature: 1.3, top_k: 8, seed: 5, ignore_eos: true, logit_bias: { '13': 4, '300': -100 } },
       { prompt: 'Tom and Sue went', temperature: 0, logit_bias: { '13': -100, '400': 3 } },
-      { prompt: 'A big red ball', temperature: 1.1, min_p: 0.02, top_k: 3, seed: 9, n: 2 },
+      { prompt: 'A big red ball', temperature: 1.1, min_p: 0.02, top_k: 3, seed: 9 },
       { prompt: 'Once upon a time', temperature: 0.9, seed: 3 },
     ];
     const outputs: unknown[][] = [];
