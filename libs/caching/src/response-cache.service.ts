@@ -40,6 +40,9 @@ function counters(): LayerCounters {
   return { hits: 0, misses: 0, writes: 0, errors: 0 };
 }
 
+/** How long a model file's modification time is trusted before it is read again, ms. */
+const VERSION_RECHECK_MS = 1000;
+
 /**
  * The one place that decides whether a request is answered from a cache, and that stores the
  * model's answers. Every generation endpoint hands it the resolved request and a way to run the
@@ -50,9 +53,6 @@ function counters(): LayerCounters {
  * `X-Cache-Sampled: true` says otherwise. Any cache or embedding failure is logged (at most every
  * 10 s per kind), counted, and the request goes to the model: a cache never fails a request.
  */
-/** How long a model file's modification time is trusted before it is read again, ms. */
-const VERSION_RECHECK_MS = 1000;
-
 @Injectable()
 export class ResponseCacheService implements OnModuleInit {
   readonly #logger = new Logger('Cache');

@@ -1599,17 +1599,21 @@ Napi::Value SetGapFill(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(g_gapFillTokens.load()));
 }
 
+/** A per-context boolean setting (context, on?): sets it when `on` is given; returns the context's value (default off). */
+Napi::Value ContextFlag(const Napi::CallbackInfo& info, std::unordered_map<llama_context*, bool>& flags) {
+  AddonContext* context = Unwrap(info.Env(), info[0]);
+  if (info.Length() > 1 && !info[1].IsUndefined()) flags[context->ctx] = info[1].ToBoolean().Value();
+  auto it = flags.find(context->ctx);
+  return Napi::Boolean::New(info.Env(), it != flags.end() && it->second);
+}
+
 /**
  * setPromptAlone(context, on?): in the context's next runs, a step that takes prompts in leaves
  * the generating sequences to the next step (see RunWorker::TakeFed); default off. Returns the
  * context's setting.
  */
 Napi::Value SetPromptAlone(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  AddonContext* context = Unwrap(env, info[0]);
-  if (info.Length() > 1 && !info[1].IsUndefined()) g_promptAlone[context->ctx] = info[1].ToBoolean().Value();
-  auto it = g_promptAlone.find(context->ctx);
-  return Napi::Boolean::New(env, it != g_promptAlone.end() && it->second);
+  return ContextFlag(info, g_promptAlone);
 }
 
 /**
@@ -1618,11 +1622,7 @@ Napi::Value SetPromptAlone(const Napi::CallbackInfo& info) {
  * RunWorker::DrainPacks); default off. Returns the context's setting.
  */
 Napi::Value SetDrainPack(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  AddonContext* context = Unwrap(env, info[0]);
-  if (info.Length() > 1 && !info[1].IsUndefined()) g_drainPack[context->ctx] = info[1].ToBoolean().Value();
-  auto it = g_drainPack.find(context->ctx);
-  return Napi::Boolean::New(env, it != g_drainPack.end() && it->second);
+  return ContextFlag(info, g_drainPack);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
