@@ -30,7 +30,14 @@ interface FeedScenario {
   /** The setting of another context meanwhile. */
   readonly other: boolean;
 }
+interface SplitScenario {
+  readonly setting: boolean;
+  readonly steps: { readonly items: { seq: number; count: number; sampled: number }[]; readonly split: boolean; readonly logprobs: number[][] }[];
+  readonly tokens: number[][];
+  readonly step: { readonly out: number[]; readonly split: number };
+}
 interface ChildResult {
+  readonly decodeSplit: { readonly on: SplitScenario; readonly off: SplitScenario; readonly other: boolean };
   readonly promptAlone: { readonly on: FeedScenario; readonly off: FeedScenario };
   readonly drainPack: { readonly on: FeedScenario; readonly long: FeedScenario; readonly off: FeedScenario };
   readonly gapFill: { readonly off: GapScenario; readonly on: GapScenario; readonly wideOff: GapScenario; readonly wideOne: GapScenario; readonly wideTwo: GapScenario };
@@ -172,6 +179,33 @@ describe('engine addon run()', () => {
     // The same tokens whatever the layout, and each sequence got its whole budget.
     expect(on.tokens).toEqual(off.tokens);
     expect(on.tokens.map((t) => t.length)).toEqual([5, 4, 4, 4]);
+  });
+
+  it('runs a step of two to four one-token items as one decode per item when asked (setDecodeSplit), with the same tokens and log-probabilities', () => {
+    const { on, off, other } = result.decodeSplit;
+    expect([on.setting, off.setting]).toEqual([true, false]);
+    // Per context: another context keeps its own (off).
+    expect(other).toBe(false);
+    // Budgets 7, 6, 4, 2: the prompt step, then steps of 4, 3, 3, 2, 2 and 1 one-token items.
+    expect(on.steps.map((s) => s.items.length)).toEqual([4, 4, 3, 3, 2, 2, 1]);
+    expect(off.steps.map((s) => s.items.length)).toEqual([4, 4, 3, 3, 2, 2, 1]);
+    // Split where it applies: not the prompt step, not a one-item step; never with the setting off.
+    expect(on.steps.map((s) => s.split)).toEqual([false, true, true, true, true, true, false]);
+    expect(off.steps.every((s) => s.split === false)).toBe(true);
+    expect(on.tokens).toEqual(off.tokens);
+    expect(on.tokens.map((t) => t.length)).toEqual([7, 6, 4, 2]);
+    // Each split item's log-probabilities are its own (not another item's, not left unset).
+    on.steps.forEach((step, i) =>
+      step.logprobs.forEach((lp, k) => {
+        const same = off.steps[i].logprobs[k];
+        expect(lp.slice(0, 2)).toEqual(same.slice(0, 2));
+        for (let j = 2; j < 5; j++) expect(lp[j]).toBeCloseTo(same[j], 3);
+      }),
+    );
+    // step(): two one-token items, split with the setting on; info[1] says so.
+    expect(on.step.split).toBe(1);
+    expect(off.step.split).toBe(0);
+    expect(on.step.out).toEqual(off.step.out);
   });
 
   it('fills only holes no longer than the setting', () => {

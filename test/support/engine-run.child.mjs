@@ -200,6 +200,45 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
   await close();
 }
 
+// 8. setDecodeSplit: a step of two to four one-token items runs as one decode per item, reported
+//    as split; prompt steps and one-item steps never are. Four prompts with budgets 7, 6, 4 and
+//    2: the steps after the prompts carry four, three, then two items, and the last one one.
+//    The same tokens and log-probabilities either way; step() reports it in info[1].
+{
+  const { native: splitNative, samplers, close } = await fourSequences();
+  const prompts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
+  const scenario = async (split) => {
+    const setting = addon.setDecodeSplit(splitNative, split);
+    for (let i = 0; i < 4; i++) splitNative.disposeSequence(i);
+    const steps = [];
+    const spec = Int32Array.from(prompts.flatMap((p, k) => [k, 0, p.length, 1, ...p]));
+    const top = Int32Array.from([2, 2, 2, 2]);
+    await addon.run(
+      splitNative,
+      spec,
+      samplers,
+      Int32Array.from([7, 0, 6, 0, 4, 0, 2, 0]),
+      (layout, computeMs, threads, doneAt, final, lpTokens, lpValues, filled, held, didSplit) => {
+        const items = [];
+        for (let i = 0; i < layout.length; i += 4) items.push({ seq: layout[i], count: layout[i + 2], sampled: layout[i + 3] });
+        const logprobs = items.map((_, k) => [lpTokens[k * 20], lpTokens[k * 20 + 1], lpValues[k * 21], lpValues[k * 21 + 1], lpValues[k * 21 + 2]]);
+        steps.push({ items, split: didSplit, logprobs });
+      },
+      spec.length,
+      top,
+    );
+    // step() with two one-token items, sequences 1 and 3 after the run.
+    const next = [1, 3].map((seq) => ({ seq, position: splitNative.getSequenceKvCacheMaxPosition(seq) + 1, token: steps.at(-1).items[0].sampled }));
+    const stepSpec = Int32Array.from(next.flatMap((it) => [it.seq, it.position, 1, 1, it.token]));
+    const out = new Int32Array(2).fill(-1);
+    const info = new Int32Array(2).fill(-1);
+    await addon.step(splitNative, stepSpec, [samplers[1], samplers[3]], out, stepSpec.length, undefined, undefined, undefined, info);
+    return { setting, steps, tokens: [0, 1, 2, 3].map((seq) => steps.flatMap((s) => s.items.filter((it) => it.seq === seq).map((it) => it.sampled))), step: { out: [...out], split: info[1] } };
+  };
+  result.decodeSplit = { on: await scenario(true), off: await scenario(false), other: addon.setDecodeSplit(native) };
+  await close();
+}
+
 addon.release(native);
 addon.detachThreadpool(native);
 await context.dispose();

@@ -15,6 +15,7 @@ export type InferenceConfig = Pick<
   | 'engineAddonPath'
   | 'engineGapFill'
   | 'enginePromptAlone'
+  | 'engineDecodeSplit'
   | 'engineLoop'
   | 'flashAttention'
   | 'gpu'

@@ -85,6 +85,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       engineLoop: config.engineLoop,
       engineGapFill: config.engineGapFill,
       enginePromptAlone: config.enginePromptAlone,
+      engineDecodeSplit: config.engineDecodeSplit,
       schemaLimits: config.schemaLimits,
     };
     const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk, promptPackTokens: config.promptPackTokens, drainPack: config.promptDrainPack };

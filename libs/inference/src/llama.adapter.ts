@@ -6,7 +6,7 @@ import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { LruMap } from '@app/common';
 import { BatchItem, DecodeReport, DecodeRuntime, RunPlan, RunStep, SampledLogprobs, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
-import { AdaptiveThreadPolicy } from './engine/thread.policy';
+import { AdaptiveThreadPolicy, StepPlan } from './engine/thread.policy';
 import type { GpuProbeResult } from './gpu.probe';
 import { AUX_CONTEXT_MAX, ggmlKvType, LlamaBackend } from './registry/llama.backend';
 import type { ModelSpec } from './registry/model.types';
@@ -92,6 +92,8 @@ interface Engine {
   readonly promptAlone: boolean;
   /** The native loop packs every fed prompt while the generating items are about to end (PROMPT_DRAIN_PACK). */
   readonly drainPack: boolean;
+  /** The policy measures small decode steps split into one call per token too (ENGINE_DECODE_SPLIT). */
+  readonly splitDecode: boolean;
 }
 
 /** What the runtime knows of the run in flight, to tell what each reported item stands for. */
@@ -126,6 +128,8 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   #copies = 0;
   /** Threads the context decodes with now (changed per step by threadsForStep). */
   #threads: number;
+  /** Whether the context's next steps split small decode steps (setDecodeSplit; the policy's choice). */
+  #split = false;
   /** The engine addon's step layout, reused across steps (grown when a step needs more). */
   #spec = new Int32Array(1024);
   /** Tokens the last fused step sampled, by slot (engine addon only). */
@@ -242,9 +246,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const top = this.#logprobRequests(items, sampling);
     const lpTokens = top ? new Int32Array(sampling * LOGPROB_TOP_MAX) : undefined;
     const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
-    const info = new Int32Array(1);
+    const info = new Int32Array(2);
     const ms = await engine.addon.step(this.ctx, this.#spec, samplers, out, length, top, lpTokens, lpValues, info);
-    engine.policy?.record(items.length, tokenCount(items), threads, ms);
+    engine.policy?.record(items.length, tokenCount(items), threads, ms, info[1] === 1);
     let k = 0;
     for (const item of items) {
       if (!item.logits) continue;
@@ -280,7 +284,18 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#spec,
       samplers,
       planArray(plans),
-      (layout: Int32Array, computeMs: number, threads: number, doneAt: number, final: boolean, lpTokens?: Int32Array, lpValues?: Float32Array, filled?: number, held?: number) => {
+      (
+        layout: Int32Array,
+        computeMs: number,
+        threads: number,
+        doneAt: number,
+        final: boolean,
+        lpTokens?: Int32Array,
+        lpValues?: Float32Array,
+        filled?: number,
+        held?: number,
+        split?: boolean,
+      ) => {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
         let goingOn = 0;
@@ -310,10 +325,10 @@ class LlamaDecodeRuntime implements DecodeRuntime {
         // Items the step held back (a prompt went alone) are not in its layout and go on.
         state.goingOn = goingOn + (held ?? 0);
         state.promptLast = stepItems.some((item) => item.tokens.length >= 2);
-        engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs);
+        engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs, split === true);
         onStep({ items: stepItems, sampled, report: { computeMs, threads, filledTokens: filled ?? 0 }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
         // Threads for the next step (the addon switches before it starts, if it has not already).
-        if (goingOn > 0 || state.fed.size > 0) this.#rethread(engine, addon, state);
+        if (goingOn > 0 || state.fed.size > 0) this.#rethread(engine, state);
       },
       length,
       top,
@@ -341,12 +356,12 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       if (top && top[k] >= 0) state.topBySlot.set(item.slot, top[k]);
       else state.topBySlot.delete(item.slot);
     });
-    this.#rethread(engine, addon, state);
+    this.#rethread(engine, state);
     return true;
   }
 
   /** The thread policy's choice for the run's next steps: the slots that go on and the prompts fed and not taken yet. */
-  #rethread(engine: Engine, addon: Required<EngineAddon>, state: RunState): void {
+  #rethread(engine: Engine, state: RunState): void {
     if (!engine.policy) return;
     // The next step as the loop will make it: the slots that go on, and the fed prompts it takes in
     // (as the addon's TakeFed: oldest first, the first whatever its size, the others within the
@@ -378,10 +393,18 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       tokens = packed;
       sequences = taken;
     }
-    const next = engine.policy.choose(sequences, tokens);
-    if (next !== this.#threads) {
-      addon.setThreads(this.ctx, next);
-      this.#threads = next;
+    this.#apply(engine, engine.policy.choose(sequences, tokens));
+  }
+
+  /** Applies a step plan to the context (the addon switches a run in flight before its next step). */
+  #apply(engine: Engine, plan: StepPlan): void {
+    if (plan.threads !== this.#threads) {
+      engine.addon.setThreads(this.ctx, plan.threads);
+      this.#threads = plan.threads;
+    }
+    if (plan.split !== this.#split) {
+      engine.addon.setDecodeSplit?.(this.ctx, plan.split);
+      this.#split = plan.split;
     }
   }
 
@@ -406,12 +429,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   /** Threads for a step of these items (the policy's choice, or the fixed count), applied to the context. */
   #chooseThreads(engine: Engine, items: readonly BatchItem[]): number {
-    const threads = engine.policy ? engine.policy.choose(items.length, tokenCount(items)) : engine.maxThreads;
-    if (threads !== this.#threads) {
-      engine.addon.setThreads(this.ctx, threads);
-      this.#threads = threads;
-    }
-    return threads;
+    const plan = engine.policy ? engine.policy.choose(items.length, tokenCount(items)) : { threads: engine.maxThreads, split: false };
+    this.#apply(engine, plan);
+    return plan.threads;
   }
 
   /** Per item with logits: how many alternatives its request wants (-1 = no logprobs); undefined when none does. */
@@ -523,6 +543,8 @@ function logprobsOf(token: number, flat: readonly number[], top: number): Sample
 
 /** How the startup lines say that the native loop takes new prompts in alone (ENGINE_PROMPT_ALONE). */
 const PROMPT_ALONE_NOTE = 'new prompts in a step of their own';
+/** How the startup lines say that small decode steps may run as one call per token (ENGINE_DECODE_SPLIT). */
+const SPLIT_NOTE = 'small decode steps split where measured faster';
 
 /** ENGINE_GAP_FILL's default: one idle slot between busy ones (measured, docs/PERFORMANCE.md). */
 const DEFAULT_GAP_FILL = 1;
@@ -546,6 +568,12 @@ export interface EngineOptions {
    * decode pass there costs as much as a short prompt's), off on a GPU.
    */
   readonly enginePromptAlone?: 'auto' | 'on' | 'off';
+  /**
+   * ENGINE_DECODE_SPLIT: the thread policy also measures small decode steps (two to four
+   * streams) run as one decode call per token, and uses that where it is faster. Default `auto`:
+   * where the model runs on the CPU.
+   */
+  readonly engineDecodeSplit?: 'auto' | 'on' | 'off';
   /**
    * PROMPT_DRAIN_PACK: in the native loop, a step takes every fed prompt the batch holds while
    * two or more wait and the generating slots end within as many steps (the scheduler's
@@ -729,26 +757,31 @@ export class LlamaAdapter {
           addon.addon.probe(nativeContext);
           // Sampling a step's slots in parallel: every core but the step's own thread (at most 16).
           addon.addon.attachThreadpool(nativeContext, threads, this.engineOptions.threadPoll, Math.min(16, cores - 1));
+          const onGpu = Boolean(probe.gpu) && model.gpuLayers > 0;
+          const splitSetting = this.engineOptions.engineDecodeSplit ?? 'auto';
+          const splitDecode = typeof addon.addon.setDecodeSplit === 'function' && (splitSetting === 'on' || (splitSetting === 'auto' && !onGpu));
           // threads set (THREADS or the model's own): exactly that. Unset: up to every core, chosen per step by measurement.
-          const policy = spec.threads === undefined && threads > 1 ? new AdaptiveThreadPolicy(threads) : null;
+          const fixedThreads = spec.threads !== undefined || threads <= 1;
+          const measured = new AdaptiveThreadPolicy(threads, { fixedThreads, splitDecode });
+          const policy = measured.chooses ? measured : null;
           const nativeLoop = this.engineOptions.engineLoop === 'native' && typeof addon.addon.run === 'function';
           // Process-wide in the addon; every model is given the same server setting.
           const gapFill = typeof addon.addon.setGapFill === 'function' ? this.engineOptions.engineGapFill ?? DEFAULT_GAP_FILL : 0;
           addon.addon.setGapFill?.(gapFill);
           const promptAloneSetting = this.engineOptions.enginePromptAlone ?? 'auto';
-          const onGpu = Boolean(probe.gpu) && model.gpuLayers > 0;
           const promptAlone =
             nativeLoop && typeof addon.addon.setPromptAlone === 'function' && (promptAloneSetting === 'on' || (promptAloneSetting === 'auto' && !onGpu));
           addon.addon.setPromptAlone?.(nativeContext, promptAlone);
           const drainPack = nativeLoop && typeof addon.addon.setDrainPack === 'function' && (this.engineOptions.promptDrainPack ?? true);
           addon.addon.setDrainPack?.(nativeContext, drainPack);
-          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone, drainPack };
+          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone, drainPack, splitDecode: policy !== null && splitDecode };
           this.#engineAddon = addon.addon;
           engineNote =
-            `engine addon: persistent threadpool of ${policy ? `up to ${threads} threads, chosen per step by measured compute` : `${threads} threads`}` +
+            `engine addon: persistent threadpool of ${fixedThreads ? `${threads} threads` : `up to ${threads} threads, chosen per step by measured compute`}` +
             ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}` +
             (gapFill > 0 ? `, holes of up to ${gapFill} idle slot${gapFill === 1 ? '' : 's'} between busy ones filled` : '') +
-            (promptAlone ? `, ${PROMPT_ALONE_NOTE}` : '');
+            (promptAlone ? `, ${PROMPT_ALONE_NOTE}` : '') +
+            (engine.splitDecode ? `, ${SPLIT_NOTE}` : '');
         } catch (err) {
           engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
         }
@@ -833,7 +866,7 @@ export class LlamaAdapter {
       `Model ${d.id} (${d.kind}) ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
         (d.kind === 'chat'
           ? `context ${d.contextSize} x ${d.slots} slots, KV ${d.kvCacheTypeK}/${d.kvCacheTypeV}, flash attention ${d.flashAttention}, ` +
-            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? `native step loop${engine.promptAlone ? `, ${PROMPT_ALONE_NOTE}` : ''}` : 'one call per step'}` : 'per-call threads'}), `
+            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? `native step loop${engine.promptAlone ? `, ${PROMPT_ALONE_NOTE}` : ''}` : 'one call per step'}${engine?.splitDecode ? `, ${SPLIT_NOTE}` : ''}` : 'per-call threads'}), `
           : `context ${d.contextSize}, `) +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );

@@ -224,6 +224,8 @@ struct Pools {
   uint32_t poll = 50;
   /** Threads asked for while a run was in flight (0 = none): the run switches before its next step. */
   std::shared_ptr<std::atomic<int>> wanted = std::make_shared<std::atomic<int>>(0);
+  /** setDecodeSplit(): the next steps run a small decode step as one llama_decode per token (SplitsDecode). */
+  std::shared_ptr<std::atomic<bool>> split = std::make_shared<std::atomic<bool>>(false);
 };
 std::unordered_map<llama_context*, Pools> g_pools;
 
@@ -571,6 +573,8 @@ struct StepOutcome {
   int32_t filled = 0;
   /** run() only: generating sequences this step held back for the next one (a prompt went alone). */
   int32_t held = 0;
+  /** The step ran as one llama_decode per token (SplitsDecode). */
+  bool split = false;
 };
 
 double NowMs() {
@@ -826,7 +830,67 @@ std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_cont
  * if needed, sample, accept: exactly what its sampleToken does), in parallel over the sampling
  * pool when there are several. Returns an error message, empty on success.
  */
-std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out) {
+/** The most tokens of a decode step that setDecodeSplit() splits. */
+constexpr size_t kSplitMax = 4;
+
+/**
+ * Whether a step may run as one llama_decode per token (setDecodeSplit): a small decode step,
+ * every item one token that samples. On CPUs ggml multiplies a one-token batch with its
+ * matrix-vector kernels and a batch of two or more with its matrix-matrix ones, which for a few
+ * columns cost more per token than the vector kernel: on a 2-core zen4 VM (110M Q8_0, 2
+ * threads) one token took 5.6 ms, two in one call 12.9 ms, two as separate passes 10.8-11.3;
+ * with 1 thread 7.2 against 19.5-23 ms, and splitting still won at four tokens
+ * (docs/PERFORMANCE.md, 2026-12-02). Whether it wins depends on the kernels, the thread count
+ * and the machine, so the caller decides by measurement (the thread policy's split variants).
+ */
+bool SplitsDecode(const std::vector<StepItem>& items) {
+  if (items.size() < 2 || items.size() > kSplitMax) return false;
+  for (const StepItem& item : items) {
+    if (item.tokens.size() != 1 || item.sampler == nullptr) return false;
+  }
+  return true;
+}
+
+std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
+                       bool split = false);
+
+/**
+ * A step as one decode (and its sampling) per item, in order (SplitsDecode): the same tokens and
+ * log-probabilities as one call, since each item's logits depend only on its own sequence. Each
+ * item is sampled before the next decode overwrites the logits. The pool is paused only after
+ * the last decode: between two, its workers are about to be needed again.
+ */
+std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out) {
+  out.tokens.assign(items.size(), -1);
+  out.logprobs = false;
+  out.computeMs = 0;
+  std::vector<StepItem> one(1);
+  for (size_t k = 0; k < items.size(); k++) {
+    one[0] = items[k];
+    StepOutcome part;
+    const std::string error = RunOneStep(ctx, batch, k + 1 == items.size() ? decodePool : nullptr, one, part);
+    if (!error.empty()) return error;
+    out.computeMs += part.computeMs;
+    out.tokens[k] = part.tokens[0];
+    if (part.logprobs) {
+      if (!out.logprobs) {
+        out.logprobs = true;
+        out.lpTokens.assign(items.size() * kTop, -1);
+        out.lpValues.assign(items.size() * (kTop + 1), 0.0f);
+      }
+      std::copy(part.lpTokens.begin(), part.lpTokens.begin() + kTop, out.lpTokens.begin() + static_cast<std::ptrdiff_t>(k * kTop));
+      std::copy(part.lpValues.begin(), part.lpValues.begin() + kTop + 1, out.lpValues.begin() + static_cast<std::ptrdiff_t>(k * (kTop + 1)));
+    }
+  }
+  out.filled = 0;
+  out.split = true;
+  out.doneAt = NowMs();
+  return "";
+}
+
+std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
+                       bool split) {
+  if (split && SplitsDecode(items)) return RunSplitStep(ctx, batch, decodePool, items, out);
   llama_batch& b = batch.batch;
   b.n_tokens = 0;
   std::vector<int32_t> logitRows;
@@ -1037,7 +1101,8 @@ void ReadPlan(Napi::Env env, std::vector<StepItem>& items, Napi::Int32Array plan
  * the whole vocabulary, before temperature, top-k/p, penalties, biases and grammar: OpenAI's
  * meaning): the sampled token's logprob in lpValues[k * 21], the best tokens in lpTokens[k * 20 +
  * i] and lpValues[k * 21 + 1 + i]. `info` (Int32Array): info[0] = throwaway tokens the step
- * carried to close holes between busy sequences (GapFills).
+ * carried to close holes between busy sequences (GapFills), info[1] = 1 when the step ran as one
+ * decode per token (setDecodeSplit).
  */
 class StepWorker : public Napi::AsyncWorker {
  public:
@@ -1064,14 +1129,16 @@ class StepWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     auto pools = g_pools.find(context_->ctx);
+    bool split = false;
     if (pools != g_pools.end()) {
       const int wanted = pools->second.wanted->exchange(0);
       if (wanted > 0) {
         UsePoolQuiet(context_->ctx, pools->second, std::min(wanted, pools->second.max));
         decodePool_ = CurrentDecodePool(context_->ctx);
       }
+      split = pools->second.split->load();
     }
-    const std::string error = RunOneStep(context_->ctx, *batch_, decodePool_, items_, outcome_);
+    const std::string error = RunOneStep(context_->ctx, *batch_, decodePool_, items_, outcome_, split);
     if (!error.empty()) SetError(error);
   }
   void OnOK() override {
@@ -1086,6 +1153,7 @@ class StepWorker : public Napi::AsyncWorker {
     if (!infoRef_.IsEmpty()) {
       Napi::Int32Array info = infoRef_.Value().As<Napi::Int32Array>();
       if (info.ElementLength() > 0) info[0] = outcome_.filled;
+      if (info.ElementLength() > 1) info[1] = outcome_.split ? 1 : 0;
     }
     deferred_.Resolve(Napi::Number::New(Env(), outcome_.computeMs));
   }
@@ -1147,7 +1215,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
  *
  * `plan` (Int32Array, two entries per sampling item): [budget, stopOnEog 0|1]; budget = tokens
  * the slot may still sample, this step's included. onStep(items, computeMs, threads, doneAt,
- * final, lpTokens?, lpValues?, filled) is called on the main thread for every step, in order, while the next
+ * final, lpTokens?, lpValues?, filled, held, split) is called on the main thread for every step, in order, while the next
  * step already runs: items is an Int32Array of [sequence, firstPosition, tokenCount, sampled]
  * per item (sampled: the token, -1 = none, -2 = the item did not sample); doneAt is the step's
  * end in the steady clock's milliseconds; final is true when the run ends with this step. A
@@ -1262,7 +1330,8 @@ class RunWorker : public Napi::AsyncWorker {
         }
       }
       auto record = std::make_unique<Record>();
-      const std::string error = RunOneStep(context_->ctx, *batch_, CurrentDecodePool(context_->ctx), items_, record->outcome);
+      const bool split = pools != nullptr && pools->split->load();
+      const std::string error = RunOneStep(context_->ctx, *batch_, CurrentDecodePool(context_->ctx), items_, record->outcome, split);
       if (!error.empty()) {
         SetError(error);
         break;
@@ -1471,6 +1540,7 @@ class RunWorker : public Napi::AsyncWorker {
       }
       args.push_back(Napi::Number::New(env, o.filled));
       args.push_back(Napi::Number::New(env, o.held));
+      args.push_back(Napi::Boolean::New(env, o.split));
       try {
         // MakeCallback: as a libuv callback this is a top-level entry into JavaScript, so the
         // microtasks and ticks onStep queues run right after it, as they would after any event.
@@ -1608,6 +1678,20 @@ Napi::Value ContextFlag(const Napi::CallbackInfo& info, std::unordered_map<llama
 }
 
 /**
+ * setDecodeSplit(context, on?): the context's next steps (a run in flight from its next step) run a
+ * small decode step (two to four items of one token, each sampling) as one llama_decode per token
+ * (SplitsDecode); default off. Each step reports whether it split (run()'s onStep, step()'s
+ * info[1]). Returns the setting; false when the context has no threadpool attached.
+ */
+Napi::Value SetDecodeSplit(const Napi::CallbackInfo& info) {
+  AddonContext* context = Unwrap(info.Env(), info[0]);
+  auto it = g_pools.find(context->ctx);
+  if (it == g_pools.end()) return Napi::Boolean::New(info.Env(), false);
+  if (info.Length() > 1 && !info[1].IsUndefined()) it->second.split->store(info[1].ToBoolean().Value());
+  return Napi::Boolean::New(info.Env(), it->second.split->load());
+}
+
+/**
  * setPromptAlone(context, on?): in the context's next runs, a step that takes prompts in leaves
  * the generating sequences to the next step (see RunWorker::TakeFed); default off. Returns the
  * context's setting.
@@ -1629,6 +1713,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setDrainPack", Napi::Function::New(env, SetDrainPack));
   exports.Set("setGapFill", Napi::Function::New(env, SetGapFill));
   exports.Set("setPromptAlone", Napi::Function::New(env, SetPromptAlone));
+  exports.Set("setDecodeSplit", Napi::Function::New(env, SetDecodeSplit));
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("attachThreadpool", Napi::Function::New(env, AttachThreadpool));
   exports.Set("detachThreadpool", Napi::Function::New(env, DetachThreadpool));

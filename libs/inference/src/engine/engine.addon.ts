@@ -28,7 +28,8 @@ export interface EngineAddon {
    * 0..20), the item's raw log-probabilities: the sampled token's in `lpValues[k * 21]`, the best
    * `top[k]` tokens in `lpTokens[k * 20 + i]` / `lpValues[k * 21 + 1 + i]`. `info[0]`, when
    * given: the throwaway tokens the step carried to close holes (setGapFill; builds before it
-   * leave it as it was).
+   * leave it as it was); `info[1]`, when there: 1 when the step ran as one decode per token
+   * (setDecodeSplit).
    */
   step(
     context: object,
@@ -48,14 +49,15 @@ export interface EngineAddon {
    * `spec` as in step(); after each one, every sampling item whose slot goes on becomes a
    * one-token item of the next step with the token just sampled. `plan` holds [budget,
    * stopOnEog 0|1] per sampling item (budget: tokens it may still sample, this step's included).
-   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?, filled?, held?)` runs on the main
+   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?, filled?, held?, split?)` runs on the main
    * thread for each step in order while the next computes: layout is [sequence, firstPosition,
    * tokenCount, sampled] per item (sampled -1 = none, -2 = the item did not sample), doneAt the
    * step's end on the monotonic clock in ms, final true on the run's last step when the run knew
    * it then (the context is already free: the next run may start from onStep), filled the
    * throwaway tokens the step carried (setGapFill), held the generating items the step left to
    * the next one because it took a prompt in alone (setPromptAlone; they are not in its layout
-   * and still go on). Ends when no item
+   * and still go on), split true when the step ran as one decode per token (setDecodeSplit).
+   * Ends when no item
    * goes on, after a step with a non-sampling item, or after interrupt(); resolves with the
    * number of steps. Absent from builds before it existed (the server then steps one call at a
    * time).
@@ -75,6 +77,7 @@ export interface EngineAddon {
       lpValues?: Float32Array,
       filled?: number,
       held?: number,
+      split?: boolean,
     ) => void,
     specLength?: number,
     top?: Int32Array,
@@ -98,6 +101,14 @@ export interface EngineAddon {
    */
   setPromptAlone?(context: object, on?: boolean): boolean;
   setDrainPack?(context: object, on?: boolean): boolean;
+  /**
+   * The context's next steps (a run in flight from its next step) run a small decode step (two
+   * to four items of one token, each sampling) as one llama_decode per token: on CPUs ggml's
+   * one-token kernels can cost less than its batched ones for a few tokens (see the thread
+   * policy's split variants). Each step reports whether it split. Default off; false, and
+   * nothing set, without an attached threadpool. Absent from builds before it existed.
+   */
+  setDecodeSplit?(context: object, on?: boolean): boolean;
   /** A run in flight on the context stops after its current step. */
   interrupt?(context: object): void;
   /**

@@ -1,10 +1,10 @@
-import { AdaptiveThreadPolicy, threadCandidates } from './thread.policy';
+import { AdaptiveThreadPolicy, StepPlan, threadCandidates } from './thread.policy';
 
 /** Runs `steps` steps of one kind against a machine whose compute time per token is `msPerToken(threads)`. */
 function drive(policy: AdaptiveThreadPolicy, steps: number, msPerToken: (threads: number) => number, sequences = 1, tokens = 1): number[] {
   const chosen: number[] = [];
   for (let i = 0; i < steps; i++) {
-    const threads = policy.choose(sequences, tokens);
+    const { threads } = policy.choose(sequences, tokens);
     chosen.push(threads);
     policy.record(sequences, tokens, threads, msPerToken(threads) * tokens);
   }
@@ -192,7 +192,7 @@ describe('AdaptiveThreadPolicy', () => {
     // 1 thread, tried once: 0.55 ms a token. The mean of [0.30, 0.84] would make it the best.
     policy.record(1, 100, 1, 55);
     expect(policy.snapshot().prompt128).toEqual({ 2: 0.3, 1: 0.55 });
-    expect(policy.choose(1, 100)).toBe(2);
+    expect(policy.choose(1, 100)).toEqual({ threads: 2, split: false });
     // From three figures on, the median: a lasting change still shows.
     policy.record(1, 100, 2, 84);
     expect(policy.snapshot().prompt128[2]).toBeCloseTo(0.84, 9);
@@ -225,7 +225,7 @@ describe('AdaptiveThreadPolicy', () => {
       clock += 300;
       used.push(threads);
       policy.record(1, 40, threads, 40 * machine(threads));
-      pending.push(policy.choose(1, 40));
+      pending.push(policy.choose(1, 40).threads);
     }
     // Each try of 1 thread (the first as soon as 2 threads are warm, then every 10 s or so) is a
     // single step: the choice is not repeated while its figure is still on its way.
@@ -242,7 +242,7 @@ describe('AdaptiveThreadPolicy', () => {
     // Both counts measured on 100-token prompt steps...
     for (let i = 0; i < 300; i++) {
       clock += 100;
-      const threads = policy.choose(1, 100);
+      const { threads } = policy.choose(1, 100);
       policy.record(1, 100, threads, 100 * machine(threads));
     }
     // ...then steps planned as 100-token ones run as 50-token ones (the engine took one of two
@@ -251,7 +251,7 @@ describe('AdaptiveThreadPolicy', () => {
     let tries = 0;
     for (let i = 0; i < 600; i++) {
       clock += 100;
-      const threads = policy.choose(1, 100);
+      const { threads } = policy.choose(1, 100);
       if (threads === 1) tries++;
       policy.record(1, 50, threads, 50 * machine(threads));
     }
@@ -266,5 +266,74 @@ describe('AdaptiveThreadPolicy', () => {
     policy.record(1, 1, 3, 5);
     policy.record(1, 0, 2, 5);
     expect(policy.snapshot()).toEqual({});
+  });
+});
+
+describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
+  /** `steps` steps of one kind on a machine whose compute time per token is `msPerToken(plan)`; a step every `stepMs` of the clock. */
+  function drivePlans(policy: AdaptiveThreadPolicy, clock: { t: number }, steps: number, msPerToken: (plan: StepPlan) => number, sequences: number, tokens = sequences): StepPlan[] {
+    const chosen: StepPlan[] = [];
+    for (let i = 0; i < steps; i++) {
+      const plan = policy.choose(sequences, tokens);
+      chosen.push(plan);
+      const ms = msPerToken(plan) * tokens;
+      clock.t += ms;
+      policy.record(sequences, tokens, plan.threads, ms, plan.split);
+    }
+    return chosen;
+  }
+  const shareOf = (chosen: StepPlan[], threads: number, split: boolean): number =>
+    chosen.filter((p) => p.threads === threads && p.split === split).length / chosen.length;
+  // What a 2-core zen4 VM measured in the server (110M Q8_0, ms a token): two streams in one call
+  // on 2 threads 5.9, split 4.3, on 1 thread 9.5; four streams 3.7 in one call, 5.3 split.
+  const twoStreams = (p: StepPlan): number => (p.threads === 1 ? 9.5 : p.split ? 4.3 : 5.9);
+  const fourStreams = (p: StepPlan): number => (p.threads === 1 ? 6.5 : p.split ? 5.3 : 3.7);
+
+  it('settles on the split variant where it measures faster, trying the others in few steps', () => {
+    const clock = { t: 0 };
+    const policy = new AdaptiveThreadPolicy(2, { splitDecode: true, now: () => clock.t });
+    const chosen = drivePlans(policy, clock, 3000, twoStreams, 2).slice(500);
+    expect(shareOf(chosen, 2, true)).toBeGreaterThan(0.93);
+    // The tries of the two others together stay few.
+    expect(1 - shareOf(chosen, 2, true)).toBeLessThan(0.07);
+    expect(policy.snapshot().decode2).toEqual({ 2: 5.9, 1: 9.5, '2s': 4.3 });
+  });
+
+  it('keeps a step in one call where that is faster, and has no split variant of fewer threads', () => {
+    const clock = { t: 0 };
+    const policy = new AdaptiveThreadPolicy(2, { splitDecode: true, now: () => clock.t });
+    const chosen = drivePlans(policy, clock, 3000, fourStreams, 4).slice(500);
+    expect(shareOf(chosen, 2, false)).toBeGreaterThan(0.93);
+    expect(chosen.some((p) => p.threads === 1 && p.split)).toBe(false);
+  });
+
+  it('never splits one-stream, wide or prompt steps, nor without the option', () => {
+    const clock = { t: 0 };
+    const policy = new AdaptiveThreadPolicy(2, { splitDecode: true, now: () => clock.t });
+    const faster = (p: StepPlan): number => (p.split ? 1 : 5);
+    for (const [sequences, tokens] of [[1, 1], [8, 8], [5, 5], [1, 38], [2, 40]]) {
+      expect(drivePlans(policy, clock, 200, faster, sequences, tokens).some((p) => p.split)).toBe(false);
+    }
+    const plain = new AdaptiveThreadPolicy(2, { now: () => clock.t });
+    expect(drivePlans(plain, clock, 200, faster, 2).some((p) => p.split)).toBe(false);
+    // A split figure reported for a kind without split variants is not counted.
+    plain.record(2, 2, 2, 3, true);
+    policy.record(1, 1, 2, 3, true);
+    expect(plain.snapshot().decode2).toEqual({ 2: 5, 1: 5 });
+    expect(policy.snapshot().decode1).toEqual({ 2: 5, 1: 5 });
+  });
+
+  it('with fixed threads chooses only between one call and split', () => {
+    const clock = { t: 0 };
+    const policy = new AdaptiveThreadPolicy(2, { splitDecode: true, fixedThreads: true, now: () => clock.t });
+    expect(policy.chooses).toBe(true);
+    const two = drivePlans(policy, clock, 1000, twoStreams, 2);
+    expect(two.every((p) => p.threads === 2)).toBe(true);
+    expect(shareOf(two.slice(200), 2, true)).toBeGreaterThan(0.93);
+    expect(drivePlans(policy, clock, 100, twoStreams, 1).every((p) => p.threads === 2 && !p.split)).toBe(true);
+    // Nothing to choose: fixed threads and no split, or one core.
+    expect(new AdaptiveThreadPolicy(2, { fixedThreads: true }).chooses).toBe(false);
+    expect(new AdaptiveThreadPolicy(1).chooses).toBe(false);
+    expect(new AdaptiveThreadPolicy(2).chooses).toBe(true);
   });
 });

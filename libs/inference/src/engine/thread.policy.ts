@@ -22,6 +22,21 @@ export interface ThreadPolicyOptions {
   readonly now?: () => number;
   /** Measurements of each candidate before the estimates are trusted. Default 3. */
   readonly warmup?: number;
+  /**
+   * Also measure, for decode steps of two to four sequences, the most threads with the step run
+   * as one decode call per token (the engine addon's setDecodeSplit), and use that where it is
+   * faster. Default false (the engine cannot split, or runs on a GPU, where every call is a pass
+   * of its own for little compute).
+   */
+  readonly splitDecode?: boolean;
+  /** Threads are fixed (THREADS): only maxThreads is used; the policy then only chooses split variants. Default false. */
+  readonly fixedThreads?: boolean;
+}
+
+/** How a step runs: its threads, and whether a small decode step goes as one decode call per token. */
+export interface StepPlan {
+  readonly threads: number;
+  readonly split: boolean;
 }
 
 /** Shortest time between tries of another thread count on prompt steps. */
@@ -49,6 +64,21 @@ const MAX_BACKOFF = 8;
  * than this (several times).
  */
 const FEWER_THREADS_MARGIN = 1.15;
+
+/**
+ * Kinds of step whose split variants are measured (setDecodeSplit splits decode steps of two to
+ * four one-token items). On a 2-core zen4 VM (110M Q8_0, 2026-12-02) ggml computed two tokens in
+ * one call in 12.9 ms and one in 5.6: split, two tokens took 10.8-11.3 ms, and with one thread
+ * splitting won up to four tokens (7.2 ms a token against 19.5-23 for two in one call); three and
+ * four tokens on two threads were faster in one call. Which wins is the kernels' and the machine's
+ * business, hence measured like the thread counts.
+ */
+const SPLIT_KINDS: ReadonlySet<string> = new Set(['decode2', 'decode4']);
+
+/** A candidate's key in the tables: its threads, doubled, plus one when split. */
+const keyOf = (threads: number, split: boolean): number => threads * 2 + (split ? 1 : 0);
+const planOf = (key: number): StepPlan => ({ threads: key >> 1, split: (key & 1) === 1 });
+const label = (key: number): string => `${key >> 1}${key & 1 ? 's' : ''}`;
 
 /** A kind of step: decode steps by how many sequences they carry, prompt-heavy steps by their tokens. */
 function stepKind(sequences: number, tokens: number): string {
@@ -105,11 +135,17 @@ function median(values: readonly number[]): number {
  * own work on many streams) takes a core, because ggml's threads wait for each other at every
  * barrier. Which count wins depends on the moment, so the policy keeps a running estimate of
  * compute time per token (a median of the latest steps) for each candidate and kind of step, uses the best, and now and then
- * tries another (the slower it measured, the rarer) to notice when the machine changes. Pure bookkeeping:
+ * tries another (the slower it measured, the rarer) to notice when the machine changes. With
+ * `splitDecode`, small decode steps (two to four sequences) also have a split variant (the most
+ * threads, one decode call per token), measured and chosen the same way. Pure bookkeeping:
  * the caller measures and applies.
  */
 export class AdaptiveThreadPolicy {
+  /** Thread counts, most first. */
   readonly #candidates: readonly number[];
+  /** Candidate keys (keyOf) of the kinds that split, and of the others. */
+  readonly #splitVariants: readonly number[];
+  readonly #variants: readonly number[];
   readonly #estimates = new Map<string, Map<number, Estimate>>();
   /**
    * Per kind of step: its steps so far, when (in those steps) each candidate was last explored,
@@ -127,7 +163,11 @@ export class AdaptiveThreadPolicy {
     readonly maxThreads: number,
     options: ThreadPolicyOptions = {},
   ) {
-    this.#candidates = threadCandidates(maxThreads);
+    this.#candidates = options.fixedThreads ? [Math.max(1, Math.floor(maxThreads))] : threadCandidates(maxThreads);
+    this.#variants = this.#candidates.map((t) => keyOf(t, false));
+    // Split at the most threads only: each variant is one more to try now and then (a 1-thread
+    // split variant, never the best on an idle 2-core VM, took 2.4% of a two-stream load's steps).
+    this.#splitVariants = options.splitDecode ? [...this.#variants, keyOf(this.#candidates[0], true)] : this.#variants;
     this.#exploreEvery = Math.max(2, options.exploreEvery ?? 32);
     this.#window = Math.max(1, Math.floor(options.window ?? 8));
     this.#minExploreMs = options.minExploreMs ?? 250;
@@ -136,10 +176,16 @@ export class AdaptiveThreadPolicy {
     this.#warmup = Math.max(1, options.warmup ?? 3);
   }
 
-  /** Threads for a step of `sequences` sequences and `tokens` tokens. */
-  choose(sequences: number, tokens: number): number {
-    if (this.#candidates.length === 1) return this.#candidates[0];
+  /** Whether the policy chooses anything (more than one thread count, or split variants). */
+  get chooses(): boolean {
+    return this.#splitVariants.length > 1;
+  }
+
+  /** How to run a step of `sequences` sequences and `tokens` tokens. */
+  choose(sequences: number, tokens: number): StepPlan {
     const kind = stepKind(sequences, tokens);
+    const variants = this.#variantsOf(kind);
+    if (variants.length === 1) return planOf(variants[0]);
     const table = this.#table(kind);
     const state = this.#kind(kind);
     state.steps++;
@@ -147,64 +193,70 @@ export class AdaptiveThreadPolicy {
     // prompt steps: each is a request's time to first token, so only the best guess (every core)
     // warms up there and the others are measured by exploration, one step at a time.
     const prompt = kind.startsWith('prompt');
-    for (const threads of prompt ? this.#candidates.slice(0, 1) : this.#candidates) {
-      if ((table.get(threads)?.samples ?? 0) < this.#warmup) return threads;
+    for (const key of prompt ? variants.slice(0, 1) : variants) {
+      if ((table.get(key)?.samples ?? 0) < this.#warmup) return planOf(key);
     }
-    const best = this.#best(table);
+    const best = this.#best(table, variants);
     const bestMs = table.get(best)?.msPerToken ?? Infinity;
+    const alternatives = variants.length - 1;
     // Exploring a candidate k times slower than the best costs (k - 1) steps' extra time, so it is
     // explored every exploreEvery * (k - 1) steps of its kind: exploration never takes more than
     // about 1/exploreEvery of the time, however bad the alternative is right now (2 threads on a
     // 2-core machine with another busy process can be 30x slower than 1), and a close one is
     // measured often enough for its median to stay current. Steps are counted per kind: prompt
     // chunks are rare, and counting every step would explore at nearly every one of them.
-    for (const threads of this.#candidates) {
-      if (threads === best) continue;
+    for (const key of variants) {
+      if (key === best) continue;
       // A try whose figure has not come back yet (the engine's own loop applies a choice a step
       // later, and reports it a step after that) is not a reason to try again.
-      const awaiting = state.awaiting.get(threads);
+      const awaiting = state.awaiting.get(key);
       if (awaiting !== undefined && state.steps - awaiting < 4) continue;
-      const ratio = Math.max(1, (table.get(threads)?.msPerToken ?? Infinity) / bestMs);
-      const since = state.steps - (state.explored.get(threads) ?? 0);
+      const ratio = Math.max(1, (table.get(key)?.msPerToken ?? Infinity) / bestMs);
+      const since = state.steps - (state.explored.get(key) ?? 0);
       // The time rule counts from the later of its last figure and its last try: a try whose step
       // turned out to be of another kind (the engine packed fewer prompts into it than were
       // waiting) brings no figure for this kind, and the rule would otherwise fire again at every
       // step of this kind (seen: 10 of 396 steps at 8 streams were such 1-thread prompt steps).
-      const measuredAt = Math.max(table.get(threads)?.time ?? -Infinity, state.triedAt.get(threads) ?? -Infinity);
+      const measuredAt = Math.max(table.get(key)?.time ?? -Infinity, state.triedAt.get(key) ?? -Infinity);
       // Only close candidates back off: a far one (another busy process) is already tried rarely,
       // and must be tried on time to notice the machine freeing up.
-      const backoff = ratio < 2 ? (state.backoff.get(threads) ?? 1) : 1;
+      const backoff = ratio < 2 ? (state.backoff.get(key) ?? 1) : 1;
       const extraMs = (ratio - 1) * bestMs * tokens * backoff;
       // In time, tries cost at most ~1/(4 x exploreEvery): most of the steps a time rule sees are
       // prompt chunks, and a try there is a longer time to first token for that request.
       // Prompt steps are tried less often (a try is a user's slower first token): at most every
       // 64 of them and 10 s.
-      const minMs = prompt ? Math.max(this.#minExploreMs, PROMPT_MIN_EXPLORE_MS) : this.#minExploreMs;
+      // The floors hold for all the alternatives together: with a split variant for every count a
+      // kind had three (2 threads joined, 1 split, 1 joined, around 2 split) and, each tried every
+      // 16 steps, a fifth of a two-stream load's steps were tries (2026-12-02).
+      const minMs = (prompt ? Math.max(this.#minExploreMs, PROMPT_MIN_EXPLORE_MS) : this.#minExploreMs) * alternatives;
       const afterMs = Math.min(this.#maxExploreMs, Math.max(minMs, 4 * this.#exploreEvery * extraMs));
-      const minSteps = prompt ? 64 : 16;
+      const minSteps = (prompt ? 64 : 16) * alternatives;
       const now = this.#now();
       if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff)) || now - measuredAt >= afterMs) {
-        state.explored.set(threads, state.steps);
-        state.triedAt.set(threads, now);
-        state.awaiting.set(threads, state.steps);
-        return threads;
+        state.explored.set(key, state.steps);
+        state.triedAt.set(key, now);
+        state.awaiting.set(key, state.steps);
+        return planOf(key);
       }
     }
-    return best;
+    return planOf(best);
   }
 
-  /** Reports how long a step with `threads` took to compute (ms). */
-  record(sequences: number, tokens: number, threads: number, computeMs: number): void {
-    if (!(computeMs > 0) || tokens < 1 || !this.#candidates.includes(threads)) return;
+  /** Reports how long a step on `threads` took to compute (ms), and whether it ran split (as the engine reports it). */
+  record(sequences: number, tokens: number, threads: number, computeMs: number, split = false): void {
     const kind = stepKind(sequences, tokens);
+    const variants = this.#variantsOf(kind);
+    const key = keyOf(threads, split);
+    if (!(computeMs > 0) || tokens < 1 || !variants.includes(key)) return;
     const table = this.#table(kind);
     const state = this.#kind(kind);
-    const tried = state.awaiting.delete(threads);
-    const bestBefore = table.size ? this.#best(table) : null;
+    const tried = state.awaiting.delete(key);
+    const bestBefore = table.size ? this.#best(table, variants) : null;
     const now = state.steps;
     const perToken = computeMs / tokens;
-    let e = table.get(threads);
-    if (!e) table.set(threads, (e = { msPerToken: perToken, recent: [], samples: 0, at: now, time: 0 }));
+    let e = table.get(key);
+    if (!e) table.set(key, (e = { msPerToken: perToken, recent: [], samples: 0, at: now, time: 0 }));
     // The estimate is the median of the latest measurements: one slow step is usually a
     // preemption (on 2 cores any other runnable thread stalls ggml's barrier, and a 3.7 ms step
     // takes 15-40 ms now and then), not a slower thread count, so spikes, even a few in a row,
@@ -214,7 +266,7 @@ export class AdaptiveThreadPolicy {
     // win back at once when the machine is free again (if that was a fluke, its next steps push
     // it back down). Figures older than a long pause are dropped too.
     let others = Infinity;
-    for (const [t, other] of table) if (t !== threads) others = Math.min(others, other.msPerToken);
+    for (const [t, other] of table) if (t !== key) others = Math.min(others, other.msPerToken);
     if ((e.msPerToken > others && perToken < others) || now - e.at > 64 * this.#window) e.recent.length = 0;
     // While a candidate has only its first few figures, only its best one is kept: the first
     // steps of a server meet graph allocation and whatever else starts with it (another server
@@ -230,18 +282,22 @@ export class AdaptiveThreadPolicy {
     e.samples++;
     e.at = now;
     e.time = this.#now();
-    const bestAfter = this.#best(table);
+    const bestAfter = this.#best(table, variants);
     if (bestAfter !== bestBefore) state.backoff.clear();
-    else if (tried && threads !== bestAfter) state.backoff.set(threads, Math.min(MAX_BACKOFF, 2 * (state.backoff.get(threads) ?? 1)));
+    else if (tried && key !== bestAfter) state.backoff.set(key, Math.min(MAX_BACKOFF, 2 * (state.backoff.get(key) ?? 1)));
   }
 
-  /** Current estimates (ms per token by kind of step and threads), for diagnostics and tests. */
-  snapshot(): Record<string, Record<number, number>> {
-    const out: Record<string, Record<number, number>> = {};
+  /** Current estimates (ms per token by kind of step and threads; `2s` = 2 threads, split), for diagnostics and tests. */
+  snapshot(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
     for (const [kind, table] of this.#estimates) {
-      out[kind] = Object.fromEntries([...table].map(([t, e]) => [t, e.msPerToken]));
+      out[kind] = Object.fromEntries([...table].map(([key, e]) => [label(key), e.msPerToken]));
     }
     return out;
+  }
+
+  #variantsOf(kind: string): readonly number[] {
+    return SPLIT_KINDS.has(kind) ? this.#splitVariants : this.#variants;
   }
 
   #kind(kind: string): ExploreState {
@@ -256,13 +312,13 @@ export class AdaptiveThreadPolicy {
     return table;
   }
 
-  #best(table: Map<number, Estimate>): number {
-    let best = this.#candidates[0];
+  #best(table: Map<number, Estimate>, variants: readonly number[]): number {
+    let best = variants[0];
     let bestMs = Infinity;
-    for (const threads of this.#candidates) {
-      const ms = (table.get(threads)?.msPerToken ?? Infinity) * (threads < this.#candidates[0] ? FEWER_THREADS_MARGIN : 1);
+    for (const key of variants) {
+      const ms = (table.get(key)?.msPerToken ?? Infinity) * (key >> 1 < this.#candidates[0] ? FEWER_THREADS_MARGIN : 1);
       if (ms < bestMs) {
-        best = threads;
+        best = key;
         bestMs = ms;
       }
     }
