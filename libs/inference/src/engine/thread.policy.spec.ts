@@ -294,8 +294,10 @@ describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
     const policy = new AdaptiveThreadPolicy(2, { splitDecode: true, now: () => clock.t });
     const chosen = drivePlans(policy, clock, 3000, twoStreams, 2).slice(500);
     expect(shareOf(chosen, 2, true)).toBeGreaterThan(0.93);
-    // The tries of the two others together stay few.
-    expect(1 - shareOf(chosen, 2, true)).toBeLessThan(0.07);
+    // The tries of the two others together cost about what one alternative's would, not that
+    // much each (1.7% of the time here; 3.5% with each paced as if alone).
+    const extra = chosen.reduce((sum, p) => sum + twoStreams(p) - 4.3, 0) / (chosen.length * 4.3);
+    expect(extra).toBeLessThan(0.025);
     expect(policy.snapshot().decode2).toEqual({ 2: 5.9, 1: 9.5, '2s': 4.3 });
   });
 

@@ -198,13 +198,17 @@ export class AdaptiveThreadPolicy {
     }
     const best = this.#best(table, variants);
     const bestMs = table.get(best)?.msPerToken ?? Infinity;
-    const alternatives = variants.length - 1;
     // Exploring a candidate k times slower than the best costs (k - 1) steps' extra time, so it is
     // explored every exploreEvery * (k - 1) steps of its kind: exploration never takes more than
     // about 1/exploreEvery of the time, however bad the alternative is right now (2 threads on a
     // 2-core machine with another busy process can be 30x slower than 1), and a close one is
     // measured often enough for its median to stay current. Steps are counted per kind: prompt
     // chunks are rare, and counting every step would explore at nearly every one of them.
+    // These bounds hold for all of a kind's alternatives together (each is tried `alternatives`
+    // times less often): with split variants a small decode step has three candidates, and each
+    // paced as if alone, 7.9% of a two-client load's decode steps were tries, about 6% of its
+    // time (2026-12-02; 23% of its steps with a split variant of every count and unshared floors).
+    const alternatives = variants.length - 1;
     for (const key of variants) {
       if (key === best) continue;
       // A try whose figure has not come back yet (the engine's own loop applies a choice a step
@@ -221,19 +225,16 @@ export class AdaptiveThreadPolicy {
       // Only close candidates back off: a far one (another busy process) is already tried rarely,
       // and must be tried on time to notice the machine freeing up.
       const backoff = ratio < 2 ? (state.backoff.get(key) ?? 1) : 1;
-      const extraMs = (ratio - 1) * bestMs * tokens * backoff;
+      const extraMs = (ratio - 1) * bestMs * tokens * backoff * alternatives;
       // In time, tries cost at most ~1/(4 x exploreEvery): most of the steps a time rule sees are
       // prompt chunks, and a try there is a longer time to first token for that request.
       // Prompt steps are tried less often (a try is a user's slower first token): at most every
       // 64 of them and 10 s.
-      // The floors hold for all the alternatives together: with a split variant for every count a
-      // kind had three (2 threads joined, 1 split, 1 joined, around 2 split) and, each tried every
-      // 16 steps, a fifth of a two-stream load's steps were tries (2026-12-02).
       const minMs = (prompt ? Math.max(this.#minExploreMs, PROMPT_MIN_EXPLORE_MS) : this.#minExploreMs) * alternatives;
       const afterMs = Math.min(this.#maxExploreMs, Math.max(minMs, 4 * this.#exploreEvery * extraMs));
       const minSteps = (prompt ? 64 : 16) * alternatives;
       const now = this.#now();
-      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff)) || now - measuredAt >= afterMs) {
+      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff * alternatives)) || now - measuredAt >= afterMs) {
         state.explored.set(key, state.steps);
         state.triedAt.set(key, now);
         state.awaiting.set(key, state.steps);
