@@ -6,7 +6,7 @@ import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { LruMap } from '@app/common';
 import { BatchItem, DecodeReport, DecodeRuntime, RunPlan, RunStep, SampledLogprobs, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
-import { AdaptiveThreadPolicy, StepPlan } from './engine/thread.policy';
+import { AdaptiveThreadPolicy, slotRuns, StepPlan } from './engine/thread.policy';
 import type { GpuProbeResult } from './gpu.probe';
 import { AUX_CONTEXT_MAX, ggmlKvType, LlamaBackend } from './registry/llama.backend';
 import type { ModelSpec } from './registry/model.types';
@@ -94,6 +94,8 @@ interface Engine {
   readonly drainPack: boolean;
   /** The policy measures small decode steps split into one call per token too (ENGINE_DECODE_SPLIT). */
   readonly splitDecode: boolean;
+  /** Holes of up to this many idle slots are filled (ENGINE_GAP_FILL): they do not break a run of slots. */
+  readonly gapFill: number;
 }
 
 /** What the runtime knows of the run in flight, to tell what each reported item stands for. */
@@ -107,6 +109,8 @@ interface RunState {
   readonly stopOnEog: Map<number, boolean>;
   /** Sampling items of the last reported step that go on, and those it held back (for the thread policy). */
   goingOn: number;
+  /** Runs of consecutive slots among the items that go on (for the thread policy's kind of step). */
+  goingRuns: number;
   /** The last reported step evaluated a prompt (an item of two tokens or more): the next one holds nothing back (setPromptAlone). */
   promptLast: boolean;
   /** Prompt tokens the loop packs into one step (the latest feed's limit). */
@@ -248,7 +252,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
     const info = new Int32Array(2);
     const ms = await engine.addon.step(this.ctx, this.#spec, samplers, out, length, top, lpTokens, lpValues, info);
-    engine.policy?.record(items.length, tokenCount(items), threads, ms, info[1] === 1);
+    engine.policy?.record(items.length, tokenCount(items), threads, ms, info[1] === 1, slotRuns(items.map((item) => item.slot), engine.gapFill));
     let k = 0;
     for (const item of items) {
       if (!item.logits) continue;
@@ -269,7 +273,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const { length, sampling, samplers } = this.#fillSpec(items);
     this.#chooseThreads(engine, items);
     const top = this.#logprobRequests(items, sampling);
-    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0, promptLast: false, packTokens: 1, budgets: new Map() };
+    const state: RunState = { fed: new Map(), last: new Map(), topBySlot: new Map(), stopOnEog: new Map(), goingOn: 0, goingRuns: 1, promptLast: false, packTokens: 1, budgets: new Map() };
     let k0 = 0;
     for (const item of items) {
       if (!item.logits) continue;
@@ -299,6 +303,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
         let goingOn = 0;
+        const going: number[] = [];
         for (let i = 0, n = 0; i < layout.length; i += 4, n++) {
           const slot = layout[i];
           const token = layout[i + 3];
@@ -318,14 +323,16 @@ class LlamaDecodeRuntime implements DecodeRuntime {
           const budget = (state.budgets.get(slot) ?? 1) - 1;
           if (token >= 0 && !(state.stopOnEog.get(slot) && this.isEog(token)) && budget > 0) {
             goingOn++;
+            going.push(slot);
             state.budgets.set(slot, budget);
           } else state.budgets.delete(slot);
         }
         first = false;
         // Items the step held back (a prompt went alone) are not in its layout and go on.
         state.goingOn = goingOn + (held ?? 0);
+        state.goingRuns = slotRuns(going, engine.gapFill);
         state.promptLast = stepItems.some((item) => item.tokens.length >= 2);
-        engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs, split === true);
+        engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs, split === true, slotRuns(stepItems.map((item) => item.slot), engine.gapFill));
         onStep({ items: stepItems, sampled, report: { computeMs, threads, filledTokens: filled ?? 0 }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
         // Threads for the next step (the addon switches before it starts, if it has not already).
         if (goingOn > 0 || state.fed.size > 0) this.#rethread(engine, state);
@@ -393,7 +400,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       tokens = packed;
       sequences = taken;
     }
-    this.#apply(engine, engine.policy.choose(sequences, tokens));
+    this.#apply(engine, engine.policy.choose(sequences, tokens, taken === 0 ? state.goingRuns : 1));
   }
 
   /** Applies a step plan to the context (the addon switches a run in flight before its next step). */
@@ -429,7 +436,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
 
   /** Threads for a step of these items (the policy's choice, or the fixed count), applied to the context. */
   #chooseThreads(engine: Engine, items: readonly BatchItem[]): number {
-    const plan = engine.policy ? engine.policy.choose(items.length, tokenCount(items)) : { threads: engine.maxThreads, split: false };
+    const plan = engine.policy
+      ? engine.policy.choose(items.length, tokenCount(items), slotRuns(items.map((item) => item.slot), engine.gapFill))
+      : { threads: engine.maxThreads, split: false };
     this.#apply(engine, plan);
     return plan.threads;
   }
@@ -774,7 +783,7 @@ export class LlamaAdapter {
           addon.addon.setPromptAlone?.(nativeContext, promptAlone);
           const drainPack = nativeLoop && typeof addon.addon.setDrainPack === 'function' && (this.engineOptions.promptDrainPack ?? true);
           addon.addon.setDrainPack?.(nativeContext, drainPack);
-          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone, drainPack, splitDecode: policy !== null && splitDecode };
+          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone, drainPack, splitDecode: policy !== null && splitDecode, gapFill };
           this.#engineAddon = addon.addon;
           engineNote =
             `engine addon: persistent threadpool of ${fixedThreads ? `${threads} threads` : `up to ${threads} threads, chosen per step by measured compute`}` +

@@ -1,4 +1,4 @@
-import { AdaptiveThreadPolicy, StepPlan, threadCandidates } from './thread.policy';
+import { AdaptiveThreadPolicy, slotRuns, StepPlan, threadCandidates } from './thread.policy';
 
 /** Runs `steps` steps of one kind against a machine whose compute time per token is `msPerToken(threads)`. */
 function drive(policy: AdaptiveThreadPolicy, steps: number, msPerToken: (threads: number) => number, sequences = 1, tokens = 1): number[] {
@@ -304,9 +304,16 @@ describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
   it('keeps a step in one call where that is faster, and has no split variant of fewer threads', () => {
     const clock = { t: 0 };
     const policy = new AdaptiveThreadPolicy(2, { splitDecode: true, now: () => clock.t });
-    const chosen = drivePlans(policy, clock, 3000, fourStreams, 4).slice(500);
-    expect(shareOf(chosen, 2, false)).toBeGreaterThan(0.93);
+    const chosen = drivePlans(policy, clock, 3000, twoStreams, 2).slice(500);
     expect(chosen.some((p) => p.threads === 1 && p.split)).toBe(false);
+    // Three or four streams on more than one thread: no split candidate (only its tries would cost).
+    const four = drivePlans(policy, clock, 3000, fourStreams, 4).slice(500);
+    expect(shareOf(four, 2, false)).toBeGreaterThan(0.95);
+    expect(four.some((p) => p.split)).toBe(false);
+    // With one thread they have one, taken where it is faster, kept in one call where it is not.
+    const one = new AdaptiveThreadPolicy(1, { splitDecode: true, now: () => clock.t });
+    expect(shareOf(drivePlans(one, clock, 2000, (p) => (p.split ? 7.2 : 8.6), 4).slice(500), 1, true)).toBeGreaterThan(0.93);
+    expect(shareOf(drivePlans(one, clock, 2000, (p) => (p.split ? 7.2 : 5.0), 3).slice(500), 1, false)).toBeGreaterThan(0.93);
   });
 
   it('never splits one-stream, wide or prompt steps, nor without the option', () => {
@@ -337,5 +344,36 @@ describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
     expect(new AdaptiveThreadPolicy(2, { fixedThreads: true }).chooses).toBe(false);
     expect(new AdaptiveThreadPolicy(1).chooses).toBe(false);
     expect(new AdaptiveThreadPolicy(2).chooses).toBe(true);
+  });
+});
+
+describe('slotRuns', () => {
+  it("counts llama.cpp's passes of a decode step: runs of consecutive slots, filled holes not breaking one", () => {
+    expect(slotRuns([], 1)).toBe(0);
+    expect(slotRuns([5], 1)).toBe(1);
+    expect(slotRuns([0, 1, 2, 3], 1)).toBe(1);
+    expect(slotRuns([7, 2, 4, 1], 1)).toBe(2); // 1, 2, (3), 4 and 7
+    expect(slotRuns([1, 2, 4, 7], 0)).toBe(3);
+    expect(slotRuns([0, 7], 6)).toBe(1);
+  });
+
+  it('a small decode step in several runs is a kind of its own: split where it pays, one call where the step is one run', () => {
+    const clock = { t: 0 };
+    const policy = new AdaptiveThreadPolicy(1, { splitDecode: true, now: () => clock.t });
+    // Four streams on one thread: one run 27 ms a step in one call, 29 split; three runs 33 in one call, 29 split.
+    const cost = (runs: number, p: StepPlan): number => (p.split ? 29 : runs > 1 ? 33 : 27);
+    const chosen: { runs: number; plan: StepPlan }[] = [];
+    for (let i = 0; i < 4000; i++) {
+      const runs = i % 2 ? 3 : 1;
+      const plan = policy.choose(4, 4, runs);
+      chosen.push({ runs, plan });
+      clock.t += cost(runs, plan);
+      policy.record(4, 4, plan.threads, cost(runs, plan), plan.split, runs);
+    }
+    const late = chosen.slice(1000);
+    const share = (runs: number, split: boolean): number => late.filter((c) => c.runs === runs && c.plan.split === split).length / late.filter((c) => c.runs === runs).length;
+    expect(share(1, false)).toBeGreaterThan(0.9);
+    expect(share(3, true)).toBeGreaterThan(0.9);
+    expect(Object.keys(policy.snapshot()).sort()).toEqual(['decode4', 'decode4 gaps']);
   });
 });

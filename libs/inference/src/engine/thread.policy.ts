@@ -23,9 +23,9 @@ export interface ThreadPolicyOptions {
   /** Measurements of each candidate before the estimates are trusted. Default 3. */
   readonly warmup?: number;
   /**
-   * Also measure, for decode steps of two to four sequences, the most threads with the step run
-   * as one decode call per token (the engine addon's setDecodeSplit), and use that where it is
-   * faster. Default false (the engine cannot split, or runs on a GPU, where every call is a pass
+   * Also measure, for decode steps of two sequences (two to four with one thread), the most
+   * threads with the step run as one decode call per token (the engine addon's setDecodeSplit),
+   * and use that where it is faster. Default false (the engine cannot split, or runs on a GPU, where every call is a pass
    * of its own for little compute).
    */
   readonly splitDecode?: boolean;
@@ -71,17 +71,27 @@ const FEWER_THREADS_MARGIN = 1.15;
  * one call in 12.9 ms and one in 5.6: split, two tokens took 10.8-11.3 ms, and with one thread
  * splitting won up to four tokens (7.2 ms a token against 19.5-23 for two in one call); three and
  * four tokens on two threads were faster in one call. Which wins is the kernels' and the machine's
- * business, hence measured like the thread counts.
+ * business, hence measured like the thread counts; but every candidate is tried now and then, and
+ * with more than one thread the split of three or four streams only cost its tries (a chat load
+ * at four clients: 3% less throughput in three alternated runs), so it is a candidate there only
+ * when the policy runs one thread.
  */
-const SPLIT_KINDS: ReadonlySet<string> = new Set(['decode2', 'decode4']);
+const SPLIT_KINDS: ReadonlySet<string> = new Set(['decode2', 'decode2 gaps']);
+const SPLIT_KINDS_ONE_THREAD: ReadonlySet<string> = new Set(['decode2', 'decode2 gaps', 'decode4', 'decode4 gaps']);
 
 /** A candidate's key in the tables: its threads, doubled, plus one when split. */
 const keyOf = (threads: number, split: boolean): number => threads * 2 + (split ? 1 : 0);
 const planOf = (key: number): StepPlan => ({ threads: key >> 1, split: (key & 1) === 1 });
 const label = (key: number): string => `${key >> 1}${key & 1 ? 's' : ''}`;
 
-/** A kind of step: decode steps by how many sequences they carry, prompt-heavy steps by their tokens. */
-function stepKind(sequences: number, tokens: number): string {
+/**
+ * A kind of step: decode steps by how many sequences they carry, prompt-heavy steps by their
+ * tokens. Small decode steps whose sequences are not one run of consecutive ids (`runs` > 1) are
+ * kinds of their own: llama.cpp makes one pass a run, so one call costs what several do, and a
+ * split pays where a consecutive step of the same size does not (a chat load at four clients on 2
+ * cores, 2026-12-02: slots 0-3 15.9 ms a step, slots 1, 2, 4, 7 19.0).
+ */
+function stepKind(sequences: number, tokens: number, runs = 1): string {
   // Prompt chunks cost far less per token than decode steps: a 15-token prefill counted as a
   // one-sequence decode step would make its thread count look 10x faster than it is. And among
   // prompt steps, what more threads buy grows with the tokens (a step's fixed part weighs less):
@@ -90,7 +100,20 @@ function stepKind(sequences: number, tokens: number): string {
   // threads on small ones, won, and ran the large steps 1.7x slower (PERFORMANCE.md, 2026-12-01).
   if (tokens >= 4 * sequences) return tokens <= 32 ? 'prompt32' : tokens <= 64 ? 'prompt64' : tokens <= 128 ? 'prompt128' : tokens <= 256 ? 'prompt256' : 'prompt>256';
   const bucket = sequences <= 1 ? 1 : sequences <= 2 ? 2 : sequences <= 4 ? 4 : sequences <= 8 ? 8 : 16;
-  return `decode${bucket}`;
+  return bucket === 2 || bucket === 4 ? `decode${bucket}${runs > 1 ? ' gaps' : ''}` : `decode${bucket}`;
+}
+
+/**
+ * Runs of consecutive slots (llama.cpp's passes over the weights for a decode step, with one KV
+ * stream per sequence), a hole of up to `fill` idle slots not breaking a run (ENGINE_GAP_FILL
+ * fills it).
+ */
+export function slotRuns(slots: readonly number[], fill: number): number {
+  if (slots.length < 2) return slots.length;
+  const sorted = [...slots].sort((a, b) => a - b);
+  let runs = 1;
+  for (let k = 1; k < sorted.length; k++) if (sorted[k] - sorted[k - 1] - 1 > fill) runs++;
+  return runs;
 }
 
 /** Thread counts worth comparing under `max` threads: all of them, half, and one. */
@@ -136,8 +159,8 @@ function median(values: readonly number[]): number {
  * barrier. Which count wins depends on the moment, so the policy keeps a running estimate of
  * compute time per token (a median of the latest steps) for each candidate and kind of step, uses the best, and now and then
  * tries another (the slower it measured, the rarer) to notice when the machine changes. With
- * `splitDecode`, small decode steps (two to four sequences) also have a split variant (the most
- * threads, one decode call per token), measured and chosen the same way. Pure bookkeeping:
+ * `splitDecode`, small decode steps (two sequences; up to four with one thread) also have a split
+ * variant (the most threads, one decode call per token), measured and chosen the same way. Pure bookkeeping:
  * the caller measures and applies.
  */
 export class AdaptiveThreadPolicy {
@@ -146,6 +169,7 @@ export class AdaptiveThreadPolicy {
   /** Candidate keys (keyOf) of the kinds that split, and of the others. */
   readonly #splitVariants: readonly number[];
   readonly #variants: readonly number[];
+  readonly #splitKinds: ReadonlySet<string>;
   readonly #estimates = new Map<string, Map<number, Estimate>>();
   /**
    * Per kind of step: its steps so far, when (in those steps) each candidate was last explored,
@@ -168,6 +192,7 @@ export class AdaptiveThreadPolicy {
     // Split at the most threads only: each variant is one more to try now and then (a 1-thread
     // split variant, never the best on an idle 2-core VM, took 2.4% of a two-stream load's steps).
     this.#splitVariants = options.splitDecode ? [...this.#variants, keyOf(this.#candidates[0], true)] : this.#variants;
+    this.#splitKinds = this.#candidates[0] === 1 ? SPLIT_KINDS_ONE_THREAD : SPLIT_KINDS;
     this.#exploreEvery = Math.max(2, options.exploreEvery ?? 32);
     this.#window = Math.max(1, Math.floor(options.window ?? 8));
     this.#minExploreMs = options.minExploreMs ?? 250;
@@ -181,9 +206,9 @@ export class AdaptiveThreadPolicy {
     return this.#splitVariants.length > 1;
   }
 
-  /** How to run a step of `sequences` sequences and `tokens` tokens. */
-  choose(sequences: number, tokens: number): StepPlan {
-    const kind = stepKind(sequences, tokens);
+  /** How to run a step of `sequences` sequences and `tokens` tokens, in `runs` runs of consecutive sequence ids (default 1). */
+  choose(sequences: number, tokens: number, runs = 1): StepPlan {
+    const kind = stepKind(sequences, tokens, runs);
     const variants = this.#variantsOf(kind);
     if (variants.length === 1) return planOf(variants[0]);
     const table = this.#table(kind);
@@ -245,8 +270,8 @@ export class AdaptiveThreadPolicy {
   }
 
   /** Reports how long a step on `threads` took to compute (ms), and whether it ran split (as the engine reports it). */
-  record(sequences: number, tokens: number, threads: number, computeMs: number, split = false): void {
-    const kind = stepKind(sequences, tokens);
+  record(sequences: number, tokens: number, threads: number, computeMs: number, split = false, runs = 1): void {
+    const kind = stepKind(sequences, tokens, runs);
     const variants = this.#variantsOf(kind);
     const key = keyOf(threads, split);
     if (!(computeMs > 0) || tokens < 1 || !variants.includes(key)) return;
@@ -298,7 +323,7 @@ export class AdaptiveThreadPolicy {
   }
 
   #variantsOf(kind: string): readonly number[] {
-    return SPLIT_KINDS.has(kind) ? this.#splitVariants : this.#variants;
+    return this.#splitKinds.has(kind) ? this.#splitVariants : this.#variants;
   }
 
   #kind(kind: string): ExploreState {
