@@ -288,18 +288,8 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       this.#spec,
       samplers,
       planArray(plans),
-      (
-        layout: Int32Array,
-        computeMs: number,
-        threads: number,
-        doneAt: number,
-        final: boolean,
-        lpTokens?: Int32Array,
-        lpValues?: Float32Array,
-        filled?: number,
-        held?: number,
-        split?: boolean,
-      ) => {
+      // Parameters typed by EngineAddon.run's onStep.
+      (layout, computeMs, threads, doneAt, final, lpTokens, lpValues, filled, held, split) => {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
         let goingOn = 0;
