@@ -216,6 +216,40 @@ describe('engine addon', () => {
     expect(filled['0']).toBe(0);
   });
 
+  it('pads decode steps of five to seven streams to eight tokens (ENGINE_DECODE_PAD=on), with the same text at temperature 0', async () => {
+    const prompts = ['Once upon a time', 'The little dog', 'Tom and Sue went', 'A big red ball', 'The sun was', 'Lily saw a', 'One day a'];
+    const texts: Record<string, string[]> = {};
+    const filled: Record<string, number> = {};
+    for (const pad of ['on', 'off']) {
+      // Eight slots, seven streams of different lengths: decode steps of seven, then six and five
+      // items. No hole filling, so that every throwaway token counted is padding.
+      const server = await startServer({ API_KEYS: KEY, THREADS: '1', PARALLEL_SLOTS: '8', ENGINE_GAP_FILL: '0', ENGINE_DECODE_PAD: pad });
+      try {
+        await waitForModel(server);
+        if (pad === 'on') expect(server.output()).toMatch(/decode steps of 5-7 streams padded to 8 where measured faster/);
+        else expect(server.output()).not.toMatch(/padded to 8/);
+        texts[pad] = await Promise.all(
+          prompts.map(async (prompt, i) => {
+            const res = await fetch(`${server.url}/v1/completions`, {
+              method: 'POST',
+              headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}`, 'Cache-Control': 'no-cache, no-store' },
+              body: JSON.stringify({ prompt, temperature: 0, max_tokens: 60 + 10 * i, ignore_eos: true }),
+            });
+            expect(res.status).toBe(200);
+            return ((await res.json()) as { choices: { text: string }[] }).choices[0].text;
+          }),
+        );
+        filled[pad] = metric(await scrape(server.url), 'llm_batch_filled_tokens_total');
+      } finally {
+        await server.stop();
+      }
+    }
+    // The policy tries the padded variant while it warms up (and keeps it where it is faster).
+    expect(filled.on).toBeGreaterThan(0);
+    expect(filled.off).toBe(0);
+    expect(texts.on).toEqual(texts.off);
+  });
+
   it('ENGINE_ADDON=off runs without it and says so in the metrics, without a warning', async () => {
     const server = await startServer({ API_KEYS: KEY, ENGINE_ADDON: 'off' });
     try {

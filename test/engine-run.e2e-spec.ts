@@ -36,7 +36,15 @@ interface SplitScenario {
   readonly tokens: number[][];
   readonly step: { readonly out: number[]; readonly split: number };
 }
+interface PadScenario {
+  readonly setting: number;
+  readonly steps: { readonly seqs: number[]; readonly sampled: number[]; readonly filled: number; readonly padTo: number; readonly logprobs: number[][] }[];
+  readonly idleMax: number[];
+  readonly step: { readonly out: number[]; readonly filled: number; readonly padTo: number };
+  readonly after: number[];
+}
 interface ChildResult {
+  readonly decodePad: { readonly on: PadScenario; readonly off: PadScenario; readonly other: number };
   readonly decodeSplit: { readonly on: SplitScenario; readonly off: SplitScenario; readonly other: boolean };
   readonly promptAlone: { readonly on: FeedScenario; readonly off: FeedScenario };
   readonly drainPack: { readonly on: FeedScenario; readonly long: FeedScenario; readonly off: FeedScenario };
@@ -206,6 +214,36 @@ describe('engine addon run()', () => {
     expect(on.step.split).toBe(1);
     expect(off.step.split).toBe(0);
     expect(on.step.out).toEqual(off.step.out);
+  });
+
+  it('pads a decode step of five to seven items to eight tokens when asked (setDecodePad), leaving no trace, with the same tokens and log-probabilities', () => {
+    const { on, off, other } = result.decodePad;
+    expect([on.setting, off.setting]).toEqual([8, 0]);
+    // Per context: another context keeps its own (none).
+    expect(other).toBe(0);
+    // Budgets 5, 5, 5, 5, 5, 3, 2 on sequences 0-6: the prompt step, then 7, 6, 5 and 5 items.
+    expect(on.steps.map((s) => s.seqs.length)).toEqual([7, 7, 6, 5, 5]);
+    expect(off.steps.map((s) => s.seqs)).toEqual(on.steps.map((s) => s.seqs));
+    // Padded where it applies (not the prompt step), with the idle sequences after the run.
+    expect(on.steps.map((s) => s.padTo)).toEqual([0, 8, 8, 8, 8]);
+    expect(on.steps.map((s) => s.filled)).toEqual([0, 1, 2, 3, 3]);
+    expect(off.steps.every((s) => s.padTo === 0 && s.filled === 0)).toBe(true);
+    // The same tokens, and each item's own log-probabilities (the throwaway tokens' logits are
+    // other rows of the output: nobody reads them).
+    expect(on.steps.map((s) => s.sampled)).toEqual(off.steps.map((s) => s.sampled));
+    on.steps.forEach((step, i) =>
+      step.logprobs.forEach((lp, k) => {
+        const same = off.steps[i].logprobs[k];
+        expect(lp.slice(0, 2)).toEqual(same.slice(0, 2));
+        for (let j = 2; j < 5; j++) expect(lp[j]).toBeCloseTo(same[j], 3);
+      }),
+    );
+    // No cell left behind in the idle sequences that took throwaway tokens.
+    expect(on.idleMax).toEqual(off.idleMax);
+    // step(): seven items on sequences 1-7, padded before them (sequence 0); info[2] says so.
+    expect(on.step).toEqual({ out: off.step.out, filled: 1, padTo: 8 });
+    expect(off.step).toEqual({ out: on.step.out, filled: 0, padTo: 0 });
+    expect(on.after).toEqual(off.after);
   });
 
   it('fills only holes no longer than the setting', () => {

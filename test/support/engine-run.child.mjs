@@ -239,6 +239,62 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
   await close();
 }
 
+// 9. setDecodePad: a decode step of five to seven one-token items in one run is padded to eight
+//    tokens with throwaway ones on the idle sequences beside it (after its last, then before its
+//    first), whose cells are removed after the decode. Eight sequences; prompts in 0-6 with
+//    budgets 5, 5, 5, 5, 5, 3 and 2: after the prompt step (not padded), steps of seven, six,
+//    five and five items. The same tokens and log-probabilities either way; the idle sequences'
+//    cells end where they did. step() with seven items on 1-7 pads before them (sequence 0).
+{
+  const ctx = await model.createContext({ sequences: 8, contextSize: 8 * 128, threads: 1 });
+  const held = Array.from({ length: 8 }, () => ctx.getSequence());
+  const padNative = ctx._ctx;
+  addon.attachThreadpool(padNative, 1, 0, 1);
+  const samplers = Array.from({ length: 8 }, () => {
+    const s = new llama._bindings.AddonSampler(model._model);
+    s.applyConfig({});
+    return s;
+  });
+  const texts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue', 'The sun was', 'Lily saw a', 'One day a'];
+  const prompts = texts.map(promptOf);
+  const scenario = async (width) => {
+    const setting = addon.setDecodePad(padNative, width);
+    for (let i = 0; i < 8; i++) padNative.disposeSequence(i);
+    const steps = [];
+    const spec = Int32Array.from(prompts.flatMap((p, k) => [k, 0, p.length, 1, ...p]));
+    const top = Int32Array.from(prompts.map(() => 2));
+    await addon.run(
+      padNative,
+      spec,
+      samplers.slice(0, 7),
+      Int32Array.from([5, 0, 5, 0, 5, 0, 5, 0, 5, 0, 3, 0, 2, 0]),
+      (layout, computeMs, threads, doneAt, final, lpTokens, lpValues, filled, heldBack, didSplit, padTo) => {
+        const items = [];
+        for (let i = 0; i < layout.length; i += 4) items.push({ seq: layout[i], count: layout[i + 2], sampled: layout[i + 3] });
+        const logprobs = items.map((_, k) => [lpTokens[k * 20], lpTokens[k * 20 + 1], lpValues[k * 21], lpValues[k * 21 + 1], lpValues[k * 21 + 2]]);
+        steps.push({ seqs: items.map((it) => it.seq), sampled: items.map((it) => it.sampled), filled, padTo, logprobs });
+      },
+      spec.length,
+      top,
+    );
+    const idleMax = [5, 6, 7].map((seq) => padNative.getSequenceKvCacheMaxPosition(seq));
+    // step(): sequences 1-7 decode one token each (7 has no cells: its prompt is one token).
+    const items = [1, 2, 3, 4, 5, 6, 7].map((seq) => ({ seq, position: padNative.getSequenceKvCacheMaxPosition(seq) + 1 }));
+    const stepSpec = Int32Array.from(items.flatMap((it) => [it.seq, it.position, 1, 1, 100 + it.seq]));
+    const out = new Int32Array(7).fill(-1);
+    const info = new Int32Array(3).fill(-1);
+    await addon.step(padNative, stepSpec, samplers.slice(1), out, stepSpec.length, undefined, undefined, undefined, info);
+    const after = [0, 1, 7].map((seq) => padNative.getSequenceKvCacheMaxPosition(seq));
+    return { setting, steps, idleMax, step: { out: [...out], filled: info[0], padTo: info[2] }, after };
+  };
+  result.decodePad = { on: await scenario(8), off: await scenario(0), other: addon.setDecodePad(native) };
+  addon.release(padNative);
+  addon.detachThreadpool(padNative);
+  for (const s of samplers) s.dispose?.();
+  await ctx.dispose();
+  held.length = 0;
+}
+
 addon.release(native);
 addon.detachThreadpool(native);
 await context.dispose();

@@ -16,6 +16,7 @@ export type InferenceConfig = Pick<
   | 'engineGapFill'
   | 'enginePromptAlone'
   | 'engineDecodeSplit'
+  | 'engineDecodePad'
   | 'engineLoop'
   | 'flashAttention'
   | 'gpu'

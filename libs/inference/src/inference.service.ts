@@ -86,6 +86,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       engineGapFill: config.engineGapFill,
       enginePromptAlone: config.enginePromptAlone,
       engineDecodeSplit: config.engineDecodeSplit,
+      engineDecodePad: config.engineDecodePad,
       schemaLimits: config.schemaLimits,
     };
     const queue = { queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs, prefillChunk: config.prefillChunk, promptPackTokens: config.promptPackTokens, drainPack: config.promptDrainPack };

@@ -6,7 +6,7 @@ import type * as NodeLlamaCpp from 'node-llama-cpp';
 import { LruMap } from '@app/common';
 import { BatchItem, DecodeReport, DecodeRuntime, RunPlan, RunStep, SampledLogprobs, SamplingParams } from '@app/batching';
 import { EngineAddon, loadEngineAddon } from './engine/engine.addon';
-import { AdaptiveThreadPolicy, slotRuns, StepPlan } from './engine/thread.policy';
+import { AdaptiveThreadPolicy, PAD_WIDTH, slotRuns, StepPlan } from './engine/thread.policy';
 import type { GpuProbeResult } from './gpu.probe';
 import { AUX_CONTEXT_MAX, ggmlKvType, LlamaBackend } from './registry/llama.backend';
 import type { ModelSpec } from './registry/model.types';
@@ -94,6 +94,8 @@ interface Engine {
   readonly drainPack: boolean;
   /** The policy measures small decode steps split into one call per token too (ENGINE_DECODE_SPLIT). */
   readonly splitDecode: boolean;
+  /** The policy measures decode steps of five to seven streams padded to eight tokens too (ENGINE_DECODE_PAD). */
+  readonly padDecode: boolean;
   /** Holes of up to this many idle slots are filled (ENGINE_GAP_FILL): they do not break a run of slots. */
   readonly gapFill: number;
 }
@@ -134,6 +136,8 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   #threads: number;
   /** Whether the context's next steps split small decode steps (setDecodeSplit; the policy's choice). */
   #split = false;
+  /** Whether the context's next steps pad decode steps of five to seven streams (setDecodePad; the policy's choice). */
+  #pad = false;
   /** The engine addon's step layout, reused across steps (grown when a step needs more). */
   #spec = new Int32Array(1024);
   /** Tokens the last fused step sampled, by slot (engine addon only). */
@@ -250,9 +254,9 @@ class LlamaDecodeRuntime implements DecodeRuntime {
     const top = this.#logprobRequests(items, sampling);
     const lpTokens = top ? new Int32Array(sampling * LOGPROB_TOP_MAX) : undefined;
     const lpValues = top ? new Float32Array(sampling * (LOGPROB_TOP_MAX + 1)) : undefined;
-    const info = new Int32Array(2);
+    const info = new Int32Array(3);
     const ms = await engine.addon.step(this.ctx, this.#spec, samplers, out, length, top, lpTokens, lpValues, info);
-    engine.policy?.record(items.length, tokenCount(items), threads, ms, info[1] === 1, slotRuns(items.map((item) => item.slot), engine.gapFill));
+    engine.policy?.record(items.length, tokenCount(items), threads, ms, info[1] === 1, slotRuns(items.map((item) => item.slot), engine.gapFill), info[2] > 0);
     let k = 0;
     for (const item of items) {
       if (!item.logits) continue;
@@ -289,7 +293,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       samplers,
       planArray(plans),
       // Parameters typed by EngineAddon.run's onStep.
-      (layout, computeMs, threads, doneAt, final, lpTokens, lpValues, filled, held, split) => {
+      (layout, computeMs, threads, doneAt, final, lpTokens, lpValues, filled, held, split, padTo) => {
         const stepItems: BatchItem[] = [];
         const sampled: number[] = [];
         let goingOn = 0;
@@ -322,7 +326,15 @@ class LlamaDecodeRuntime implements DecodeRuntime {
         state.goingOn = goingOn + (held ?? 0);
         state.goingRuns = slotRuns(going, engine.gapFill);
         state.promptLast = stepItems.some((item) => item.tokens.length >= 2);
-        engine.policy?.record(stepItems.length, tokenCount(stepItems), threads, computeMs, split === true, slotRuns(stepItems.map((item) => item.slot), engine.gapFill));
+        engine.policy?.record(
+          stepItems.length,
+          tokenCount(stepItems),
+          threads,
+          computeMs,
+          split === true,
+          slotRuns(stepItems.map((item) => item.slot), engine.gapFill),
+          (padTo ?? 0) > 0,
+        );
         onStep({ items: stepItems, sampled, report: { computeMs, threads, filledTokens: filled ?? 0 }, doneAt: doneAt + MONOTONIC_TO_PERFORMANCE, final });
         // Threads for the next step (the addon switches before it starts, if it has not already).
         if (goingOn > 0 || state.fed.size > 0) this.#rethread(engine, state);
@@ -403,6 +415,10 @@ class LlamaDecodeRuntime implements DecodeRuntime {
       engine.addon.setDecodeSplit?.(this.ctx, plan.split);
       this.#split = plan.split;
     }
+    if (plan.pad !== this.#pad) {
+      engine.addon.setDecodePad?.(this.ctx, plan.pad ? PAD_WIDTH : 0);
+      this.#pad = plan.pad;
+    }
   }
 
   /** Writes the items into the addon's step layout; the samplers of the items with logits, in order. */
@@ -428,7 +444,7 @@ class LlamaDecodeRuntime implements DecodeRuntime {
   #chooseThreads(engine: Engine, items: readonly BatchItem[]): number {
     const plan = engine.policy
       ? engine.policy.choose(items.length, tokenCount(items), slotRuns(items.map((item) => item.slot), engine.gapFill))
-      : { threads: engine.maxThreads, split: false };
+      : { threads: engine.maxThreads, split: false, pad: false };
     this.#apply(engine, plan);
     return plan.threads;
   }
@@ -544,6 +560,8 @@ function logprobsOf(token: number, flat: readonly number[], top: number): Sample
 const PROMPT_ALONE_NOTE = 'new prompts in a step of their own';
 /** How the startup lines say that small decode steps may run as one call per token (ENGINE_DECODE_SPLIT). */
 const SPLIT_NOTE = 'small decode steps split where measured faster';
+/** How the startup lines say that decode steps of five to seven streams may be padded to eight tokens (ENGINE_DECODE_PAD). */
+const PAD_NOTE = `decode steps of 5-7 streams padded to ${PAD_WIDTH} where measured faster`;
 
 /** ENGINE_GAP_FILL's default: one idle slot between busy ones (measured, docs/PERFORMANCE.md). */
 const DEFAULT_GAP_FILL = 1;
@@ -573,6 +591,12 @@ export interface EngineOptions {
    * where the model runs on the CPU.
    */
   readonly engineDecodeSplit?: 'auto' | 'on' | 'off';
+  /**
+   * ENGINE_DECODE_PAD: with eight slots or more, the thread policy also measures decode steps of
+   * five to seven streams padded to eight tokens with throwaway ones, and uses that where it is
+   * faster. Default `auto`: where the model runs on the CPU.
+   */
+  readonly engineDecodePad?: 'auto' | 'on' | 'off';
   /**
    * PROMPT_DRAIN_PACK: in the native loop, a step takes every fed prompt the batch holds while
    * two or more wait and the generating slots end within as many steps (the scheduler's
@@ -761,7 +785,10 @@ export class LlamaAdapter {
           const splitDecode = typeof addon.addon.setDecodeSplit === 'function' && (splitSetting === 'on' || (splitSetting === 'auto' && !onGpu));
           // threads set (THREADS or the model's own): exactly that. Unset: up to every core, chosen per step by measurement.
           const fixedThreads = spec.threads !== undefined || threads <= 1;
-          const measured = new AdaptiveThreadPolicy(threads, { fixedThreads, splitDecode });
+          const padSetting = this.engineOptions.engineDecodePad ?? 'auto';
+          const padDecode =
+            typeof addon.addon.setDecodePad === 'function' && spec.slots >= PAD_WIDTH && (padSetting === 'on' || (padSetting === 'auto' && !onGpu));
+          const measured = new AdaptiveThreadPolicy(threads, { fixedThreads, splitDecode, padDecode });
           const policy = measured.chooses ? measured : null;
           const nativeLoop = this.engineOptions.engineLoop === 'native' && typeof addon.addon.run === 'function';
           // Process-wide in the addon; every model is given the same server setting.
@@ -773,14 +800,25 @@ export class LlamaAdapter {
           addon.addon.setPromptAlone?.(nativeContext, promptAlone);
           const drainPack = nativeLoop && typeof addon.addon.setDrainPack === 'function' && (this.engineOptions.promptDrainPack ?? true);
           addon.addon.setDrainPack?.(nativeContext, drainPack);
-          engine = { addon: addon.addon, maxThreads: threads, policy, nativeLoop, promptAlone, drainPack, splitDecode: policy !== null && splitDecode, gapFill };
+          engine = {
+            addon: addon.addon,
+            maxThreads: threads,
+            policy,
+            nativeLoop,
+            promptAlone,
+            drainPack,
+            splitDecode: policy !== null && splitDecode,
+            padDecode: policy !== null && padDecode,
+            gapFill,
+          };
           this.#engineAddon = addon.addon;
           engineNote =
             `engine addon: persistent threadpool of ${fixedThreads ? `${threads} threads` : `up to ${threads} threads, chosen per step by measured compute`}` +
             ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}` +
             (gapFill > 0 ? `, holes of up to ${gapFill} idle slot${gapFill === 1 ? '' : 's'} between busy ones filled` : '') +
             (promptAlone ? `, ${PROMPT_ALONE_NOTE}` : '') +
-            (engine.splitDecode ? `, ${SPLIT_NOTE}` : '');
+            (engine.splitDecode ? `, ${SPLIT_NOTE}` : '') +
+            (engine.padDecode ? `, ${PAD_NOTE}` : '');
         } catch (err) {
           engineNote = `engine addon cannot drive this context: ${(err as Error).message}`;
         }
@@ -865,7 +903,7 @@ export class LlamaAdapter {
       `Model ${d.id} (${d.kind}) ready in ${d.loadMs} ms: ${d.architecture}, ${(d.sizeBytes / 1e6).toFixed(1)} MB, ` +
         (d.kind === 'chat'
           ? `context ${d.contextSize} x ${d.slots} slots, KV ${d.kvCacheTypeK}/${d.kvCacheTypeV}, flash attention ${d.flashAttention}, ` +
-            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? `native step loop${engine.promptAlone ? `, ${PROMPT_ALONE_NOTE}` : ''}` : 'one call per step'}${engine?.splitDecode ? `, ${SPLIT_NOTE}` : ''}` : 'per-call threads'}), `
+            `${d.threads} threads (${d.engine === 'addon' ? `persistent pool, ${engine?.nativeLoop ? `native step loop${engine.promptAlone ? `, ${PROMPT_ALONE_NOTE}` : ''}` : 'one call per step'}${engine?.splitDecode ? `, ${SPLIT_NOTE}` : ''}${engine?.padDecode ? `, ${PAD_NOTE}` : ''}` : 'per-call threads'}), `
           : `context ${d.contextSize}, `) +
         `${d.gpu ? `${d.gpu} (${d.gpuLayers} layers)` : 'CPU'}`,
     );

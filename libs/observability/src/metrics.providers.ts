@@ -114,7 +114,7 @@ export const METRIC_PROVIDERS = [
     name: METRIC.batchFilledTokens,
     help:
       'Throwaway tokens decode steps carried to close a hole between busy slots (ENGINE_GAP_FILL: llama.cpp would ' +
-      'split the step into one pass per run of consecutive slots); needs the engine addon',
+      'split the step into one pass per run of consecutive slots) or to pad a step of 5-7 streams to 8 (ENGINE_DECODE_PAD); needs the engine addon',
     labelNames: ['model'],
   }),
   makeHistogramProvider({

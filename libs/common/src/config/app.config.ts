@@ -439,6 +439,8 @@ export const CONFIG_SPEC = {
       'With the native loop: a step that takes a new prompt in leaves the generating slots to the next step, so the prompt\'s first token comes one decode pass sooner (llama.cpp evaluates a step of decode tokens and a prompt as two passes anyway); `auto` = on when the model runs on the CPU, off on a GPU'),
     ENGINE_DECODE_SPLIT: oneOf('ENGINE_DECODE_SPLIT', ['auto', 'on', 'off'] as const, 'auto',
       'With the engine addon: small decode steps (2 streams; 2-4 on one thread) may run as one decode call per token where that measures faster (ggml\'s one-token kernels can beat its batched ones for a few tokens on a CPU); the thread policy measures both; `auto` = when the model runs on the CPU, `on` = on any backend, `off` = never'),
+    ENGINE_DECODE_PAD: oneOf('ENGINE_DECODE_PAD', ['auto', 'on', 'off'] as const, 'auto',
+      'With the engine addon and 8 slots or more: decode steps of 5-7 streams may be padded to 8 tokens with throwaway ones (removed after the step) where that measures faster (ggml\'s CPU kernels can take 8 columns in less time than 5-7); the thread policy measures both; `auto` = when the model runs on the CPU, `on` = on any backend, `off` = never'),
     ENGINE_ADDON_PATH: optionalPath( 'Where the engine addon is loaded from', 'libs/inference/native/build/Release/llm_engine.node'),
     CONTEXT_SIZE: int('CONTEXT_SIZE', 64, 1048576, undefined,
       'KV-cache tokens per slot (prompt + completion); auto = the model\'s training context, at most 4096; per model: `context_size`'),

@@ -226,6 +226,8 @@ struct Pools {
   std::shared_ptr<std::atomic<int>> wanted = std::make_shared<std::atomic<int>>(0);
   /** setDecodeSplit(): the next steps run a small decode step as one llama_decode per token (SplitsDecode). */
   std::shared_ptr<std::atomic<bool>> split = std::make_shared<std::atomic<bool>>(false);
+  /** setDecodePad(): the width the next decode steps are padded to (PadFills); 0 = none. */
+  std::shared_ptr<std::atomic<int32_t>> pad = std::make_shared<std::atomic<int32_t>>(0);
 };
 std::unordered_map<llama_context*, Pools> g_pools;
 
@@ -575,6 +577,8 @@ struct StepOutcome {
   int32_t held = 0;
   /** The step ran as one llama_decode per token (SplitsDecode). */
   bool split = false;
+  /** The width the step was padded to (PadFills), 0 = not padded; its edge tokens count in `filled`. */
+  int32_t padTo = 0;
 };
 
 double NowMs() {
@@ -777,13 +781,26 @@ std::atomic<uint64_t> g_gapFillTokens{0};
  * that a later, shorter prefix needs. Returns the (sequence, position) of each token to add
  * before item k (gaps[k]); empty when nothing is filled.
  */
+/**
+ * Whether throwaway tokens may be added to idle sequences of this context (GapFills, PadFills):
+ * one KV stream per sequence (with a unified cache nothing is split) of plain attention (a
+ * recurrent state cannot give a token back; a sliding-window cache may drop cells that a later,
+ * shorter prefix needs). Sets the cells of a stream.
+ */
+bool TakesThrowawayTokens(llama_context* ctx, uint32_t& perSeq) {
+  if (g_api.memory_seq_pos_max == nullptr || g_api.n_ctx_seq == nullptr || g_api.model_n_swa == nullptr || g_api.model_is_recurrent == nullptr ||
+      g_api.model_is_hybrid == nullptr) {
+    return false;
+  }
+  const llama_model* model = g_api.get_model(ctx);
+  perSeq = g_api.n_ctx_seq(ctx);
+  return perSeq > 0 && perSeq < g_api.n_ctx(ctx) && g_api.model_n_swa(model) == 0 && !g_api.model_is_recurrent(model) && !g_api.model_is_hybrid(model);
+}
+
 std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_context* ctx, const std::vector<StepItem>& items, int32_t capacity) {
   std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> gaps;
   const int32_t maxRun = g_gapFill.load(std::memory_order_relaxed);
-  if (maxRun < 1 || items.size() < 2 || g_api.memory_seq_pos_max == nullptr || g_api.n_ctx_seq == nullptr || g_api.model_n_swa == nullptr ||
-      g_api.model_is_recurrent == nullptr || g_api.model_is_hybrid == nullptr) {
-    return gaps;
-  }
+  if (maxRun < 1 || items.size() < 2) return gaps;
   // Most steps have no hole (slot order, no gap): nothing to look up or allocate for them.
   bool hole = false;
   for (size_t k = 1; k < items.size(); k++) {
@@ -792,10 +809,8 @@ std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_cont
     if (gap > 0 && gap <= maxRun) hole = true;
   }
   if (!hole) return gaps;
-  const llama_model* model = g_api.get_model(ctx);
-  const uint32_t perSeq = g_api.n_ctx_seq(ctx);
-  // One stream for all sequences (unified): a hole splits nothing.
-  if (perSeq >= g_api.n_ctx(ctx) || g_api.model_n_swa(model) != 0 || g_api.model_is_recurrent(model) || g_api.model_is_hybrid(model)) return gaps;
+  uint32_t perSeq = 0;
+  if (!TakesThrowawayTokens(ctx, perSeq)) return gaps;
   int32_t tokens = 0;
   for (const StepItem& item : items) tokens += static_cast<int32_t>(item.tokens.size());
   llama_memory_t memory = g_api.get_memory(ctx);
@@ -822,6 +837,66 @@ std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_cont
   }
   if (!any) gaps.clear();
   return gaps;
+}
+
+/**
+ * Throwaway tokens that pad a decode step to `width` tokens (setDecodePad): on some CPUs ggml's
+ * matrix kernels take a batch of 8 columns in less time than one of 5 to 7 (a 2-core zen5 VM,
+ * 110M Q8_0, 2 threads, 2026-12-02: 5 / 6 / 7 / 8 decode tokens 23.3 / 26.4 / 26.8 / 22.2 ms;
+ * the fifteenth VM's zen4 22.7 / 23.5 / 23.8 / 21.9). Like GapFills' tokens, each goes to an idle
+ * sequence at the position after its cached cells, without logits, and its cell is removed after
+ * the decode; they go next to the step's run of sequences (after its last, then before its
+ * first), so that the step stays one pass. Only a decode step (every item one token) of more
+ * than width / 2 items and at most width tokens, holes included, whose sequences (with the holes
+ * GapFills closes) are one run with enough idle neighbours; otherwise nothing is added. Whether
+ * it pays is the caller's measurement (the thread policy's pad variants). `before` and `after`
+ * get the (sequence, position) of each token to add before the first item and after the last.
+ * Returns `width` when the step is padded (a step whose hole fills already make it `width` wide
+ * is, with nothing added: its throwaway tokens then ask for logits as padding does), else 0.
+ */
+int32_t PadFills(llama_context* ctx, const std::vector<StepItem>& items, const std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>>& gaps,
+                 int32_t capacity, int32_t width, std::vector<std::pair<llama_seq_id, llama_pos>>& before,
+                 std::vector<std::pair<llama_seq_id, llama_pos>>& after) {
+  before.clear();
+  after.clear();
+  if (width < 2 || items.empty()) return 0;
+  int32_t tokens = 0;
+  for (size_t k = 0; k < items.size(); k++) {
+    if (items[k].tokens.size() != 1) return 0;
+    tokens += 1 + (gaps.empty() ? 0 : static_cast<int32_t>(gaps[k].size()));
+    // One run: every hole closed by GapFills.
+    if (k > 0 && items[k].seq - items[k - 1].seq - 1 != (gaps.empty() ? 0 : static_cast<llama_seq_id>(gaps[k].size()))) return 0;
+  }
+  // Counted in items, as the thread policy's kinds of step are: four streams around a filled hole
+  // are a step of four, not one to pad.
+  if (static_cast<int32_t>(items.size()) * 2 <= width || tokens > width || width > capacity || (tokens == width && gaps.empty())) return 0;
+  uint32_t perSeq = 0;
+  if (!TakesThrowawayTokens(ctx, perSeq)) return 0;
+  const llama_seq_id streams = static_cast<llama_seq_id>(g_api.n_ctx(ctx) / perSeq);
+  llama_memory_t memory = g_api.get_memory(ctx);
+  int32_t need = width - tokens;
+  // A sequence whose stream is full has no cell for it (the decode would fail): the side stops there.
+  const auto room = [&](llama_seq_id seq, llama_pos& position) {
+    position = g_api.memory_seq_pos_max(memory, seq) + 1;
+    return position + 1 < static_cast<llama_pos>(perSeq);
+  };
+  for (llama_seq_id seq = items.back().seq + 1; need > 0 && seq < streams; seq++, need--) {
+    llama_pos position = 0;
+    if (!room(seq, position)) break;
+    after.emplace_back(seq, position);
+  }
+  for (llama_seq_id seq = items.front().seq - 1; need > 0 && seq >= 0; seq--, need--) {
+    llama_pos position = 0;
+    if (!room(seq, position)) break;
+    before.emplace(before.begin(), seq, position);
+  }
+  // Part of the way is no better (6 of 8 can cost more than 5): all or nothing.
+  if (need > 0) {
+    before.clear();
+    after.clear();
+    return 0;
+  }
+  return width;
 }
 
 /**
@@ -852,7 +927,7 @@ bool SplitsDecode(const std::vector<StepItem>& items) {
 }
 
 std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
-                       bool split = false);
+                       bool split = false, int32_t pad = 0);
 
 /**
  * A step as one decode (and its sampling) per item, in order (SplitsDecode): the same tokens and
@@ -883,13 +958,14 @@ std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t
     }
   }
   out.filled = 0;
+  out.padTo = 0;
   out.split = true;
   out.doneAt = NowMs();
   return "";
 }
 
 std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
-                       bool split) {
+                       bool split, int32_t pad) {
   if (split && SplitsDecode(items)) return RunSplitStep(ctx, batch, decodePool, items, out);
   llama_batch& b = batch.batch;
   b.n_tokens = 0;
@@ -897,17 +973,28 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
   std::vector<const StepItem*> sampling;
   bool logprobs = false;
   const auto gaps = GapFills(ctx, items, batch.capacity);
+  std::vector<std::pair<llama_seq_id, llama_pos>> padBefore, padAfter;
+  const int32_t padTo = pad > 0 ? PadFills(ctx, items, gaps, batch.capacity, pad, padBefore, padAfter) : 0;
+  // A padded step's throwaway tokens (its hole fills too) ask for logits that nobody reads: the
+  // output projection (a fifth of a 110M model's weights) then multiplies `pad` columns too, not
+  // the narrower count that padding is there to avoid (7 decode tokens padded to 8 without their
+  // logits: 20.9 ms against 18.2 for 8 real ones on the 2-core zen5 VM).
+  const bool throwawayLogits = padTo > 0;
+  const auto addThrowaway = [&](llama_seq_id seq, llama_pos position, llama_token token) {
+    const int32_t row = b.n_tokens++;
+    b.token[row] = token;
+    b.pos[row] = position;
+    b.n_seq_id[row] = 1;
+    b.seq_id[row][0] = seq;
+    b.logits[row] = throwawayLogits;
+  };
+  for (const auto& [seq, position] : padBefore) addThrowaway(seq, position, items.front().tokens[0]);
   size_t filled = 0;
   for (size_t k = 0; k < items.size(); k++) {
     const StepItem& item = items[k];
     if (!gaps.empty()) {
       for (const auto& [seq, position] : gaps[k]) {
-        const int32_t row = b.n_tokens++;
-        b.token[row] = item.tokens[0];
-        b.pos[row] = position;
-        b.n_seq_id[row] = 1;
-        b.seq_id[row][0] = seq;
-        b.logits[row] = false;
+        addThrowaway(seq, position, item.tokens[0]);
         filled++;
       }
     }
@@ -926,8 +1013,19 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
       if (item.top >= 0) logprobs = true;
     }
   }
+  for (const auto& [seq, position] : padAfter) addThrowaway(seq, position, items.back().tokens.back());
   const auto start = std::chrono::steady_clock::now();
   const int32_t r = g_api.decode(ctx, b);
+  const size_t padded = padBefore.size() + padAfter.size();
+  if (padded > 0) {
+    // As the gap fills below: the padding's cells go at once. A cut that fails (it cannot for
+    // these caches) leaves a stale cell that the slot's next assignment cuts.
+    llama_memory_t memory = g_api.get_memory(ctx);
+    for (const auto* side : {&padBefore, &padAfter}) {
+      for (const auto& [seq, position] : *side) g_api.memory_seq_rm(memory, seq, position, -1);
+    }
+  }
+  out.padTo = padTo;
   if (filled > 0) {
     // The throwaway cells go at once (before any error return): the slot's cached prefix is what
     // the scheduler's bookkeeping says. A cut that fails (it cannot for these caches) stops the
@@ -940,7 +1038,7 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
     }
     g_gapFillTokens.fetch_add(filled, std::memory_order_relaxed);
   }
-  out.filled = static_cast<int32_t>(filled);
+  out.filled = static_cast<int32_t>(filled + padded);
   if (r != 0) {
     return r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
                   : "llama_decode failed with status " + std::to_string(r);
@@ -1102,7 +1200,8 @@ void ReadPlan(Napi::Env env, std::vector<StepItem>& items, Napi::Int32Array plan
  * meaning): the sampled token's logprob in lpValues[k * 21], the best tokens in lpTokens[k * 20 +
  * i] and lpValues[k * 21 + 1 + i]. `info` (Int32Array): info[0] = throwaway tokens the step
  * carried to close holes between busy sequences (GapFills), info[1] = 1 when the step ran as one
- * decode per token (setDecodeSplit).
+ * decode per token (setDecodeSplit), info[2] = the width it was padded to, 0 = none (setDecodePad;
+ * its edge tokens count in info[0]).
  */
 class StepWorker : public Napi::AsyncWorker {
  public:
@@ -1130,6 +1229,7 @@ class StepWorker : public Napi::AsyncWorker {
   void Execute() override {
     auto pools = g_pools.find(context_->ctx);
     bool split = false;
+    int32_t pad = 0;
     if (pools != g_pools.end()) {
       const int wanted = pools->second.wanted->exchange(0);
       if (wanted > 0) {
@@ -1137,8 +1237,9 @@ class StepWorker : public Napi::AsyncWorker {
         decodePool_ = CurrentDecodePool(context_->ctx);
       }
       split = pools->second.split->load();
+      pad = pools->second.pad->load();
     }
-    const std::string error = RunOneStep(context_->ctx, *batch_, decodePool_, items_, outcome_, split);
+    const std::string error = RunOneStep(context_->ctx, *batch_, decodePool_, items_, outcome_, split, pad);
     if (!error.empty()) SetError(error);
   }
   void OnOK() override {
@@ -1154,6 +1255,7 @@ class StepWorker : public Napi::AsyncWorker {
       Napi::Int32Array info = infoRef_.Value().As<Napi::Int32Array>();
       if (info.ElementLength() > 0) info[0] = outcome_.filled;
       if (info.ElementLength() > 1) info[1] = outcome_.split ? 1 : 0;
+      if (info.ElementLength() > 2) info[2] = outcome_.padTo;
     }
     deferred_.Resolve(Napi::Number::New(Env(), outcome_.computeMs));
   }
@@ -1215,7 +1317,7 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
  *
  * `plan` (Int32Array, two entries per sampling item): [budget, stopOnEog 0|1]; budget = tokens
  * the slot may still sample, this step's included. onStep(items, computeMs, threads, doneAt,
- * final, lpTokens?, lpValues?, filled, held, split) is called on the main thread for every step, in order, while the next
+ * final, lpTokens?, lpValues?, filled, held, split, padTo) is called on the main thread for every step, in order, while the next
  * step already runs: items is an Int32Array of [sequence, firstPosition, tokenCount, sampled]
  * per item (sampled: the token, -1 = none, -2 = the item did not sample); doneAt is the step's
  * end in the steady clock's milliseconds; final is true when the run ends with this step. A
@@ -1331,7 +1433,8 @@ class RunWorker : public Napi::AsyncWorker {
       }
       auto record = std::make_unique<Record>();
       const bool split = pools != nullptr && pools->split->load();
-      const std::string error = RunOneStep(context_->ctx, *batch_, CurrentDecodePool(context_->ctx), items_, record->outcome, split);
+      const int32_t pad = pools != nullptr ? pools->pad->load() : 0;
+      const std::string error = RunOneStep(context_->ctx, *batch_, CurrentDecodePool(context_->ctx), items_, record->outcome, split, pad);
       if (!error.empty()) {
         SetError(error);
         break;
@@ -1541,6 +1644,7 @@ class RunWorker : public Napi::AsyncWorker {
       args.push_back(Napi::Number::New(env, o.filled));
       args.push_back(Napi::Number::New(env, o.held));
       args.push_back(Napi::Boolean::New(env, o.split));
+      args.push_back(Napi::Number::New(env, o.padTo));
       try {
         // MakeCallback: as a libuv callback this is a top-level entry into JavaScript, so the
         // microtasks and ticks onStep queues run right after it, as they would after any event.
@@ -1692,6 +1796,21 @@ Napi::Value SetDecodeSplit(const Napi::CallbackInfo& info) {
 }
 
 /**
+ * setDecodePad(context, width?): the context's next steps (a run in flight from its next step) pad
+ * a decode step of more than width / 2 items and fewer than `width` tokens to `width` with throwaway
+ * tokens on the idle sequences next to its run (PadFills); 0 (default) = never. Each step reports
+ * the width it was padded to, 0 = none (run()'s onStep, step()'s info[2]). Returns the setting; 0 when
+ * the context has no threadpool attached.
+ */
+Napi::Value SetDecodePad(const Napi::CallbackInfo& info) {
+  AddonContext* context = Unwrap(info.Env(), info[0]);
+  auto it = g_pools.find(context->ctx);
+  if (it == g_pools.end()) return Napi::Number::New(info.Env(), 0);
+  if (info.Length() > 1 && !info[1].IsUndefined()) it->second.pad->store(std::max(0, std::min(4096, info[1].ToNumber().Int32Value())));
+  return Napi::Number::New(info.Env(), it->second.pad->load());
+}
+
+/**
  * setPromptAlone(context, on?): in the context's next runs, a step that takes prompts in leaves
  * the generating sequences to the next step (see RunWorker::TakeFed); default off. Returns the
  * context's setting.
@@ -1714,6 +1833,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setGapFill", Napi::Function::New(env, SetGapFill));
   exports.Set("setPromptAlone", Napi::Function::New(env, SetPromptAlone));
   exports.Set("setDecodeSplit", Napi::Function::New(env, SetDecodeSplit));
+  exports.Set("setDecodePad", Napi::Function::New(env, SetDecodePad));
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("attachThreadpool", Napi::Function::New(env, AttachThreadpool));
   exports.Set("detachThreadpool", Napi::Function::New(env, DetachThreadpool));

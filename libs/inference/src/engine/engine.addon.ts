@@ -28,8 +28,9 @@ export interface EngineAddon {
    * 0..20), the item's raw log-probabilities: the sampled token's in `lpValues[k * 21]`, the best
    * `top[k]` tokens in `lpTokens[k * 20 + i]` / `lpValues[k * 21 + 1 + i]`. `info[0]`, when
    * given: the throwaway tokens the step carried to close holes (setGapFill; builds before it
-   * leave it as it was); `info[1]`, when there: 1 when the step ran as one decode per token
-   * (setDecodeSplit).
+   * leave it as it was) or pad it (setDecodePad); `info[1]`, when there: 1 when the step ran as
+   * one decode per token (setDecodeSplit); `info[2]`, when there: the width the step was padded
+   * to, 0 = none (setDecodePad).
    */
   step(
     context: object,
@@ -49,14 +50,15 @@ export interface EngineAddon {
    * `spec` as in step(); after each one, every sampling item whose slot goes on becomes a
    * one-token item of the next step with the token just sampled. `plan` holds [budget,
    * stopOnEog 0|1] per sampling item (budget: tokens it may still sample, this step's included).
-   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?, filled?, held?, split?)` runs on the main
+   * `onStep(layout, computeMs, threads, doneAt, final, lpTokens?, lpValues?, filled?, held?, split?, padTo?)` runs on the main
    * thread for each step in order while the next computes: layout is [sequence, firstPosition,
    * tokenCount, sampled] per item (sampled -1 = none, -2 = the item did not sample), doneAt the
    * step's end on the monotonic clock in ms, final true on the run's last step when the run knew
    * it then (the context is already free: the next run may start from onStep), filled the
-   * throwaway tokens the step carried (setGapFill), held the generating items the step left to
-   * the next one because it took a prompt in alone (setPromptAlone; they are not in its layout
-   * and still go on), split true when the step ran as one decode per token (setDecodeSplit).
+   * throwaway tokens the step carried (setGapFill, setDecodePad), held the generating items the
+   * step left to the next one because it took a prompt in alone (setPromptAlone; they are not in
+   * its layout and still go on), split true when the step ran as one decode per token
+   * (setDecodeSplit), padTo the width it was padded to, 0 = none (setDecodePad).
    * Ends when no item
    * goes on, after a step with a non-sampling item, or after interrupt(); resolves with the
    * number of steps. Absent from builds before it existed (the server then steps one call at a
@@ -78,6 +80,7 @@ export interface EngineAddon {
       filled?: number,
       held?: number,
       split?: boolean,
+      padTo?: number,
     ) => void,
     specLength?: number,
     top?: Int32Array,
@@ -109,6 +112,16 @@ export interface EngineAddon {
    * nothing set, without an attached threadpool. Absent from builds before it existed.
    */
   setDecodeSplit?(context: object, on?: boolean): boolean;
+  /**
+   * The context's next steps (a run in flight from its next step) pad a decode step of more than
+   * `width` / 2 items and fewer than `width` tokens (one run of sequences once its holes are
+   * filled) to `width`, with throwaway tokens on the idle sequences next to the run (after its
+   * last, then before its first; all or none), each with logits nobody reads and its cell removed
+   * after the decode: on some CPUs ggml takes 8 columns in less time than 5 to 7 (see the thread
+   * policy's pad variants). 0 = never (default); returns the setting, 0 without an attached
+   * threadpool. Absent from builds before it existed.
+   */
+  setDecodePad?(context: object, width?: number): number;
   /** A run in flight on the context stops after its current step. */
   interrupt?(context: object): void;
   /**

@@ -29,15 +29,32 @@ export interface ThreadPolicyOptions {
    * of its own for little compute).
    */
   readonly splitDecode?: boolean;
-  /** Threads are fixed (THREADS): only maxThreads is used; the policy then only chooses split variants. Default false. */
+  /**
+   * Also measure, for decode steps of five to seven sequences (one run of consecutive slots), the
+   * most threads with the step padded to eight tokens (the engine addon's setDecodePad), and use
+   * that where it is faster. Default false (fewer than eight slots, no addon, or a GPU).
+   */
+  readonly padDecode?: boolean;
+  /** Threads are fixed (THREADS): only maxThreads is used; the policy then only chooses split and pad variants. Default false. */
   readonly fixedThreads?: boolean;
 }
 
-/** How a step runs: its threads, and whether a small decode step goes as one decode call per token. */
+/** How a step runs: its threads, whether a small decode step goes as one decode call per token, and whether a decode step is padded to PAD_WIDTH tokens. */
 export interface StepPlan {
   readonly threads: number;
   readonly split: boolean;
+  readonly pad: boolean;
 }
+
+/** The width padded decode steps reach (setDecodePad): two of the 4-column tiles of ggml's CPU matrix kernels. */
+export const PAD_WIDTH = 8;
+
+/**
+ * How many times its warm-up figures (`warmup`) a candidate is asked for before the policy stops
+ * asking at every step (the engine's own loop applies a choice a step late, so a few asks bring
+ * no figure even when the engine runs it).
+ */
+const WARMUP_ASKS = 4;
 
 /** Shortest time between tries of another thread count on prompt steps. */
 const PROMPT_MIN_EXPLORE_MS = 10_000;
@@ -79,10 +96,24 @@ const FEWER_THREADS_MARGIN = 1.15;
 const SPLIT_KINDS: ReadonlySet<string> = new Set(['decode2', 'decode2 gaps']);
 const SPLIT_KINDS_ONE_THREAD: ReadonlySet<string> = new Set(['decode2', 'decode2 gaps', 'decode4', 'decode4 gaps']);
 
-/** A candidate's key in the tables: its threads, doubled, plus one when split. */
-const keyOf = (threads: number, split: boolean): number => threads * 2 + (split ? 1 : 0);
-const planOf = (key: number): StepPlan => ({ threads: key >> 1, split: (key & 1) === 1 });
-const label = (key: number): string => `${key >> 1}${key & 1 ? 's' : ''}`;
+/**
+ * Kinds of step whose pad variants are measured (setDecodePad pads a decode step of five to seven
+ * items in one run to eight tokens). On a 2-core zen5 VM (110M Q8_0, 2 threads, 2026-12-02) ggml
+ * computed 5 / 6 / 7 / 8 decode tokens in 20.2 / 20.5 / 22.4 / 18.2 ms, and padded to eight 5 /
+ * 6 / 7 took 19.2 / 18.5 / 18.2 ms (`scripts/bench-step-layouts.mjs`); on the fifteenth VM's zen4
+ * five to seven cost 4-9% more than eight. The output projection must be eight wide too, so the
+ * throwaway tokens ask for logits (without: 7 padded to 8 took 20.9 ms).
+ */
+const PAD_KINDS: ReadonlySet<string> = new Set(['decode5', 'decode6', 'decode7']);
+
+/** How a candidate runs a step: as it is, split into one call per token, or padded. */
+const Mode = { Plain: 0, Split: 1, Pad: 2 } as const;
+type Mode = (typeof Mode)[keyof typeof Mode];
+/** A candidate's key in the tables: its threads times four, plus its mode. */
+const keyOf = (threads: number, mode: Mode): number => threads * 4 + mode;
+const threadsOf = (key: number): number => key >> 2;
+const planOf = (key: number): StepPlan => ({ threads: threadsOf(key), split: (key & 3) === Mode.Split, pad: (key & 3) === Mode.Pad });
+const label = (key: number): string => `${threadsOf(key)}${['', 's', 'p'][key & 3]}`;
 
 /**
  * A kind of step: decode steps by how many sequences they carry, prompt-heavy steps by their
@@ -99,8 +130,9 @@ function stepKind(sequences: number, tokens: number, runs = 1): string {
   // and 80. Counted as one kind, 1 thread measured on large steps looked as fast per token as 2
   // threads on small ones, won, and ran the large steps 1.7x slower (PERFORMANCE.md, 2026-12-01).
   if (tokens >= 4 * sequences) return tokens <= 32 ? 'prompt32' : tokens <= 64 ? 'prompt64' : tokens <= 128 ? 'prompt128' : tokens <= 256 ? 'prompt256' : 'prompt>256';
-  const bucket = sequences <= 1 ? 1 : sequences <= 2 ? 2 : sequences <= 4 ? 4 : sequences <= 8 ? 8 : 16;
-  return bucket === 2 || bucket === 4 ? `decode${bucket}${runs > 1 ? ' gaps' : ''}` : `decode${bucket}`;
+  // Five to seven sequences are kinds of their own: padded to eight they may cost less (PAD_KINDS).
+  const bucket = sequences <= 1 ? 1 : sequences <= 2 ? 2 : sequences <= 4 ? 4 : sequences <= 7 ? sequences : sequences <= 8 ? 8 : 16;
+  return bucket === 1 || bucket >= 8 ? `decode${bucket}` : `decode${bucket}${runs > 1 ? ' gaps' : ''}`;
 }
 
 /**
@@ -122,9 +154,14 @@ export function threadCandidates(max: number): number[] {
   return [...new Set([m, Math.ceil(m / 2), 1])];
 }
 
-/** Per kind of step: its steps so far, the last try of each candidate (its step, its clock time), the tries not reported yet, each candidate's backoff. */
+/**
+ * Per kind of step: its steps so far, the last try of each candidate (its step, its clock time),
+ * the tries not reported yet, each candidate's backoff, and how often each was asked for while
+ * warming up.
+ */
 interface ExploreState {
   steps: number;
+  warmAsks: Map<number, number>;
   explored: Map<number, number>;
   triedAt: Map<number, number>;
   awaiting: Map<number, number>;
@@ -160,14 +197,16 @@ function median(values: readonly number[]): number {
  * compute time per token (a median of the latest steps) for each candidate and kind of step, uses the best, and now and then
  * tries another (the slower it measured, the rarer) to notice when the machine changes. With
  * `splitDecode`, small decode steps (two sequences; up to four with one thread) also have a split
- * variant (the most threads, one decode call per token), measured and chosen the same way. Pure bookkeeping:
- * the caller measures and applies.
+ * variant (the most threads, one decode call per token), and with `padDecode` steps of five to
+ * seven sequences a pad variant (the most threads, padded to eight tokens), measured and chosen
+ * the same way. Pure bookkeeping: the caller measures and applies.
  */
 export class AdaptiveThreadPolicy {
   /** Thread counts, most first. */
   readonly #candidates: readonly number[];
-  /** Candidate keys (keyOf) of the kinds that split, and of the others. */
+  /** Candidate keys (keyOf) of the kinds that split, of those that pad, and of the others. */
   readonly #splitVariants: readonly number[];
+  readonly #padVariants: readonly number[];
   readonly #variants: readonly number[];
   readonly #splitKinds: ReadonlySet<string>;
   readonly #estimates = new Map<string, Map<number, Estimate>>();
@@ -188,10 +227,12 @@ export class AdaptiveThreadPolicy {
     options: ThreadPolicyOptions = {},
   ) {
     this.#candidates = options.fixedThreads ? [Math.max(1, Math.floor(maxThreads))] : threadCandidates(maxThreads);
-    this.#variants = this.#candidates.map((t) => keyOf(t, false));
-    // Split at the most threads only: each variant is one more to try now and then (a 1-thread
-    // split variant, never the best on an idle 2-core VM, took 2.4% of a two-stream load's steps).
-    this.#splitVariants = options.splitDecode ? [...this.#variants, keyOf(this.#candidates[0], true)] : this.#variants;
+    this.#variants = this.#candidates.map((t) => keyOf(t, Mode.Plain));
+    // Split and pad at the most threads only: each variant is one more to try now and then (a
+    // 1-thread split variant, never the best on an idle 2-core VM, took 2.4% of a two-stream
+    // load's steps).
+    this.#splitVariants = options.splitDecode ? [...this.#variants, keyOf(this.#candidates[0], Mode.Split)] : this.#variants;
+    this.#padVariants = options.padDecode ? [...this.#variants, keyOf(this.#candidates[0], Mode.Pad)] : this.#variants;
     this.#splitKinds = this.#candidates[0] === 1 ? SPLIT_KINDS_ONE_THREAD : SPLIT_KINDS;
     this.#exploreEvery = Math.max(2, options.exploreEvery ?? 32);
     this.#window = Math.max(1, Math.floor(options.window ?? 8));
@@ -201,9 +242,9 @@ export class AdaptiveThreadPolicy {
     this.#warmup = Math.max(1, options.warmup ?? 3);
   }
 
-  /** Whether the policy chooses anything (more than one thread count, or split variants). */
+  /** Whether the policy chooses anything (more than one thread count, split or pad variants). */
   get chooses(): boolean {
-    return this.#splitVariants.length > 1;
+    return this.#splitVariants.length > 1 || this.#padVariants.length > 1;
   }
 
   /** How to run a step of `sequences` sequences and `tokens` tokens, in `runs` runs of consecutive sequence ids (default 1). */
@@ -219,7 +260,15 @@ export class AdaptiveThreadPolicy {
     // warms up there and the others are measured by exploration, one step at a time.
     const prompt = kind.startsWith('prompt');
     for (const key of prompt ? variants.slice(0, 1) : variants) {
-      if ((table.get(key)?.samples ?? 0) < this.#warmup) return planOf(key);
+      if ((table.get(key)?.samples ?? 0) >= this.#warmup) continue;
+      // A variant the engine does not run when asked (padding with no idle slot beside the run or
+      // a model that takes no throwaway tokens; the step is then reported as run plainly) would be
+      // asked for at every step: after WARMUP_ASKS times its warm-up without a figure, it waits for
+      // the exploration rules below. A figure of it opens its warm-up again.
+      const asks = state.warmAsks.get(key) ?? 0;
+      if (asks >= WARMUP_ASKS * this.#warmup) continue;
+      state.warmAsks.set(key, asks + 1);
+      return planOf(key);
     }
     const best = this.#best(table, variants);
     const bestMs = table.get(best)?.msPerToken ?? Infinity;
@@ -269,15 +318,19 @@ export class AdaptiveThreadPolicy {
     return planOf(best);
   }
 
-  /** Reports how long a step on `threads` took to compute (ms), and whether it ran split (as the engine reports it). */
-  record(sequences: number, tokens: number, threads: number, computeMs: number, split = false, runs = 1): void {
+  /**
+   * Reports how long a step of `sequences` items and `tokens` tokens (throwaway ones not counted)
+   * on `threads` took to compute (ms), and whether it ran split or padded (as the engine reports it).
+   */
+  record(sequences: number, tokens: number, threads: number, computeMs: number, split = false, runs = 1, padded = false): void {
     const kind = stepKind(sequences, tokens, runs);
     const variants = this.#variantsOf(kind);
-    const key = keyOf(threads, split);
+    const key = keyOf(threads, split ? Mode.Split : padded ? Mode.Pad : Mode.Plain);
     if (!(computeMs > 0) || tokens < 1 || !variants.includes(key)) return;
     const table = this.#table(kind);
     const state = this.#kind(kind);
     const tried = state.awaiting.delete(key);
+    state.warmAsks.delete(key);
     const bestBefore = table.size ? this.#best(table, variants) : null;
     const now = state.steps;
     const perToken = computeMs / tokens;
@@ -313,7 +366,7 @@ export class AdaptiveThreadPolicy {
     else if (tried && key !== bestAfter) state.backoff.set(key, Math.min(MAX_BACKOFF, 2 * (state.backoff.get(key) ?? 1)));
   }
 
-  /** Current estimates (ms per token by kind of step and threads; `2s` = 2 threads, split), for diagnostics and tests. */
+  /** Current estimates (ms per token by kind of step and threads; `2s` = 2 threads, split; `2p` = padded), for diagnostics and tests. */
   snapshot(): Record<string, Record<string, number>> {
     const out: Record<string, Record<string, number>> = {};
     for (const [kind, table] of this.#estimates) {
@@ -323,12 +376,12 @@ export class AdaptiveThreadPolicy {
   }
 
   #variantsOf(kind: string): readonly number[] {
-    return this.#splitKinds.has(kind) ? this.#splitVariants : this.#variants;
+    return this.#splitKinds.has(kind) ? this.#splitVariants : PAD_KINDS.has(kind) ? this.#padVariants : this.#variants;
   }
 
   #kind(kind: string): ExploreState {
     let state = this.#explorations.get(kind);
-    if (!state) this.#explorations.set(kind, (state = { steps: 0, explored: new Map(), triedAt: new Map(), awaiting: new Map(), backoff: new Map() }));
+    if (!state) this.#explorations.set(kind, (state = { steps: 0, warmAsks: new Map(), explored: new Map(), triedAt: new Map(), awaiting: new Map(), backoff: new Map() }));
     return state;
   }
 
@@ -342,7 +395,7 @@ export class AdaptiveThreadPolicy {
     let best = variants[0];
     let bestMs = Infinity;
     for (const key of variants) {
-      const ms = (table.get(key)?.msPerToken ?? Infinity) * (key >> 1 < this.#candidates[0] ? FEWER_THREADS_MARGIN : 1);
+      const ms = (table.get(key)?.msPerToken ?? Infinity) * (threadsOf(key) < this.#candidates[0] ? FEWER_THREADS_MARGIN : 1);
       if (ms < bestMs) {
         best = key;
         bestMs = ms;
