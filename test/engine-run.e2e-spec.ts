@@ -44,7 +44,7 @@ interface PadScenario {
   readonly after: number[];
 }
 interface ChildResult {
-  readonly decodePad: { readonly on: PadScenario; readonly off: PadScenario; readonly other: number };
+  readonly decodePad: { readonly on: PadScenario; readonly off: PadScenario; readonly other: number; readonly short: { filled: number; padTo: number; seq7: number } };
   readonly decodeSplit: { readonly on: SplitScenario; readonly off: SplitScenario; readonly other: boolean };
   readonly promptAlone: { readonly on: FeedScenario; readonly off: FeedScenario };
   readonly drainPack: { readonly on: FeedScenario; readonly long: FeedScenario; readonly off: FeedScenario };
@@ -244,6 +244,8 @@ describe('engine addon run()', () => {
     expect(on.step).toEqual({ out: off.step.out, filled: 1, padTo: 8 });
     expect(off.step).toEqual({ out: on.step.out, filled: 0, padTo: 0 });
     expect(on.after).toEqual(off.after);
+    // Padding that cannot reach its width (too few idle sequences beside the run) adds nothing.
+    expect(result.decodePad.short).toEqual({ filled: 0, padTo: 0, seq7: on.after[2] });
   });
 
   it('fills only holes no longer than the setting', () => {

@@ -288,6 +288,17 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
     return { setting, steps, idleMax, step: { out: [...out], filled: info[0], padTo: info[2] }, after };
   };
   result.decodePad = { on: await scenario(8), off: await scenario(0), other: addon.setDecodePad(native) };
+  // All or nothing: seven items on 0-6 padded to ten would need three idle neighbours, and only
+  // sequence 7 is one; nothing is added.
+  {
+    addon.setDecodePad(padNative, 10);
+    const items = [0, 1, 2, 3, 4, 5, 6].map((seq) => ({ seq, position: padNative.getSequenceKvCacheMaxPosition(seq) + 1 }));
+    const stepSpec = Int32Array.from(items.flatMap((it) => [it.seq, it.position, 1, 1, 100 + it.seq]));
+    const info = new Int32Array(3).fill(-1);
+    await addon.step(padNative, stepSpec, samplers.slice(0, 7), new Int32Array(7), stepSpec.length, undefined, undefined, undefined, info);
+    result.decodePad.short = { filled: info[0], padTo: info[2], seq7: padNative.getSequenceKvCacheMaxPosition(7) };
+    addon.setDecodePad(padNative, 0);
+  }
   addon.release(padNative);
   addon.detachThreadpool(padNative);
   for (const s of samplers) s.dispose?.();
