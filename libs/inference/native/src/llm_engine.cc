@@ -768,20 +768,6 @@ std::atomic<int32_t> g_gapFill{1};
 std::atomic<uint64_t> g_gapFillTokens{0};
 
 /**
- * node-llama-cpp's contexts keep one KV stream per sequence (it never sets kv_unified), and with
- * several streams llama.cpp cuts a batch into one micro-batch per run of consecutive sequence
- * ids (llama_batch_allocr::split_equal, `sequential`): a step whose busy slots have a hole (a
- * stream ended while its neighbours go on) costs one more pass over the weights. One token of
- * the idle sequence, at the position after its cached cells and without logits, closes the
- * hole; its cell is removed again after the decode, so the slot's cached prefix is as it was.
- * Measured on 2 cores (110M Q8_0, 2 threads, 100 cells a sequence, 2026-12-01): 7 decode tokens
- * around a hole 42.2 ms, the same 7 plus one throwaway token 29.5 ms; two busy slots 7 apart,
- * 17.3 ms split against 29.5 filled, so only short holes are filled. Only for plain attention
- * caches: a recurrent state cannot give a token back, and a sliding-window cache may drop cells
- * that a later, shorter prefix needs. Returns the (sequence, position) of each token to add
- * before item k (gaps[k]); empty when nothing is filled.
- */
-/**
  * Whether throwaway tokens may be added to idle sequences of this context (GapFills, PadFills):
  * one KV stream per sequence (with a unified cache nothing is split) of plain attention (a
  * recurrent state cannot give a token back; a sliding-window cache may drop cells that a later,
@@ -797,6 +783,20 @@ bool TakesThrowawayTokens(llama_context* ctx, uint32_t& perSeq) {
   return perSeq > 0 && perSeq < g_api.n_ctx(ctx) && g_api.model_n_swa(model) == 0 && !g_api.model_is_recurrent(model) && !g_api.model_is_hybrid(model);
 }
 
+/**
+ * node-llama-cpp's contexts keep one KV stream per sequence (it never sets kv_unified), and with
+ * several streams llama.cpp cuts a batch into one micro-batch per run of consecutive sequence
+ * ids (llama_batch_allocr::split_equal, `sequential`): a step whose busy slots have a hole (a
+ * stream ended while its neighbours go on) costs one more pass over the weights. One token of
+ * the idle sequence, at the position after its cached cells and without logits (but in a padded
+ * step, see RunOneStep), closes the hole; its cell is removed again after the decode, so the slot's cached prefix is as it was.
+ * Measured on 2 cores (110M Q8_0, 2 threads, 100 cells a sequence, 2026-12-01): 7 decode tokens
+ * around a hole 42.2 ms, the same 7 plus one throwaway token 29.5 ms; two busy slots 7 apart,
+ * 17.3 ms split against 29.5 filled, so only short holes are filled. Only for plain attention
+ * caches: a recurrent state cannot give a token back, and a sliding-window cache may drop cells
+ * that a later, shorter prefix needs. Returns the (sequence, position) of each token to add
+ * before item k (gaps[k]); empty when nothing is filled.
+ */
 std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_context* ctx, const std::vector<StepItem>& items, int32_t capacity) {
   std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> gaps;
   const int32_t maxRun = g_gapFill.load(std::memory_order_relaxed);
@@ -842,10 +842,10 @@ std::vector<std::vector<std::pair<llama_seq_id, llama_pos>>> GapFills(llama_cont
 /**
  * Throwaway tokens that pad a decode step to `width` tokens (setDecodePad): on some CPUs ggml's
  * matrix kernels take a batch of 8 columns in less time than one of 5 to 7 (a 2-core zen5 VM,
- * 110M Q8_0, 2 threads, 2026-12-02: 5 / 6 / 7 / 8 decode tokens 23.3 / 26.4 / 26.8 / 22.2 ms;
+ * 110M Q8_0, 2 threads, 2026-12-02: 5 / 6 / 7 / 8 decode tokens 20.2 / 20.5 / 22.4 / 18.2 ms;
  * the fifteenth VM's zen4 22.7 / 23.5 / 23.8 / 21.9). Like GapFills' tokens, each goes to an idle
- * sequence at the position after its cached cells, without logits, and its cell is removed after
- * the decode; they go next to the step's run of sequences (after its last, then before its
+ * sequence at the position after its cached cells and its cell is removed after the decode (it
+ * asks for logits, see RunOneStep); they go next to the step's run of sequences (after its last, then before its
  * first), so that the step stays one pass. Only a decode step (every item one token) of more
  * than width / 2 items and at most width tokens, holes included, whose sequences (with the holes
  * GapFills closes) are one run with enough idle neighbours; otherwise nothing is added. Whether
