@@ -34,14 +34,14 @@ async function run(budget, onStep) {
 
 const result = {};
 
-/** A context of four sequences with the addon's pool and a greedy sampler per sequence; close() frees it all. */
-async function fourSequences() {
-  const ctx = await model.createContext({ sequences: 4, contextSize: 4 * 128, threads: 1 });
+/** A context of `n` sequences (default four) with the addon's pool and a greedy sampler per sequence; close() frees it all. */
+async function sequencesContext(n = 4) {
+  const ctx = await model.createContext({ sequences: n, contextSize: n * 128, threads: 1 });
   // Held until close(), which refers to them (see the first context).
-  const sequences = Array.from({ length: 4 }, () => ctx.getSequence());
+  const sequences = Array.from({ length: n }, () => ctx.getSequence());
   const native = ctx._ctx;
   addon.attachThreadpool(native, 1, 0, 1);
-  const samplers = Array.from({ length: 4 }, () => {
+  const samplers = Array.from({ length: n }, () => {
     const s = new llama._bindings.AddonSampler(model._model);
     s.applyConfig({});
     return s;
@@ -105,7 +105,7 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
 //    step at a hole; a throwaway token of the idle sequence closes it and is removed after the
 //    decode. Four sequences; 0 and 2 (and then 0 and 3) decode while the others hold a prompt.
 {
-  const { native: gapNative, samplers, close } = await fourSequences();
+  const { native: gapNative, samplers, close } = await sequencesContext();
   const prompts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
   const stepOnce = async (items) => {
     const spec = Int32Array.from(items.flatMap((it) => [it.seq, it.position, it.tokens.length, 1, ...it.tokens]));
@@ -151,7 +151,7 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
 //    sequences: 0 generates from the start; 1, 2 and 3 are fed together after its third report,
 //    one a step (pack limit 1).
 {
-  const { native: feedNative, samplers, close } = await fourSequences();
+  const { native: feedNative, samplers, close } = await sequencesContext();
   const prompts = ['The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
   const scenario = async (alone) => {
     addon.setPromptAlone(feedNative, alone);
@@ -177,7 +177,7 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
 //    its budget nearly spent (it ends within three steps), the step that takes them in takes all
 //    three; with many tokens left, or with the setting off, one a step.
 {
-  const { native: drainNative, samplers, close } = await fourSequences();
+  const { native: drainNative, samplers, close } = await sequencesContext();
   const prompts = ['The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
   const scenario = async (drain, budget) => {
     addon.setPromptAlone(drainNative, false);
@@ -205,7 +205,7 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
 //    2: the steps after the prompts carry four, three, then two items, and the last one one.
 //    The same tokens and log-probabilities either way; step() reports it in info[1].
 {
-  const { native: splitNative, samplers, close } = await fourSequences();
+  const { native: splitNative, samplers, close } = await sequencesContext();
   const prompts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue'].map(promptOf);
   const scenario = async (split) => {
     const setting = addon.setDecodeSplit(splitNative, split);
@@ -246,15 +246,7 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
 //    five and five items. The same tokens and log-probabilities either way; the idle sequences'
 //    cells end where they did. step() with seven items on 1-7 pads before them (sequence 0).
 {
-  const ctx = await model.createContext({ sequences: 8, contextSize: 8 * 128, threads: 1 });
-  const held = Array.from({ length: 8 }, () => ctx.getSequence());
-  const padNative = ctx._ctx;
-  addon.attachThreadpool(padNative, 1, 0, 1);
-  const samplers = Array.from({ length: 8 }, () => {
-    const s = new llama._bindings.AddonSampler(model._model);
-    s.applyConfig({});
-    return s;
-  });
+  const { native: padNative, samplers, close } = await sequencesContext(8);
   const texts = ['Once upon a time', 'The little dog', 'A big red ball', 'Tom and Sue', 'The sun was', 'Lily saw a', 'One day a'];
   const prompts = texts.map(promptOf);
   const scenario = async (width) => {
@@ -299,11 +291,7 @@ const promptOf = (text) => (bos === null ? [] : [bos]).concat(model.tokenize(tex
     result.decodePad.short = { filled: info[0], padTo: info[2], seq7: padNative.getSequenceKvCacheMaxPosition(7) };
     addon.setDecodePad(padNative, 0);
   }
-  addon.release(padNative);
-  addon.detachThreadpool(padNative);
-  for (const s of samplers) s.dispose?.();
-  await ctx.dispose();
-  held.length = 0;
+  await close();
 }
 
 addon.release(native);

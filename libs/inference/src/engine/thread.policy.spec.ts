@@ -12,6 +12,35 @@ function drive(policy: AdaptiveThreadPolicy, steps: number, msPerToken: (threads
 }
 const share = (chosen: number[], threads: number): number => chosen.filter((t) => t === threads).length / chosen.length;
 
+/**
+ * `steps` steps of one kind on a machine whose compute time per token is `msPerToken(plan)`, the
+ * clock advanced by each step's time; `ran` = what the engine ran when asked for a plan (default:
+ * the plan itself; padding the engine cannot do is reported as a plain step).
+ */
+function drivePlans(
+  policy: AdaptiveThreadPolicy,
+  clock: { t: number },
+  steps: number,
+  msPerToken: (plan: StepPlan) => number,
+  sequences: number,
+  tokens = sequences,
+  ran = (plan: StepPlan): StepPlan => plan,
+): StepPlan[] {
+  const chosen: StepPlan[] = [];
+  for (let i = 0; i < steps; i++) {
+    const plan = policy.choose(sequences, tokens);
+    chosen.push(plan);
+    const done = ran(plan);
+    const ms = msPerToken(done) * tokens;
+    clock.t += ms;
+    policy.record(sequences, tokens, done.threads, ms, done.split, 1, done.pad);
+  }
+  return chosen;
+}
+/** The share of `chosen` on `threads`, split or padded as given. */
+const shareOf = (chosen: StepPlan[], threads: number, variant: { split?: boolean; pad?: boolean }): number =>
+  chosen.filter((p) => p.threads === threads && p.split === (variant.split ?? false) && p.pad === (variant.pad ?? false)).length / chosen.length;
+
 describe('threadCandidates', () => {
   it('compares all cores, half and one', () => {
     expect(threadCandidates(2)).toEqual([2, 1]);
@@ -270,20 +299,6 @@ describe('AdaptiveThreadPolicy', () => {
 });
 
 describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
-  /** `steps` steps of one kind on a machine whose compute time per token is `msPerToken(plan)`; a step every `stepMs` of the clock. */
-  function drivePlans(policy: AdaptiveThreadPolicy, clock: { t: number }, steps: number, msPerToken: (plan: StepPlan) => number, sequences: number, tokens = sequences): StepPlan[] {
-    const chosen: StepPlan[] = [];
-    for (let i = 0; i < steps; i++) {
-      const plan = policy.choose(sequences, tokens);
-      chosen.push(plan);
-      const ms = msPerToken(plan) * tokens;
-      clock.t += ms;
-      policy.record(sequences, tokens, plan.threads, ms, plan.split);
-    }
-    return chosen;
-  }
-  const shareOf = (chosen: StepPlan[], threads: number, split: boolean): number =>
-    chosen.filter((p) => p.threads === threads && p.split === split).length / chosen.length;
   // What a 2-core zen4 VM measured in the server (110M Q8_0, ms a token): two streams in one call
   // on 2 threads 5.9, split 4.3, on 1 thread 9.5; four streams 3.7 in one call, 5.3 split.
   const twoStreams = (p: StepPlan): number => (p.threads === 1 ? 9.5 : p.split ? 4.3 : 5.9);
@@ -293,7 +308,7 @@ describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
     const clock = { t: 0 };
     const policy = new AdaptiveThreadPolicy(2, { splitDecode: true, now: () => clock.t });
     const chosen = drivePlans(policy, clock, 3000, twoStreams, 2).slice(500);
-    expect(shareOf(chosen, 2, true)).toBeGreaterThan(0.93);
+    expect(shareOf(chosen, 2, { split: true })).toBeGreaterThan(0.93);
     // The tries of the two others together cost about what one alternative's would, not that
     // much each (1.7% of the time here; 3.5% with each paced as if alone).
     const extra = chosen.reduce((sum, p) => sum + twoStreams(p) - 4.3, 0) / (chosen.length * 4.3);
@@ -308,12 +323,12 @@ describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
     expect(chosen.some((p) => p.threads === 1 && p.split)).toBe(false);
     // Three or four streams on more than one thread: no split candidate (only its tries would cost).
     const four = drivePlans(policy, clock, 3000, fourStreams, 4).slice(500);
-    expect(shareOf(four, 2, false)).toBeGreaterThan(0.95);
+    expect(shareOf(four, 2, { split: false })).toBeGreaterThan(0.95);
     expect(four.some((p) => p.split)).toBe(false);
     // With one thread they have one, taken where it is faster, kept in one call where it is not.
     const one = new AdaptiveThreadPolicy(1, { splitDecode: true, now: () => clock.t });
-    expect(shareOf(drivePlans(one, clock, 2000, (p) => (p.split ? 7.2 : 8.6), 4).slice(500), 1, true)).toBeGreaterThan(0.93);
-    expect(shareOf(drivePlans(one, clock, 2000, (p) => (p.split ? 7.2 : 5.0), 3).slice(500), 1, false)).toBeGreaterThan(0.93);
+    expect(shareOf(drivePlans(one, clock, 2000, (p) => (p.split ? 7.2 : 8.6), 4).slice(500), 1, { split: true })).toBeGreaterThan(0.93);
+    expect(shareOf(drivePlans(one, clock, 2000, (p) => (p.split ? 7.2 : 5.0), 3).slice(500), 1, { split: false })).toBeGreaterThan(0.93);
   });
 
   it('never splits one-stream, wide or prompt steps, nor without the option', () => {
@@ -338,7 +353,7 @@ describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
     expect(policy.chooses).toBe(true);
     const two = drivePlans(policy, clock, 1000, twoStreams, 2);
     expect(two.every((p) => p.threads === 2)).toBe(true);
-    expect(shareOf(two.slice(200), 2, true)).toBeGreaterThan(0.93);
+    expect(shareOf(two.slice(200), 2, { split: true })).toBeGreaterThan(0.93);
     expect(drivePlans(policy, clock, 100, twoStreams, 1).every((p) => p.threads === 2 && !p.split)).toBe(true);
     // Nothing to choose: fixed threads and no split, or one core.
     expect(new AdaptiveThreadPolicy(2, { fixedThreads: true }).chooses).toBe(false);
@@ -348,30 +363,6 @@ describe('AdaptiveThreadPolicy split variants (splitDecode)', () => {
 });
 
 describe('AdaptiveThreadPolicy pad variants (padDecode)', () => {
-  /**
-   * `steps` steps of one kind on a machine whose compute time per token is `msPerToken(plan)`;
-   * `runs` = whether the engine runs a pad it is asked for (else it reports the step as plain).
-   */
-  function drivePads(
-    policy: AdaptiveThreadPolicy,
-    clock: { t: number },
-    steps: number,
-    msPerToken: (plan: StepPlan) => number,
-    sequences: number,
-    runs = (plan: StepPlan): boolean => plan.pad,
-  ): StepPlan[] {
-    const chosen: StepPlan[] = [];
-    for (let i = 0; i < steps; i++) {
-      const plan = policy.choose(sequences, sequences);
-      chosen.push(plan);
-      const padded = runs(plan);
-      const ms = msPerToken({ ...plan, pad: padded }) * sequences;
-      clock.t += ms;
-      policy.record(sequences, sequences, plan.threads, ms, plan.split, 1, padded);
-    }
-    return chosen;
-  }
-  const shareOf = (chosen: StepPlan[], threads: number, pad: boolean): number => chosen.filter((p) => p.threads === threads && p.pad === pad).length / chosen.length;
   // What bench-step-layouts measured on a 2-core zen5 VM (110M Q8_0, ms a step): 7 decode tokens
   // 22.4 in one call, 18.2 padded to 8; on 1 thread about 1.8x the 2-thread time.
   const sevenStreams = (p: StepPlan): number => (p.threads === 1 ? 40 : p.pad ? 18.2 : 22.4) / 7;
@@ -379,8 +370,8 @@ describe('AdaptiveThreadPolicy pad variants (padDecode)', () => {
   it('settles on padding where it measures faster, trying the others in few steps', () => {
     const clock = { t: 0 };
     const policy = new AdaptiveThreadPolicy(2, { padDecode: true, now: () => clock.t });
-    const chosen = drivePads(policy, clock, 3000, sevenStreams, 7).slice(500);
-    expect(shareOf(chosen, 2, true)).toBeGreaterThan(0.93);
+    const chosen = drivePlans(policy, clock, 3000, sevenStreams, 7).slice(500);
+    expect(shareOf(chosen, 2, { pad: true })).toBeGreaterThan(0.93);
     const best = sevenStreams({ threads: 2, split: false, pad: true });
     const extra = chosen.reduce((sum, p) => sum + sevenStreams(p) - best, 0) / (chosen.length * best);
     expect(extra).toBeLessThan(0.03);
@@ -392,15 +383,15 @@ describe('AdaptiveThreadPolicy pad variants (padDecode)', () => {
     const clock = { t: 0 };
     const policy = new AdaptiveThreadPolicy(2, { padDecode: true, splitDecode: true, now: () => clock.t });
     // The fifteenth VM's zen4 at six streams the other way round (made up: padding slower).
-    expect(shareOf(drivePads(policy, clock, 3000, (p) => (p.threads === 1 ? 6 : p.pad ? 4.2 : 3.9), 6).slice(500), 2, false)).toBeGreaterThan(0.95);
+    expect(shareOf(drivePlans(policy, clock, 3000, (p) => (p.threads === 1 ? 6 : p.pad ? 4.2 : 3.9), 6).slice(500), 2, { pad: false })).toBeGreaterThan(0.95);
     const faster = (p: StepPlan): number => (p.pad ? 1 : 5);
     for (const sequences of [1, 2, 3, 4, 8, 9]) {
-      expect(drivePads(policy, clock, 200, faster, sequences).some((p) => p.pad)).toBe(false);
+      expect(drivePlans(policy, clock, 200, faster, sequences).some((p) => p.pad)).toBe(false);
     }
     // Prompt steps and steps in several runs (no pad variant: the engine pads one run only).
     for (let i = 0; i < 200; i++) expect(policy.choose(1, 38).pad || policy.choose(6, 6, 2).pad).toBe(false);
     const plain = new AdaptiveThreadPolicy(2, { splitDecode: true, now: () => clock.t });
-    expect(drivePads(plain, clock, 200, faster, 7).some((p) => p.pad)).toBe(false);
+    expect(drivePlans(plain, clock, 200, faster, 7).some((p) => p.pad)).toBe(false);
     // A padded figure reported for a kind without pad variants is not counted.
     plain.record(7, 7, 2, 1, false, 1, true);
     expect(plain.snapshot().decode7).toEqual({ 2: 5, 1: 5 });
@@ -411,21 +402,21 @@ describe('AdaptiveThreadPolicy pad variants (padDecode)', () => {
   it('a pad the engine does not run (no idle slot beside the run, a model without throwaway tokens) is not asked for at every step', () => {
     const clock = { t: 0 };
     const policy = new AdaptiveThreadPolicy(2, { padDecode: true, now: () => clock.t });
-    const chosen = drivePads(policy, clock, 2000, sevenStreams, 7, () => false);
+    const chosen = drivePlans(policy, clock, 2000, sevenStreams, 7, 7, (plan) => ({ ...plan, pad: false }));
     expect(chosen.filter((p) => p.pad).length).toBeLessThan(30);
-    expect(shareOf(chosen.slice(100), 2, false)).toBeGreaterThan(0.9);
+    expect(shareOf(chosen.slice(100), 2, { pad: false })).toBeGreaterThan(0.9);
     // Once the engine runs it again, its figures bring it back.
-    const later = drivePads(policy, clock, 3000, sevenStreams, 7);
-    expect(shareOf(later.slice(-1000), 2, true)).toBeGreaterThan(0.9);
+    const later = drivePlans(policy, clock, 3000, sevenStreams, 7);
+    expect(shareOf(later.slice(-1000), 2, { pad: true })).toBeGreaterThan(0.9);
   });
 
   it('with fixed threads chooses only between plain and padded steps', () => {
     const clock = { t: 0 };
     const policy = new AdaptiveThreadPolicy(2, { padDecode: true, fixedThreads: true, now: () => clock.t });
     expect(policy.chooses).toBe(true);
-    const chosen = drivePads(policy, clock, 1000, sevenStreams, 7);
+    const chosen = drivePlans(policy, clock, 1000, sevenStreams, 7);
     expect(chosen.every((p) => p.threads === 2)).toBe(true);
-    expect(shareOf(chosen.slice(200), 2, true)).toBeGreaterThan(0.93);
+    expect(shareOf(chosen.slice(200), 2, { pad: true })).toBeGreaterThan(0.93);
   });
 });
 
