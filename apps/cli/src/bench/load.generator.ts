@@ -135,7 +135,7 @@ async function streamOne(o: LoadOptions, i: number, onReconnect: () => void): Pr
 }
 
 /** Uniform [0, 1) numbers from a fixed seed (mulberry32): the same sequence for every server. */
-function seededUniform(seed: number): () => number {
+export function seededUniform(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
