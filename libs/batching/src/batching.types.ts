@@ -246,6 +246,8 @@ export interface StepStats {
   readonly tokens: number;
   /** Slots (sequences) in the decode call. */
   readonly sequences: number;
+  /** Items of the call that carry more than one token (prompts or prompt chunks); the others decode one token each. */
+  readonly prompts: number;
   /** Wall time of the decode call as the loop saw it (dispatch to completion), ms. */
   readonly ms: number;
   /** Time the engine computed inside the call, when the runtime reports it, ms. */

@@ -573,6 +573,7 @@ describe.each(RUNTIMES)('Scheduler observer (%s)', (_name, Runtime) => {
   it('reports queue wait, first token, inter-token gaps, steps and the outcome', async () => {
     const rt = new Runtime(1);
     const seen = { wait: 0, first: 0, gaps: 0, steps: 0, outcomes: [] as RequestOutcome[] };
+    const shapes: [number, number][] = [];
     const s = new Scheduler(rt, { queueMax: 4 }, {
       onQueueWait: () => seen.wait++,
       onFirstToken: () => seen.first++,
@@ -580,11 +581,14 @@ describe.each(RUNTIMES)('Scheduler observer (%s)', (_name, Runtime) => {
       onStep: (step) => {
         seen.steps++;
         expect(step).toMatchObject({ tokens: expect.any(Number), sequences: 1, ms: expect.any(Number) });
+        shapes.push([step.tokens, step.prompts]);
       },
       onFinish: (o) => seen.outcomes.push(o),
     });
     await collect(s.submit(job(4)));
     expect(seen).toMatchObject({ wait: 1, first: 1, gaps: 3, steps: 4 });
+    // The 3-token prompt is the one prompt item; the next steps decode one token each.
+    expect(shapes).toEqual([[3, 1], [1, 0], [1, 0], [1, 0]]);
     expect(seen.outcomes).toEqual([expect.objectContaining({ finishReason: 'length', completionTokens: 4, promptTokens: 3 })]);
   });
 

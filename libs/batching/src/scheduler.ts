@@ -622,11 +622,16 @@ export class Scheduler {
    */
   #evaluated(items: readonly BatchItem[], report: DecodeReport | void, ms: number, previousDone: number | null, done: number): number[] {
     let tokens = 0;
-    for (const item of items) tokens += item.tokens.length;
+    let prompts = 0;
+    for (const item of items) {
+      tokens += item.tokens.length;
+      if (item.tokens.length > 1) prompts++;
+    }
     const compute = report ? report.computeMs : undefined;
     this.#emit('onStep', {
       tokens,
       sequences: items.length,
+      prompts,
       ms,
       computeMs: compute,
       threads: report ? report.threads : undefined,

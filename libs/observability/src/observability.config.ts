@@ -16,4 +16,5 @@ export type ObservabilityConfig = Pick<
   | 'logPrompts'
   | 'modelName'
   | 'redisUrl'
+  | 'stepTraceFile'
 >;

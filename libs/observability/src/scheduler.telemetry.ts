@@ -1,4 +1,4 @@
-import { Injectable, Inject } from '@nestjs/common';
+import { Injectable, Inject, type OnModuleDestroy } from '@nestjs/common';
 import type { ObservabilityConfig } from './observability.config';
 import { context, isSpanContextValid, trace } from '@opentelemetry/api';
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
@@ -7,6 +7,7 @@ import { AppConfig } from '@app/common';
 import { METRIC } from './metrics.providers';
 import { RequestTelemetry } from './request.telemetry';
 import { recordSpan } from './tracing.api';
+import { StepTrace } from './step.trace';
 
 /**
  * The scheduler's view of its state, as its observer receives it. Declared here (structurally the
@@ -23,6 +24,8 @@ export interface SchedulerStateView {
 /** One loop step (structurally the batching library's StepStats). */
 export interface StepView {
   readonly tokens: number;
+  readonly sequences?: number;
+  readonly prompts?: number;
   readonly ms: number;
   readonly computeMs?: number;
   readonly hostMs?: number;
@@ -78,8 +81,10 @@ export interface ModelSchedulerHooks {
 }
 
 @Injectable()
-export class SchedulerTelemetry {
+export class SchedulerTelemetry implements OnModuleDestroy {
   readonly #model: string;
+  /** STEP_TRACE_FILE, when set. */
+  readonly #trace: StepTrace | undefined;
   #pending: (Acquisition & { readonly reportedAt: number })[] = [];
   readonly #initialized = new Set<string>();
   #configuredHooks: ModelSchedulerHooks | undefined;
@@ -108,6 +113,11 @@ export class SchedulerTelemetry {
     @InjectMetric(METRIC.schedulerAccepting) private readonly accepting: Gauge<'model'>,
   ) {
     this.#model = config.modelName;
+    this.#trace = config.stepTraceFile ? new StepTrace(config.stepTraceFile) : undefined;
+  }
+
+  onModuleDestroy(): Promise<void> {
+    return this.#trace?.close() ?? Promise.resolve();
   }
 
   /**
@@ -120,6 +130,7 @@ export class SchedulerTelemetry {
     return {
       onQueueWait: (ms) => this.#onQueueWait(model, ms),
       onStep: (s) => {
+        this.#trace?.write(model, s);
         this.batchStep.observe(labels, s.ms / 1000);
         this.batchTokens.observe(labels, s.tokens);
         if (s.computeMs !== undefined) this.batchCompute.observe(labels, s.computeMs / 1000);

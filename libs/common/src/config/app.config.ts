@@ -513,6 +513,8 @@ export const CONFIG_SPEC = {
       'Longest wait for Redis/PostgreSQL to answer a readiness or metrics check before it counts as down'),
     GPU_METRICS_INTERVAL_MS: int('GPU_METRICS_INTERVAL_MS', 0, 3600000, 5000,
       'How often `nvidia-smi` is sampled for the GPU metrics; 0 turns sampling off'),
+    STEP_TRACE_FILE: optionalPath(
+      'Appends one JSON line per engine step to this file (time, wall / compute / host ms, threads, tokens, sequences, prompt items, throwaway tokens) for performance work; `node scripts/step-trace-summary.mjs <file>` sums it up by step shape; unset = off (see [Performance](PERFORMANCE.md))'),
     OTEL_EXPORTER_OTLP_ENDPOINT: url('OTEL_EXPORTER_OTLP_ENDPOINT',
       'OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); when set, traces are exported to `<url>/v1/traces`', ['http:', 'https:']),
     OTEL_SERVICE_NAME: str('llm-api', '`service.name` of the exported traces'),
