@@ -207,7 +207,10 @@ describe('engine addon run()', () => {
       step.logprobs.forEach((lp, k) => {
         const same = off.steps[i].logprobs[k];
         expect(lp.slice(0, 2)).toEqual(same.slice(0, 2));
-        for (let j = 2; j < 5; j++) expect(lp[j]).toBeCloseTo(same[j], 3);
+        // One item a decode runs other kernels than the batch (a one-column product against
+        // four-column tiles): the values agree to ~1e-4 relative, 6.4e-4 at -7.47 seen with the
+        // `haswell` CPU variant.
+        for (let j = 2; j < 5; j++) expect(lp[j]).toBeCloseTo(same[j], 2);
       }),
     );
     // step(): two one-token items, split with the setting on; info[1] says so.
@@ -235,7 +238,7 @@ describe('engine addon run()', () => {
       step.logprobs.forEach((lp, k) => {
         const same = off.steps[i].logprobs[k];
         expect(lp.slice(0, 2)).toEqual(same.slice(0, 2));
-        for (let j = 2; j < 5; j++) expect(lp[j]).toBeCloseTo(same[j], 3);
+        for (let j = 2; j < 5; j++) expect(lp[j]).toBeCloseTo(same[j], 2);
       }),
     );
     // No cell left behind in the idle sequences that took throwaway tokens.

@@ -425,16 +425,20 @@ Driver& DriverFor(llama_context* ctx) {
 constexpr size_t kParallelSamplingMin = 3;
 
 /**
- * In the native loop, a step that samples at least this many slots wakes its decode pool again as
- * soon as sampling is done (RunOneStep pauses it after the decode, so that the samplers have the
- * cores), instead of leaving it paused until the next graph's kickoff. Woken at the kickoff, on 2
- * cores where Node's thread had just been woken to take the step, the worker made every wide step
- * wait at ggml's first barrier. In alternated rounds at eight clients (2026-12-02, evening, step
- * traces): eight-stream steps 20.57 -> 19.48 ms median with the pool never paused (+5.0% tok/s,
- * host overhead 0.36 -> 1.12 ms a step, the worker spinning through sampling); woken after
- * sampling, +5.7% (233.8 against 221.2 tok/s, host 0.90 ms a step); four clients +5% never paused.
- * At one stream the pause still wins (never paused: host 0.16 -> 0.54 ms a step for the same
- * compute, -6% tok/s), so narrow steps keep it until the kickoff. The run's last step pauses it.
+ * In the native loop, a step that samples at least this many slots wakes its decode pool just
+ * before its decode call (RunOneStep pauses it after every decode, so that the samplers and Node's
+ * woken thread have the cores), instead of leaving it to the graph's kickoff. Woken at the
+ * kickoff, on 2 cores where Node's thread had just been woken to take the step before, the worker
+ * made every wide step wait at ggml's first barrier; woken before the decode call, it is up while
+ * llama.cpp prepares the batch and the graph. Measured in alternated rounds, step traces on
+ * (docs/PERFORMANCE.md, 2026-12-02 night, a zen3 EPYC run as `haswell`; eight clients):
+ * - woken at the kickoff (before 786ec4c): 186.6 and 197.2 tok/s, host overhead 0.46-0.65 ms a step;
+ * - woken right after sampling (786ec4c, +5-7% on a zen5 VM): 187.3 and 182.7 tok/s, host 0.87-1.23
+ *   ms (the worker spins through the step's report and the next batch, beside Node's thread);
+ * - woken before the decode call (this): 194.5 and 192.5 tok/s, host 0.40-0.51 ms, eight-stream
+ *   compute 26.55 against 28.12 ms median (after sampling) and 27.61 (kickoff).
+ * At one stream the pause until the kickoff wins (never paused: host 0.16 -> 0.54 ms a step for the
+ * same compute, -6% tok/s, zen5), so narrow steps keep it.
  */
 constexpr size_t kWarmPoolMinSampled = 3;
 
@@ -943,7 +947,7 @@ bool SplitsDecode(const std::vector<StepItem>& items) {
 }
 
 std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
-                       bool split = false, int32_t pad = 0);
+                       bool split = false, int32_t pad = 0, ggml_threadpool_t wakePool = nullptr);
 
 /**
  * A step as one decode (and its sampling) per item, in order (SplitsDecode): the same tokens and
@@ -951,7 +955,9 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
  * item is sampled before the next decode overwrites the logits. The pool is paused only after
  * the last decode: between two, its workers are about to be needed again.
  */
-std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out) {
+std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
+                         ggml_threadpool_t wakePool) {
+  if (wakePool != nullptr) g_api.pool_resume(wakePool);
   out.tokens.assign(items.size(), -1);
   out.logprobs = false;
   out.computeMs = 0;
@@ -960,7 +966,10 @@ std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t
     one[0] = items[k];
     StepOutcome part;
     const std::string error = RunOneStep(ctx, batch, k + 1 == items.size() ? decodePool : nullptr, one, part);
-    if (!error.empty()) return error;
+    if (!error.empty()) {
+      if (wakePool != nullptr) g_api.pool_pause(wakePool);
+      return error;
+    }
     out.computeMs += part.computeMs;
     out.tokens[k] = part.tokens[0];
     if (part.logprobs) {
@@ -981,8 +990,8 @@ std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t
 }
 
 std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
-                       bool split, int32_t pad) {
-  if (split && SplitsDecode(items)) return RunSplitStep(ctx, batch, decodePool, items, out);
+                       bool split, int32_t pad, ggml_threadpool_t wakePool) {
+  if (split && SplitsDecode(items)) return RunSplitStep(ctx, batch, decodePool, items, out, wakePool);
   llama_batch& b = batch.batch;
   b.n_tokens = 0;
   std::vector<int32_t> logitRows;
@@ -1030,6 +1039,9 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
     }
   }
   for (const auto& [seq, position] : padAfter) addThrowaway(seq, position, items.back().tokens.back());
+  // Woken here, once the batch is built (kWarmPoolMinSampled): not earlier, where its spinning
+  // worker would take a core from the step's report and the next batch.
+  if (wakePool != nullptr) g_api.pool_resume(wakePool);
   const auto start = std::chrono::steady_clock::now();
   const int32_t r = g_api.decode(ctx, b);
   const size_t padded = padBefore.size() + padAfter.size();
@@ -1056,6 +1068,8 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
   }
   out.filled = static_cast<int32_t>(filled + padded);
   if (r != 0) {
+    // A woken pool whose graph never ran would spin until the next decode.
+    if (wakePool != nullptr) g_api.pool_pause(wakePool);
     return r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
                   : "llama_decode failed with status " + std::to_string(r);
   }
@@ -1453,12 +1467,9 @@ class RunWorker : public Napi::AsyncWorker {
       ggml_threadpool_t decodePool = CurrentDecodePool(context_->ctx);
       size_t sampledItems = 0;
       for (const StepItem& item : items_) sampledItems += item.sampler != nullptr ? 1 : 0;
-      // A wide step wakes its pool for the next one as soon as it has sampled (kWarmPoolMinSampled).
-      warmPool_ = sampledItems >= kWarmPoolMinSampled && g_api.pool_resume != nullptr ? decodePool : nullptr;
-      const std::string error = RunOneStep(context_->ctx, *batch_, decodePool, items_, record->outcome, split, pad);
-      // The step paused its pool for sampling (the samplers need the cores); a wide step's pool is
-      // woken now, so that its workers are up and polling when the next graph starts.
-      if (warmPool_ != nullptr) g_api.pool_resume(warmPool_);
+      // A wide step wakes its pool just before its decode call (kWarmPoolMinSampled).
+      ggml_threadpool_t wakePool = sampledItems >= kWarmPoolMinSampled && g_api.pool_resume != nullptr ? decodePool : nullptr;
+      const std::string error = RunOneStep(context_->ctx, *batch_, decodePool, items_, record->outcome, split, pad, wakePool);
       if (!error.empty()) {
         SetError(error);
         break;
@@ -1500,9 +1511,6 @@ class RunWorker : public Napi::AsyncWorker {
         if (ends) closed_ = true;
       }
       if (ends) {
-        // The context (and its pools) may belong to the next run once released: a pool left
-        // spinning is paused first.
-        CoolPool();
         record->final = true;
         released_ = true;
         batch_->busy = false;
@@ -1520,17 +1528,21 @@ class RunWorker : public Napi::AsyncWorker {
       if (ends) break;
       items_ = std::move(next);
     }
-    // Ended without a final step (an error, or an interrupt seen only at a boundary): prompts fed
-    // and not taken stay with the caller, who finds them unreported.
-    if (!released_) CoolPool();
-    std::lock_guard<std::mutex> lock(fedMutex_);
-    closed_ = true;
-  }
-
-  /** Pauses the pool a wide step left spinning (its workers sleep until the next kickoff). */
-  void CoolPool() {
-    if (warmPool_ != nullptr) g_api.pool_pause(warmPool_);
-    warmPool_ = nullptr;
+    {
+      // Ended without a final step (an error, or an interrupt seen only at a boundary): prompts fed
+      // and not taken stay with the caller, who finds them unreported.
+      std::lock_guard<std::mutex> lock(fedMutex_);
+      closed_ = true;
+    }
+    // Every step goes to JavaScript through the async handle, each its own entry, before the run
+    // ends: the ones left to OnOK would be handed over inside the work's one callback scope, where
+    // what a step's consumers queue (microtasks) runs only after the next step is reported (seen
+    // once in test/engine-run.e2e-spec.ts, when the work's completion came before the handle's
+    // last wake-up). Bounded, for a main thread that no longer turns (the process exiting).
+    std::unique_lock<std::mutex> lock(leadMutex_);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (delivered_ < steps_ && leadCv_.wait_until(lock, deadline) != std::cv_status::timeout) {
+    }
   }
 
   /**
@@ -1657,7 +1669,13 @@ class RunWorker : public Napi::AsyncWorker {
         record = std::move(records_.front());
         records_.pop_front();
       }
-      if (!callbackError_.IsEmpty()) continue;
+      if (!callbackError_.IsEmpty()) {
+        // Dropped after a callback threw (the run is stopping); counted, as the loop waits for it.
+        std::lock_guard<std::mutex> lock(leadMutex_);
+        delivered_++;
+        leadCv_.notify_one();
+        continue;
+      }
       Napi::HandleScope scope(env);
       Napi::Int32Array items = Napi::Int32Array::New(env, record->items.size());
       std::copy(record->items.begin(), record->items.end(), items.Data());
@@ -1706,8 +1724,6 @@ class RunWorker : public Napi::AsyncWorker {
   std::shared_ptr<std::atomic<bool>> interrupt_;
   /** The final step let the context go (the next run may own it before this worker is gone). */
   bool released_ = false;
-  /** The pool the last step left spinning (kWarmPoolMinSampled), or nullptr. */
-  ggml_threadpool_t warmPool_ = nullptr;
   /** Prompts fed and not taken yet, the pack limit, and whether the run still takes any (fedMutex_). */
   std::mutex fedMutex_;
   std::deque<StepItem> fed_;
