@@ -102,7 +102,6 @@ struct Api {
   ggml_threadpool_t (*pool_new)(ggml_threadpool_params*) = nullptr;
   void (*pool_free)(ggml_threadpool_t) = nullptr;
   void (*pool_pause)(ggml_threadpool_t) = nullptr;
-  void (*pool_resume)(ggml_threadpool_t) = nullptr;
   std::string error;
   std::vector<std::string> libraries;
 };
@@ -184,7 +183,6 @@ void LoadApi() {
   g_api.pool_free = reinterpret_cast<void (*)(ggml_threadpool_t)>(g_api.reg_proc(reg, "ggml_threadpool_free"));
   // Not in the registry's list; exported by the CPU variant library itself.
   g_api.pool_pause = reinterpret_cast<void (*)(ggml_threadpool_t)>(Find("ggml_threadpool_pause"));
-  g_api.pool_resume = reinterpret_cast<void (*)(ggml_threadpool_t)>(Find("ggml_threadpool_resume"));
   if (g_api.pool_new == nullptr || g_api.pool_free == nullptr || g_api.pool_pause == nullptr) {
     g_api.error = "the CPU backend has no threadpool functions";
   }
@@ -425,22 +423,28 @@ Driver& DriverFor(llama_context* ctx) {
 constexpr size_t kParallelSamplingMin = 3;
 
 /**
- * In the native loop, a step that samples at least this many slots wakes its decode pool just
- * before its decode call (RunOneStep pauses it after every decode, so that the samplers and Node's
- * woken thread have the cores), instead of leaving it to the graph's kickoff. Woken at the
- * kickoff, on 2 cores where Node's thread had just been woken to take the step before, the worker
- * made every wide step wait at ggml's first barrier; woken before the decode call, it is up while
- * llama.cpp prepares the batch and the graph. Measured in alternated rounds, step traces on
- * (docs/PERFORMANCE.md, 2026-12-02 night, a zen3 EPYC run as `haswell`; eight clients):
- * - woken at the kickoff (before 786ec4c): 186.6 and 197.2 tok/s, host overhead 0.46-0.65 ms a step;
- * - woken right after sampling (786ec4c, +5-7% on a zen5 VM): 187.3 and 182.7 tok/s, host 0.87-1.23
- *   ms (the worker spins through the step's report and the next batch, beside Node's thread);
- * - woken before the decode call (this): 194.5 and 192.5 tok/s, host 0.40-0.51 ms, eight-stream
- *   compute 26.55 against 28.12 ms median (after sampling) and 27.61 (kickoff).
- * At one stream the pause until the kickoff wins (never paused: host 0.16 -> 0.54 ms a step for the
- * same compute, -6% tok/s, zen5), so narrow steps keep it.
+ * In the native loop, a step of at least this many items leaves its decode pool running after the
+ * decode (its worker polls for the next graph, as llama-server's does), where a one-item step
+ * pauses it (RunOneStep), so that the sampler and Node's woken thread have the cores. A paused
+ * worker is woken by the next graph's kickoff, and on 2 cores where Node's thread had just been
+ * woken to take the step, every step waited for it at ggml's first barrier. Measured in alternated
+ * rounds, step traces on (docs/PERFORMANCE.md, 2026-12-02 night, a zen3 EPYC run as `haswell`):
+ * - eight clients: paused and woken at the kickoff 186.6 / 197.2 tok/s; woken right after sampling
+ *   (786ec4c) 187.3 / 182.7 / 187.8; woken just before the decode call 194.5 / 192.5 / 179.5 / 205.2;
+ *   never paused (this) 202.7 against that 179.5, then 199.7 against 205.2: the same step either
+ *   way (eight-stream compute + host 29.80 against 29.75 ms a step over both runs' traces; the
+ *   host part 0.96 against 0.64 ms, the worker polling beside the sampler and Node's thread);
+ * - four clients 165.9 against 147.8 tok/s (woken before the decode call);
+ * - two clients 136.7 against 123.5, then 134.8 against 129.7 (llama-server -t 2 130.3 in the same
+ *   rounds): two-stream steps 13.05 against 14.24 ms with their host part, 11.61 against 12.50 ms
+ *   median compute;
+ * - one client keeps the pause: never paused, its one-token steps computed 6.93 against 7.24 ms
+ *   median but the host overhead went 0.19 -> 0.60 ms, 107.0 against 111.1 tok/s (and -6% on a
+ *   zen5 VM, 2026-12-02).
+ * On the zen5 VM before, never pausing wide steps made +4.7-5.4% over the pause at eight clients,
+ * as much as waking after sampling did. The run's last step pauses the pool (CoolPool).
  */
-constexpr size_t kWarmPoolMinSampled = 3;
+constexpr size_t kWarmPoolMinItems = 2;
 
 /** The batch step() fills, kept per context and grown when a step needs more room. */
 struct StepBatch {
@@ -947,7 +951,7 @@ bool SplitsDecode(const std::vector<StepItem>& items) {
 }
 
 std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
-                       bool split = false, int32_t pad = 0, ggml_threadpool_t wakePool = nullptr);
+                       bool split = false, int32_t pad = 0, bool keepPool = false);
 
 /**
  * A step as one decode (and its sampling) per item, in order (SplitsDecode): the same tokens and
@@ -956,8 +960,7 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
  * the last decode: between two, its workers are about to be needed again.
  */
 std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
-                         ggml_threadpool_t wakePool) {
-  if (wakePool != nullptr) g_api.pool_resume(wakePool);
+                         bool keepPool) {
   out.tokens.assign(items.size(), -1);
   out.logprobs = false;
   out.computeMs = 0;
@@ -965,11 +968,9 @@ std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t
   for (size_t k = 0; k < items.size(); k++) {
     one[0] = items[k];
     StepOutcome part;
-    const std::string error = RunOneStep(ctx, batch, k + 1 == items.size() ? decodePool : nullptr, one, part);
-    if (!error.empty()) {
-      if (wakePool != nullptr) g_api.pool_pause(wakePool);
-      return error;
-    }
+    const bool last = k + 1 == items.size();
+    const std::string error = RunOneStep(ctx, batch, last ? decodePool : nullptr, one, part, false, 0, last && keepPool);
+    if (!error.empty()) return error;
     out.computeMs += part.computeMs;
     out.tokens[k] = part.tokens[0];
     if (part.logprobs) {
@@ -990,8 +991,8 @@ std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t
 }
 
 std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
-                       bool split, int32_t pad, ggml_threadpool_t wakePool) {
-  if (split && SplitsDecode(items)) return RunSplitStep(ctx, batch, decodePool, items, out, wakePool);
+                       bool split, int32_t pad, bool keepPool) {
+  if (split && SplitsDecode(items)) return RunSplitStep(ctx, batch, decodePool, items, out, keepPool);
   llama_batch& b = batch.batch;
   b.n_tokens = 0;
   std::vector<int32_t> logitRows;
@@ -1039,9 +1040,6 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
     }
   }
   for (const auto& [seq, position] : padAfter) addThrowaway(seq, position, items.back().tokens.back());
-  // Woken here, once the batch is built (kWarmPoolMinSampled): not earlier, where its spinning
-  // worker would take a core from the step's report and the next batch.
-  if (wakePool != nullptr) g_api.pool_resume(wakePool);
   const auto start = std::chrono::steady_clock::now();
   const int32_t r = g_api.decode(ctx, b);
   const size_t padded = padBefore.size() + padAfter.size();
@@ -1068,8 +1066,6 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
   }
   out.filled = static_cast<int32_t>(filled + padded);
   if (r != 0) {
-    // A woken pool whose graph never ran would spin until the next decode.
-    if (wakePool != nullptr) g_api.pool_pause(wakePool);
     return r == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)"
                   : "llama_decode failed with status " + std::to_string(r);
   }
@@ -1081,7 +1077,8 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
   // paused pool). With the pool spinning, the woken main thread took the loop thread's own core
   // and the next step waited for it: 1.2 ms a step at 8 streams (parallel sampling, where this
   // pause began), 0.8-1.0 ms a step at one stream (2 cores, 2026-12-01, docs/PERFORMANCE.md).
-  if (decodePool != nullptr) g_api.pool_pause(decodePool);
+  // Steps of several items leave it running (keepPool, see kWarmPoolMinItems).
+  if (decodePool != nullptr && !keepPool) g_api.pool_pause(decodePool);
   out.tokens.assign(sampling.size(), -1);
   out.logprobs = logprobs;
   if (logprobs) {
@@ -1465,11 +1462,10 @@ class RunWorker : public Napi::AsyncWorker {
       const bool split = pools != nullptr && pools->split->load();
       const int32_t pad = pools != nullptr ? pools->pad->load() : 0;
       ggml_threadpool_t decodePool = CurrentDecodePool(context_->ctx);
-      size_t sampledItems = 0;
-      for (const StepItem& item : items_) sampledItems += item.sampler != nullptr ? 1 : 0;
-      // A wide step wakes its pool just before its decode call (kWarmPoolMinSampled).
-      ggml_threadpool_t wakePool = sampledItems >= kWarmPoolMinSampled && g_api.pool_resume != nullptr ? decodePool : nullptr;
-      const std::string error = RunOneStep(context_->ctx, *batch_, decodePool, items_, record->outcome, split, pad, wakePool);
+      // A step of several items leaves its pool running for the next one (kWarmPoolMinItems).
+      const bool keepPool = items_.size() >= kWarmPoolMinItems;
+      warmPool_ = keepPool ? decodePool : nullptr;
+      const std::string error = RunOneStep(context_->ctx, *batch_, decodePool, items_, record->outcome, split, pad, keepPool);
       if (!error.empty()) {
         SetError(error);
         break;
@@ -1511,6 +1507,9 @@ class RunWorker : public Napi::AsyncWorker {
         if (ends) closed_ = true;
       }
       if (ends) {
+        // The context (and its pools) may belong to the next run once released: a pool left
+        // running is paused first.
+        CoolPool();
         record->final = true;
         released_ = true;
         batch_->busy = false;
@@ -1528,6 +1527,7 @@ class RunWorker : public Napi::AsyncWorker {
       if (ends) break;
       items_ = std::move(next);
     }
+    if (!released_) CoolPool();
     {
       // Ended without a final step (an error, or an interrupt seen only at a boundary): prompts fed
       // and not taken stay with the caller, who finds them unreported.
@@ -1543,6 +1543,12 @@ class RunWorker : public Napi::AsyncWorker {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (delivered_ < steps_ && leadCv_.wait_until(lock, deadline) != std::cv_status::timeout) {
     }
+  }
+
+  /** Pauses the pool the last step left running (its worker sleeps until the next kickoff). */
+  void CoolPool() {
+    if (warmPool_ != nullptr) g_api.pool_pause(warmPool_);
+    warmPool_ = nullptr;
   }
 
   /**
@@ -1724,6 +1730,8 @@ class RunWorker : public Napi::AsyncWorker {
   std::shared_ptr<std::atomic<bool>> interrupt_;
   /** The final step let the context go (the next run may own it before this worker is gone). */
   bool released_ = false;
+  /** The pool the last step left running (kWarmPoolMinItems), or nullptr. */
+  ggml_threadpool_t warmPool_ = nullptr;
   /** Prompts fed and not taken yet, the pack limit, and whether the run still takes any (fedMutex_). */
   std::mutex fedMutex_;
   std::deque<StepItem> fed_;
