@@ -957,7 +957,8 @@ std::string RunOneStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t d
  * A step as one decode (and its sampling) per item, in order (SplitsDecode): the same tokens and
  * log-probabilities as one call, since each item's logits depend only on its own sequence. Each
  * item is sampled before the next decode overwrites the logits. The pool is paused only after
- * the last decode: between two, its workers are about to be needed again.
+ * the last decode (between two, its workers are about to be needed again), and not even then
+ * with keepPool (a native-loop step of several items, kWarmPoolMinItems).
  */
 std::string RunSplitStep(llama_context* ctx, StepBatch& batch, ggml_threadpool_t decodePool, const std::vector<StepItem>& items, StepOutcome& out,
                          bool keepPool) {
