@@ -11,6 +11,7 @@ describe('feature metrics wiring', () => {
   afterAll(() => t.close());
 
   it('a cache miss then hit count in llm_cache_lookups_total; a 429 in llm_rate_limited_total', async () => {
+    const started = performance.now();
     const before = await scrape(t.url);
     const body = { prompt: 'Once upon a time, a frog', max_tokens: 5, temperature: 0 };
     const first = await request(t.url).post('/v1/generate').set('Authorization', `Bearer ${t.key}`).send(body).expect(200);
@@ -24,5 +25,11 @@ describe('feature metrics wiring', () => {
     expect(delta('llm_cache_lookups_total', { cache: 'exact', result: 'miss' })).toBe(1);
     expect(delta('llm_cache_lookups_total', { cache: 'exact', result: 'hit' })).toBe(2);
     expect(delta('llm_rate_limited_total', { kind: 'requests' })).toBe(1);
+    // The main thread's own CPU (Linux): some for those requests, and one thread cannot use more than the time that passed.
+    if (process.platform === 'linux') {
+      const cpu = metric(after, 'llm_event_loop_cpu_seconds_total') - metric(before, 'llm_event_loop_cpu_seconds_total');
+      expect(cpu).toBeGreaterThan(0);
+      expect(cpu).toBeLessThanOrEqual((performance.now() - started) / 1000);
+    }
   });
 });

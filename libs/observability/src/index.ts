@@ -2,6 +2,7 @@ export * from './observability.module';
 export * from './observability.exception';
 export * from './metrics.providers';
 export * from './metrics.service';
+export * from './event-loop.cpu';
 export * from './request.telemetry';
 export * from './request-log.fields';
 export * from './http.telemetry';

@@ -19,6 +19,7 @@ export const METRIC = {
   batchCompute: 'llm_batch_compute_seconds',
   batchThreads: 'llm_batch_threads',
   batchFilledTokens: 'llm_batch_filled_tokens_total',
+  eventLoopCpu: 'llm_event_loop_cpu_seconds_total',
   queueWait: 'llm_queue_wait_seconds',
   promptTokens: 'llm_prompt_tokens_total',
   promptTokensCached: 'llm_prompt_tokens_cached_total',

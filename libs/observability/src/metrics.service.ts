@@ -2,6 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { InjectMetric } from '@willsoto/nestjs-prometheus';
 import { collectDefaultMetrics, Counter, Gauge, register } from 'prom-client';
 import { DependencyProbes } from './dependency.probes';
+import { mainThreadCpuSeconds } from './event-loop.cpu';
 import { METRIC } from './metrics.providers';
 import { CACHE_KINDS, CACHE_RESULTS, CacheKind, CacheResult, RATE_LIMIT_KINDS, RateLimitKind, RequestTelemetry } from './request.telemetry';
 import { withSpan } from './tracing.api';
@@ -34,6 +35,21 @@ export class MetricsService {
   ) {
     // Node process metrics (CPU, memory, event-loop lag, GC), once per process.
     if (!register.getSingleMetric('process_cpu_user_seconds_total')) collectDefaultMetrics();
+    // The main thread's own CPU, read at each scrape; absent where the kernel does not say (not Linux).
+    if (!register.getSingleMetric(METRIC.eventLoopCpu) && mainThreadCpuSeconds() !== null) {
+      let counted = 0;
+      new Counter({
+        name: METRIC.eventLoopCpu,
+        help: "CPU time of Node's main thread (the event loop: HTTP, JSON, the scheduler's bookkeeping, streaming writes), user + system, seconds",
+        collect() {
+          const now = mainThreadCpuSeconds();
+          if (now !== null && now > counted) {
+            this.inc(now - counted);
+            counted = now;
+          }
+        },
+      });
+    }
     for (const cache of CACHE_KINDS) for (const result of CACHE_RESULTS) this.cacheLookups.inc({ cache, result }, 0);
     for (const kind of RATE_LIMIT_KINDS) this.rateLimits.inc({ kind }, 0);
   }

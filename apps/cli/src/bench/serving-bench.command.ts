@@ -43,6 +43,13 @@ export interface StepFigures {
    * take a new request (a run restart costs a millisecond or more and lifts the mean).
    */
   readonly hostP50Ms: number | null;
+  /**
+   * CPU time of the server's main thread over the level (llm_event_loop_cpu_seconds_total), ms;
+   * null where the server does not export it (not Linux). Divided by the tokens the clients got,
+   * it is what Node's thread costs a token: on 2 cores each of its microseconds is taken from a
+   * decode (docs/PERFORMANCE.md, 2026-12-03).
+   */
+  readonly loopCpuMs: number | null;
 }
 
 export interface Row {
@@ -150,7 +157,8 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
             log(
               `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
                 (result.reconnects ? `, ${result.reconnects} sent again on a new connection (the server had closed the kept-alive one)` : '') +
-                (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step (p50 ${steps.hostP50Ms?.toFixed(3) ?? '–'})` : ''),
+                (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step (p50 ${steps.hostP50Ms?.toFixed(3) ?? '–'})` : '') +
+                (steps && loopCpuPerToken(row) ? `, Node's main thread ${loopCpuPerToken(row)} a token` : ''),
             );
             for (const sample of result.errorSamples) log(`    error: ${sample}`);
           }
@@ -226,6 +234,8 @@ export function medianRound(runs: readonly Row[]): Row {
 }
 
 type StepCounters = Record<'steps' | 'stepSeconds' | 'tokens' | 'computeCount' | 'computeSeconds' | 'hostCount' | 'hostSeconds', number> & {
+  /** llm_event_loop_cpu_seconds_total; null when absent. */
+  readonly loopCpuSeconds: number | null;
   /** Cumulative counts of llm_batch_host_overhead_seconds by upper bound (seconds), ascending. */
   readonly hostBuckets: readonly (readonly [number, number])[];
 };
@@ -237,10 +247,11 @@ export async function scrapeSteps(url: string): Promise<StepCounters> {
 }
 
 export function parseStepCounters(text: string): StepCounters {
-  const value = (name: string): number => {
+  const read = (name: string): number | null => {
     const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`, 'm').exec(text);
-    return m ? Number(m[1]) : 0;
+    return m ? Number(m[1]) : null;
   };
+  const value = (name: string): number => read(name) ?? 0;
   return {
     steps: value('llm_batch_step_seconds_count'),
     stepSeconds: value('llm_batch_step_seconds_sum'),
@@ -249,6 +260,7 @@ export function parseStepCounters(text: string): StepCounters {
     computeSeconds: value('llm_batch_compute_seconds_sum'),
     hostCount: value('llm_batch_host_overhead_seconds_count'),
     hostSeconds: value('llm_batch_host_overhead_seconds_sum'),
+    loopCpuSeconds: read('llm_event_loop_cpu_seconds_total'),
     hostBuckets: [...text.matchAll(/^llm_batch_host_overhead_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} ([0-9.eE+-]+)$/gm)]
       .map((m): [number, number] => [m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])])
       .sort((x, y) => x[0] - y[0]),
@@ -286,11 +298,18 @@ export function stepDelta(a: StepCounters, b: StepCounters): StepFigures {
     computeMs: compute ? ((b.computeSeconds - a.computeSeconds) * 1000) / compute : null,
     hostMs: host ? ((b.hostSeconds - a.hostSeconds) * 1000) / host : null,
     hostP50Ms: host ? histogramMedianMs(a.hostBuckets, b.hostBuckets) : null,
+    loopCpuMs: a.loopCpuSeconds !== null && b.loopCpuSeconds !== null ? (b.loopCpuSeconds - a.loopCpuSeconds) * 1000 : null,
   };
 }
 
+/** The server's main-thread CPU over a level per token the clients received (µs), if known. */
+function loopCpuPerToken(r: Row): string | null {
+  const ms = r.steps?.loopCpuMs;
+  return ms == null || !(r.result.tokens > 0) ? null : `${((ms * 1000) / r.result.tokens).toFixed(0)} µs`;
+}
+
 export function formatTable(rows: Row[]): string {
-  const head = ['target', 'clients', 'tok/s', 'req/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'errors', 'tok/step', 'step', 'compute', 'host/step', 'host p50'];
+  const head = ['target', 'clients', 'tok/s', 'req/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'errors', 'tok/step', 'step', 'compute', 'host/step', 'host p50', 'Node CPU/tok'];
   const ms = (v: number | null | undefined, digits = 2): string => (v == null ? '–' : `${v.toFixed(digits)} ms`);
   const lines = rows.map((r) => [
     r.target,
@@ -307,6 +326,7 @@ export function formatTable(rows: Row[]): string {
     ms(r.steps?.computeMs),
     ms(r.steps?.hostMs, 3),
     ms(r.steps?.hostP50Ms, 3),
+    loopCpuPerToken(r) ?? '–',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const fmt = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;

@@ -55,7 +55,22 @@ describe('bench serve figures', () => {
   it('without the engine addon there are no compute or host figures', () => {
     const empty = parseStepCounters('llm_batch_step_seconds_count 5\nllm_batch_step_seconds_sum 0.05\n');
     const later = parseStepCounters('llm_batch_step_seconds_count 15\nllm_batch_step_seconds_sum 0.15\n');
-    expect(stepDelta(empty, later)).toMatchObject({ steps: 10, computeMs: null, hostMs: null });
+    expect(stepDelta(empty, later)).toMatchObject({ steps: 10, computeMs: null, hostMs: null, loopCpuMs: null });
+  });
+
+  it("prints the server's main-thread CPU a token the clients got, where the server exports it", () => {
+    const scrape = (cpu: number): string => `llm_batch_step_seconds_count 5\nllm_event_loop_cpu_seconds_total ${cpu}\n`;
+    const steps = stepDelta(parseStepCounters(scrape(1.5)), parseStepCounters(scrape(1.9)));
+    expect(steps.loopCpuMs).toBeCloseTo(400);
+    // 400 ms over 1,000 tokens: 400 µs a token; a reference server has no such figure.
+    const rows: Row[] = [
+      { target: 'this server', concurrency: 1, result: result(1000, 40), steps },
+      { target: 'llama-server -t 2', concurrency: 1, result: result(1100, 30) },
+    ];
+    const [head, , ours, ref] = formatTable(rows).split('\n');
+    expect(head).toMatch(/\| Node CPU\/tok \|$/);
+    expect(ours).toMatch(/\| 400 µs +\|$/);
+    expect(ref).toMatch(/\| – +\|$/);
   });
 
   it('compares each level against the best llama-server thread setting at that level', () => {
