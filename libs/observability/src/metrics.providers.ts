@@ -1,4 +1,5 @@
 import { makeCounterProvider, makeGaugeProvider, makeHistogramProvider } from '@willsoto/nestjs-prometheus';
+import { flushBuffersOf } from './histogram.buffer';
 
 /**
  * Every series the platform exports. The first five are the design document's names (chapter
@@ -92,24 +93,32 @@ export const METRIC_PROVIDERS = [
     help: 'Time between two generated tokens of one request (seconds)',
     buckets: INTER_TOKEN_BUCKETS,
     labelNames: ['model'],
+    // Observed at every step or token through a HistogramBuffer: brought in before each read.
+    collect: flushBuffersOf,
   }),
   makeHistogramProvider({
     name: METRIC.batchStep,
     help: 'Duration of one decode call of the continuous-batching loop (all slots together), in seconds',
     buckets: INTER_TOKEN_BUCKETS,
     labelNames: ['model'],
+    // Observed at every step or token through a HistogramBuffer: brought in before each read.
+    collect: flushBuffersOf,
   }),
   makeHistogramProvider({
     name: METRIC.batchCompute,
     help: 'Time the engine computed inside one decode call (llama_decode), in seconds; needs the engine addon',
     buckets: INTER_TOKEN_BUCKETS,
     labelNames: ['model'],
+    // Observed at every step or token through a HistogramBuffer: brought in before each read.
+    collect: flushBuffersOf,
   }),
   makeHistogramProvider({
     name: METRIC.batchThreads,
     help: 'CPU threads one decode call ran on (chosen per step by measured compute unless THREADS is set); needs the engine addon',
     buckets: [1, 2, 4, 8, 16, 32, 64],
     labelNames: ['model'],
+    // Observed at every step or token through a HistogramBuffer: brought in before each read.
+    collect: flushBuffersOf,
   }),
   makeCounterProvider({
     name: METRIC.batchFilledTokens,
@@ -125,12 +134,16 @@ export const METRIC_PROVIDERS = [
       'completion latency), for steps that follow the previous one without a pause; needs the engine addon',
     buckets: HOST_OVERHEAD_BUCKETS,
     labelNames: ['model'],
+    // Observed at every step or token through a HistogramBuffer: brought in before each read.
+    collect: flushBuffersOf,
   }),
   makeHistogramProvider({
     name: METRIC.batchTokens,
     help: 'Tokens evaluated by one decode call (generated tokens of every streaming slot plus prompt chunks)',
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
     labelNames: ['model'],
+    // Observed at every step or token through a HistogramBuffer: brought in before each read.
+    collect: flushBuffersOf,
   }),
   makeHistogramProvider({ name: METRIC.queueWait, help: 'Time a request waited for a free slot (seconds)', buckets: QUEUE_WAIT_BUCKETS, labelNames: ['model'] }),
   makeCounterProvider({ name: METRIC.promptTokens, help: 'Prompt tokens of finished generations (BOS included)', labelNames: ['model'] }),

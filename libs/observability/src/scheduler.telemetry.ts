@@ -7,6 +7,7 @@ import { AppConfig } from '@app/common';
 import { METRIC } from './metrics.providers';
 import { RequestTelemetry } from './request.telemetry';
 import { recordSpan } from './tracing.api';
+import { HistogramBuffer } from './histogram.buffer';
 import { StepTrace } from './step.trace';
 
 /**
@@ -80,6 +81,16 @@ export interface ModelSchedulerHooks {
   onFinish(outcome: GenerationOutcomeView): void;
 }
 
+/** The histograms a model's scheduler observes at every step or token, buffered. */
+interface StepBuffers {
+  readonly step: HistogramBuffer<'model'>;
+  readonly tokens: HistogramBuffer<'model'>;
+  readonly compute: HistogramBuffer<'model'>;
+  readonly host: HistogramBuffer<'model'>;
+  readonly threads: HistogramBuffer<'model'>;
+  readonly interToken: HistogramBuffer<'model'>;
+}
+
 @Injectable()
 export class SchedulerTelemetry implements OnModuleDestroy {
   readonly #model: string;
@@ -87,6 +98,8 @@ export class SchedulerTelemetry implements OnModuleDestroy {
   readonly #trace: StepTrace | undefined;
   #pending: (Acquisition & { readonly reportedAt: number })[] = [];
   readonly #initialized = new Set<string>();
+  /** Per model, the buffered histograms observed at every step or token (HistogramBuffer: why). */
+  readonly #buffers = new Map<string, StepBuffers>();
   #configuredHooks: ModelSchedulerHooks | undefined;
 
   constructor(
@@ -127,21 +140,22 @@ export class SchedulerTelemetry implements OnModuleDestroy {
   forModel(model: string): ModelSchedulerHooks {
     this.#init(model);
     const labels = { model };
+    const b = this.#buffersOf(model);
     return {
       onQueueWait: (ms) => this.#onQueueWait(model, ms),
       onStep: (s) => {
         this.#trace?.write(model, s);
-        this.batchStep.observe(labels, s.ms / 1000);
-        this.batchTokens.observe(labels, s.tokens);
-        if (s.computeMs !== undefined) this.batchCompute.observe(labels, s.computeMs / 1000);
-        if (s.hostMs !== undefined) this.batchHost.observe(labels, s.hostMs / 1000);
-        if (s.threads !== undefined) this.batchThreads.observe(labels, s.threads);
+        b.step.observe(s.ms / 1000);
+        b.tokens.observe(s.tokens);
+        if (s.computeMs !== undefined) b.compute.observe(s.computeMs / 1000);
+        if (s.hostMs !== undefined) b.host.observe(s.hostMs / 1000);
+        if (s.threads !== undefined) b.threads.observe(s.threads);
         if (s.filledTokens) this.batchFilled.inc(labels, s.filledTokens);
       },
       onRejected: (code) => this.rejections.inc({ reason: code, model }),
       onStateChange: (snapshot) => this.#onStateChange(model, snapshot),
       onFirstToken: (ms) => this.#onFirstToken(model, ms),
-      onInterToken: (ms) => this.interToken.observe(labels, ms / 1000),
+      onInterToken: (ms) => b.interToken.observe(ms / 1000),
       onFinish: (outcome) => this.#onFinish(model, outcome),
     };
   }
@@ -183,6 +197,24 @@ export class SchedulerTelemetry implements OnModuleDestroy {
 
   onFinish(outcome: GenerationOutcomeView): void {
     this.#configured().onFinish(outcome);
+  }
+
+  /** One set a model, kept across its loads (its series stay when it is unloaded, as Prometheus expects). */
+  #buffersOf(model: string): StepBuffers {
+    let buffers = this.#buffers.get(model);
+    if (!buffers) {
+      const labels = { model };
+      buffers = {
+        step: new HistogramBuffer(this.batchStep, labels),
+        tokens: new HistogramBuffer(this.batchTokens, labels),
+        compute: new HistogramBuffer(this.batchCompute, labels),
+        host: new HistogramBuffer(this.batchHost, labels),
+        threads: new HistogramBuffer(this.batchThreads, labels),
+        interToken: new HistogramBuffer(this.interToken, labels),
+      };
+      this.#buffers.set(model, buffers);
+    }
+    return buffers;
   }
 
   #init(model: string): void {
