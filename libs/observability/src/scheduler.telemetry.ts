@@ -130,6 +130,9 @@ export class SchedulerTelemetry implements OnModuleDestroy {
   }
 
   onModuleDestroy(): Promise<void> {
+    // The histograms outlive this instance (one registry a process): hand over what is buffered and let go.
+    for (const buffers of this.#buffers.values()) for (const buffer of Object.values(buffers) as HistogramBuffer[]) buffer.close();
+    this.#buffers.clear();
     return this.#trace?.close() ?? Promise.resolve();
   }
 
