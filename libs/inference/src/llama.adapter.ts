@@ -607,6 +607,9 @@ export interface EngineOptions {
   readonly schemaLimits: SchemaLimits;
 }
 
+/** Context tokens node-llama-cpp's detokenize looks at (its maxRecentDetokenizerTokens). */
+const DETOKENIZE_CONTEXT = 3;
+
 /** KV-cache quantization works in blocks of this many values along a head (llama.cpp's QK8_0 / QK4_0). */
 const KV_QUANT_BLOCK = 32;
 
@@ -628,6 +631,10 @@ export class LlamaAdapter {
   #runtime: LlamaDecodeRuntime | null = null;
   /** Set while the addon's threadpool is attached to #context: detached before the context goes. */
   #engineAddon: EngineAddon | null = null;
+  /** The addon's detokenizeAfter on #context, while it drives it (see detokenize()). */
+  #detokenizeAfter: ((tokens: Int32Array, contextCount: number, count: number, special: boolean) => string | null) | null = null;
+  /** Reused for #detokenizeAfter's arguments: no typed array a token. */
+  #detokenizeIds = new Int32Array(16);
   /** Threads the generation context was given (the model's threads, THREADS, or the automatic choice). */
   #threads = 1;
   readonly #progressListeners = new Set<(fraction: number) => void>();
@@ -812,6 +819,8 @@ export class LlamaAdapter {
             gapFill,
           };
           this.#engineAddon = addon.addon;
+          const detokenizeAfter = addon.addon.detokenizeAfter?.bind(addon.addon);
+          if (detokenizeAfter) this.#detokenizeAfter = (tokens, contextCount, count, special) => detokenizeAfter(nativeContext, tokens, contextCount, count, special);
           engineNote =
             `engine addon: persistent threadpool of ${fixedThreads ? `${threads} threads` : `up to ${threads} threads, chosen per step by measured compute`}` +
             ` (poll ${this.engineOptions.threadPoll}), ${nativeLoop ? 'native step loop' : 'one call per step'}` +
@@ -951,6 +960,24 @@ export class LlamaAdapter {
    * `special`: control tokens as their text (to parse a tool-call syntax that uses them).
    */
   detokenize(tokens: readonly number[], context?: readonly number[], special = false): string {
+    // Every streamed token comes here (TokenTextDecoder). node-llama-cpp makes two typed arrays,
+    // two native calls and a slice of it; the engine addon makes the same text in one call.
+    const after = this.#detokenizeAfter;
+    if (after && tokens.length > 0) {
+      const before = context ? Math.min(context.length, DETOKENIZE_CONTEXT) : 0;
+      const total = before + tokens.length;
+      if (this.#detokenizeIds.length < total) this.#detokenizeIds = new Int32Array(Math.max(total, 2 * this.#detokenizeIds.length));
+      const ids = this.#detokenizeIds;
+      for (let i = 0; i < before; i++) ids[i] = (context as readonly number[])[(context as readonly number[]).length - before + i];
+      for (let i = 0; i < tokens.length; i++) ids[before + i] = tokens[i];
+      let text: string | null = null;
+      try {
+        text = after(ids, before, tokens.length, special);
+      } catch {
+        // A context the addon no longer reaches (being unloaded): node-llama-cpp answers, or says why.
+      }
+      if (text !== null) return text;
+    }
     return this.#requireModel().detokenize(tokens as NodeLlamaCpp.Token[], special, context as NodeLlamaCpp.Token[] | undefined);
   }
 
@@ -1196,6 +1223,7 @@ export class LlamaAdapter {
     await ranking?.dispose();
     this.#runtime?.dispose();
     this.#runtime = null;
+    this.#detokenizeAfter = null;
     if (this.#engineAddon && this.#context) {
       try {
         const native = (this.#context as unknown as { _ctx: object })._ctx;

@@ -99,6 +99,8 @@ struct Api {
   void (*sampler_apply)(llama_sampler*, llama_token_data_array*) = nullptr;
   float* (*sampled_probs_ith)(llama_context*, int32_t) = nullptr;
   float* (*sampled_logits_ith)(llama_context*, int32_t) = nullptr;
+  // Optional (detokenizeAfter() answers null without it).
+  int32_t (*detokenize)(const llama_vocab*, const llama_token*, int32_t, char*, int32_t, bool, bool) = nullptr;
   ggml_threadpool_t (*pool_new)(ggml_threadpool_params*) = nullptr;
   void (*pool_free)(ggml_threadpool_t) = nullptr;
   void (*pool_pause)(ggml_threadpool_t) = nullptr;
@@ -171,6 +173,7 @@ void LoadApi() {
   g_api.model_n_swa = reinterpret_cast<int32_t (*)(const llama_model*)>(Find("llama_model_n_swa"));
   g_api.model_is_recurrent = reinterpret_cast<bool (*)(const llama_model*)>(Find("llama_model_is_recurrent"));
   g_api.model_is_hybrid = reinterpret_cast<bool (*)(const llama_model*)>(Find("llama_model_is_hybrid"));
+  g_api.detokenize = reinterpret_cast<int32_t (*)(const llama_vocab*, const llama_token*, int32_t, char*, int32_t, bool, bool)>(Find("llama_detokenize"));
   // The CPU backend is a dynamically loaded variant (zen4, haswell, ...): its threadpool
   // functions are reached through its registry, as llama.cpp's common code does.
   ggml_backend_dev_t cpu = g_api.dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
@@ -1880,6 +1883,81 @@ Napi::Value SetPromptAlone(const Napi::CallbackInfo& info) {
   return ContextFlag(info, g_promptAlone);
 }
 
+/** Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
+bool ValidUtf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    const int n = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : -1;
+    if (n < 0 || end - p <= n) return false;
+    uint32_t cp = n == 0 ? c : n == 1 ? c & 0x1F : n == 2 ? c & 0x0F : c & 0x07;
+    for (int i = 1; i <= n; i++) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+/**
+ * detokenizeAfter(context, tokens Int32Array, contextCount, count, special) -> string | null: the
+ * text of tokens[contextCount, contextCount + count) after the context tokens before them, exactly
+ * as node-llama-cpp's LlamaModel.detokenize(tokens, special, context) makes it (its last three
+ * context tokens, their text cut off the front), in one call and without the two typed arrays,
+ * two calls and the string slicing that costs a streamed token on Node's thread. Null where the
+ * result could differ from that (the context's text not valid UTF-8, so the JavaScript string
+ * comparison it makes is not a byte comparison; a token id out of range; no llama_detokenize):
+ * the caller then asks node-llama-cpp.
+ */
+Napi::Value DetokenizeAfter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = Unwrap(env, info[0]);
+  if (!info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    throw Napi::TypeError::New(env, "detokenizeAfter(context, Int32Array tokens, contextCount, count, special)");
+  }
+  if (g_api.detokenize == nullptr) return env.Null();
+  Napi::Int32Array tokens = info[1].As<Napi::Int32Array>();
+  const size_t contextCount = info[2].As<Napi::Number>().Uint32Value();
+  const size_t count = info[3].As<Napi::Number>().Uint32Value();
+  const bool special = info.Length() > 4 && info[4].ToBoolean().Value();
+  if (contextCount + count > tokens.ElementLength()) throw Napi::RangeError::New(env, "contextCount + count exceeds the tokens");
+  if (count == 0) return Napi::String::New(env, "");
+  const llama_vocab* vocab = g_api.model_get_vocab(g_api.get_model(context->ctx));
+  const int32_t vocabSize = g_api.vocab_n_tokens(vocab);
+  const llama_token* data = tokens.Data();
+  for (size_t i = 0; i < contextCount + count; i++) {
+    if (data[i] < 0 || data[i] >= vocabSize) return env.Null();
+  }
+  // node-llama-cpp's maxRecentDetokenizerTokens.
+  const size_t added = std::min<size_t>(contextCount, 3);
+  const llama_token* own = data + contextCount;
+  // As node-llama-cpp's AddonModel::Detokenize: special tokens kept, rendered when `special`.
+  auto detokenize = [&](const llama_token* t, size_t n) {
+    std::string out;
+    out.resize(std::max<size_t>(out.capacity(), n));
+    int32_t chars = g_api.detokenize(vocab, t, static_cast<int32_t>(n), out.data(), static_cast<int32_t>(out.size()), false, special);
+    if (chars < 0) {
+      out.resize(static_cast<size_t>(-chars));
+      chars = g_api.detokenize(vocab, t, static_cast<int32_t>(n), out.data(), static_cast<int32_t>(out.size()), false, special);
+    }
+    out.resize(chars < 0 ? 0 : static_cast<size_t>(chars));
+    return out;
+  };
+  if (added == 0) return Napi::String::New(env, detokenize(own, count));
+  const std::string before = detokenize(own - added, added);
+  if (before.empty()) return Napi::String::New(env, detokenize(own, count));
+  // A replacement character in valid text could stand where the joined text has an invalid byte.
+  if (!ValidUtf8(before) || before.find("\xEF\xBF\xBD") != std::string::npos) return env.Null();
+  const std::string joined = detokenize(own - added, added + count);
+  // `before` ends on a character boundary, so the joined string starts with its text exactly
+  // when its bytes start with before's, and the rest decodes alone as it does after them.
+  if (joined.compare(0, before.size(), before) == 0) return Napi::String::New(env, joined.substr(before.size()));
+  return Napi::String::New(env, detokenize(own, count));
+}
+
 /**
  * setDrainPack(context, on?): in the context's next runs, a step packs every fed prompt the
  * batch holds when the generating sequences end within as many steps as prompts wait (see
@@ -1891,6 +1969,7 @@ Napi::Value SetDrainPack(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setDrainPack", Napi::Function::New(env, SetDrainPack));
+  exports.Set("detokenizeAfter", Napi::Function::New(env, DetokenizeAfter));
   exports.Set("setGapFill", Napi::Function::New(env, SetGapFill));
   exports.Set("setPromptAlone", Napi::Function::New(env, SetPromptAlone));
   exports.Set("setDecodeSplit", Napi::Function::New(env, SetDecodeSplit));

@@ -105,6 +105,13 @@ export interface EngineAddon {
   setPromptAlone?(context: object, on?: boolean): boolean;
   setDrainPack?(context: object, on?: boolean): boolean;
   /**
+   * The text of tokens[contextCount, contextCount + count) after the context tokens before them,
+   * exactly as node-llama-cpp's LlamaModel.detokenize(tokens, special, context) makes it, in one
+   * call; null where it could differ (the caller then asks node-llama-cpp). Absent from builds
+   * before it existed.
+   */
+  detokenizeAfter?(context: object, tokens: Int32Array, contextCount: number, count: number, special: boolean): string | null;
+  /**
    * The context's next steps (a run in flight from its next step) run a small decode step (two
    * to four items of one token, each sampling) as one llama_decode per token: on CPUs ggml's
    * one-token kernels can cost less than its batched ones for a few tokens (see the thread
