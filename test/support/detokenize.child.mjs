@@ -1,17 +1,9 @@
 // Compares the engine addon's detokenizeAfter() with node-llama-cpp's LlamaModel.detokenize(tokens,
 // special, context) on the bundled model, in its own process (run by test/engine-detokenize.e2e-spec.ts):
 // prints one JSON line of what it saw.
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { bundledModel } from './bundled-model.mjs';
 
-const root = process.argv[2];
-const require = createRequire(import.meta.url);
-const addon = require(join(root, 'libs', 'inference', 'native', 'build', 'Release', 'llm_engine.node'));
-const { getLlama } = await import('node-llama-cpp');
-
-const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-const model = await llama.loadModel({ modelPath: join(root, 'models', 'stories260K.gguf') });
-const context = await model.createContext({ sequences: 1, contextSize: 256, threads: 1 });
+const { addon, model, context } = await bundledModel(process.argv[2]);
 const native = context._ctx;
 const vocab = model.tokens.bos === null ? 0 : model.fileInfo.metadata.tokenizer.ggml.tokens.length;
 

@@ -1,17 +1,9 @@
 // Drives the engine addon's run() directly on the bundled model, in its own process (run by
 // test/engine-run.e2e-spec.ts): prints one JSON line of what it saw, then lets the process end by
 // itself. A handle the addon left open would keep the process alive (the test then times out).
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { bundledModel } from './bundled-model.mjs';
 
-const root = process.argv[2];
-const require = createRequire(import.meta.url);
-const addon = require(join(root, 'libs', 'inference', 'native', 'build', 'Release', 'llm_engine.node'));
-const { getLlama } = await import('node-llama-cpp');
-
-const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-const model = await llama.loadModel({ modelPath: join(root, 'models', 'stories260K.gguf') });
-const context = await model.createContext({ sequences: 1, contextSize: 256, threads: 1 });
+const { addon, llama, model, context } = await bundledModel(process.argv[2]);
 // Held for the process's life: node-llama-cpp disposes a sequence (erasing its KV cells, from
 // this thread, even mid-run) once its object is garbage-collected.
 const sequence = context.getSequence();

@@ -964,11 +964,12 @@ export class LlamaAdapter {
     // two native calls and a slice of it; the engine addon makes the same text in one call.
     const after = this.#detokenizeAfter;
     if (after && tokens.length > 0) {
-      const before = context ? Math.min(context.length, DETOKENIZE_CONTEXT) : 0;
+      const recent = context ?? [];
+      const before = Math.min(recent.length, DETOKENIZE_CONTEXT);
       const total = before + tokens.length;
       if (this.#detokenizeIds.length < total) this.#detokenizeIds = new Int32Array(Math.max(total, 2 * this.#detokenizeIds.length));
       const ids = this.#detokenizeIds;
-      for (let i = 0; i < before; i++) ids[i] = (context as readonly number[])[(context as readonly number[]).length - before + i];
+      for (let i = 0; i < before; i++) ids[i] = recent[recent.length - before + i];
       for (let i = 0; i < tokens.length; i++) ids[before + i] = tokens[i];
       let text: string | null = null;
       try {

@@ -154,11 +154,12 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
             const steps = before ? stepDelta(before, await scrapeSteps(server.url)) : undefined;
             const row = { target: server.label, concurrency, result, steps };
             perServer.set(server.label, [...(perServer.get(server.label) ?? []), row]);
+            const loopCpu = loopCpuPerToken(row);
             log(
               `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
                 (result.reconnects ? `, ${result.reconnects} sent again on a new connection (the server had closed the kept-alive one)` : '') +
                 (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step (p50 ${steps.hostP50Ms?.toFixed(3) ?? '–'})` : '') +
-                (steps && loopCpuPerToken(row) ? `, Node's main thread ${loopCpuPerToken(row)} a token` : ''),
+                (loopCpu ? `, Node's main thread ${loopCpu} a token` : ''),
             );
             for (const sample of result.errorSamples) log(`    error: ${sample}`);
           }
