@@ -11,6 +11,7 @@ import { positiveInt } from '../support/options';
 interface ServingOptions {
   model?: string;
   rounds?: number;
+  warmupRounds?: number;
   slots?: number;
   threads?: number;
   referenceThreads?: number[];
@@ -63,6 +64,11 @@ export interface Row {
 
 const OURS = 'this server';
 
+/** Unmeasured rounds of every level before the measured ones (--warmup-rounds). */
+const DEFAULT_WARMUP_ROUNDS = 1;
+/** Warm-up rounds' prompt numbers start this far above the measured rounds' (10,000 a level, 1,000 a round). */
+const WARMUP_PROMPT_OFFSET = 1_000_000;
+
 /** Mean pause of a `chat` client before each request, ms. */
 const DEFAULT_THINK_MS = 300;
 
@@ -100,10 +106,11 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
     const log = (m: string): void => void process.stderr.write(`${m}\n`);
 
     const rounds = o.rounds ?? 1;
+    const warmupRounds = o.warmupRounds ?? DEFAULT_WARMUP_ROUNDS;
     log(
       `Model ${model}; ${settings.slots} slots, this server's THREADS ${settings.threads ?? 'default'}, ` +
         `llama-server -t ${referenceThreads.join(' and -t ')}, context ${settings.contextPerSlot}/slot, batch ${settings.batchSize}, ` +
-        `${rounds} round(s) per level, servers taken in turn`,
+        `${rounds} round(s) per level after ${warmupRounds} unmeasured, servers taken in turn`,
     );
     // Every server runs at once (idle but one) and they take each level in turn, round after
     // round: a slow spell of the machine then hits all of them alike.
@@ -123,45 +130,53 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
         // Warm-up: first decode allocations, page cache; not measured.
         await runLoad({ url: server.url, apiKey, concurrency: 1, requests: 1, maxTokens: 8, prompt: () => 'Warm up.' });
       }
+      const requestsAt = (concurrency: number): number => o.requests ?? Math.max(16, concurrency * 4);
+      /** One server's round at one level: the load, and this server's step figures over it. */
+      const runRound = async ({ server, apiKey, ours }: (typeof servers)[number], concurrency: number, offset: number): Promise<Row> => {
+        const bar = new ProgressBar('   ', !o.json);
+        const before = ours ? await scrapeSteps(server.url) : null;
+        const result = await runLoad({
+          url: server.url,
+          apiKey,
+          concurrency,
+          requests: requestsAt(concurrency),
+          maxTokens,
+          maxTokensOf,
+          thinkMs,
+          prompt: (i) => prompt(offset + i),
+          onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
+        });
+        bar.done();
+        const steps = before ? stepDelta(before, await scrapeSteps(server.url)) : undefined;
+        return { target: server.label, concurrency, result, steps };
+      };
+      // Unmeasured rounds of every level first, the same for every server: this server's
+      // JavaScript is compiled by V8 as it runs and costs Node's thread more for its first few
+      // hundred requests (docs/PERFORMANCE.md), which a server in service has long passed. Their
+      // figures are printed, so the cold start stays visible (--warmup-rounds 0 measures it).
+      for (let round = 0; round < warmupRounds; round++) {
+        for (const [levelIndex, concurrency] of levels.entries()) {
+          for (const entry of servers) {
+            const row = await runRound(entry, concurrency, promptOffset(levelIndex, round, true));
+            log(`  warm-up ${round + 1}/${warmupRounds}, ${entry.server.label}, ${concurrency} concurrent (not counted): ${roundSummary(row)}`);
+          }
+        }
+      }
       for (const [levelIndex, concurrency] of levels.entries()) {
         // 16 at least: a TTFT p50 of 8 requests (2 clients: 4 pairs that arrive together) moved
         // by 0.3x between runs of the same code.
-        const requests = o.requests ?? Math.max(16, concurrency * 4);
+        const requests = requestsAt(concurrency);
         const perServer = new Map<string, Row[]>();
         for (let round = 0; round < rounds; round++) {
-          // Prompts no earlier level or round sent: a server's prompt cache must not stand in for
-          // prefill (llama.cpp's server keeps prompt states in RAM). Each server gets the same ones.
-          const offset = 10_000 * (levelIndex + 1) + 1000 * round;
-          for (const { server, apiKey, ours } of servers) {
+          for (const entry of servers) {
             log(
-              `  ${server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokensOf ? `${maxTokensOf(0)}-${2 * maxTokens - 1}` : maxTokens} tokens (${workload}` +
+              `  ${entry.server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokensOf ? `${maxTokensOf(0)}-${2 * maxTokens - 1}` : maxTokens} tokens (${workload}` +
                 `${thinkMs ? `, ${thinkMs} ms mean pause` : ''}), round ${round + 1}/${rounds}...`,
             );
-            const bar = new ProgressBar('   ', !o.json);
-            const before = ours ? await scrapeSteps(server.url) : null;
-            const result = await runLoad({
-              url: server.url,
-              apiKey,
-              concurrency,
-              requests,
-              maxTokens,
-              maxTokensOf,
-              thinkMs,
-              prompt: (i) => prompt(offset + i),
-              onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
-            });
-            bar.done();
-            const steps = before ? stepDelta(before, await scrapeSteps(server.url)) : undefined;
-            const row = { target: server.label, concurrency, result, steps };
-            perServer.set(server.label, [...(perServer.get(server.label) ?? []), row]);
-            const loopCpu = loopCpuPerToken(row);
-            log(
-              `    ${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
-                (result.reconnects ? `, ${result.reconnects} sent again on a new connection (the server had closed the kept-alive one)` : '') +
-                (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step (p50 ${steps.hostP50Ms?.toFixed(3) ?? '–'})` : '') +
-                (loopCpu ? `, Node's main thread ${loopCpu} a token` : ''),
-            );
-            for (const sample of result.errorSamples) log(`    error: ${sample}`);
+            const row = await runRound(entry, concurrency, promptOffset(levelIndex, round, false));
+            perServer.set(row.target, [...(perServer.get(row.target) ?? []), row]);
+            log(`    ${roundSummary(row)}`);
+            for (const sample of row.result.errorSamples) log(`    error: ${sample}`);
           }
         }
         // The median round of each server (by throughput) stands for it at this level.
@@ -171,7 +186,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
       await Promise.all(servers.map(({ server }) => server.stop()));
     }
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ settings, referenceThreads, workload, maxTokens, thinkMs, rows }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ settings, referenceThreads, workload, maxTokens, thinkMs, warmupRounds, rows }, null, 2)}\n`);
       return;
     }
     process.stdout.write(formatTable(rows));
@@ -184,6 +199,15 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   @Option({ flags: '--rounds <n>', description: 'Rounds per level, servers taken in turn; the median round counts (default 1)' })
   parseRounds(v: string): number {
     return positiveInt(v);
+  }
+  @Option({
+    flags: '--warmup-rounds <n>',
+    description: `Unmeasured rounds of every level each server gets first, with prompts of their own (default ${DEFAULT_WARMUP_ROUNDS}; 0: measure from a cold start)`,
+  })
+  parseWarmupRounds(v: string): number {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new Error('--warmup-rounds must be a whole number, 0 or more');
+    return n;
   }
   @Option({ flags: '--concurrency <list>', description: 'Comma list of client counts (default 1,2,4,8)' })
   parseConcurrency(v: string): string {
@@ -220,6 +244,27 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   parseBatch(v: string): number {
     return positiveInt(v);
   }
+}
+
+/**
+ * Where a round's prompt numbers start. Prompts no earlier level or round sent: a server's
+ * prompt cache must not stand in for prefill (llama.cpp's server keeps prompt states in RAM);
+ * each server gets the same ones. Warm-up rounds number theirs apart from the measured ones.
+ */
+export function promptOffset(levelIndex: number, round: number, warmup: boolean): number {
+  return (warmup ? WARMUP_PROMPT_OFFSET : 0) + 10_000 * (levelIndex + 1) + 1000 * round;
+}
+
+/** One round's line: throughput, first token, errors and, for this server, its step and CPU figures. */
+export function roundSummary(row: Row): string {
+  const { result, steps } = row;
+  const loopCpu = loopCpuPerToken(row);
+  return (
+    `${result.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${result.ttftMs.p50.toFixed(0)} ms, errors ${result.errors}` +
+    (result.reconnects ? `, ${result.reconnects} sent again on a new connection (the server had closed the kept-alive one)` : '') +
+    (steps?.hostMs != null ? `, host ${steps.hostMs.toFixed(3)} ms/step (p50 ${steps.hostP50Ms?.toFixed(3) ?? '–'})` : '') +
+    (loopCpu ? `, Node's main thread ${loopCpu} a token` : '')
+  );
 }
 
 /** The compute backend the server reports (llm_model_info{backend}): cpu, cuda, ... */

@@ -1,4 +1,4 @@
-import { formatTable, medianRound, parseStepCounters, Row, stepDelta } from './serving-bench.command';
+import { formatTable, medianRound, parseStepCounters, promptOffset, roundSummary, Row, stepDelta } from './serving-bench.command';
 import { LoadResult } from './load.generator';
 
 const result = (tps: number, ttft: number): LoadResult => ({
@@ -128,5 +128,30 @@ describe('bench serve figures', () => {
       { target: 'llama-server -t 2', concurrency: 1, result: result(160, 30), rounds: [result(160, 30)] },
     ];
     expect(formatTable(rows)).not.toContain('Paired ratios');
+  });
+});
+
+describe('bench serve rounds', () => {
+  it('numbers every round’s prompts apart, warm-up rounds apart from the measured ones', () => {
+    const starts: number[] = [];
+    for (const warmup of [true, false]) {
+      for (let level = 0; level < 6; level++) for (let round = 0; round < 9; round++) starts.push(promptOffset(level, round, warmup));
+    }
+    // Up to 1,000 requests a round: no two rounds share a prompt number.
+    const sorted = [...starts].sort((a, b) => a - b);
+    for (let i = 1; i < sorted.length; i++) expect(sorted[i] - sorted[i - 1]).toBeGreaterThanOrEqual(1000);
+    expect(promptOffset(0, 0, false)).toBe(10_000);
+  });
+
+  it('prints a round’s figures on one line, with the step and CPU figures this server has', () => {
+    const steps = stepDelta(
+      parseStepCounters('llm_batch_step_seconds_count 0\nllm_event_loop_cpu_seconds_total 0'),
+      parseStepCounters('llm_batch_step_seconds_count 10\nllm_batch_compute_seconds_sum 0.03\nllm_batch_compute_seconds_count 10\nllm_batch_host_overhead_seconds_sum 0.002\nllm_batch_host_overhead_seconds_count 10\nllm_event_loop_cpu_seconds_total 0.015'),
+    );
+    const ours: Row = { target: 'this server', concurrency: 1, result: { ...result(150, 40), tokens: 100 }, steps };
+    expect(roundSummary(ours)).toBe("150.0 tok/s, TTFT p50 40 ms, errors 0, host 0.200 ms/step (p50 –), Node's main thread 150 µs a token");
+    expect(roundSummary({ target: 'llama-server -t 2', concurrency: 1, result: { ...result(160, 38), reconnects: 2 } })).toBe(
+      '160.0 tok/s, TTFT p50 38 ms, errors 0, 2 sent again on a new connection (the server had closed the kept-alive one)',
+    );
   });
 });
