@@ -132,7 +132,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
       }
       const requestsAt = (concurrency: number): number => o.requests ?? Math.max(16, concurrency * 4);
       /** One server's round at one level: the load, and this server's step figures over it. */
-      const runRound = async ({ server, apiKey, ours }: (typeof servers)[number], concurrency: number, offset: number): Promise<Row> => {
+      const runRound = async ({ server, apiKey, ours }: (typeof servers)[number], concurrency: number, promptOf: (i: number) => string): Promise<Row> => {
         const bar = new ProgressBar('   ', !o.json);
         const before = ours ? await scrapeSteps(server.url) : null;
         const result = await runLoad({
@@ -143,7 +143,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
           maxTokens,
           maxTokensOf,
           thinkMs,
-          prompt: (i) => prompt(offset + i),
+          prompt: promptOf,
           onProgress: (done, total) => bar.update(done / total, `${done}/${total} requests`),
         });
         bar.done();
@@ -157,7 +157,8 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
       for (let round = 0; round < warmupRounds; round++) {
         for (const [levelIndex, concurrency] of levels.entries()) {
           for (const entry of servers) {
-            const row = await runRound(entry, concurrency, promptOffset(levelIndex, round, true));
+            const offset = promptOffset(levelIndex, round, true);
+            const row = await runRound(entry, concurrency, (i) => warmupPrompt(prompt(offset + i)));
             log(`  warm-up ${round + 1}/${warmupRounds}, ${entry.server.label}, ${concurrency} concurrent (not counted): ${roundSummary(row)}`);
           }
         }
@@ -173,7 +174,8 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
               `  ${entry.server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokensOf ? `${maxTokensOf(0)}-${2 * maxTokens - 1}` : maxTokens} tokens (${workload}` +
                 `${thinkMs ? `, ${thinkMs} ms mean pause` : ''}), round ${round + 1}/${rounds}...`,
             );
-            const row = await runRound(entry, concurrency, promptOffset(levelIndex, round, false));
+            const offset = promptOffset(levelIndex, round, false);
+            const row = await runRound(entry, concurrency, (i) => prompt(offset + i));
             perServer.set(row.target, [...(perServer.get(row.target) ?? []), row]);
             log(`    ${roundSummary(row)}`);
             for (const sample of row.result.errorSamples) log(`    error: ${sample}`);
@@ -253,6 +255,16 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
  */
 export function promptOffset(levelIndex: number, round: number, warmup: boolean): number {
   return (warmup ? WARMUP_PROMPT_OFFSET : 0) + 10_000 * (levelIndex + 1) + 1000 * round;
+}
+
+/**
+ * A warm-up round's prompt: the workload's, behind a preamble of its own, so that nothing a
+ * warm-up round leaves in a server's KV cache or prompt cache is a prefix of a measured prompt
+ * (with the shared-prefix workload, a warm prefix would turn the first measured wave, the one
+ * that tells the servers apart, into a cached one for both).
+ */
+export function warmupPrompt(prompt: string): string {
+  return `Warm-up. ${prompt}`;
 }
 
 /** One round's line: throughput, first token, errors and, for this server, its step and CPU figures. */

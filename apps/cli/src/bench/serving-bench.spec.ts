@@ -1,5 +1,5 @@
-import { formatTable, medianRound, parseStepCounters, promptOffset, roundSummary, Row, stepDelta } from './serving-bench.command';
-import { LoadResult } from './load.generator';
+import { formatTable, medianRound, parseStepCounters, promptOffset, roundSummary, Row, stepDelta, warmupPrompt } from './serving-bench.command';
+import { distinctPrompt, LoadResult, sharedPrefixPrompt } from './load.generator';
 
 const result = (tps: number, ttft: number): LoadResult => ({
   requests: 8,
@@ -141,6 +141,15 @@ describe('bench serve rounds', () => {
     const sorted = [...starts].sort((a, b) => a - b);
     for (let i = 1; i < sorted.length; i++) expect(sorted[i] - sorted[i - 1]).toBeGreaterThanOrEqual(1000);
     expect(promptOffset(0, 0, false)).toBe(10_000);
+  });
+
+  it('starts warm-up prompts apart from every measured one, so that no cached prefix is left for the measured rounds', () => {
+    for (const measured of [distinctPrompt, sharedPrefixPrompt]) {
+      const warm = warmupPrompt(measured(promptOffset(0, 0, true)));
+      expect(warm).toContain(measured(promptOffset(0, 0, true)));
+      // Not even the first word in common with a measured prompt of the same workload.
+      expect(warm.split(' ')[0]).not.toBe(measured(promptOffset(0, 0, false)).split(' ')[0]);
+    }
   });
 
   it('prints a round’s figures on one line, with the step and CPU figures this server has', () => {
