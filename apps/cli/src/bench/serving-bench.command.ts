@@ -156,8 +156,8 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
       // figures are printed, so the cold start stays visible (--warmup-rounds 0 measures it).
       for (let round = 0; round < warmupRounds; round++) {
         for (const [levelIndex, concurrency] of levels.entries()) {
+          const offset = promptOffset(levelIndex, round, true);
           for (const entry of servers) {
-            const offset = promptOffset(levelIndex, round, true);
             const row = await runRound(entry, concurrency, (i) => warmupPrompt(prompt(offset + i)));
             log(`  warm-up ${round + 1}/${warmupRounds}, ${entry.server.label}, ${concurrency} concurrent (not counted): ${roundSummary(row)}`);
           }
@@ -169,12 +169,12 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
         const requests = requestsAt(concurrency);
         const perServer = new Map<string, Row[]>();
         for (let round = 0; round < rounds; round++) {
+          const offset = promptOffset(levelIndex, round, false);
           for (const entry of servers) {
             log(
               `  ${entry.server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokensOf ? `${maxTokensOf(0)}-${2 * maxTokens - 1}` : maxTokens} tokens (${workload}` +
                 `${thinkMs ? `, ${thinkMs} ms mean pause` : ''}), round ${round + 1}/${rounds}...`,
             );
-            const offset = promptOffset(levelIndex, round, false);
             const row = await runRound(entry, concurrency, (i) => prompt(offset + i));
             perServer.set(row.target, [...(perServer.get(row.target) ?? []), row]);
             log(`    ${roundSummary(row)}`);
