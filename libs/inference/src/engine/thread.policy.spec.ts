@@ -242,6 +242,46 @@ describe('AdaptiveThreadPolicy', () => {
     expect(ones).toBeLessThanOrEqual(11);
   });
 
+  it('does not try a prompt step on fewer threads while the decode steps show that more threads win', () => {
+    let clock = 0;
+    const policy = new AdaptiveThreadPolicy(2, { now: () => clock });
+    // A server asked now and then: a prompt, 16 decode steps, then a pause of 12 s, for 20 minutes.
+    // 2 threads win both kinds (1.5 and 1.3 ms a token against 2.6 and 1.8 on 1 thread).
+    const prompts: number[] = [];
+    for (let request = 0; request < 100; request++) {
+      clock += 12_000;
+      prompts.push(...drive(policy, 1, (t) => (t === 2 ? 1.5 : 2.6), 1, 38));
+      drive(policy, 16, (t) => (t === 2 ? 1.3 : 1.8), 1, 1);
+    }
+    // The decode steps still try 1 thread now and then; no request's first token waits for a try.
+    expect(policy.snapshot().decode1[1]).toBeCloseTo(1.8, 9);
+    expect(prompts.every((t) => t === 2)).toBe(true);
+  });
+
+  it('tries a prompt step on fewer threads again once a decode step finds that fewer win', () => {
+    let clock = 0;
+    const policy = new AdaptiveThreadPolicy(2, { now: () => clock });
+    for (let request = 0; request < 10; request++) {
+      clock += 12_000;
+      drive(policy, 1, (t) => (t === 2 ? 1.5 : 2.6), 1, 38);
+      drive(policy, 16, (t) => (t === 2 ? 1.3 : 1.8), 1, 1);
+    }
+    // Another busy process takes a core: 2 threads now stall at every barrier.
+    const busyDecode = (t: number): number => (t === 2 ? 9 : 1.9);
+    const busyPrompt = (t: number): number => (t === 2 ? 8 : 2.7);
+    const prompts: number[] = [];
+    for (let request = 0; request < 20; request++) {
+      clock += 12_000;
+      prompts.push(...drive(policy, 1, busyPrompt, 1, 38));
+      drive(policy, 16, busyDecode, 1, 1);
+    }
+    expect(prompts).toContain(1);
+    expect(policy.snapshot().prompt64[1]).toBeCloseTo(2.7, 9);
+    // And prompt steps then run mostly on the one thread that wins (2 threads are tried back by
+    // the time rule, as before: the machine may have freed up).
+    expect(prompts.slice(-10).filter((t) => t === 1).length).toBeGreaterThanOrEqual(6);
+  });
+
   it('with choices applied late (the engine loop runs a step ahead), a try is still one step', () => {
     let clock = 0;
     const policy = new AdaptiveThreadPolicy(2, { now: () => clock });

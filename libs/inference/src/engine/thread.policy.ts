@@ -303,12 +303,14 @@ export class AdaptiveThreadPolicy {
       // In time, tries cost at most ~1/(4 x exploreEvery): most of the steps a time rule sees are
       // prompt chunks, and a try there is a longer time to first token for that request.
       // Prompt steps are tried less often (a try is a user's slower first token): at most every
-      // 64 of them and 10 s.
+      // 64 of them and 10 s, and on fewer threads only while the decode steps leave it open
+      // (#fewerThreadsLose).
       const minMs = (prompt ? Math.max(this.#minExploreMs, PROMPT_MIN_EXPLORE_MS) : this.#minExploreMs) * alternatives;
       const afterMs = Math.min(this.#maxExploreMs, Math.max(minMs, 4 * this.#exploreEvery * extraMs));
       const minSteps = (prompt ? 64 : 16) * alternatives;
       const now = this.#now();
-      if ((Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff * alternatives)) || now - measuredAt >= afterMs) {
+      const due = (Number.isFinite(ratio) && since >= Math.max(minSteps, this.#exploreEvery * (ratio - 1) * backoff * alternatives)) || now - measuredAt >= afterMs;
+      if (due && !(prompt && threadsOf(key) < threadsOf(best) && this.#fewerThreadsLose())) {
         state.explored.set(key, state.steps);
         state.triedAt.set(key, now);
         state.awaiting.set(key, state.steps);
@@ -373,6 +375,31 @@ export class AdaptiveThreadPolicy {
       out[kind] = Object.fromEntries([...table].map(([key, e]) => [label(key), e.msPerToken]));
     }
     return out;
+  }
+
+  /**
+   * Whether the decode steps say that fewer threads than the most lose on this machine now: at
+   * least one decode kind has compared two thread counts, and in every one that has, the best
+   * runs the most threads. A prompt step is then not tried on fewer threads: that try is a user's
+   * first token, about twice as late on 2 cores, and it only tells what the decode steps already
+   * do (a prompt step gains more from threads than a decode step, so where more threads win a
+   * decode step they win a prompt step too; another busy process shows first in the decode steps,
+   * tried every few seconds, and then prompt steps are tried again). Without it, the time rule
+   * made the first prompt after every pause of 10 s a 1-thread try: on a server asked now and
+   * then, nearly every request (measured, 2-core zen3 VM: the first request after a 12 s pause
+   * 105-109 ms to first token against 54-60 for the next ones).
+   */
+  #fewerThreadsLose(): boolean {
+    let compared = false;
+    for (const [kind, table] of this.#estimates) {
+      if (kind.startsWith('prompt')) continue;
+      let counts = 0;
+      for (const [key, e] of table) if ((key & 3) === Mode.Plain && e.samples > 0) counts++;
+      if (counts < 2) continue;
+      compared = true;
+      if (threadsOf(this.#best(table, this.#variantsOf(kind))) < this.#candidates[0]) return false;
+    }
+    return compared;
   }
 
   #variantsOf(kind: string): readonly number[] {
