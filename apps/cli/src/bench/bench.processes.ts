@@ -3,12 +3,57 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '@app/common';
-import { freePort, startBenchServer } from './bench.support';
+import { freePort, processCpuMs, startBenchServer } from './bench.support';
 
 export interface RunningServer {
   readonly url: string;
   readonly label: string;
+  /** The server process's CPU time so far (ms), where the OS tells it (null elsewhere). */
+  cpuMs(): number | null;
   stop(): Promise<void>;
+}
+
+/** Options of {@link waitQuiet}. */
+export interface QuietOptions {
+  /** Length of one look at the process's CPU time, ms. Default 100. */
+  readonly windowMs?: number;
+  /** CPU time within one window below which the process counts as quiet, ms. Default 10 (one clock tick of /proc at 100 Hz). */
+  readonly quietMs?: number;
+  /** Longest wait, ms. Default 3000. */
+  readonly maxMs?: number;
+  /** Wait used where the CPU time cannot be read, ms. Default 500. */
+  readonly fallbackMs?: number;
+  /** For tests. Default: a timer. */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * Waits until a server process has stopped using the CPU (a window with less than `quietMs` of
+ * CPU time), at most `maxMs`, and returns how long it waited. The bench takes servers in turn on
+ * the same cores: llama-server's ggml threads keep spinning for work for about 150-200 ms after its
+ * last request (measured: 110 and 60 ms of CPU in the first two 100 ms after a burst), and the next
+ * server's first request ran against them (this server's first request of a round 120-260 ms to
+ * first token against 55-70 for the next ones, and the round's TTFT p99 with it).
+ */
+export async function waitQuiet(cpuMs: () => number | null, o: QuietOptions = {}): Promise<number> {
+  const windowMs = o.windowMs ?? 100;
+  const quietMs = o.quietMs ?? 10;
+  const maxMs = o.maxMs ?? 3000;
+  const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  let before = cpuMs();
+  if (before === null) {
+    await sleep(o.fallbackMs ?? 500);
+    return o.fallbackMs ?? 500;
+  }
+  let waited = 0;
+  while (waited < maxMs) {
+    await sleep(windowMs);
+    waited += windowMs;
+    const now = cpuMs();
+    if (now === null || now - before < quietMs) break;
+    before = now;
+  }
+  return waited;
 }
 
 async function waitHealthy(url: string, child: ChildProcess, log: () => string, isReady: (body: unknown) => boolean, ms = 300_000): Promise<void> {
@@ -58,7 +103,7 @@ export async function startOurs(s: EngineSettings, env: Record<string, string> =
     GPU: process.env.GPU ?? 'auto',
     ...env,
   });
-  return { url: server.url, label: 'this server', apiKey: server.key, stop: () => server.stop() };
+  return { url: server.url, label: 'this server', apiKey: server.key, cpuMs: server.cpuMs, stop: () => server.stop() };
 }
 
 /**
@@ -109,5 +154,5 @@ export async function startLlamaServer(binary: string, s: EngineSettings, thread
   child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
   const url = `http://127.0.0.1:${port}`;
   await waitHealthy(url, child, () => out, () => true);
-  return { url, label: `llama-server -t ${threads}`, stop: stopper(child) };
+  return { url, label: `llama-server -t ${threads}`, cpuMs: () => processCpuMs(child.pid), stop: stopper(child) };
 }

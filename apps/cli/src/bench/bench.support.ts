@@ -28,7 +28,7 @@ export interface BenchServer {
 }
 
 /** utime + stime of a process in ms, from /proc/<pid>/stat (null elsewhere). */
-function processCpuMs(pid: number | undefined): number | null {
+export function processCpuMs(pid: number | undefined): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Option, SubCommand } from 'nest-commander';
 import { projectRoot } from '@app/common';
 import { ReferenceBenchCommand } from './reference-bench.command';
-import { defaultReferenceThreads, EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs } from './bench.processes';
+import { defaultReferenceThreads, EngineSettings, llamaServerBinary, RunningServer, startLlamaServer, startOurs, waitQuiet } from './bench.processes';
 import { ProgressBar } from '../support/progress.bar';
 import { chatMaxTokens, distinctPrompt, LoadResult, runLoad, sharedPrefixPrompt } from './load.generator';
 import { positiveInt } from '../support/options';
@@ -110,7 +110,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
     log(
       `Model ${model}; ${settings.slots} slots, this server's THREADS ${settings.threads ?? 'default'}, ` +
         `llama-server -t ${referenceThreads.join(' and -t ')}, context ${settings.contextPerSlot}/slot, batch ${settings.batchSize}, ` +
-        `${rounds} round(s) per level after ${warmupRounds} unmeasured, servers taken in turn`,
+        `${rounds} round(s) per level after ${warmupRounds} unmeasured, servers taken in turn (each once the one before is idle)`,
     );
     // Every server runs at once (idle but one) and they take each level in turn, round after
     // round: a slow spell of the machine then hits all of them alike.
@@ -148,6 +148,9 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
         });
         bar.done();
         const steps = before ? stepDelta(before, await scrapeSteps(server.url)) : undefined;
+        // The next round (another server's) starts on quiet cores: llama-server's threads spin
+        // for work for a while after its last request (waitQuiet).
+        await waitQuiet(() => server.cpuMs());
         return { target: server.label, concurrency, result, steps };
       };
       // Unmeasured rounds of every level first, the same for every server: this server's
