@@ -37,9 +37,11 @@ pack)
   # bundle (unpacked below without its history) and LanceDB's native library (155 MB; the
   # retrieval routes import it on first use, and the benchmark calls none of them), TypeScript
   # (node-llama-cpp's optional peer, for its own CLI) and better-sqlite3's build leftovers.
-  npm ls --omit=dev --all --parseable 2>/dev/null | sed -n "s|^$root/||p" | grep '^node_modules/' \
+  # (npm ls exits non-zero on any peer or optional-dependency complaint while still listing the tree.)
+  { npm ls --omit=dev --all --parseable 2>/dev/null || true; } | sed -n "s|^$root/||p" | grep '^node_modules/' \
     | grep -Ev '^node_modules/(@node-llama-cpp/(linux-arm64|linux-armv7l|linux-x64-vulkan|linux-x64-cuda-ext)|@lancedb/lancedb-linux-x64-gnu)$' \
     | sort -u > "$stage/.packages"
+  grep -q '^node_modules/node-llama-cpp$' "$stage/.packages" || { echo "npm ls listed no production packages" >&2; exit 2; }
   tar -cf - --exclude=node_modules/@node-llama-cpp/linux-x64-cuda/bins/linux-x64-cuda/libggml-cuda.so \
     --exclude=node_modules/node-llama-cpp/llama/gitRelease.bundle --exclude=node_modules/typescript \
     --exclude='node_modules/better-sqlite3/build/Release/obj*' --exclude=node_modules/better-sqlite3/build/Release/sqlite3.a \
