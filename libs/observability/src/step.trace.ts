@@ -19,7 +19,10 @@ export class StepTrace {
     if (this.#failed) return;
     this.#out ??= this.#open();
     const line = {
-      t: Math.round((performance.timeOrigin + performance.now()) * 1000) / 1000,
+      // The wall clock, to line steps up with logs. Not timeOrigin + performance.now(): that is a
+      // monotonic clock anchored at process start and drifts from the wall clock whenever the host
+      // steps it (a VM resumed from a snapshot was 16 s behind in CI). The order is the file's.
+      t: Date.now(),
       model,
       ms: round(step.ms),
       computeMs: step.computeMs === undefined ? null : round(step.computeMs),
