@@ -38,10 +38,14 @@ let on = false;
 const tokens = { on: 0, off: 0 };
 const ms = { on: 0, off: 0 };
 let last = performance.now();
-const flip = () => {
+/** Books the time since the last switch to the half that just ran. */
+const book = () => {
   const now = performance.now();
   ms[on ? 'on' : 'off'] += now - last;
   last = now;
+};
+const flip = () => {
+  book();
   on = !on;
   burner.kill(on ? 'SIGCONT' : 'SIGSTOP');
 };
@@ -76,9 +80,9 @@ try {
   }));
 } finally {
   clearInterval(timer);
+  book();
   burner.kill('SIGKILL');
 }
-flip();
 const rateOn = (tokens.on / ms.on) * 1000;
 const rateOff = (tokens.off / ms.off) * 1000;
 console.log(
