@@ -209,8 +209,14 @@ export const SHARED_PREFIX = Array.from(
   { length: 18 },
   (_, i) => `Rule ${i + 1}: the assistant answers kindly, tells short stories about animals and children, avoids scary endings and uses simple words.`,
 ).join(' ');
-export function sharedPrefixPrompt(i: number): string {
-  return `${SHARED_PREFIX}\nQuestion ${i}: tell me about a cat and a dog.`;
+/**
+ * Request `i` of the set of requests `set` (a round): every request of a set shares the ~540-token
+ * prefix, and no two sets share any of it (the set's number comes first). Without the set, every
+ * round after the first found the prefix its round before had left in both servers' caches, so
+ * the median of three rounds measured a warm prefix and a single round a cold one.
+ */
+export function sharedPrefixPrompt(i: number, set = 0): string {
+  return `Set ${set}. ${SHARED_PREFIX}\nQuestion ${i}: tell me about a cat and a dog.`;
 }
 
 /** A prompt of about `tokens` tokens for the bundled tokenizer (measured: ~2.9 characters per token on this text). */

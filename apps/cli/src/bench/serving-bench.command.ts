@@ -97,7 +97,8 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
     const levels = (o.concurrency ?? '1,2,4,8').split(',').map((c) => positiveInt(c.trim()));
     const maxTokens = o.maxTokens ?? 64;
     const workload = o.workload ?? 'distinct';
-    const prompt = workload === 'shared-prefix' ? sharedPrefixPrompt : distinctPrompt;
+    // Request i of a round whose prompt numbers start at `set` (promptOffset): shared-prefix rounds share no prefix.
+    const prompt: (i: number, set: number) => string = workload === 'shared-prefix' ? sharedPrefixPrompt : distinctPrompt;
     // chat: answers of different lengths and clients that pause between requests (open slots
     // come and go at random steps, unlike closed-loop clients that run in waves).
     const thinkMs = o.thinkMs ?? (workload === 'chat' ? DEFAULT_THINK_MS : 0);
@@ -161,7 +162,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
         for (const [levelIndex, concurrency] of levels.entries()) {
           const offset = promptOffset(levelIndex, round, true);
           for (const entry of servers) {
-            const row = await runRound(entry, concurrency, (i) => warmupPrompt(prompt(offset + i)));
+            const row = await runRound(entry, concurrency, (i) => warmupPrompt(prompt(offset + i, offset)));
             log(`  warm-up ${round + 1}/${warmupRounds}, ${entry.server.label}, ${concurrency} concurrent (not counted): ${roundSummary(row)}`);
           }
         }
@@ -178,7 +179,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
               `  ${entry.server.label}: ${concurrency} concurrent, ${requests} requests x ${maxTokensOf ? `${maxTokensOf(0)}-${2 * maxTokens - 1}` : maxTokens} tokens (${workload}` +
                 `${thinkMs ? `, ${thinkMs} ms mean pause` : ''}), round ${round + 1}/${rounds}...`,
             );
-            const row = await runRound(entry, concurrency, (i) => prompt(offset + i));
+            const row = await runRound(entry, concurrency, (i) => prompt(offset + i, offset));
             perServer.set(row.target, [...(perServer.get(row.target) ?? []), row]);
             log(`    ${roundSummary(row)}`);
             for (const sample of row.result.errorSamples) log(`    error: ${sample}`);

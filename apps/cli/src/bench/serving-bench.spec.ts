@@ -1,5 +1,5 @@
 import { formatTable, medianRound, parseStepCounters, promptOffset, roundSummary, Row, stepDelta, warmupPrompt } from './serving-bench.command';
-import { distinctPrompt, LoadResult, sharedPrefixPrompt } from './load.generator';
+import { distinctPrompt, LoadResult, SHARED_PREFIX, sharedPrefixPrompt } from './load.generator';
 
 const result = (tps: number, ttft: number): LoadResult => ({
   requests: 8,
@@ -150,6 +150,20 @@ describe('bench serve rounds', () => {
       // Not even the first word in common with a measured prompt of the same workload.
       expect(warm.split(' ')[0]).not.toBe(measured(promptOffset(0, 0, false)).split(' ')[0]);
     }
+  });
+
+  it('gives every shared-prefix round a prefix of its own, shared by all the round’s requests', () => {
+    const [first, second] = [promptOffset(0, 0, false), promptOffset(0, 1, false)];
+    const common = (a: string, b: string): number => {
+      let n = 0;
+      while (n < a.length && a[n] === b[n]) n++;
+      return n;
+    };
+    // Within a round: the whole ~540-token preamble in common (only the question differs).
+    expect(common(sharedPrefixPrompt(first, first), sharedPrefixPrompt(first + 7, first))).toBeGreaterThan(SHARED_PREFIX.length);
+    // Between rounds (and levels): not even the first word, so no round finds the one before's prefix cached.
+    expect(sharedPrefixPrompt(second, second).split(' ').slice(0, 2)).not.toEqual(sharedPrefixPrompt(first, first).split(' ').slice(0, 2));
+    expect(sharedPrefixPrompt(promptOffset(1, 0, false), promptOffset(1, 0, false)).split(' ').slice(0, 2)).not.toEqual(sharedPrefixPrompt(first, first).split(' ').slice(0, 2));
   });
 
   it('prints a round’s figures on one line, with the step and CPU figures this server has', () => {
