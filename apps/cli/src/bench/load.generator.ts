@@ -204,16 +204,20 @@ export function distinctPrompt(i: number): string {
   return `Request ${i}. Once upon a time there was a little girl named Lily who loved to play in the park with her dog Max every day.`;
 }
 
-/** The same ~540-token prefix (a long system-style preamble), then a short distinct question. */
+/**
+ * The same long system-style preamble, then a short distinct question. The issue that asked for it
+ * says ~540 tokens; the bundled and synthetic models' tokenizers make ~1,500 of it (1,485 with the
+ * bundled model's; the 110M synthetic one's reused ~1,500 cached tokens of it and its round's tag).
+ */
 export const SHARED_PREFIX = Array.from(
   { length: 18 },
   (_, i) => `Rule ${i + 1}: the assistant answers kindly, tells short stories about animals and children, avoids scary endings and uses simple words.`,
 ).join(' ');
 /**
- * Request `i` of the set of requests `set` (a round): every request of a set shares the ~540-token
- * prefix, and no two sets share any of it (the set's number comes first). Without the set, every
- * round after the first found the prefix its round before had left in both servers' caches, so
- * the median of three rounds measured a warm prefix and a single round a cold one.
+ * Request `i` of the set of requests `set` (a round): every request of a set shares the preamble,
+ * and no two sets share any of it (the set's number comes first). Without the set, every round
+ * after the first found the prefix its round before had left in both servers' caches, so the
+ * median of three rounds measured a warm prefix and a single round a cold one.
  */
 export function sharedPrefixPrompt(i: number, set = 0): string {
   return `Set ${set}. ${SHARED_PREFIX}\nQuestion ${i}: tell me about a cat and a dog.`;

@@ -230,7 +230,7 @@ export class ServingBenchCommand extends ReferenceBenchCommand {
   @Option({
     flags: '--workload <kind>',
     description:
-      'distinct | shared-prefix (~540-token common prefix) | chat (distinct prompts, answers of max-tokens/4 to 2 x max-tokens, clients pausing --think-ms on average before each request)',
+      'distinct | shared-prefix (a common preamble, ~1,500 tokens with the bundled tokenizers) | chat (distinct prompts, answers of max-tokens/4 to 2 x max-tokens, clients pausing --think-ms on average before each request)',
   })
   parseWorkload(v: string): string {
     if (v !== 'distinct' && v !== 'shared-prefix' && v !== 'chat') throw new Error('--workload must be distinct, shared-prefix or chat');

@@ -159,7 +159,7 @@ describe('bench serve rounds', () => {
       while (n < a.length && a[n] === b[n]) n++;
       return n;
     };
-    // Within a round: the whole ~540-token preamble in common (only the question differs).
+    // Within a round: the whole preamble in common (only the question differs).
     expect(common(sharedPrefixPrompt(first, first), sharedPrefixPrompt(first + 7, first))).toBeGreaterThan(SHARED_PREFIX.length);
     // Between rounds (and levels): not even the first word, so no round finds the one before's prefix cached.
     expect(sharedPrefixPrompt(second, second).split(' ').slice(0, 2)).not.toEqual(sharedPrefixPrompt(first, first).split(' ').slice(0, 2));
