@@ -161,7 +161,7 @@ describe('bench serve rounds', () => {
     };
     // Within a round: the whole preamble in common (only the question differs).
     expect(common(sharedPrefixPrompt(first, first), sharedPrefixPrompt(first + 7, first))).toBeGreaterThan(SHARED_PREFIX.length);
-    // Between rounds (and levels): not even the first word, so no round finds the one before's prefix cached.
+    // Between rounds (and levels): not even the first two words (`Set <n>.`), so no round finds the one before's prefix cached.
     expect(sharedPrefixPrompt(second, second).split(' ').slice(0, 2)).not.toEqual(sharedPrefixPrompt(first, first).split(' ').slice(0, 2));
     expect(sharedPrefixPrompt(promptOffset(1, 0, false), promptOffset(1, 0, false)).split(' ').slice(0, 2)).not.toEqual(sharedPrefixPrompt(first, first).split(' ').slice(0, 2));
   });
