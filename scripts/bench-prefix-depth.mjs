@@ -14,6 +14,7 @@
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { closeStepContext, openStepContext } from './engine-step-context.mjs';
 
 const root = resolve(fileURLToPath(import.meta.url), '..', '..');
 const modelPath = resolve(process.argv[2] ?? join(root, 'models', 'synth-110m.gguf'));
@@ -31,15 +32,8 @@ const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
 const model = await llama.loadModel({ modelPath });
 const sides = [];
 for (const flashAttention of [true, false]) {
-  const context = await model.createContext({ sequences: SEQUENCES, contextSize: SEQUENCES * perSequence, batchSize: 512, threads, flashAttention });
-  // Held: node-llama-cpp erases a sequence's KV cells once its object is garbage-collected.
-  const sequences = Array.from({ length: SEQUENCES }, () => context.getSequence());
-  const native = context._ctx;
-  addon.attachThreadpool(native, threads, 50, 0);
-  addon.setThreads(native, threads, threads);
-  const sampler = new llama._bindings.AddonSampler(model._model);
-  sampler.applyConfig({});
-  sides.push({ name: flashAttention ? 'on' : 'off', context, sequences, native, sampler, position: Array(SEQUENCES).fill(0) });
+  const stepContext = await openStepContext(addon, llama, model, { sequences: SEQUENCES, contextSize: SEQUENCES * perSequence, threads, flashAttention });
+  sides.push({ ...stepContext, name: flashAttention ? 'on' : 'off', position: Array(SEQUENCES).fill(0) });
 }
 
 /** One step of `items` ([sequence, tokens]) on `side`, the last token of each sampled; returns its decode ms. */
@@ -79,7 +73,7 @@ for (const depth of depths) {
     for (const layout of layouts) {
       for (const side of sides) {
         const ms = await step(side, layout.items);
-        for (const [seq] of layout.items) side.context._ctx.removeTokenCellsFromSequence(seq, depth, -1);
+        for (const [seq] of layout.items) side.native.removeTokenCellsFromSequence(seq, depth, -1);
         // The first round meets graph allocation for each layout.
         if (r > 0) times.get(`${side.name}|${layout.name}`).push(ms);
       }
@@ -93,10 +87,6 @@ for (const depth of depths) {
   };
   console.log(`| ${depth} | ${layouts.map(cell).join(' | ')} |`);
 }
-for (const side of sides) {
-  addon.release(side.native);
-  addon.detachThreadpool(side.native);
-  await side.context.dispose();
-}
+for (const side of sides) await closeStepContext(addon, side);
 await model.dispose();
 await llama.dispose();

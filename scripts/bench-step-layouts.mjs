@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { closeStepContext, openStepContext } from './engine-step-context.mjs';
 
 const root = resolve(fileURLToPath(import.meta.url), '..', '..');
 const modelPath = resolve(process.argv[2] ?? join(root, 'models', 'synth-110m.gguf'));
@@ -22,14 +23,8 @@ const SEQUENCES = 8;
 const CACHED = 100;
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
 const model = await llama.loadModel({ modelPath });
-const context = await model.createContext({ sequences: SEQUENCES, contextSize: SEQUENCES * 1024, batchSize: 512, threads });
-// Held: node-llama-cpp erases a sequence's KV cells once its object is garbage-collected.
-const sequences = Array.from({ length: SEQUENCES }, () => context.getSequence());
-const native = context._ctx;
-addon.attachThreadpool(native, threads, 50, 0);
-addon.setThreads(native, threads, threads);
-const sampler = new llama._bindings.AddonSampler(model._model);
-sampler.applyConfig({});
+const stepContext = await openStepContext(addon, llama, model, { sequences: SEQUENCES, contextSize: SEQUENCES * 1024, threads });
+const { native, sampler } = stepContext;
 
 /** One step of `items` ([sequence, tokens]), the last token of each sampled; returns its decode ms. */
 async function step(items, position) {
@@ -98,8 +93,6 @@ for (const layout of layouts) {
   console.log(`| ${layout.name} | ${off.toFixed(2)} | ${versus(on, off)} | ${n ? `${versus(pad, on)}, ${n} throwaway token${n === 1 ? '' : 's'}` : '(not padded)'} |`);
 }
 addon.setGapFill(1);
-addon.release(native);
-addon.detachThreadpool(native);
-await context.dispose();
+await closeStepContext(addon, stepContext);
 await model.dispose();
 await llama.dispose();
