@@ -21,7 +21,7 @@
 //
 // BARRIER_SLEEP_AFTER_US=N (an experiment, not a fix): a waiting thread spins N us, then sleeps
 // on a futex until the barrier opens, so that a preempted thread can get the core back. Measured
-// on a 2-core Firecracker VM (docs/PERFORMANCE.md, 2026-12-03 night): slower at 20, 150 and 400 us
+// on a 2-core Firecracker VM (docs/PERFORMANCE.md, 2026-12-03 closing night): slower at 20, 150 and 400 us
 // (wake-ups of a halted vCPU take long enough that sleeping turned short waits into long ones).
 
 #define _GNU_SOURCE
@@ -106,8 +106,7 @@ static void check_once(void) {
   }
   const char* sleep = getenv("BARRIER_SLEEP_AFTER_US");
   if (sleep != NULL && *sleep != '\0') g_sleep_after_ns = (long)(atof(sleep) * 1000);
-  const int ok = g_original != NULL && matches_pinned_layout((const unsigned char*)g_original);
-  atomic_store(&g_state, ok ? 2 : 3);
+  atomic_store(&g_state, matches_pinned_layout((const unsigned char*)g_original) ? 2 : 3);
 }
 
 static void record(long waited) {
