@@ -1,0 +1,43 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { startTestApp, TestApp } from './support/test-app';
+
+const run = promisify(execFile);
+
+/**
+ * scripts/main-thread-cost.mjs against the real server: it finds the process listening on the
+ * port, streams from it and divides that process's main-thread CPU by the tokens it received.
+ * The app runs in this process, so the script runs as a child (asynchronously: a blocking call
+ * would stop the server it measures).
+ */
+describe('scripts/main-thread-cost.mjs', () => {
+  let app: TestApp;
+  beforeAll(async () => (app = await startTestApp()));
+  afterAll(async () => app.close());
+
+  const onLinux = process.platform === 'linux' ? it : it.skip;
+
+  onLinux('streams from the server and reports its main thread CPU a token', async () => {
+    const port = new URL(app.url).port;
+    const { stdout } = await run(process.execPath, ['scripts/main-thread-cost.mjs', '--port', port, '--seconds', '1', '--max-tokens', '16', '--api-key', app.key], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    const m = /port (\d+) \(pid (\d+)\): (\d+) requests, (\d+) tokens in [\d.]+ s \(\d+ tok\/s\); main thread [\d.]+ ms of CPU a second, (\d+) µs a token/.exec(stdout);
+    expect(m).not.toBeNull();
+    const [, reportedPort, pid, requests, tokens, perToken] = m as RegExpExecArray;
+    expect(reportedPort).toBe(port);
+    // The server is this test's own process.
+    expect(Number(pid)).toBe(process.pid);
+    // Every request streams its 16 tokens (ignore_eos), each a frame the script counts.
+    expect(Number(tokens)).toBe(16 * Number(requests));
+    expect(Number(perToken)).toBeGreaterThan(0);
+  });
+
+  onLinux('refuses a port nothing listens on', async () => {
+    await expect(run(process.execPath, ['scripts/main-thread-cost.mjs', '--port', '1'], { encoding: 'utf8' })).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('no process listens on port 1'),
+    });
+  });
+});
