@@ -10,10 +10,9 @@
 //
 //   node scripts/main-thread-cost.mjs --port 8000 [--seconds 8] [--max-tokens 256] [--api-key KEY]
 //
-// Linux only (reads /proc; finds the listening process with `ss`). Measurement only: not used by
-// the product or its tests.
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+// Linux only (reads /proc, where it also finds the listening process). Measurement only: not used
+// by the product.
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -29,8 +28,44 @@ const seconds = Number(opt('seconds', 8));
 const maxTokens = Number(opt('max-tokens', 256));
 const apiKey = opt('api-key', process.env.API_KEY ?? '');
 
-const listing = execFileSync('ss', ['-ltnpH', `sport = :${port}`], { encoding: 'utf8' });
-const pid = Number(/pid=(\d+)/.exec(listing)?.[1]);
+/** The process holding a socket that listens on `port` (IPv4 or IPv6), from /proc; undefined if none. */
+function listener(port) {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let lines = [];
+    try {
+      lines = readFileSync(table, 'utf8').trim().split('\n').slice(1);
+    } catch {
+      continue;
+    }
+    for (const line of lines) {
+      const f = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT in hex; state 0A is LISTEN; the inode is the tenth field.
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') inodes.add(`socket:[${f[9]}]`);
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let fds = [];
+    try {
+      fds = readdirSync(`/proc/${entry}/fd`);
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    for (const fd of fds) {
+      try {
+        if (inodes.has(readlinkSync(`/proc/${entry}/fd/${fd}`))) return Number(entry);
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  }
+  return undefined;
+}
+
+const pid = listener(port);
 if (!pid) {
   console.error(`no process listens on port ${port}`);
   process.exit(1);

@@ -29,8 +29,12 @@ describe('scripts/main-thread-cost.mjs', () => {
     expect(reportedPort).toBe(port);
     // The server is this test's own process.
     expect(Number(pid)).toBe(process.pid);
-    // Every request streams its 16 tokens (ignore_eos), each a frame the script counts.
-    expect(Number(tokens)).toBe(16 * Number(requests));
+    // Every request streams 16 tokens (ignore_eos), one frame each, which the script counts; a
+    // token that ends inside a UTF-8 character goes out with the next one's frame (the bundled
+    // model has byte tokens: ~2 in 6,000 at temperature 0.8), hence a little under 16 at most.
+    expect(Number(requests)).toBeGreaterThan(0);
+    expect(Number(tokens)).toBeLessThanOrEqual(16 * Number(requests));
+    expect(Number(tokens)).toBeGreaterThanOrEqual(15 * Number(requests));
     expect(Number(perToken)).toBeGreaterThan(0);
   });
 
